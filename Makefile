@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make sync` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# The demo tenant's app secret; a real integration names its own variable in data/integrations.yaml.
+export ENTRA_DEMO_CLIENT_SECRET ?= demo-client-secret
+
+.PHONY: setup sync test bench ui emulator clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+
+sync: setup
+	$(BIN)/python -m entra_pipeline sync
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python -m entra_pipeline.bench
+
+ui: setup
+	$(BIN)/dagster dev -w workspace.yaml
+
+emulator: setup
+	$(BIN)/python -m entra_pipeline.emulator serve
+
+clean:
+	rm -rf $(VENV) $(DAGSTER_HOME) data/*.duckdb data/.demo-tenant
