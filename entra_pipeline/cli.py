@@ -1,0 +1,121 @@
+"""Command line: ``python -m entra_pipeline sync | check-config | demo-tenant stop``.
+
+``sync`` runs the same Dagster job as the schedules, one run per integration, recorded in the
+Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from entra_pipeline.config import ConfigError, load_integrations
+
+
+def _failure_lines(result) -> list[str]:
+    lines = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        # Failure(description=...) arrives wrapped; its own message is the useful one.
+        while error is not None and error.cause is not None and "Failure" not in error.cls_name:
+            error = error.cause
+        message = (error.message if error else "unknown error").strip().splitlines()[0]
+        lines.append(f"{event.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}")
+    return lines
+
+
+def _summary(database: str, key: str) -> str:
+    import duckdb
+
+    from entra_pipeline.warehouse import schema as s
+
+    con = duckdb.connect(database, read_only=True)
+    try:
+        def count(table: str) -> int:
+            return con.execute(f'SELECT count(*) FROM "{table}" WHERE integration = ?', [key]).fetchone()[0]
+
+        errors = con.execute(
+            f'SELECT code, count(*) FROM "{s.IMPORT_ERRORS}" WHERE integration = ? GROUP BY code ORDER BY code',
+            [key]).fetchall()
+        error_text = ", ".join(f"{code} {n:,}" for code, n in errors) or "none"
+        return (f"  contacts {count(s.CONTACTS):,} (excluded {count(s.EXCLUDED_CONTACTS):,}), "
+                f"lists {count(s.DISTRIBUTION_LISTS):,} with {count(s.DISTRIBUTION_LIST_MEMBERS):,} memberships, "
+                f"directory users {count(s.RAW_GRAPH_USERS):,}, groups {count(s.RAW_GRAPH_GROUPS):,}\n"
+                f"  import errors: {error_text}")
+    finally:
+        con.close()
+
+
+def sync(keys: list[str]) -> int:
+    import dagster as dg
+
+    from entra_pipeline.definitions import SYNC_JOB, build_defs
+    from entra_pipeline.warehouse import warehouse_path
+
+    defs = build_defs()
+    job = defs.resolve_job_def(SYNC_JOB)
+    all_keys = load_integrations().keys
+    unknown = [k for k in keys if k not in all_keys]
+    if unknown:
+        print(f"unknown integration(s): {', '.join(unknown)} (configured: {', '.join(all_keys)})", file=sys.stderr)
+        return 2
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    failed = 0
+    for key in keys or all_keys:
+        started = time.monotonic()
+        print(f"sync {key}: running", flush=True)
+        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                        tags={"integration": key, "started_by": "entra-pipeline sync"})
+        seconds = time.monotonic() - started
+        checks = result.get_asset_check_evaluations()
+        bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
+        if result.success:
+            print(f"sync {key}: ok in {seconds:.1f} s (run {result.run_id})")
+        else:
+            failed += 1
+            print(f"sync {key}: FAILED in {seconds:.1f} s (run {result.run_id})")
+            for line in _failure_lines(result):
+                print(f"  {line}")
+        for line in bad_checks:
+            print(f"  check {line}")
+        print(_summary(str(warehouse_path()), key))
+    return 1 if failed else 0
+
+
+def check_config() -> int:
+    integrations = load_integrations()
+    problems = 0
+    for integration in integrations.integrations:
+        try:
+            integration.client_secret()
+            status = "secret set"
+        except ConfigError as exc:
+            status, problems = str(exc), problems + 1
+        source = "demo tenant" if integration.source.demo_tenant else integration.source.graph_url
+        print(f"{integration.key}: {integration.title} [{source}; cron {integration.schedule.cron!r}] {status}")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="entra_pipeline", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    sync_parser = commands.add_parser("sync", help="sync integrations now (all by default)")
+    sync_parser.add_argument("integrations", nargs="*", metavar="KEY")
+    commands.add_parser("check-config", help="validate the integrations file and secret variables")
+    demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
+    demo.add_argument("action", choices=["stop"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "sync":
+            return sync(args.integrations)
+        if args.command == "check-config":
+            return check_config()
+        from entra_pipeline.demo_tenant import stop_all
+
+        print(f"stopped {stop_all()} demo tenant(s)")
+        return 0
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2

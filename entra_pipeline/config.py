@@ -1,0 +1,346 @@
+"""The integrations file: which directories to sync, how, and when.
+
+One YAML file (default ``data/integrations.yaml``, or the path in ``ENTRA_PIPELINE_CONFIG``) lists
+the integrations. Each integration is one Dagster partition. The file is validated with pydantic
+when it is loaded; any problem is reported as one line per problem, naming the file, the
+integration and the field, and nothing runs on an invalid file.
+
+Secrets are never in this file: an integration names the environment variable that holds its
+client secret (``source.client_secret_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from entra_pipeline.transform.fields import (
+    CONTACT_FIELDS,
+    DEFAULT_MAPPING,
+    is_valid_source_field,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "data" / "integrations.yaml"
+CONFIG_PATH_ENV = "ENTRA_PIPELINE_CONFIG"
+
+# Graph and identity-platform hosts per national cloud (Microsoft's national cloud deployments).
+CLOUDS: dict[str, tuple[str, str]] = {
+    "global": ("https://graph.microsoft.com", "https://login.microsoftonline.com"),
+    "us_gov": ("https://graph.microsoft.us", "https://login.microsoftonline.us"),
+    "us_gov_dod": ("https://dod-graph.microsoft.us", "https://login.microsoftonline.us"),
+    "china": ("https://microsoftgraph.chinacloudapi.cn", "https://login.chinacloudapi.cn"),
+}
+
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ConfigError(ValueError):
+    """The integrations file is invalid; the message is one line per problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _https_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.match(r"^https://[^/\s?#]+(/[^\s?#]*)?$", value):
+        raise ValueError(f"must be an https:// URL without query, got {value!r}")
+    return value.rstrip("/")
+
+
+class DemoTenant(_Strict):
+    """Start the built-in Graph emulator with a generated directory instead of a real tenant."""
+
+    users: int = Field(2000, ge=1, le=1_000_000)
+    groups: int = Field(150, ge=1, le=100_000)
+    seed: int = 7
+
+
+class EntraSource(_Strict):
+    """Where and how to reach one Entra ID tenant through Microsoft Graph (app-only access)."""
+
+    tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
+    client_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
+    client_secret_env: str = Field(pattern=_ENV_NAME)
+    cloud: Literal["global", "us_gov", "us_gov_dod", "china"] = "global"
+    graph_base_url: str | None = None
+    authority_host: str | None = None
+    ca_bundle: Path | None = None
+    demo_tenant: DemoTenant | None = None
+    page_size: int = Field(999, ge=1, le=999)
+    timeout_seconds: float = Field(60.0, gt=0, le=600)
+    max_retries: int = Field(6, ge=0, le=20)
+    max_retry_after_seconds: float = Field(120.0, gt=0, le=3600)
+    parallel_requests: int = Field(4, ge=1, le=16)
+
+    _check_urls = field_validator("graph_base_url", "authority_host")(_https_url)
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA bundle file {str(value)!r} does not exist")
+        return value
+
+    @property
+    def graph_url(self) -> str:
+        return self.graph_base_url or CLOUDS[self.cloud][0]
+
+    @property
+    def authority_url(self) -> str:
+        return self.authority_host or CLOUDS[self.cloud][1]
+
+
+class Schedule(_Strict):
+    """When the integration syncs on its own. Runs are also started by hand from the UI."""
+
+    cron: str = "0 6 * * *"
+    timezone: str = "UTC"
+    enabled: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        # Dagster schedules take five-field cron strings; croniter also accepts six, so count.
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r} (expected five fields, e.g. '0 6 * * *')")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class Mapping(_Strict):
+    """Imported (directory) fields -> contact fields.
+
+    ``fields`` overrides the automatic mapping per contact field; ``null`` skips a field.
+    ``unique_id`` names the contact field that identifies a contact (default: email).
+    """
+
+    unique_id: str = "email"
+    fields: dict[str, str | None] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _known_fields(cls, value: dict[str, str | None]) -> dict[str, str | None]:
+        for contact_field, source in value.items():
+            if contact_field not in CONTACT_FIELDS:
+                raise ValueError(
+                    f"unknown contact field {contact_field!r} (known: {', '.join(CONTACT_FIELDS)})"
+                )
+            if source is not None and not is_valid_source_field(source):
+                raise ValueError(f"{contact_field}: unknown directory field {source!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_id_mapped(self) -> Mapping:
+        if self.unique_id not in CONTACT_FIELDS:
+            raise ValueError(f"unique_id: unknown contact field {self.unique_id!r}")
+        if self.resolved()[self.unique_id] is None:
+            raise ValueError(f"unique_id: the field {self.unique_id!r} cannot be skipped")
+        return self
+
+    def resolved(self) -> dict[str, str | None]:
+        """Contact field -> imported field (None = skipped), defaults overlaid by ``fields``."""
+        return {**DEFAULT_MAPPING, **self.fields}
+
+
+ScalarValue = str | int | float | bool
+
+
+class ExclusionRule(_Strict):
+    """Exclude directory users whose imported field matches. Comparisons are case-sensitive."""
+
+    name: str = Field(min_length=1)
+    field: str
+    equals: ScalarValue | None = None
+    not_equals: ScalarValue | None = None
+    one_of: Annotated[list[ScalarValue], Field(min_length=1)] | None = Field(None, alias="in")
+    starts_with: str | None = None
+    is_empty: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, value: str) -> str:
+        if not is_valid_source_field(value):
+            raise ValueError(f"unknown directory field {value!r}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_operator(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            ops = [k for k in ("equals", "not_equals", "in", "one_of", "starts_with", "is_empty") if k in data]
+            if len(ops) != 1:
+                raise ValueError(
+                    "each exclusion needs exactly one of equals, not_equals, in, starts_with, is_empty"
+                    f" (got {', '.join(ops) or 'none'})"
+                )
+        return data
+
+
+class ListSelection(_Strict):
+    """Which directory groups become distribution lists.
+
+    ``select``: ``all`` offered groups (Microsoft 365, mail-enabled security and distribution
+    groups), ``none``, or only those named by ``ids`` / ``names``.
+    """
+
+    select: Literal["all", "none", "ids", "names"] = "none"
+    ids: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ListSelection:
+        if self.select == "ids" and not self.ids:
+            raise ValueError("select: ids needs a non-empty 'ids' list")
+        if self.select == "names" and not self.names:
+            raise ValueError("select: names needs a non-empty 'names' list")
+        if self.select in ("all", "none") and (self.ids or self.names):
+            raise ValueError(f"select: {self.select} takes no 'ids' or 'names'")
+        return self
+
+
+class Integration(_Strict):
+    """One directory synced into the warehouse; ``key`` is its Dagster partition key."""
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    title: str = Field(min_length=1)
+    source: EntraSource
+    schedule: Schedule = Field(default_factory=Schedule)
+    mapping: Mapping = Field(default_factory=Mapping)
+    exclusions: list[ExclusionRule] = Field(default_factory=list)
+    distribution_lists: ListSelection = Field(default_factory=ListSelection)
+
+    def client_secret(self) -> str:
+        """The client secret from the environment; raises ConfigError naming the variable."""
+        name = self.source.client_secret_env
+        value = os.environ.get(name)
+        if not value:
+            raise ConfigError(
+                f"integration {self.key!r}: environment variable {name} "
+                "(source.client_secret_env) is not set"
+            )
+        return value
+
+
+class IntegrationsFile(_Strict):
+    integrations: list[Integration] = Field(min_length=1)
+
+    @field_validator("integrations")
+    @classmethod
+    def _unique_keys(cls, value: list[Integration]) -> list[Integration]:
+        seen: set[str] = set()
+        for integration in value:
+            if integration.key in seen:
+                raise ValueError(f"duplicate integration key {integration.key!r}")
+            seen.add(integration.key)
+        return value
+
+    def get(self, key: str) -> Integration:
+        for integration in self.integrations:
+            if integration.key == key:
+                return integration
+        raise ConfigError(f"no integration with key {key!r} in the integrations file")
+
+    @property
+    def keys(self) -> list[str]:
+        return [i.key for i in self.integrations]
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that rejects duplicate mapping keys (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    mapping: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_PATH_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def _describe_location(raw: Any, loc: tuple) -> str:
+    """'integration 'demo', field 'schedule.cron'' from a pydantic error location."""
+    if len(loc) >= 2 and loc[0] == "integrations" and isinstance(loc[1], int):
+        index = loc[1]
+        key = None
+        try:
+            key = raw["integrations"][index].get("key")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass
+        who = f"integration {key!r}" if key else f"integrations[{index}]"
+        rest = ".".join(str(p) for p in loc[2:] if not str(p).startswith("function-"))
+        return f"{who}, field {rest!r}" if rest else who
+    return f"field {'.'.join(str(p) for p in loc)!r}" if loc else "top level"
+
+
+def parse_integrations(text: str, source: str = "<string>") -> IntegrationsFile:
+    """Parse and validate the integrations file's text; ConfigError with one line per problem."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with an 'integrations' list")
+    try:
+        return IntegrationsFile.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            lines.append(f"{source}: {_describe_location(raw, tuple(err['loc']))}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_integrations(path: Path | str | None = None) -> IntegrationsFile:
+    """Load and validate the integrations file (``path``, ``$ENTRA_PIPELINE_CONFIG`` or default)."""
+    file = Path(path) if path is not None else config_path()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: integrations file not found (set {CONFIG_PATH_ENV})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_integrations(text, str(file))

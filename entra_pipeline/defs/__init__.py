@@ -1,0 +1,1 @@
+"""Dagster definitions only: assets, checks, schedules and resources. Logic lives elsewhere."""

@@ -1,0 +1,227 @@
+"""The sync, left to right: raw Graph users and groups -> mapped contacts -> filtered contacts ->
+distribution lists. One partition per integration; each asset replaces its own integration's rows
+in one transaction, so a failed or blocked run leaves the previous rows intact and never touches
+another integration.
+"""
+
+import time
+from typing import Callable, Iterator
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from entra_pipeline.config import ConfigError, Integration
+from entra_pipeline.defs import checks as c
+from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, IntegrationsResource
+from entra_pipeline.graph.client import Collection, GraphClient
+from entra_pipeline.transform import exclusions, lists, mapping
+from entra_pipeline.transform.fields import graph_select_for
+from entra_pipeline.warehouse import schema as s
+from entra_pipeline.warehouse import store
+from entra_pipeline.warehouse.store import transaction
+
+GROUP_NAME = "entra_sync"
+GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mailEnabled",
+                "securityEnabled", "groupTypes"]
+
+
+def user_fields(integration: Integration) -> set[str]:
+    """Imported fields this integration needs: the mapped ones and those the exclusions test."""
+    fields = {source for source in integration.mapping.resolved().values() if source}
+    fields.update(rule.field for rule in integration.exclusions)
+    fields.add("userPrincipalName")  # names the user in error messages
+    return fields
+
+
+def _progress(context: dg.AssetExecutionContext) -> Callable[[str, int, int | None], None]:
+    """Logs "users 4,000 / 12,345" about every tenth of the way, not on every page."""
+    last: dict[str, int] = {}
+
+    def report(label: str, done: int, total: int | None) -> None:
+        step = max((total or 0) // 10, 1)
+        if total is None or done >= total or done - last.get(label, 0) >= step:
+            last[label] = done
+            context.log.info(f"{label} {done:,} / {total:,}" if total is not None else f"{label} {done:,}")
+
+    return report
+
+
+def _preview(rows: list[dict], columns: list[str], limit: int = 10) -> dg.MetadataValue:
+    from tabulate import tabulate
+
+    table = [[r.get(col) for col in columns] for r in rows[:limit]]
+    return dg.MetadataValue.md(tabulate(table, headers=columns, tablefmt="github") if table else "_no rows_")
+
+
+def _counts(values) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _read(integration: Integration, graph: GraphResource, what: str,
+          fetch: Callable[[GraphClient], object]) -> tuple:
+    """Run ``fetch`` against the integration's tenant; any failure is one clear Failure."""
+    started = time.monotonic()
+    try:
+        with graph.client(integration) as client:
+            result = fetch(client)
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except Exception as exc:  # noqa: BLE001 - reported as one line naming the integration
+        raise dg.Failure(description=f"integration {integration.key!r}: reading {what} failed: {exc}",
+                         allow_retries=False) from None
+    metadata = {**{f"graph_{k}": v for k, v in client.stats.as_dict().items()},
+                "graph_seconds": round(time.monotonic() - started, 3)}
+    return result, metadata
+
+
+def _checked_write(integration: Integration, results: list[dg.AssetCheckResult],
+                   write: Callable[[], dict]) -> Iterator:
+    """Write only if no blocking check failed; otherwise report the checks and fail the step."""
+    blocked = c.failed_blocking(results)
+    if blocked:
+        yield from results
+        reasons = "; ".join(r.description or r.check_name for r in blocked)
+        raise dg.Failure(description=f"integration {integration.key!r}: {reasons}; nothing was written",
+                         allow_retries=False)
+    started = time.monotonic()
+    metadata = write()
+    metadata["write_seconds"] = round(time.monotonic() - started, 3)
+    yield dg.MaterializeResult(metadata=metadata, check_results=results)
+
+
+def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    common = dict(partitions_def=partitions, group_name=GROUP_NAME, pool=WAREHOUSE_POOL)
+
+    @dg.asset(
+        **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_USERS_COMPLETE),
+        description="Directory users read from Microsoft Graph (/users, only the properties the mapping "
+                    "and exclusions need). Replaces this integration's rows in one transaction.",
+    )
+    def raw_graph_users(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
+                        graph: GraphResource, warehouse: DuckDBResource):
+        integration = integrations.get(context.partition_key)
+        select = graph_select_for(user_fields(integration))
+        progress = _progress(context)
+        users, graph_meta = _read(integration, graph, "users", lambda client: client.list_users(select, progress))
+
+        def write() -> dict:
+            with warehouse.get_connection() as con, transaction(con):
+                rows = store.write_raw_users(con, integration.key, context.run_id, users.items)
+            return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
+                    "selected_properties": ", ".join(select), **graph_meta,
+                    "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
+
+        yield from _checked_write(integration, [c.completeness_result(c.RAW_USERS_COMPLETE, "users", users)], write)
+
+    @dg.asset(
+        **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE),
+        description="Directory groups (/groups) and each group's direct members (/groups/{id}/members). "
+                    "Replaces this integration's rows of raw_graph_groups and raw_graph_group_members in "
+                    "one transaction.",
+    )
+    def raw_graph_groups(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
+                         graph: GraphResource, warehouse: DuckDBResource):
+        integration = integrations.get(context.partition_key)
+        progress = _progress(context)
+
+        def fetch(client: GraphClient) -> tuple[Collection, dict]:
+            groups = client.list_groups(GROUP_SELECT, progress)
+            return groups, client.group_members([g["id"] for g in groups.items], progress)
+
+        (groups, edges), graph_meta = _read(integration, graph, "groups", fetch)
+        kinds = {g["id"]: lists.group_kind(g) for g in groups.items}
+
+        def write() -> dict:
+            with warehouse.get_connection() as con, transaction(con):
+                n_groups, n_members = store.write_raw_groups(con, integration.key, context.run_id,
+                                                             groups.items, kinds, edges)
+            return {"groups": n_groups, "memberships": n_members, "graph_reported_count": groups.reported_count,
+                    "groups_by_kind": dg.MetadataValue.json(_counts(kinds.values())), **graph_meta,
+                    "preview": _preview(groups.items, ["id", "displayName", "mail", "groupTypes"])}
+
+        yield from _checked_write(integration, [c.completeness_result(c.RAW_GROUPS_COMPLETE, "groups", groups)],
+                                  write)
+
+    @dg.asset(
+        **common, kinds={"duckdb"}, deps=[raw_graph_users],
+        check_specs=c.specs(c.DIRECTORY_USERS_MAPPED, c.CONTACTS_HAVE_UNIQUE_ID, c.UNIQUE_CONTACT_IDS_DISTINCT),
+        description="Every directory user with a usable Unique Contact ID, mapped to contact fields (emails "
+                    "lower-cased). Users without one, and duplicates, become import errors. Replaces this "
+                    "integration's rows and mapping errors in one transaction.",
+    )
+    def mapped_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
+                        warehouse: DuckDBResource):
+        integration = integrations.get(context.partition_key)
+        with warehouse.get_connection() as con:
+            users = store.read_raw_users(con, integration.key)
+        result = mapping.map_users(users, integration.mapping.resolved(), integration.mapping.unique_id)
+        checks = [c.users_mapped_result(len(users), len(result.contacts)),
+                  c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
+                  c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues)]
+
+        def write() -> dict:
+            with warehouse.get_connection() as con, transaction(con):
+                rows = store.write_contacts(con, s.MAPPED_CONTACTS, integration.key, context.run_id,
+                                            result.contacts)
+                store.replace_issues(con, integration.key, mapping.STAGE, context.run_id, result.issues)
+            return {"rows": rows, "directory_users": len(users), "import_errors": len(result.issues),
+                    "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
+                    "preview": _preview(result.contacts, ["contact_id", "display_name", "department", "country"])}
+
+        yield from _checked_write(integration, checks, write)
+
+    @dg.asset(
+        **common, kinds={"duckdb"}, deps=[mapped_contacts],
+        description="The synced contacts: mapped contacts that no exclusion rule removed (table contacts), and "
+                    "who was excluded by which rule (table excluded_contacts). Replaces this integration's "
+                    "rows of both in one transaction.",
+    )
+    def filtered_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
+                          warehouse: DuckDBResource) -> dg.MaterializeResult:
+        integration = integrations.get(context.partition_key)
+        started = time.monotonic()
+        with warehouse.get_connection() as con:
+            mapped = store.read_contacts(con, s.MAPPED_CONTACTS, integration.key)
+            result = exclusions.apply_exclusions(mapped, integration.exclusions)
+            with transaction(con):
+                rows = store.write_contacts(con, s.CONTACTS, integration.key, context.run_id, result.kept)
+                store.write_exclusions(con, integration.key, context.run_id, result.excluded)
+        return dg.MaterializeResult(metadata={
+            "rows": rows, "excluded": len(result.excluded),
+            "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
+            "seconds": round(time.monotonic() - started, 3),
+            "preview": _preview(result.kept, ["contact_id", "display_name", "department", "country"]),
+        })
+
+    @dg.asset(
+        **common, kinds={"duckdb"}, deps=[filtered_contacts, raw_graph_groups],
+        check_specs=c.specs(c.SELECTED_LISTS_RESOLVED),
+        description="Selected directory groups as distribution lists, resolved to contacts: nested groups "
+                    "flattened (cycle-safe), only synced contacts as members. Lists change in Entra ID, not "
+                    "here. Replaces this integration's lists, members and list errors in one transaction.",
+    )
+    def distribution_lists(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
+                           warehouse: DuckDBResource):
+        integration = integrations.get(context.partition_key)
+        selection = integration.distribution_lists
+        with warehouse.get_connection() as con:
+            groups, edges = store.read_raw_groups(con, integration.key)
+            contacts = store.contact_ids_by_source(con, integration.key)
+        result = lists.resolve_lists(groups, edges, contacts, selection.select, selection.ids, selection.names)
+
+        def write() -> dict:
+            with warehouse.get_connection() as con, transaction(con):
+                n_lists, n_members = store.write_lists(con, integration.key, context.run_id, result.lists,
+                                                       result.members)
+                store.replace_issues(con, integration.key, lists.STAGE, context.run_id, result.issues)
+            return {"lists": n_lists, "memberships": n_members, "import_errors": len(result.issues),
+                    "preview": _preview(sorted(result.lists, key=lambda l: -l["member_count"]),
+                                        ["display_name", "kind", "member_count", "users_not_contacts",
+                                         "nested_groups"])}
+
+        yield from _checked_write(integration, [c.issues_result(c.SELECTED_LISTS_RESOLVED, result.issues)], write)
+
+    return [raw_graph_users, raw_graph_groups, mapped_contacts, filtered_contacts, distribution_lists]

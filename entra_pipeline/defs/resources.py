@@ -1,0 +1,54 @@
+"""Resources: the integrations file, Graph access per integration, and the DuckDB warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from entra_pipeline.config import Integration, IntegrationsFile, load_integrations
+from entra_pipeline.demo_tenant import ensure_demo_tenant
+from entra_pipeline.graph.client import GraphClient, GraphSettings
+
+# Every asset that writes the DuckDB file claims this pool, so concurrent runs take turns instead
+# of failing on DuckDB's single-writer lock. The limit is set in dagster.yaml (concurrency.pools).
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+
+class IntegrationsResource(dg.ConfigurableResource):
+    """The validated integrations file, read afresh by each run."""
+
+    config_path: str
+
+    def load(self) -> IntegrationsFile:
+        return load_integrations(self.config_path)
+
+    def get(self, key: str) -> Integration:
+        return self.load().get(key)
+
+
+class GraphResource(dg.ConfigurableResource):
+    """Opens a Graph client for an integration: secret from its environment variable, and the
+    built-in demo tenant started on demand for integrations that ask for it."""
+
+    demo_dir: str | None = None
+
+    def client(self, integration: Integration) -> GraphClient:
+        source = integration.source
+        secret = integration.client_secret()
+        graph_url, authority, ca_bundle = source.graph_url, source.authority_url, source.ca_bundle
+        if source.demo_tenant is not None:
+            endpoint = ensure_demo_tenant(
+                source.demo_tenant, tenant_id=source.tenant_id, client_id=source.client_id,
+                client_secret=secret, root=Path(self.demo_dir) if self.demo_dir else None,
+            )
+            graph_url = authority = endpoint.base_url
+            ca_bundle = endpoint.ca_path
+        return GraphClient(GraphSettings(
+            graph_url=graph_url, authority_host=authority, tenant_id=source.tenant_id,
+            client_id=source.client_id, client_secret=secret,
+            ca_bundle=str(ca_bundle) if ca_bundle else None, page_size=source.page_size,
+            timeout_seconds=source.timeout_seconds, max_retries=source.max_retries,
+            max_retry_after_seconds=source.max_retry_after_seconds,
+            parallel_requests=source.parallel_requests,
+        ))

@@ -1,0 +1,150 @@
+"""Start (or reuse) the built-in demo tenant for integrations with ``source.demo_tenant``.
+
+The demo tenant is the Graph emulator in ``entra_pipeline.emulator``, run as a separate process
+(pipeline code never imports it). One emulator per directory size and seed is shared by all runs
+and steps through a state file; it stops itself after ``IDLE_TIMEOUT`` seconds without requests.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from entra_pipeline.config import PROJECT_ROOT, DemoTenant
+
+DEMO_DIR_ENV = "ENTRA_PIPELINE_DEMO_DIR"
+IDLE_TIMEOUT = 900
+START_TIMEOUT = 180  # a 100k-user directory takes a few seconds to generate
+SECRET_ENV = "ENTRA_EMULATOR_CLIENT_SECRET"
+
+
+class DemoTenantError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DemoEndpoint:
+    base_url: str
+    ca_path: str
+    pid: int
+
+
+def demo_root() -> Path:
+    return Path(os.environ.get(DEMO_DIR_ENV) or PROJECT_ROOT / "data" / ".demo-tenant")
+
+
+def _state_dir(spec: DemoTenant, root: Path) -> Path:
+    return root / f"{spec.users}u-{spec.groups}g-s{spec.seed}"
+
+
+def _fingerprint(tenant_id: str, client_id: str, secret: str) -> str:
+    # Lets a restarted sync notice that the running emulator was given another app registration.
+    return hashlib.sha256(f"{tenant_id}\0{client_id}\0{secret}".encode()).hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _healthy(state: dict) -> bool:
+    try:
+        response = requests.get(
+            f"{state['authority']}/v2.0/.well-known/openid-configuration",
+            verify=state["ca_path"], timeout=5,
+        )
+        return response.status_code == 200
+    except (requests.RequestException, KeyError, OSError):
+        return False
+
+
+def _read_state(directory: Path) -> dict | None:
+    try:
+        return json.loads((directory / "state.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _stop(directory: Path) -> bool:
+    state = _read_state(directory)
+    if not state or not _alive(state.get("pid", -1)):
+        (directory / "state.json").unlink(missing_ok=True)
+        return False
+    os.kill(state["pid"], signal.SIGTERM)
+    for _ in range(100):
+        if not _alive(state["pid"]):
+            break
+        time.sleep(0.05)
+    (directory / "state.json").unlink(missing_ok=True)
+    return True
+
+
+def ensure_demo_tenant(spec: DemoTenant, *, tenant_id: str, client_id: str, client_secret: str,
+                       root: Path | None = None) -> DemoEndpoint:
+    """The running demo tenant for ``spec``, started if needed. Safe to call from parallel steps."""
+    directory = _state_dir(spec, root or demo_root())
+    directory.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(tenant_id, client_id, client_secret)
+    with open(directory / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = _read_state(directory)
+        if state and _alive(state.get("pid", -1)) and _healthy(state):
+            if state.get("fingerprint") == fingerprint:
+                return DemoEndpoint(state["base_url"], state["ca_path"], state["pid"])
+            _stop(directory)
+        elif state:
+            _stop(directory)
+        return _start(spec, directory, tenant_id, client_id, client_secret, fingerprint)
+
+
+def _start(spec: DemoTenant, directory: Path, tenant_id: str, client_id: str, client_secret: str,
+           fingerprint: str) -> DemoEndpoint:
+    env = {**os.environ, SECRET_ENV: client_secret}
+    log_path = directory / "emulator.log"
+    command = [
+        sys.executable, "-m", "entra_pipeline.emulator", "serve",
+        "--users", str(spec.users), "--groups", str(spec.groups), "--seed", str(spec.seed),
+        "--tenant-id", tenant_id, "--client-id", client_id,
+        "--state-dir", str(directory), "--idle-timeout", str(IDLE_TIMEOUT),
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        state = _read_state(directory)
+        if state and state.get("pid") == process.pid and _healthy(state):
+            state["fingerprint"] = fingerprint
+            tmp = directory / "state.json.tmp"
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, directory / "state.json")
+            return DemoEndpoint(state["base_url"], state["ca_path"], process.pid)
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise DemoTenantError(f"demo tenant exited with code {process.returncode}: {' | '.join(tail)}")
+        time.sleep(0.1)
+    process.terminate()
+    raise DemoTenantError(f"demo tenant did not start within {START_TIMEOUT} s (log: {log_path})")
+
+
+def stop_all(root: Path | None = None) -> int:
+    """Stop every demo tenant started under ``root``; returns how many were running."""
+    base = root or demo_root()
+    if not base.is_dir():
+        return 0
+    return sum(_stop(d) for d in sorted(base.iterdir()) if d.is_dir())

@@ -1,0 +1,1 @@
+"""Microsoft Graph client: identity-platform tokens, paging, retries. No Dagster here."""

@@ -1,0 +1,93 @@
+"""The contact warehouse's tables. Every table has an ``integration`` column: one integration's
+rows are replaced as a whole by the stage that owns them, never another integration's.
+
+The warehouse is a read-only mirror of the directory: lists and contacts change in Entra ID and
+arrive here with the next sync. Rows written by hand are overwritten.
+"""
+
+from __future__ import annotations
+
+RAW_GRAPH_USERS = "raw_graph_users"
+RAW_GRAPH_GROUPS = "raw_graph_groups"
+RAW_GRAPH_GROUP_MEMBERS = "raw_graph_group_members"
+MAPPED_CONTACTS = "mapped_contacts"
+CONTACTS = "contacts"
+EXCLUDED_CONTACTS = "excluded_contacts"
+DISTRIBUTION_LISTS = "distribution_lists"
+DISTRIBUTION_LIST_MEMBERS = "distribution_list_members"
+IMPORT_ERRORS = "import_errors"
+
+# Contact columns shared by mapped_contacts and contacts, in order (see transform.fields).
+CONTACT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("contact_id", "VARCHAR NOT NULL"),
+    ("source_id", "VARCHAR NOT NULL"),
+    ("email", "VARCHAR"),
+    ("first_name", "VARCHAR"),
+    ("last_name", "VARCHAR"),
+    ("display_name", "VARCHAR"),
+    ("job_title", "VARCHAR"),
+    ("department", "VARCHAR"),
+    ("company", "VARCHAR"),
+    ("office_location", "VARCHAR"),
+    ("city", "VARCHAR"),
+    ("country", "VARCHAR"),
+    ("phone", "VARCHAR"),
+    ("mobile", "VARCHAR"),
+    ("employee_id", "VARCHAR"),
+    ("employee_type", "VARCHAR"),
+    ("user_principal_name", "VARCHAR"),
+    ("preferred_language", "VARCHAR"),
+    ("account_enabled", "BOOLEAN"),
+    ("user_type", "VARCHAR"),
+    ("imported", "JSON"),
+)
+
+_RUN = ("run_id VARCHAR NOT NULL", "synced_at TIMESTAMPTZ NOT NULL")
+
+
+def _contact_table(name: str, comment: str) -> tuple[str, tuple[str, ...], str]:
+    return name, ("integration VARCHAR NOT NULL", *(f"{c} {t}" for c, t in CONTACT_COLUMNS), *_RUN), comment
+
+
+TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (RAW_GRAPH_USERS, (
+        "integration VARCHAR NOT NULL", "id VARCHAR NOT NULL", "user_principal_name VARCHAR",
+        "display_name VARCHAR", "mail VARCHAR", "data JSON NOT NULL", *_RUN,
+    ), "Directory users as Microsoft Graph returned them (only the selected properties), one row per user."),
+    (RAW_GRAPH_GROUPS, (
+        "integration VARCHAR NOT NULL", "id VARCHAR NOT NULL", "display_name VARCHAR", "mail VARCHAR",
+        "kind VARCHAR NOT NULL", "mail_enabled BOOLEAN", "security_enabled BOOLEAN",
+        "group_types VARCHAR[]", "data JSON NOT NULL", *_RUN,
+    ), "Directory groups as Graph returned them; kind is microsoft365, mail_enabled_security, distribution or security."),
+    (RAW_GRAPH_GROUP_MEMBERS, (
+        "integration VARCHAR NOT NULL", "group_id VARCHAR NOT NULL", "member_id VARCHAR NOT NULL",
+        "member_type VARCHAR NOT NULL", *_RUN,
+    ), "Direct group memberships (member_type user, group, orgContact, device, servicePrincipal, ...)."),
+    _contact_table(MAPPED_CONTACTS, "Every directory user with a usable Unique Contact ID, mapped to contact fields, before exclusions."),
+    _contact_table(CONTACTS, "The synced contacts: mapped contacts that no exclusion rule removed."),
+    (EXCLUDED_CONTACTS, (
+        "integration VARCHAR NOT NULL", "contact_id VARCHAR NOT NULL", "source_id VARCHAR NOT NULL",
+        "rule VARCHAR NOT NULL", *_RUN,
+    ), "Mapped contacts left out by an exclusion rule, with the first rule that matched."),
+    (DISTRIBUTION_LISTS, (
+        "integration VARCHAR NOT NULL", "list_id VARCHAR NOT NULL", "source_group_id VARCHAR",
+        "display_name VARCHAR", "mail VARCHAR", "kind VARCHAR NOT NULL", "member_count INTEGER NOT NULL",
+        "users_not_contacts INTEGER NOT NULL", "non_user_members INTEGER NOT NULL",
+        "non_user_member_types JSON", "nested_groups INTEGER NOT NULL", *_RUN,
+    ), "Selected groups as distribution lists. users_not_contacts: users in the group (transitively) who are not contacts (excluded or without a Unique Contact ID)."),
+    (DISTRIBUTION_LIST_MEMBERS, (
+        "integration VARCHAR NOT NULL", "list_id VARCHAR NOT NULL", "contact_id VARCHAR NOT NULL", *_RUN,
+    ), "Contacts on each list: transitive group members (nested groups flattened) that are contacts."),
+    (IMPORT_ERRORS, (
+        "integration VARCHAR NOT NULL", "run_id VARCHAR NOT NULL", "stage VARCHAR NOT NULL",
+        "record VARCHAR", "field VARCHAR", "code VARCHAR NOT NULL", "message VARCHAR NOT NULL",
+        "created_at TIMESTAMPTZ NOT NULL",
+    ), "Per-record problems found by each stage of the latest sync of each integration."),
+)
+
+
+def ensure_schema(con) -> None:
+    """Create missing tables (idempotent; safe to call at the start of every write)."""
+    for name, columns, comment in TABLES:
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({", ".join(columns)})')
+        con.execute(f"COMMENT ON TABLE \"{name}\" IS '{comment.replace(chr(39), chr(39) * 2)}'")

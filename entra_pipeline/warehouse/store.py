@@ -1,0 +1,194 @@
+"""Reading and writing the contact warehouse (DuckDB). No Dagster here.
+
+Each stage's ``write_*`` replaces that stage's rows for one integration, together with the stage's
+import errors, inside the caller's transaction (see ``transaction``): either all of a stage's
+output for an integration changes, or none of it does.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterable, Iterator
+
+import pandas as pd
+
+from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.warehouse import schema as s
+
+
+@contextmanager
+def transaction(con) -> Iterator:
+    """BEGIN ... COMMIT, or ROLLBACK on any exception (including KeyboardInterrupt)."""
+    s.ensure_schema(con)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _replace(con, table: str, integration: str, frame: pd.DataFrame) -> int:
+    con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
+    if frame.empty:
+        return 0
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    con.register("_incoming", frame)
+    try:
+        con.execute(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM _incoming')
+    finally:
+        con.unregister("_incoming")
+    return len(frame)
+
+
+def _frame(rows: list[dict], columns: list[str], integration: str, run_id: str) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=columns)
+    frame.insert(0, "integration", integration)
+    frame["run_id"] = run_id
+    frame["synced_at"] = _now()
+    return frame
+
+
+def replace_issues(con, integration: str, stage: str, run_id: str, issues: Iterable[ImportIssue]) -> int:
+    """Replace one stage's import errors for an integration."""
+    con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ?', [integration, stage])
+    rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
+    if rows:
+        con.executemany(
+            f'INSERT INTO "{s.IMPORT_ERRORS}" (integration, run_id, stage, record, field, code, message, '
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return len(rows)
+
+
+# -- raw -------------------------------------------------------------------------------------
+
+def write_raw_users(con, integration: str, run_id: str, users: list[dict]) -> int:
+    rows = [
+        {"id": u["id"], "user_principal_name": u.get("userPrincipalName"), "display_name": u.get("displayName"),
+         "mail": u.get("mail"), "data": json.dumps(u, ensure_ascii=False)}
+        for u in users
+    ]
+    frame = _frame(rows, ["id", "user_principal_name", "display_name", "mail", "data"], integration, run_id)
+    return _replace(con, s.RAW_GRAPH_USERS, integration, frame)
+
+
+def write_raw_groups(con, integration: str, run_id: str, groups: list[dict], kinds: dict[str, str],
+                     edges: dict[str, list[tuple[str, str]]]) -> tuple[int, int]:
+    group_rows = [
+        {"id": g["id"], "display_name": g.get("displayName"), "mail": g.get("mail"), "kind": kinds[g["id"]],
+         "mail_enabled": g.get("mailEnabled"), "security_enabled": g.get("securityEnabled"),
+         "group_types": list(g.get("groupTypes") or []), "data": json.dumps(g, ensure_ascii=False)}
+        for g in groups
+    ]
+    member_rows = [
+        {"group_id": group_id, "member_id": member_id, "member_type": member_type}
+        for group_id, members in edges.items()
+        for member_type, member_id in members
+    ]
+    n_groups = _replace(con, s.RAW_GRAPH_GROUPS, integration, _frame(
+        group_rows, ["id", "display_name", "mail", "kind", "mail_enabled", "security_enabled", "group_types", "data"],
+        integration, run_id))
+    n_members = _replace(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, _frame(
+        member_rows, ["group_id", "member_id", "member_type"], integration, run_id))
+    return n_groups, n_members
+
+
+def read_raw_users(con, integration: str) -> list[dict]:
+    rows = con.execute(
+        f'SELECT data FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? ORDER BY id', [integration]
+    ).fetchall()
+    return [json.loads(r[0]) for r in rows]
+
+
+def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[tuple[str, str]]]]:
+    groups = [json.loads(r[0]) for r in con.execute(
+        f'SELECT data FROM "{s.RAW_GRAPH_GROUPS}" WHERE integration = ? ORDER BY display_name, id',
+        [integration]).fetchall()]
+    edges: dict[str, list[tuple[str, str]]] = {g["id"]: [] for g in groups}
+    for group_id, member_type, member_id in con.execute(
+        f'SELECT group_id, member_type, member_id FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?',
+        [integration],
+    ).fetchall():
+        edges.setdefault(group_id, []).append((member_type, member_id))
+    return groups, edges
+
+
+# -- contacts --------------------------------------------------------------------------------
+
+_CONTACT_COLUMNS = [c for c, _ in s.CONTACT_COLUMNS]
+
+
+def _contact_frame(contacts: list[dict], integration: str, run_id: str) -> pd.DataFrame:
+    rows = [{**c, "imported": json.dumps(c["imported"], ensure_ascii=False, default=str)} for c in contacts]
+    return _frame(rows, _CONTACT_COLUMNS, integration, run_id)
+
+
+def write_contacts(con, table: str, integration: str, run_id: str, contacts: list[dict]) -> int:
+    """Replace an integration's rows of ``mapped_contacts`` or ``contacts``."""
+    return _replace(con, table, integration, _contact_frame(contacts, integration, run_id))
+
+
+def read_contacts(con, table: str, integration: str) -> list[dict]:
+    cursor = con.execute(
+        f'SELECT {", ".join(_CONTACT_COLUMNS)} FROM "{table}" WHERE integration = ? ORDER BY contact_id',
+        [integration],
+    )
+    contacts = []
+    for row in cursor.fetchall():
+        contact = dict(zip(_CONTACT_COLUMNS, row))
+        contact["imported"] = json.loads(contact["imported"])
+        contacts.append(contact)
+    return contacts
+
+
+def write_exclusions(con, integration: str, run_id: str, excluded: list[tuple[dict, str]]) -> int:
+    rows = [{"contact_id": c["contact_id"], "source_id": c["source_id"], "rule": rule} for c, rule in excluded]
+    return _replace(con, s.EXCLUDED_CONTACTS, integration,
+                    _frame(rows, ["contact_id", "source_id", "rule"], integration, run_id))
+
+
+def contact_ids_by_source(con, integration: str) -> dict[str, str]:
+    """Directory user id -> contact id, for the synced (filtered) contacts."""
+    return dict(con.execute(
+        f'SELECT source_id, contact_id FROM "{s.CONTACTS}" WHERE integration = ?', [integration]).fetchall())
+
+
+# -- lists -----------------------------------------------------------------------------------
+
+_LIST_COLUMNS = ["list_id", "source_group_id", "display_name", "mail", "kind", "member_count",
+                 "users_not_contacts", "non_user_members", "non_user_member_types", "nested_groups"]
+
+
+def write_lists(con, integration: str, run_id: str, lists: list[dict], members: list[tuple[str, str]]) -> tuple[int, int]:
+    rows = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in lists]
+    n_lists = _replace(con, s.DISTRIBUTION_LISTS, integration, _frame(rows, _LIST_COLUMNS, integration, run_id))
+    member_rows = [{"list_id": list_id, "contact_id": contact_id} for list_id, contact_id in members]
+    n_members = _replace(con, s.DISTRIBUTION_LIST_MEMBERS, integration,
+                         _frame(member_rows, ["list_id", "contact_id"], integration, run_id))
+    return n_lists, n_members
+
+
+# -- reads for checks and summaries ----------------------------------------------------------
+
+def issues_for(con, integration: str, stage: str, codes: Iterable[str]) -> list[tuple]:
+    """(code, record, field, message) of one stage's import errors with the given codes."""
+    codes = list(codes)
+    placeholders = ", ".join("?" for _ in codes)
+    return con.execute(
+        f'SELECT code, record, field, message FROM "{s.IMPORT_ERRORS}" '
+        f"WHERE integration = ? AND stage = ? AND code IN ({placeholders}) ORDER BY code, record",
+        [integration, stage, *codes],
+    ).fetchall()
+
+
+def count_rows(con, table: str, integration: str) -> int:
+    return con.execute(f'SELECT count(*) FROM "{table}" WHERE integration = ?', [integration]).fetchone()[0]
