@@ -27,7 +27,7 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
     partitions = dg.StaticPartitionsDefinition(integrations.keys)
     assets = build_assets(partitions)
     job = dg.define_asset_job(
-        SYNC_JOB, selection=dg.AssetSelection.assets(*assets), partitions_def=partitions,
+        SYNC_JOB, selection=dg.AssetSelection.assets(*assets),
         description="Full sync of one integration: users, groups, contacts, exclusions, lists.",
     )
     database = Path(warehouse_file) if warehouse_file else warehouse_path()

@@ -109,7 +109,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
-                rows = store.write_raw_users(con, integration.key, context.run_id, users.items)
+                rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
             return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
                     "selected_properties": ", ".join(select), **graph_meta,
                     "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
@@ -136,7 +136,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
-                n_groups, n_members = store.write_raw_groups(con, integration.key, context.run_id,
+                n_groups, n_members = store.write_raw_groups(con, integration.key, context.run.run_id,
                                                              groups.items, kinds, edges)
             return {"groups": n_groups, "memberships": n_members, "graph_reported_count": groups.reported_count,
                     "groups_by_kind": dg.MetadataValue.json(_counts(kinds.values())), **graph_meta,
@@ -164,9 +164,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
-                rows = store.write_contacts(con, s.MAPPED_CONTACTS, integration.key, context.run_id,
+                rows = store.write_contacts(con, s.MAPPED_CONTACTS, integration.key, context.run.run_id,
                                             result.contacts)
-                store.replace_issues(con, integration.key, mapping.STAGE, context.run_id, result.issues)
+                store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
             return {"rows": rows, "directory_users": len(users), "import_errors": len(result.issues),
                     "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
                     "preview": _preview(result.contacts, ["contact_id", "display_name", "department", "country"])}
@@ -187,8 +187,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             mapped = store.read_contacts(con, s.MAPPED_CONTACTS, integration.key)
             result = exclusions.apply_exclusions(mapped, integration.exclusions)
             with transaction(con):
-                rows = store.write_contacts(con, s.CONTACTS, integration.key, context.run_id, result.kept)
-                store.write_exclusions(con, integration.key, context.run_id, result.excluded)
+                rows = store.write_contacts(con, s.CONTACTS, integration.key, context.run.run_id, result.kept)
+                store.write_exclusions(con, integration.key, context.run.run_id, result.excluded)
         return dg.MaterializeResult(metadata={
             "rows": rows, "excluded": len(result.excluded),
             "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
@@ -214,9 +214,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
-                n_lists, n_members = store.write_lists(con, integration.key, context.run_id, result.lists,
+                n_lists, n_members = store.write_lists(con, integration.key, context.run.run_id, result.lists,
                                                        result.members)
-                store.replace_issues(con, integration.key, lists.STAGE, context.run_id, result.issues)
+                store.replace_issues(con, integration.key, lists.STAGE, context.run.run_id, result.issues)
             return {"lists": n_lists, "memberships": n_members, "import_errors": len(result.issues),
                     "preview": _preview(sorted(result.lists, key=lambda l: -l["member_count"]),
                                         ["display_name", "kind", "member_count", "users_not_contacts",

@@ -1,0 +1,212 @@
+"""Command line for the demo tenant.
+
+``python -m entra_pipeline.emulator serve`` generates the directory, serves it
+until SIGTERM/SIGINT (or ``--idle-timeout``) and publishes how to reach it in
+``{state-dir}/state.json``. ``stop --state-dir DIR`` ends that process.
+
+The client secret is read from ``ENTRA_EMULATOR_CLIENT_SECRET`` and never from
+the command line, because other users can read process lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import CLIENT_SECRET_ENV, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID
+from .directory import generate_directory
+from .server import Emulator
+
+STATE_FILE = "state.json"
+
+
+def _write_state(path: Path, state: dict) -> None:
+    """Atomic: readers see the old file, no file, or the complete new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_state(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _process_alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _is_emulator(pid: int) -> bool:
+    """Guard against signalling an unrelated process that reused a stale pid."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the state file
+    return b"entra_pipeline.emulator" in cmdline or b"entra_pipeline/emulator" in cmdline
+
+
+def _serve(args: argparse.Namespace) -> int:
+    env_secret = os.environ.get(CLIENT_SECRET_ENV)
+    secret = env_secret or DEMO_CLIENT_SECRET
+    if args.state_dir:
+        state_dir = Path(args.state_dir).resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        owns_state_dir = False
+    else:
+        state_dir = Path(tempfile.mkdtemp(prefix="entra-emulator-"))
+        owns_state_dir = True
+    state_path = state_dir / STATE_FILE
+    previous = _read_state(state_path)
+    if previous and previous.get("pid") != os.getpid() and _process_alive(int(previous.get("pid", 0))) \
+            and _is_emulator(int(previous["pid"])):
+        print(f"An emulator (pid {previous['pid']}) already uses {state_dir}; stop it first.", file=sys.stderr)
+        return 1
+
+    directory = generate_directory(users=args.users, groups=args.groups, seed=args.seed)
+    emulator = Emulator(
+        directory,
+        tenant_id=args.tenant_id,
+        client_id=args.client_id,
+        client_secret=secret,
+        host=args.host,
+        port=args.port,
+        cert_dir=state_dir,
+        idle_timeout=args.idle_timeout,
+    )
+    stop_requested: list[int] = []
+
+    def on_signal(signum, _frame) -> None:
+        stop_requested.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    emulator.start()
+    try:
+        state = {
+            "pid": os.getpid(),
+            "base_url": emulator.base_url,
+            "graph_url": emulator.graph_url,
+            "authority": emulator.authority,
+            "ca_path": emulator.ca_path,
+            "tenant_id": emulator.tenant_id,
+            "client_id": emulator.client_id,
+            "client_secret_env": CLIENT_SECRET_ENV,
+            "users": args.users,
+            "groups": args.groups,
+            "seed": args.seed,
+            "extension_property": directory.extension_property,
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        _write_state(state_path, state)
+        if env_secret:
+            secret_line = f"in ${CLIENT_SECRET_ENV}"
+        else:
+            secret_line = (f"'{DEMO_CLIENT_SECRET}' (built-in demo default, because "
+                           f"${CLIENT_SECRET_ENV} is unset)")
+        idle = f"; stops after {args.idle_timeout:g} s without requests" if args.idle_timeout else ""
+        print(
+            "Demo tenant (Microsoft Graph + identity platform emulator) is running.\n"
+            f"  Graph base URL  {emulator.graph_url}\n"
+            f"  Authority       {emulator.authority}\n"
+            f"  CA certificate  {emulator.ca_path}\n"
+            f"  Tenant id       {emulator.tenant_id}\n"
+            f"  Client id       {emulator.client_id}\n"
+            f"  Client secret   {secret_line}\n"
+            f"  Directory       {args.users} users, {args.groups} groups, seed {args.seed}\n"
+            f"  State file      {state_path}\n"
+            f"Stop with Ctrl+C or: python -m entra_pipeline.emulator stop --state-dir {state_dir}{idle}",
+            flush=True,
+        )
+        while not stop_requested and not emulator.wait(0.25):
+            pass
+    finally:
+        emulator.stop()
+        current = _read_state(state_path)
+        if current is not None and current.get("pid") == os.getpid():
+            state_path.unlink(missing_ok=True)
+        if owns_state_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)
+    reason = "idle timeout" if not stop_requested else signal.Signals(stop_requested[0]).name
+    print(f"Demo tenant stopped ({reason}).", flush=True)
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    state_path = Path(args.state_dir) / STATE_FILE
+    state = _read_state(state_path)
+    if state is None:
+        print(f"No running emulator recorded in {state_path}.", file=sys.stderr)
+        return 0
+    pid = int(state.get("pid", 0))
+    if pid <= 0 or not _process_alive(pid) or not _is_emulator(pid):
+        print(f"Emulator pid {pid} is not running; removing stale {state_path}.", file=sys.stderr)
+        state_path.unlink(missing_ok=True)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not _process_alive(pid) or not state_path.exists():
+            print(f"Stopped emulator pid {pid}.")
+            return 0
+        time.sleep(0.05)
+    print(f"Emulator pid {pid} did not stop within {args.timeout:g} s.", file=sys.stderr)
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m entra_pipeline.emulator",
+        description="Demo tenant: a local Microsoft Graph + identity platform emulator.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="generate a directory and serve it over HTTPS",
+        description=f"The client secret is read from ${CLIENT_SECRET_ENV} "
+                    f"(default '{DEMO_CLIENT_SECRET}'); it is never accepted on the command line.",
+    )
+    serve.add_argument("--users", type=int, default=2000, help="number of users (default 2000)")
+    serve.add_argument("--groups", type=int, default=150, help="number of groups (default 150)")
+    serve.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=0, help="port (default 0: any free port)")
+    serve.add_argument("--tenant-id", default=DEMO_TENANT_ID, help="tenant id (default the demo tenant)")
+    serve.add_argument("--client-id", default=DEMO_CLIENT_ID, help="app (client) id (default the demo app)")
+    serve.add_argument("--state-dir", help="where state.json and the CA go (default: a new temp dir)")
+    serve.add_argument("--idle-timeout", type=float, help="stop after this many seconds without requests")
+    stop = commands.add_parser("stop", help="stop the emulator recorded in --state-dir")
+    stop.add_argument("--state-dir", required=True)
+    stop.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for it to exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _stop(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,854 @@
+"""Deterministic synthetic Entra ID directory for the demo tenant.
+
+``generate_directory(users, groups, seed)`` builds a :class:`Directory` whose
+content depends only on its arguments (one ``random.Random(seed)`` drives
+everything, object ids included). The server in :mod:`.server` serves it as
+Microsoft Graph; tests elsewhere may rely on the shape documented here.
+
+Users (``Directory.users``, Graph ``microsoft.graph.user`` objects, camelCase)
+    Every user dict has every key of :data:`USER_PROPERTIES` plus the
+    directory extension ``Directory.extension_property``
+    (``extension_<appId>_costCenter``, e.g. ``"CC-1234"`` or ``None``).
+    Values may be ``None``; list properties are always lists.
+
+    * guests: ``round(3 %)`` of users (at least 1); ``userType`` ``"Guest"``,
+      UPN ``local_domain#EXT#@contoso.onmicrosoft.com``, ``mail`` the external
+      address, ``employeeId``/``employeeType``/``employeeHireDate`` ``None``.
+    * members without mailbox: ``round(5 %)`` of users (at least 1), all
+      members; ``mail`` ``None``, ``proxyAddresses`` ``[]``.
+    * disabled: ``round(5 %)`` of users (at least 1), drawn from all users, so
+      they overlap guests and mailbox-less members now and then.
+    * names: about a third contain non-ASCII letters (José, Zoë, Łukasz, Søren,
+      Ñúñez, Müller, 山田 太郎, Ольга, ...). ``mail``/UPN local parts are the
+      ASCII-folded ``given.surname`` with a numeric suffix on collision
+      (``john.smith2``); mail addresses are unique ignoring case. About 10 % of
+      members have a MixedCase ``mail`` (``Jose.Nunez@Contoso.com``) while their
+      UPN stays lower-case.
+    * ``employeeId``: unique ``"E"`` + 6 digits for members, ``None`` for guests.
+    * ``country``/``usageLocation``: ISO codes (US, DE, GB, FR, AT, JP, ES, PL, DK).
+    * ``onPremisesExtensionAttributes``: all 15 keys. ``extensionAttribute1`` is
+      one of ``"Active"``, ``"Inactive"``, ``"inactive"`` or ``None`` (the
+      lower-case variant is deliberate: exclusions are case-sensitive while
+      Graph ``$filter`` is not); ``extensionAttribute2`` a division name for
+      about 70 % of members; 3, 7 and 15 are set sparsely; the rest ``None``.
+
+Groups (``Directory.groups``)
+    Keys: id, displayName, description, mail, mailNickname, mailEnabled,
+    securityEnabled, groupTypes, createdDateTime, visibility. Kinds follow
+    Graph's table: Microsoft 365 (``["Unified"]``, mail-enabled, some also
+    security-enabled, a few ``["Unified", "DynamicMembership"]``), mail-enabled
+    security (``[]``, true, true), distribution (``[]``, true, false) and
+    security (``[]``, false, true, ``mail`` ``None``); roughly 30/20/20/30 %.
+    At least :data:`MIN_GROUPS` groups are required for the special groups,
+    which ``Directory.special`` names:
+
+    ``all_employees``  M365 "All Employees": every enabled member user (more
+                       than 999 direct members once there are ~1,100 users).
+    ``cycle``          ``[a, b, c]``: a contains b, b contains c, c contains a
+                       (distribution, mail-enabled security, security), each
+                       with a few users of its own.
+    ``nested_parent``  distribution "Global Operations" containing two security
+                       groups and an M365 group (``nested_children``); the first
+                       security child contains another security group
+                       (``nested_grandchildren``). One user sits on every level.
+    ``empty``          an M365 group with no members.
+    ``mixed_types``    mail-enabled security group with users, orgContacts,
+                       devices, a servicePrincipal and a nested security group.
+    ``edge_users``     M365 group with guests, disabled users, users without
+                       mail, and a few ordinary users.
+    ``duplicate_name`` ``[m365_id, mail_security_id]``: two different groups
+                       both called "Marketing Team".
+    ``dynamic``        ids of all dynamic-membership groups (at least one).
+
+    Ordinary groups draw a heavy-tailed number of users (mean ~45,
+    independent of tenant size) and sometimes nest security groups, so random
+    extra nesting and cycles can occur. A few distribution groups hold
+    orgContacts and a few security groups hold devices and servicePrincipals.
+
+Members (``Directory.members``)
+    ``group id -> [(odata_type, object_id), ...]`` in a stable order, direct
+    members only; every group has an entry. ``other_objects`` holds the
+    orgContact (id, displayName, mail, companyName), device (id, displayName,
+    deviceId, operatingSystem) and servicePrincipal (id, displayName, appId)
+    objects that appear as members; each also carries its ``@odata.type``.
+
+Determinism: the same arguments give the same directory in any process
+(nothing depends on set or hash order), so a test can regenerate exactly what
+a separately started ``python -m entra_pipeline.emulator serve`` serves.
+
+After mutating users, groups or members in place call :meth:`Directory.reindex`
+(the server's ``Emulator.reindex()`` does it for you).
+"""
+
+from __future__ import annotations
+
+import random
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Iterator
+
+__all__ = [
+    "Directory",
+    "generate_directory",
+    "USER_TYPE",
+    "GROUP_TYPE",
+    "CONTACT_TYPE",
+    "DEVICE_TYPE",
+    "SERVICE_PRINCIPAL_TYPE",
+    "USER_PROPERTIES",
+    "GROUP_PROPERTIES",
+    "MIN_GROUPS",
+    "TENANT_DOMAIN",
+    "INITIAL_DOMAIN",
+]
+
+USER_TYPE = "#microsoft.graph.user"
+GROUP_TYPE = "#microsoft.graph.group"
+CONTACT_TYPE = "#microsoft.graph.orgContact"
+DEVICE_TYPE = "#microsoft.graph.device"
+SERVICE_PRINCIPAL_TYPE = "#microsoft.graph.servicePrincipal"
+
+TENANT_DOMAIN = "contoso.com"
+INITIAL_DOMAIN = "contoso.onmicrosoft.com"
+
+#: Keys present on every generated user (the directory extension comes on top).
+USER_PROPERTIES = (
+    "id",
+    "userPrincipalName",
+    "displayName",
+    "givenName",
+    "surname",
+    "mail",
+    "otherMails",
+    "proxyAddresses",
+    "jobTitle",
+    "department",
+    "companyName",
+    "officeLocation",
+    "city",
+    "country",
+    "usageLocation",
+    "mobilePhone",
+    "businessPhones",
+    "employeeId",
+    "employeeType",
+    "employeeHireDate",
+    "accountEnabled",
+    "userType",
+    "preferredLanguage",
+    "onPremisesExtensionAttributes",
+)
+
+GROUP_PROPERTIES = (
+    "id",
+    "displayName",
+    "description",
+    "mail",
+    "mailNickname",
+    "mailEnabled",
+    "securityEnabled",
+    "groupTypes",
+    "createdDateTime",
+    "visibility",
+)
+
+_EXTENSION_ATTRIBUTES = tuple(f"extensionAttribute{i}" for i in range(1, 16))
+
+# ---------------------------------------------------------------------------
+# Name pools. "display:ascii" gives the romanisation for non-Latin scripts;
+# Latin names are folded automatically.
+_CULTURES = {
+    # culture: (weight, home countries, given names, surnames, family name first)
+    "en": (
+        34,
+        ("US", "GB"),
+        "James Mary John Patricia Michael Jennifer David Linda Sarah Daniel Emily "
+        "Robert Karen Thomas Nancy Matthew Lisa Andrew Laura Kevin Rachel Brian "
+        "Megan Zoë Renée Seán Siobhán Chloë",
+        "Smith Johnson Brown Taylor Wilson Clark O'Brien Walker Hall Young Wright "
+        "Green Baker Mitchell Carter Roberts Turner Phillips Campbell Parker Evans "
+        "Edwards Collins Stewart Morris Murphy Cook Rogers Reed",
+        False,
+    ),
+    "de": (
+        20,
+        ("DE", "AT"),
+        "Jürgen Jörg Anna Lukas Lena Felix Sophie Maximilian Hannah Björn Günther "
+        "Käthe Ömer Stefan Katrin Tobias Julia Matthias Sabine Jonas Miriam Uwe",
+        "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schäfer "
+        "Hoffmann Gößling Köhler Öztürk Richter Klein Wolf Schröder Neumann "
+        "Schwarz Zimmermann Krüger Hartmann",
+        False,
+    ),
+    "fr": (
+        8,
+        ("FR",),
+        "François Hélène Chloé Léa Jérôme Amélie Théo Camille Noël Margaux Lucas Inès",
+        "Dubois Lefèvre Moreau Laurent Girard Bérénger Roussel Faure Mercier Lambert Bonnet",
+        False,
+    ),
+    "es": (
+        8,
+        ("ES",),
+        "José María Ángel Inés Lucía Álvaro Nuria Jesús Pablo Carmen Sergio Marta",
+        "Ñúñez García Fernández Jiménez López Martínez Sánchez Rodríguez Peña Gómez Ruiz",
+        False,
+    ),
+    "pl": (
+        7,
+        ("PL",),
+        "Łukasz Małgorzata Paweł Agnieszka Wojciech Zofia Michał Katarzyna Piotr Ewa",
+        "Kowalski Nowak Wiśniewski Wróbel Łukasiewicz Dąbrowska Zieliński Kamiński Lewandowski",
+        False,
+    ),
+    "nordic": (
+        6,
+        ("DK",),
+        "Søren Björn Åsa Mette Jens Signe Øystein Freja Rasmus Ida",
+        "Jensen Nielsen Hansen Søndergaard Ærøskøbing Håkansson Ström Østergaard Madsen Larsen",
+        False,
+    ),
+    "ja": (
+        5,
+        ("JP",),
+        "太郎:taro 花子:hanako 健太:kenta 由美:yumi 翔:sho 愛:ai 陽翔:haruto 結衣:yui",
+        "山田:yamada 佐藤:sato 鈴木:suzuki 高橋:takahashi 田中:tanaka 渡辺:watanabe 伊藤:ito",
+        True,
+    ),
+    "ja_latin": (
+        3,
+        ("JP",),
+        "Haruto Yui Ren Aoi Sota Hina Yuto Mei",
+        "Ito Nakamura Kobayashi Kato Yoshida Yamamoto Sasaki",
+        False,
+    ),
+    "ru": (
+        4,
+        ("DE", "AT", "PL"),
+        "Ольга:olga Дмитрий:dmitry Наталья:natalya Сергей:sergey Анна:anna Иван:ivan Елена:elena",
+        "Иванова:ivanova Петров:petrov Смирнова:smirnova Кузнецов:kuznetsov Попов:popov Волкова:volkova",
+        False,
+    ),
+}
+
+# code: (weight, cities, company, language, phone prefix)
+_COUNTRIES = {
+    "US": (30, ("Seattle", "New York", "Chicago", "Austin"), "Contoso Inc.", "en-US", "+1"),
+    "DE": (20, ("Berlin", "München", "Hamburg", "Köln"), "Contoso GmbH", "de-DE", "+49"),
+    "GB": (12, ("London", "Manchester", "Edinburgh"), "Contoso Ltd.", "en-GB", "+44"),
+    "FR": (8, ("Paris", "Lyon"), "Contoso SAS", "fr-FR", "+33"),
+    "AT": (5, ("Wien", "Graz"), "Contoso Austria GmbH", "de-AT", "+43"),
+    "JP": (8, ("Tokyo", "Osaka"), "Contoso K.K.", "ja-JP", "+81"),
+    "ES": (6, ("Madrid", "Barcelona"), "Contoso S.L.", "es-ES", "+34"),
+    "PL": (6, ("Kraków", "Warszawa", "Łódź"), "Contoso Sp. z o.o.", "pl-PL", "+48"),
+    "DK": (5, ("København", "Ærøskøbing", "Aarhus"), "Contoso ApS", "da-DK", "+45"),
+}
+
+_DEPARTMENTS = (
+    "Sales", "Marketing", "Finance", "Human Resources", "Engineering", "Operations",
+    "Legal", "Customer Service", "Research & Development", "IT", "Procurement", "Logistics",
+)
+_JOB_TITLES = (
+    "Account Manager", "Software Engineer", "Senior Software Engineer", "Analyst",
+    "Project Manager", "Team Lead", "Director", "Consultant", "Specialist",
+    "Administrator", "Coordinator", "Vice President", "Technician", "Accountant",
+    "Recruiter", "Product Owner", "Designer", "Support Engineer",
+)
+_DIVISIONS = ("Retail", "Manufacturing", "Corporate", "Logistics", "Research")
+_GUEST_DOMAINS = (
+    ("fabrikam.com", "Fabrikam"),
+    ("northwindtraders.com", "Northwind Traders"),
+    ("adatum.com", "Adatum"),
+    ("tailspintoys.com", "Tailspin Toys"),
+    ("wingtiptoys.com", "Wingtip Toys"),
+)
+_APPS = ("Salesforce", "SAP", "Workday", "Jira", "VPN", "ServiceNow", "Tableau", "GitHub", "Zoom", "Okta")
+_ROLES = ("ReadOnly", "Contributors", "Admins", "Approvers", "Users")
+_CODENAMES = (
+    "Aurora", "Borealis", "Cobalt", "Delta", "Ember", "Falcon", "Glacier", "Helios",
+    "Ivy", "Juniper", "Kestrel", "Lumen", "Meridian", "Nova", "Orion", "Polaris",
+    "Quasar", "Raven", "Sierra", "Tundra", "Umbra", "Vega", "Willow", "Zephyr",
+)
+_SERVICE_PRINCIPALS = (
+    "Workday Connector", "Salesforce SSO", "Backup Service", "Print Management",
+    "HR Data Sync", "Expense Bot", "Monitoring Agent", "Build Pipeline",
+)
+
+# Fold letters that NFKD does not decompose.
+_FOLD_EXTRA = str.maketrans({
+    "ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "Ae", "ß": "ss",
+    "đ": "d", "Đ": "D", "œ": "oe", "Œ": "Oe", "þ": "th", "Þ": "Th", "ı": "i",
+})
+
+#: The fewest groups that can hold all special groups plus one ordinary group of each kind.
+MIN_GROUPS = 18
+
+_KINDS = ("m365", "mail_security", "distribution", "security")
+_KIND_SHARE = {"m365": 0.30, "mail_security": 0.20, "distribution": 0.20, "security": 0.30}
+
+
+def ascii_fold(text: str) -> str:
+    """Latin text without diacritics ("Ñúñez" -> "Nunez", "Łukasz" -> "Lukasz")."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD_EXTRA))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _mail_part(name: str, ascii_name: str | None) -> str:
+    folded = ascii_name if ascii_name is not None else ascii_fold(name)
+    return "".join(ch for ch in folded.lower() if ch.isascii() and (ch.isalnum() or ch == "-"))
+
+
+def _parse_names(spec: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in spec.split():
+        display, _, ascii_name = item.partition(":")
+        out.append((display, _mail_part(display, ascii_name or None)))
+    return tuple(out)
+
+
+_CULTURE_TABLE = tuple(
+    (name, weight, homes, _parse_names(given), _parse_names(surnames), family_first)
+    for name, (weight, homes, given, surnames, family_first) in _CULTURES.items()
+)
+_CULTURE_PICK = tuple(entry for entry in _CULTURE_TABLE for _ in range(entry[1]))
+_COUNTRY_PICK = tuple(code for code, spec in _COUNTRIES.items() for _ in range(spec[0]))
+
+
+def _uuid(rng: random.Random) -> str:
+    """A random-looking (version 4 style) GUID string drawn from ``rng``."""
+    h = "%032x" % rng.getrandbits(128)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+def _timestamp(rng: random.Random, first_year: int, last_year: int, *, midnight: bool = False) -> str:
+    year = rng.randint(first_year, last_year)
+    month = rng.randint(1, 12)
+    day = rng.randint(1, 28)
+    if midnight:
+        return f"{year:04d}-{month:02d}-{day:02d}T00:00:00Z"
+    return (
+        f"{year:04d}-{month:02d}-{day:02d}T{rng.randint(6, 19):02d}:"
+        f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
+    )
+
+
+def _phone(rng: random.Random, prefix: str) -> str:
+    return f"{prefix} {rng.randint(20, 899)} {rng.randint(100000, 9999999)}"
+
+
+@dataclass
+class Directory:
+    """An in-memory tenant: users, groups, direct memberships and other member objects."""
+
+    users: list[dict]
+    groups: list[dict]
+    members: dict[str, list[tuple[str, str]]]
+    other_objects: dict[str, dict]
+    extension_app_id: str
+    extension_property: str
+    special: dict = field(default_factory=dict)
+
+    _users_by_id: dict = field(init=False, repr=False, compare=False, default_factory=dict)
+    _users_by_upn: dict = field(init=False, repr=False, compare=False, default_factory=dict)
+    _groups_by_id: dict = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the lookup tables after users/groups were changed in place."""
+        self._users_by_id = {u["id"]: u for u in self.users}
+        self._users_by_upn = {
+            u["userPrincipalName"].lower(): u for u in self.users if u.get("userPrincipalName")
+        }
+        self._groups_by_id = {g["id"]: g for g in self.groups}
+
+    def user_by_id(self, object_id: str) -> dict | None:
+        return self._users_by_id.get(object_id)
+
+    def user_by_upn(self, upn: str) -> dict | None:
+        """Case-insensitive lookup by userPrincipalName (Graph accepts ``/users/{upn}``)."""
+        return self._users_by_upn.get(upn.lower())
+
+    def group_by_id(self, object_id: str) -> dict | None:
+        return self._groups_by_id.get(object_id)
+
+    def object_by_id(self, object_id: str) -> tuple[str, dict] | None:
+        """``(odata_type, object)`` for any user, group or other directory object."""
+        user = self._users_by_id.get(object_id)
+        if user is not None:
+            return USER_TYPE, user
+        group = self._groups_by_id.get(object_id)
+        if group is not None:
+            return GROUP_TYPE, group
+        other = self.other_objects.get(object_id)
+        if other is not None:
+            return other["@odata.type"], other
+        return None
+
+    def transitive_members(self, group_id: str) -> list[tuple[str, str]]:
+        """Flattened membership as Graph's ``transitiveMembers`` lists it.
+
+        Depth-first in direct-member order; nested groups appear themselves and
+        are expanded once, so cycles terminate. Each object appears once and the
+        group itself is never listed, even when a cycle leads back to it.
+        Raises ``KeyError`` for an unknown group.
+        """
+        if group_id not in self._groups_by_id:
+            raise KeyError(group_id)
+        out: list[tuple[str, str]] = []
+        seen = {group_id}
+        expanded = {group_id}
+        stack: list[Iterator[tuple[str, str]]] = [iter(self.members.get(group_id, ()))]
+        while stack:
+            for odata_type, object_id in stack[-1]:
+                if object_id not in seen:
+                    seen.add(object_id)
+                    out.append((odata_type, object_id))
+                if odata_type == GROUP_TYPE and object_id not in expanded:
+                    expanded.add(object_id)
+                    stack.append(iter(self.members.get(object_id, ())))
+                    break
+            else:
+                stack.pop()
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Generation
+
+
+class _MailAllocator:
+    """Hands out ``local`` parts unique per domain, ignoring case."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def allocate(self, base: str, domain: str) -> str:
+        key = f"{base}@{domain}".lower()
+        n = self._counts.get(key, 0) + 1
+        self._counts[key] = n
+        # Names carry no digits, so "john.smith2" can never collide with a base name.
+        return base if n == 1 else f"{base}{n}"
+
+
+def _pick_count(n: int, share: float) -> int:
+    return max(1, round(n * share))
+
+
+def _generate_users(rng: random.Random, n: int, ext_prop: str) -> tuple[list[dict], dict]:
+    guests = set(rng.sample(range(n), _pick_count(n, 0.03)))
+    members = [i for i in range(n) if i not in guests]
+    no_mail = set(rng.sample(members, min(len(members), _pick_count(n, 0.05))))
+    disabled = set(rng.sample(range(n), _pick_count(n, 0.05)))
+    employee_numbers = rng.sample(range(1000, 1_000_000), n)
+    mails = _MailAllocator()
+    country_codes = tuple(_COUNTRIES)
+    users: list[dict] = []
+
+    for i in range(n):
+        _, _, homes, given_pool, surname_pool, family_first = rng.choice(_CULTURE_PICK)
+        given, given_ascii = rng.choice(given_pool)
+        surname, surname_ascii = rng.choice(surname_pool)
+        display = f"{surname} {given}" if family_first else f"{given} {surname}"
+        base = f"{given_ascii}.{surname_ascii}"
+        country = rng.choice(homes) if rng.random() < 0.75 else rng.choice(country_codes)
+        _, cities, company, language, phone_prefix = _COUNTRIES[country]
+        city = rng.choice(cities)
+        ext_attrs = dict.fromkeys(_EXTENSION_ATTRIBUTES)
+
+        if i in guests:
+            domain, company_name = rng.choice(_GUEST_DOMAINS)
+            local = mails.allocate(base, domain)
+            mail = f"{local}@{domain}"
+            user = {
+                "id": _uuid(rng),
+                "userPrincipalName": f"{local}_{domain}#EXT#@{INITIAL_DOMAIN}",
+                "displayName": display,
+                "givenName": given,
+                "surname": surname,
+                "mail": mail,
+                "otherMails": [mail],
+                "proxyAddresses": [f"SMTP:{mail}"],
+                "jobTitle": rng.choice(_JOB_TITLES) if rng.random() < 0.4 else None,
+                "department": None,
+                "companyName": company_name,
+                "officeLocation": None,
+                "city": None,
+                "country": None,
+                "usageLocation": country if rng.random() < 0.5 else None,
+                "mobilePhone": None,
+                "businessPhones": [],
+                "employeeId": None,
+                "employeeType": None,
+                "employeeHireDate": None,
+                "accountEnabled": i not in disabled,
+                "userType": "Guest",
+                "preferredLanguage": None,
+                "onPremisesExtensionAttributes": ext_attrs,
+                ext_prop: None,
+            }
+            users.append(user)
+            continue
+
+        local = mails.allocate(base, TENANT_DOMAIN)
+        upn = f"{local}@{TENANT_DOMAIN}"
+        if i in no_mail:
+            mail = None
+            proxies: list[str] = []
+        else:
+            if rng.random() < 0.10:
+                # MixedCase primary address: comparisons must ignore case.
+                mixed = ".".join(part.capitalize() for part in local.split("."))
+                mail = f"{mixed}@Contoso.com"
+            else:
+                mail = upn
+            proxies = [f"SMTP:{mail}", f"smtp:{local}@{INITIAL_DOMAIN}"]
+        other_mails = [f"{local}@example.net"] if rng.random() < 0.08 else []
+
+        roll = rng.random()
+        ext_attrs["extensionAttribute1"] = (
+            "Active" if roll < 0.85 else "Inactive" if roll < 0.91 else "inactive" if roll < 0.94 else None
+        )
+        if rng.random() < 0.70:
+            ext_attrs["extensionAttribute2"] = rng.choice(_DIVISIONS)
+        if rng.random() < 0.05:
+            ext_attrs["extensionAttribute3"] = f"Building {rng.choice('ABCDEF')}"
+        if rng.random() < 0.03:
+            ext_attrs["extensionAttribute7"] = f"Badge-{rng.randint(10000, 99999)}"
+        if rng.random() < 0.02:
+            ext_attrs["extensionAttribute15"] = "Migrated-2019"
+
+        phones_roll = rng.random()
+        if phones_roll < 0.80:
+            phones = [_phone(rng, phone_prefix)]
+        elif phones_roll < 0.85:
+            phones = [_phone(rng, phone_prefix), _phone(rng, phone_prefix)]
+        else:
+            phones = []
+        type_roll = rng.random()
+        user = {
+            "id": _uuid(rng),
+            "userPrincipalName": upn,
+            "displayName": display,
+            "givenName": given,
+            "surname": surname,
+            "mail": mail,
+            "otherMails": other_mails,
+            "proxyAddresses": proxies,
+            "jobTitle": rng.choice(_JOB_TITLES) if rng.random() < 0.95 else None,
+            "department": rng.choice(_DEPARTMENTS) if rng.random() < 0.97 else None,
+            "companyName": company if rng.random() < 0.9 else None,
+            "officeLocation": f"{city} {rng.randint(1, 9)}.{rng.randint(10, 60)}",
+            "city": city,
+            "country": country,
+            "usageLocation": country,
+            "mobilePhone": _phone(rng, phone_prefix) if rng.random() < 0.6 else None,
+            "businessPhones": phones,
+            "employeeId": f"E{employee_numbers[i]:06d}",
+            "employeeType": (
+                "Employee" if type_roll < 0.80 else "Contractor" if type_roll < 0.92
+                else "Intern" if type_roll < 0.95 else None
+            ),
+            "employeeHireDate": _timestamp(rng, 2005, 2024, midnight=True) if rng.random() < 0.97 else None,
+            "accountEnabled": i not in disabled,
+            "userType": "Member",
+            "preferredLanguage": language if rng.random() < 0.8 else None,
+            "onPremisesExtensionAttributes": ext_attrs,
+            ext_prop: f"CC-{rng.randint(1000, 9999)}" if rng.random() < 0.8 else None,
+        }
+        users.append(user)
+
+    pools = {
+        "guests": sorted(guests),
+        "no_mail": sorted(no_mail),
+        "disabled": sorted(disabled),
+    }
+    return users, pools
+
+
+def _generate_other_objects(rng: random.Random, n_users: int) -> dict[str, list[dict]]:
+    contacts, devices, principals = [], [], []
+    mails = _MailAllocator()
+    for _ in range(max(10, n_users // 100)):
+        _, _, _, given_pool, surname_pool, _ = rng.choice(_CULTURE_PICK)
+        given, given_ascii = rng.choice(given_pool)
+        surname, surname_ascii = rng.choice(surname_pool)
+        domain, company = rng.choice(_GUEST_DOMAINS)
+        local = mails.allocate(f"{given_ascii}.{surname_ascii}", domain)
+        contacts.append({
+            "@odata.type": CONTACT_TYPE,
+            "id": _uuid(rng),
+            "displayName": f"{given} {surname} ({company})",
+            "mail": f"{local}@{domain}",
+            "companyName": company,
+        })
+    for _ in range(max(10, n_users // 50)):
+        kind = rng.choice(("DESKTOP", "LAPTOP", "IPHONE", "ANDROID"))
+        os_name = {"DESKTOP": "Windows", "LAPTOP": "Windows", "IPHONE": "iOS", "ANDROID": "Android"}[kind]
+        devices.append({
+            "@odata.type": DEVICE_TYPE,
+            "id": _uuid(rng),
+            "displayName": f"{kind}-{rng.getrandbits(24):06X}",
+            "deviceId": _uuid(rng),
+            "operatingSystem": os_name,
+        })
+    for index in range(max(5, n_users // 500)):
+        name = _SERVICE_PRINCIPALS[index % len(_SERVICE_PRINCIPALS)]
+        if index >= len(_SERVICE_PRINCIPALS):
+            name = f"{name} {index // len(_SERVICE_PRINCIPALS) + 1}"
+        principals.append({
+            "@odata.type": SERVICE_PRINCIPAL_TYPE,
+            "id": _uuid(rng),
+            "displayName": name,
+            "appId": _uuid(rng),
+        })
+    return {"contacts": contacts, "devices": devices, "principals": principals}
+
+
+class _GroupFactory:
+    """Creates group objects with unique mail nicknames."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.groups: list[dict] = []
+        self.kind_of: dict[str, str] = {}
+        self._nicknames: dict[str, int] = {}
+
+    def _nickname(self, name: str) -> str:
+        slug = "".join(ch if ch.isalnum() else "-" for ch in ascii_fold(name).lower() if ch.isascii())
+        slug = "-".join(part for part in slug.split("-") if part) or "group"
+        n = self._nicknames.get(slug, 0) + 1
+        self._nicknames[slug] = n
+        return slug if n == 1 else f"{slug}-{n}"
+
+    def make(self, kind: str, name: str, *, dynamic: bool = False, m365_security: bool = False,
+             description: str | None = None) -> dict:
+        rng = self.rng
+        nickname = self._nickname(name)
+        mail_enabled = kind != "security"
+        if kind == "m365":
+            group_types = ["Unified", "DynamicMembership"] if dynamic else ["Unified"]
+            security_enabled = m365_security
+            visibility = "Public" if rng.random() < 0.6 else "Private"
+        else:
+            group_types = []
+            security_enabled = kind in ("security", "mail_security")
+            visibility = None
+        group = {
+            "id": _uuid(rng),
+            "displayName": name,
+            "description": description,
+            "mail": f"{nickname}@{TENANT_DOMAIN}" if mail_enabled else None,
+            "mailNickname": nickname,
+            "mailEnabled": mail_enabled,
+            "securityEnabled": security_enabled,
+            "groupTypes": group_types,
+            "createdDateTime": _timestamp(rng, 2015, 2024),
+            "visibility": visibility,
+        }
+        self.groups.append(group)
+        self.kind_of[group["id"]] = kind
+        return group
+
+
+def _regular_kind_counts(n_groups: int, special_kinds: list[str]) -> dict[str, int]:
+    """How many ordinary groups of each kind bring the total near the 30/20/20/30 mix."""
+    available = n_groups - len(special_kinds)
+    deficits = {
+        kind: max(0.0, _KIND_SHARE[kind] * n_groups - special_kinds.count(kind)) for kind in _KINDS
+    }
+    total_deficit = sum(deficits.values()) or 1.0
+    exact = {kind: available * deficits[kind] / total_deficit for kind in _KINDS}
+    counts = {kind: int(exact[kind]) for kind in _KINDS}
+    by_remainder = sorted(_KINDS, key=lambda k: exact[k] - counts[k], reverse=True)
+    for kind in by_remainder[: available - sum(counts.values())]:
+        counts[kind] += 1
+    # Every kind gets at least one ordinary group so filters always have something to find.
+    for kind in _KINDS:
+        if counts[kind] == 0:
+            donor = max(_KINDS, key=lambda k: counts[k])
+            counts[donor] -= 1
+            counts[kind] = 1
+    return counts
+
+
+def generate_directory(users: int = 2000, groups: int = 150, seed: int = 7) -> Directory:
+    """Build a deterministic demo tenant; see the module docstring for its shape."""
+    if users < 20:
+        raise ValueError("users must be at least 20")
+    if groups < MIN_GROUPS:
+        raise ValueError(f"groups must be at least {MIN_GROUPS} (room for the special groups)")
+    rng = random.Random(seed)
+    extension_app_id = "%032x" % rng.getrandbits(128)
+    ext_prop = f"extension_{extension_app_id}_costCenter"
+
+    user_list, pools = _generate_users(rng, users, ext_prop)
+    others = _generate_other_objects(rng, users)
+    user_ids = [u["id"] for u in user_list]
+
+    factory = _GroupFactory(rng)
+    members: dict[str, list[tuple[str, str]]] = {}
+
+    def add_users(group: dict, indices) -> None:
+        members[group["id"]].extend((USER_TYPE, user_ids[i]) for i in indices)
+
+    def new(kind: str, name: str, **kwargs) -> dict:
+        group = factory.make(kind, name, **kwargs)
+        members[group["id"]] = []
+        return group
+
+    def sample(k: int, exclude: tuple[int, ...] = ()) -> list[int]:
+        """k distinct user indices, none of them in ``exclude``."""
+        picked = rng.sample(range(users), min(k + len(exclude), users))
+        return [i for i in picked if i not in exclude][:k]
+
+    # --- special groups -----------------------------------------------------
+    all_employees = new("m365", "All Employees", description="Every enabled employee.")
+    add_users(all_employees, (
+        i for i, u in enumerate(user_list) if u["accountEnabled"] and u["userType"] == "Member"
+    ))
+
+    cycle = [
+        new("distribution", "Sales Leadership", description="Nesting cycle, part 1 of 3."),
+        new("mail_security", "Sales Leadership EMEA", description="Nesting cycle, part 2 of 3."),
+        new("security", "Sales Leadership Approvers", description="Nesting cycle, part 3 of 3."),
+    ]
+    for index, group in enumerate(cycle):
+        add_users(group, sample(3 + index))
+        nxt = cycle[(index + 1) % 3]
+        members[group["id"]].append((GROUP_TYPE, nxt["id"]))
+
+    parent = new("distribution", "Global Operations", description="Nested distribution list.")
+    children = [
+        new("security", "SG Operations Germany"),
+        new("security", "SG Operations United States"),
+        new("m365", "Operations Leadership", m365_security=True),
+    ]
+    grandchild = new("security", "SG Operations Berlin")
+    everywhere = sample(1)[0]  # one user on every level: transitive lists must de-duplicate
+    add_users(parent, sample(4, (everywhere,)) + [everywhere])
+    members[parent["id"]].extend((GROUP_TYPE, g["id"]) for g in children)
+    for child in children:
+        add_users(child, sample(6, (everywhere,)) + [everywhere])
+    members[children[0]["id"]].append((GROUP_TYPE, grandchild["id"]))
+    add_users(grandchild, sample(5, (everywhere,)) + [everywhere])
+
+    empty = new("m365", "Project Phoenix (archived)", description="No members left.")
+
+    mixed = new("mail_security", "Facilities & Devices", description="Users, contacts, devices and apps.")
+    add_users(mixed, sample(5))
+    members[mixed["id"]].extend((CONTACT_TYPE, c["id"]) for c in others["contacts"][:2])
+    members[mixed["id"]].extend((DEVICE_TYPE, d["id"]) for d in others["devices"][:2])
+    members[mixed["id"]].append((SERVICE_PRINCIPAL_TYPE, others["principals"][0]["id"]))
+    members[mixed["id"]].append((GROUP_TYPE, grandchild["id"]))
+
+    edge = new("m365", "External Collaboration", description="Guests, disabled and mailbox-less users.")
+    edge_indices: list[int] = []
+    for pool in ("guests", "disabled", "no_mail"):
+        edge_indices.extend(i for i in pools[pool][:5] if i not in edge_indices)
+    edge_indices.extend(i for i in sample(5) if i not in edge_indices)
+    add_users(edge, edge_indices)
+
+    duplicates = [
+        new("m365", "Marketing Team", description="Marketing (Microsoft 365 group)."),
+        new("mail_security", "Marketing Team", description="Marketing (mail-enabled security group)."),
+    ]
+    for group in duplicates:
+        add_users(group, sample(8))
+
+    special_kinds = [factory.kind_of[g["id"]] for g in factory.groups]
+    reserved_names = {g["displayName"] for g in factory.groups}
+
+    # --- ordinary groups ------------------------------------------------------
+    counts = _regular_kind_counts(groups, special_kinds)
+    used_names = set(reserved_names)
+    countries = tuple(_COUNTRIES)
+
+    def regular_name(kind: str) -> str:
+        dept = rng.choice(_DEPARTMENTS)
+        country = rng.choice(countries)
+        city = rng.choice(_COUNTRIES[country][1])
+        if kind == "m365":
+            name = rng.choice((f"{dept} Team {city}", f"Project {rng.choice(_CODENAMES)}", f"{city} Office",
+                               f"{dept} – {country}"))
+        elif kind == "distribution":
+            name = rng.choice((f"DL {dept} {country}", f"{city} Announcements", f"{dept} Newsletter"))
+        elif kind == "mail_security":
+            name = rng.choice((f"{dept} Approvers", f"{dept} Managers {country}", f"MES {dept} {city}"))
+        else:
+            name = rng.choice((f"SG-{ascii_fold(dept).replace(' ', '')}-{rng.choice(_ROLES)}",
+                               f"SG {rng.choice(_APPS)} Users", f"SG {city} Badge Access"))
+        candidate, n = name, 1
+        while candidate in used_names:
+            n += 1
+            candidate = f"{name} {n}"
+        used_names.add(candidate)
+        return candidate
+
+    regular: list[dict] = []
+    first_m365 = True
+    for kind in _KINDS:
+        for _ in range(counts[kind]):
+            dynamic = kind == "m365" and (first_m365 or rng.random() < 0.15)
+            if kind == "m365":
+                first_m365 = False
+            group = new(
+                kind,
+                regular_name(kind),
+                dynamic=dynamic,
+                m365_security=kind == "m365" and rng.random() < 0.2,
+                description=None if rng.random() < 0.3 else f"{kind.replace('_', ' ')} group",
+            )
+            # Heavy-tailed sizes with a mean around 45, independent of tenant size.
+            size = min(int(rng.paretovariate(1.5) * 15), 1500, users)
+            add_users(group, sample(size))
+            regular.append(group)
+
+    security_ids = [g["id"] for g in factory.groups if factory.kind_of[g["id"]] == "security"]
+    for group in regular:
+        kind = factory.kind_of[group["id"]]
+        group_members = members[group["id"]]
+        if kind != "security" and rng.random() < 0.15:
+            for nested in rng.sample(security_ids, min(2, len(security_ids))):
+                if nested != group["id"]:
+                    group_members.append((GROUP_TYPE, nested))
+        elif kind == "security" and rng.random() < 0.10:
+            nested = rng.choice(security_ids)
+            if nested != group["id"]:
+                group_members.append((GROUP_TYPE, nested))
+        if kind == "distribution" and rng.random() < 0.2:
+            for contact in rng.sample(others["contacts"], rng.randint(1, 3)):
+                group_members.append((CONTACT_TYPE, contact["id"]))
+        if kind == "security" and rng.random() < 0.2:
+            for device in rng.sample(others["devices"], rng.randint(1, 4)):
+                group_members.append((DEVICE_TYPE, device["id"]))
+            if rng.random() < 0.5:
+                group_members.append((SERVICE_PRINCIPAL_TYPE, rng.choice(others["principals"])["id"]))
+
+    group_list = factory.groups[:]
+    rng.shuffle(group_list)  # special groups should not all sit on the first page
+    other_objects = {
+        obj["id"]: obj for kind in ("contacts", "devices", "principals") for obj in others[kind]
+    }
+    special = {
+        "all_employees": all_employees["id"],
+        "cycle": [g["id"] for g in cycle],
+        "nested_parent": parent["id"],
+        "nested_children": [g["id"] for g in children],
+        "nested_grandchildren": [grandchild["id"]],
+        "empty": empty["id"],
+        "mixed_types": mixed["id"],
+        "edge_users": edge["id"],
+        "duplicate_name": [g["id"] for g in duplicates],
+        "dynamic": [g["id"] for g in group_list if "DynamicMembership" in g["groupTypes"]],
+    }
+    return Directory(
+        users=user_list,
+        groups=group_list,
+        members={g["id"]: members[g["id"]] for g in group_list},
+        other_objects=other_objects,
+        extension_app_id=extension_app_id,
+        extension_property=ext_prop,
+        special=special,
+    )

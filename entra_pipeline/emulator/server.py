@@ -1,0 +1,1106 @@
+"""An HTTPS emulator of the Microsoft identity platform and the Graph v1.0 directory API.
+
+One server answers both roles, so ``Emulator.base_url`` is the authority host
+*and* the Graph base URL::
+
+    GET  /{tenant}/v2.0/.well-known/openid-configuration     OIDC discovery (MSAL)
+    POST /{tenant}/oauth2/v2.0/token                         client_credentials only
+    GET  /{tenant}/discovery/v2.0/keys                       empty JWKS (tokens are opaque)
+    GET  /v1.0/users[/{id|userPrincipalName}]
+    GET  /v1.0/groups[/{id}]
+    GET  /v1.0/groups/{id}/members[/microsoft.graph.{type}]
+    GET  /v1.0/groups/{id}/transitiveMembers[/microsoft.graph.{type}]
+
+Collections honour ``$select``, ``$filter``, ``$top`` (1..999, default 100),
+``$count`` with ``ConsistencyLevel: eventual`` and opaque, HMAC-signed
+``$skiptoken`` paging, with Graph's status codes and error bodies (see
+``graph-facts.md``). ``$expand=members`` on groups is emulated with Graph's
+trap: at most 20 members and no nextLink for them. ``$orderby``, ``$search``,
+other ``$expand`` values and ``$batch`` are answered with 400 (not emulated). Filtered id lists are computed once per
+(directory generation, resource, filter) and paged by offset, so each page
+costs O(page size). A paging round that started before ``reindex()`` keeps
+its snapshot of ids while it lasts in the cache; objects deleted meanwhile are
+skipped, so such a page may be short or empty (as Graph's may be).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import socketserver
+import ssl
+import struct
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qsl, unquote, unquote_plus
+
+import trustme
+
+from .directory import (
+    CONTACT_TYPE,
+    DEVICE_TYPE,
+    GROUP_TYPE,
+    INITIAL_DOMAIN,
+    SERVICE_PRINCIPAL_TYPE,
+    TENANT_DOMAIN,
+    USER_TYPE,
+    Directory,
+)
+from .faults import STATUS, TRUNCATE_PAGING, Fault, FaultInjector
+from .odata import (
+    EntitySchema,
+    ODataError,
+    bad_request,
+    compile_filter,
+    group_schema,
+    member_schema,
+    resolve_select,
+    schema_for_type,
+    unsupported,
+    user_schema,
+)
+
+__all__ = ["Emulator"]
+
+log = logging.getLogger(__name__)
+
+GRAPH_CONTENT_TYPE = (
+    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+)
+IDENTITY_CONTENT_TYPE = "application/json; charset=utf-8"
+# Graph's own application id: real 401s name it in WWW-Authenticate.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 999
+_MAX_BODY = 1 << 20
+_CACHE_ENTRIES = 32
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+_CASTS = {
+    "microsoft.graph.user": USER_TYPE,
+    "microsoft.graph.group": GROUP_TYPE,
+    "microsoft.graph.orgcontact": CONTACT_TYPE,
+    "microsoft.graph.device": DEVICE_TYPE,
+    "microsoft.graph.serviceprincipal": SERVICE_PRINCIPAL_TYPE,
+}
+_CAST_ENTITY_SET = {USER_TYPE: "users", GROUP_TYPE: "groups", CONTACT_TYPE: "contacts",
+                    DEVICE_TYPE: "devices", SERVICE_PRINCIPAL_TYPE: "servicePrincipals"}
+
+_FAULT_CODES = {
+    400: ("BadRequest", "Bad request."),
+    401: ("InvalidAuthenticationToken", "Access token validation failure."),
+    403: ("Authorization_RequestDenied", "Insufficient privileges to complete the operation."),
+    404: ("Request_ResourceNotFound", "Resource does not exist."),
+    409: ("Conflict", "Conflict."),
+    429: ("TooManyRequests", "Too many requests."),
+    500: ("UnknownError", "An internal server error occurred."),
+    502: ("BadGateway", "Bad gateway."),
+    503: ("ServiceUnavailable", "The service is temporarily unavailable. Please retry later."),
+    504: ("GatewayTimeout", "The operation timed out."),
+}
+
+_IDENTITY_PATH_RE = re.compile(r"^/[^/]+/(?:v2\.0/\.well-known/|oauth2/|discovery/)")
+_QUERY_OPTIONS = {"$select", "$filter", "$top", "$count", "$skiptoken", "$skip", "$orderby",
+                  "$search", "$expand", "$format"}
+_NOT_EMULATED = {"$orderby", "$search", "$format"}
+# Graph expands at most 20 members and gives no nextLink for them (graph-facts.md).
+EXPAND_MEMBERS_LIMIT = 20
+_EXPAND_RE = re.compile(r"^\s*members\s*(?:\(\s*\$select\s*=\s*([^)]*)\))?\s*$", re.IGNORECASE)
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _json(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class _Request:
+    method: str
+    target: str  # path with query, as sent
+    path: str  # raw path without query
+    query: str  # raw query string
+    headers: object  # http.client.HTTPMessage (case-insensitive .get)
+    body: bytes
+    request_id: str
+    client_request_id: str
+    params: dict[str, str] = field(default_factory=dict)  # $-options, lower-case keys
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+
+
+class _GraphError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or []
+
+
+class _IdentityError(Exception):
+    def __init__(self, status: int, error: str, aadsts: int, description: str):
+        super().__init__(description)
+        self.status, self.error, self.aadsts, self.description = status, error, aadsts, description
+
+
+class _PagingToken:
+    """Opaque, HMAC-signed ``$skiptoken``: (directory generation, offset, query digest)."""
+
+    _LAYOUT = struct.Struct(">QQ8s")
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)  # per server: clients cannot mint tokens
+
+    @staticmethod
+    def digest(query_key: str) -> bytes:
+        return hashlib.sha256(query_key.encode("utf-8")).digest()[:8]
+
+    def encode(self, generation: int, offset: int, query_key: str) -> str:
+        payload = self._LAYOUT.pack(generation, offset, self.digest(query_key))
+        mac = hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+        return _b64(payload + mac)
+
+    def decode(self, token: str, query_key: str) -> tuple[int, int]:
+        invalid = bad_request("Invalid $skiptoken: it is malformed or was not issued for this query.")
+        try:
+            raw = _unb64(token)
+        except (ValueError, TypeError):
+            raise invalid from None
+        if len(raw) != self._LAYOUT.size + 16:
+            raise invalid
+        payload, mac = raw[: self._LAYOUT.size], raw[self._LAYOUT.size:]
+        if not hmac.compare_digest(mac, hmac.new(self._key, payload, hashlib.sha256).digest()[:16]):
+            raise invalid
+        generation, offset, digest = self._LAYOUT.unpack(payload)
+        if not hmac.compare_digest(digest, self.digest(query_key)):
+            raise invalid
+        return generation, offset
+
+
+class _TLSServer(ThreadingHTTPServer):
+    """Threaded HTTPS server that does the TLS handshake on the connection's own thread."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+    handshake_timeout = 10.0
+
+    def __init__(self, address, handler, ssl_context: ssl.SSLContext, emulator: "Emulator"):
+        self.ssl_context = ssl_context
+        self.emulator = emulator
+        self.connections: set = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup that can stall.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def finish_request(self, request, client_address) -> None:
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        request.settimeout(self.handshake_timeout)
+        try:
+            tls = self.ssl_context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return  # failed handshake (e.g. client without our CA): nothing to answer
+        with self.connections_lock:
+            self.connections.add(tls)
+            self.emulator.connection_count += 1
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            with self.connections_lock:
+                self.connections.discard(tls)
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            connections = list(self.connections)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address) -> None:
+        # Clients dropping keep-alive connections is normal; anything else is a bug worth seeing.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, ssl.SSLError, OSError)):
+            return
+        log.exception("emulator: unhandled error serving %s", client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "entra-emulator"
+    sys_version = ""
+    wbufsize = 64 * 1024  # headers and body leave in one write (no Nagle stalls)
+    timeout = 120  # idle keep-alive connections are closed after this
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - stdlib signature
+        pass  # quiet: request_log records every request
+
+    def _serve(self) -> None:
+        emulator: Emulator = self.server.emulator
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            response = emulator._plain_error(411, "Length Required: send Content-Length.")
+        else:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0 or length > _MAX_BODY:
+                self.close_connection = True
+                response = emulator._plain_error(413, "Request body too large or Content-Length invalid.")
+            else:
+                body = self.rfile.read(length) if length else b""
+                response = emulator._dispatch(self.command, self.path, self.headers, body)
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+
+class Emulator:
+    """The demo tenant: Microsoft identity platform + Graph v1.0 over real HTTPS.
+
+    ``start()`` returns once the port is bound; requests are served on
+    background daemon threads. Replace :attr:`directory` or mutate it and call
+    :meth:`reindex` to change what Graph returns between syncs.
+    """
+
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        tenant_id: str,
+        client_id: str,
+        client_secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cert_dir: str | Path | None = None,
+        token_ttl: int = 3599,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self.tenant_id = tenant_id.lower()
+        self.client_id = client_id.lower()
+        self._client_secret = client_secret
+        self.host = host
+        self._requested_port = port
+        self._cert_dir = Path(cert_dir) if cert_dir is not None else None
+        self._owns_cert_dir = False
+        self.token_ttl = int(token_ttl)
+        self.idle_timeout = idle_timeout
+        self.faults = FaultInjector()
+        self.request_log: list[tuple[str, str, int]] = []
+        self.request_count = 0
+        self.connection_count = 0  # TLS connections accepted (keep-alive reuse shows here)
+
+        self._state_lock = threading.Lock()
+        self._directory = directory
+        self._generation = 1
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._tokens: dict[str, float] = {}
+        self._tokens_lock = threading.Lock()
+        self._paging = _PagingToken()
+        self._last_activity = time.monotonic()
+
+        self._server: _TLSServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._lifecycle_lock = threading.Lock()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self.port: int | None = None
+        self.base_url: str | None = None
+        self.authority: str | None = None
+        self.ca_path: str | None = None
+
+    # -- directory ------------------------------------------------------------
+
+    @property
+    def directory(self) -> Directory:
+        return self._directory
+
+    @directory.setter
+    def directory(self, value: Directory) -> None:
+        value.reindex()
+        with self._state_lock:
+            self._directory = value
+            self._generation += 1
+
+    def reindex(self) -> None:
+        """Call after mutating ``directory`` in place; new requests see the change."""
+        with self._state_lock:
+            self._directory.reindex()
+            self._generation += 1
+
+    @property
+    def graph_url(self) -> str:
+        """``{base_url}/v1.0``."""
+        return f"{self.base_url}/v1.0"
+
+    def expire_tokens(self) -> None:
+        """Make every issued access token expired (tests of token refresh)."""
+        with self._tokens_lock:
+            for token in self._tokens:
+                self._tokens[token] = 0.0
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> "Emulator":
+        with self._lifecycle_lock:
+            if self._server is not None:
+                raise RuntimeError("emulator already started")
+            if self._cert_dir is None:
+                self._cert_dir = Path(tempfile.mkdtemp(prefix="entra-emulator-"))
+                self._owns_cert_dir = True
+            self._cert_dir.mkdir(parents=True, exist_ok=True)
+            wildcard = self.host in ("", "0.0.0.0", "::")
+            public_host = "127.0.0.1" if wildcard else self.host
+            identities = ["127.0.0.1", "localhost"]
+            if public_host not in identities:
+                identities.append(public_host)
+            ca = trustme.CA(organization_name="entra-pipeline demo tenant")
+            leaf = ca.issue_cert(*identities)
+            ca_path = self._cert_dir / "emulator-ca.pem"
+            tmp = ca_path.with_suffix(".pem.tmp")
+            ca.cert_pem.write_to_path(str(tmp))
+            os.replace(tmp, ca_path)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            leaf.configure_cert(context)
+
+            self._server = _TLSServer((self.host, self._requested_port), _Handler, context, self)
+            self.port = self._server.server_address[1]
+            url_host = f"[{public_host}]" if ":" in public_host else public_host
+            self.base_url = f"https://{url_host}:{self.port}"
+            self.authority = f"{self.base_url}/{self.tenant_id}"
+            self.ca_path = str(ca_path)
+            self._last_activity = time.monotonic()
+            serve = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                     name=f"entra-emulator:{self.port}", daemon=True)
+            serve.start()
+            self._threads.append(serve)
+            if self.idle_timeout is not None:
+                watch = threading.Thread(target=self._watch_idle, name="entra-emulator-idle", daemon=True)
+                watch.start()
+                self._threads.append(watch)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close open connections and remove a temporary cert dir. Idempotent."""
+        with self._lifecycle_lock:
+            if self._server is None:
+                return
+            if self._stopping:
+                first = False
+            else:
+                self._stopping = first = True
+        if not first:
+            self._stopped.wait()
+            return
+        try:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server.close_connections()
+            if self._owns_cert_dir and self._cert_dir is not None:
+                shutil.rmtree(self._cert_dir, ignore_errors=True)
+        finally:
+            self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the emulator stopped (e.g. idle timeout); True if it did."""
+        return self._stopped.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and not self._stopped.is_set()
+
+    def __enter__(self) -> "Emulator":
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _watch_idle(self) -> None:
+        assert self.idle_timeout is not None
+        step = max(0.05, min(1.0, self.idle_timeout / 4))
+        while not self._stopped.wait(step):
+            if time.monotonic() - self._last_activity >= self.idle_timeout:
+                self.stop()
+                return
+
+    # -- dispatch -------------------------------------------------------------
+
+    def _dispatch(self, method: str, target: str, headers, body: bytes) -> _Response:
+        self._last_activity = time.monotonic()
+        path, _, query = target.partition("?")
+        client_request_id = headers.get("client-request-id") or str(uuid.uuid4())
+        request = _Request(method.upper(), target, path, query, headers, body,
+                           str(uuid.uuid4()), client_request_id)
+        identity = _IDENTITY_PATH_RE.match(path) is not None
+        try:
+            fault = self.faults.take(STATUS, request.method, path)
+            if fault is not None:
+                response = self._fault_response(request, fault, identity)
+            elif identity:
+                response = self._identity(request)
+            elif path == "/v1.0" or path.startswith("/v1.0/"):
+                response = self._graph(request)
+            else:
+                version = unquote(path.split("/")[1]) if path.count("/") else path
+                response = self._graph_error(request, _GraphError(
+                    400, "BadRequest", f"Invalid version: {version}. The demo-tenant emulator serves v1.0 only."))
+        except Exception:
+            log.exception("emulator: internal error on %s %s", method, target)
+            response = self._graph_error(request, _GraphError(500, "UnknownError", "Internal emulator error."))
+        with self._state_lock:
+            self.request_count += 1
+            self.request_log.append((request.method, target, response.status))
+        self._last_activity = time.monotonic()
+        return response
+
+    def _plain_error(self, status: int, message: str) -> _Response:
+        with self._state_lock:
+            self.request_count += 1
+        body = _json({"error": {"code": "BadRequest", "message": message}})
+        rid = str(uuid.uuid4())
+        return _Response(status, body, [("Content-Type", GRAPH_CONTENT_TYPE), ("request-id", rid),
+                                        ("client-request-id", rid)])
+
+    def _common_headers(self, request: _Request, content_type: str) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", content_type),
+            ("request-id", request.request_id),
+            ("client-request-id", request.client_request_id),
+            ("Cache-Control", "no-cache"),
+        ]
+
+    def _fault_response(self, request: _Request, fault: Fault, identity: bool) -> _Response:
+        status = fault.status
+        extra = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+        if fault.body is not None:
+            content_type = IDENTITY_CONTENT_TYPE if identity else GRAPH_CONTENT_TYPE
+            headers = self._common_headers(request, content_type) + extra
+            return _Response(status, _json(fault.body), headers)
+        if identity:
+            error = "temporarily_unavailable" if status in (429, 503, 504) else (
+                "server_error" if status >= 500 else "invalid_request")
+            response = self._identity_error(request, _IdentityError(
+                status, error, 50196 if status == 429 else 90033,
+                f"Injected fault: HTTP {status}."))
+            response.headers.extend(extra)
+            return response
+        code, message = _FAULT_CODES.get(status, ("UnknownError", f"HTTP {status}."))
+        if status == 429 and fault.retry_after is not None:
+            message = f"Too many requests. Retry after {fault.retry_after} seconds."
+        return self._graph_error(request, _GraphError(status, code, message, extra))
+
+    # -- identity platform ----------------------------------------------------
+
+    _OIDC_RE = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
+    _TOKEN_RE = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
+    _KEYS_RE = re.compile(r"^/([^/]+)/discovery/v2\.0/keys$")
+
+    def _known_tenant(self, tenant: str) -> bool:
+        return unquote(tenant).lower() in (self.tenant_id, INITIAL_DOMAIN, TENANT_DOMAIN)
+
+    def _identity(self, request: _Request) -> _Response:
+        path = request.path
+        try:
+            for pattern, method, handler in (
+                (self._OIDC_RE, "GET", self._openid_configuration),
+                (self._TOKEN_RE, "POST", self._token),
+                (self._KEYS_RE, "GET", self._keys),
+            ):
+                match = pattern.match(path)
+                if match:
+                    if request.method != method:
+                        raise _IdentityError(405, "invalid_request", 900561,
+                                             f"The endpoint only accepts {method} requests.")
+                    return handler(request, match.group(1))
+            raise _IdentityError(404, "invalid_request", 900000,
+                                 f"No identity-platform endpoint at '{path}' on the demo-tenant emulator.")
+        except _IdentityError as exc:
+            return self._identity_error(request, exc)
+
+    def _identity_json(self, request: _Request, payload: dict, status: int = 200) -> _Response:
+        headers = self._common_headers(request, IDENTITY_CONTENT_TYPE)
+        headers += [("x-ms-request-id", request.request_id), ("Pragma", "no-cache")]
+        return _Response(status, _json(payload), headers)
+
+    def _identity_error(self, request: _Request, exc: _IdentityError) -> _Response:
+        timestamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        payload = {
+            "error": exc.error,
+            "error_description": (
+                f"AADSTS{exc.aadsts}: {exc.description} Trace ID: {request.request_id} "
+                f"Correlation ID: {request.client_request_id} Timestamp: {timestamp}"
+            ),
+            "error_codes": [exc.aadsts],
+            "timestamp": timestamp,
+            "trace_id": request.request_id,
+            "correlation_id": request.client_request_id,
+            "error_uri": f"{self.base_url}/error?code={exc.aadsts}",
+        }
+        return self._identity_json(request, payload, exc.status)
+
+    def _unknown_tenant(self, tenant: str, error: str) -> _IdentityError:
+        return _IdentityError(
+            400, error, 90002,
+            f"Tenant '{unquote(tenant)}' not found. Check to make sure you have the correct tenant ID "
+            "and are signing into the correct cloud.",
+        )
+
+    def _openid_configuration(self, request: _Request, tenant: str) -> _Response:
+        if not self._known_tenant(tenant):
+            raise self._unknown_tenant(tenant, "invalid_tenant")
+        base, tid = self.base_url, self.tenant_id
+        host = base.split("://", 1)[1]
+        return self._identity_json(request, {
+            "token_endpoint": f"{base}/{tid}/oauth2/v2.0/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
+                                                      "client_secret_basic"],
+            "jwks_uri": f"{base}/{tid}/discovery/v2.0/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{base}/{tid}/v2.0",
+            "request_uri_parameter_supported": False,
+            "authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{base}/{tid}/oauth2/v2.0/logout",
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name",
+                                 "tid", "ver", "oid", "preferred_username", "email"],
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": host,
+            "cloud_graph_host_name": host,
+            "msgraph_host": host,
+        })
+
+    def _keys(self, request: _Request, tenant: str) -> _Response:
+        if not self._known_tenant(tenant):
+            raise self._unknown_tenant(tenant, "invalid_tenant")
+        return self._identity_json(request, {"keys": []})
+
+    def _token(self, request: _Request, tenant: str) -> _Response:
+        if not self._known_tenant(tenant):
+            raise self._unknown_tenant(tenant, "invalid_request")
+        try:
+            form = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            form = {}
+
+        def missing(name: str, status: int = 400, error: str = "invalid_request") -> _IdentityError:
+            return _IdentityError(status, error, 900144,
+                                  f"The request body must contain the following parameter: '{name}'.")
+
+        basic = request.headers.get("Authorization") or ""
+        if basic[:6].lower() == "basic ":
+            # client_secret_basic: URL-encoded id and secret in the Authorization header.
+            try:
+                user, _, password = base64.b64decode(basic[6:].strip()).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                raise _IdentityError(401, "invalid_client", 7000216,
+                                     "The Authorization header is not valid Basic authentication.") from None
+            form.setdefault("client_id", unquote_plus(user))
+            form.setdefault("client_secret", unquote_plus(password))
+
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise missing("grant_type")
+        if grant_type != "client_credentials":
+            raise _IdentityError(400, "unsupported_grant_type", 70003,
+                                 f"The app requested an unsupported grant type '{grant_type}'. "
+                                 "The demo-tenant emulator supports client_credentials only.")
+        client_id = form.get("client_id", "")
+        if not client_id:
+            raise missing("client_id")
+        if client_id.lower() != self.client_id:
+            raise _IdentityError(
+                400, "unauthorized_client", 700016,
+                f"Application with identifier '{client_id}' was not found in the directory "
+                f"'{INITIAL_DOMAIN}'. This can happen if the application has not been installed by the "
+                "administrator of the tenant or consented to by any user in the tenant. You may have "
+                "sent your authentication request to the wrong tenant.",
+            )
+        if "client_assertion" in form and "client_secret" not in form:
+            raise _IdentityError(401, "invalid_client", 700027,
+                                 "Client assertion failed signature validation: the demo-tenant "
+                                 "emulator has no certificate credentials for this app.")
+        secret = form.get("client_secret")
+        if not secret:
+            raise _IdentityError(401, "invalid_client", 7000218,
+                                 "The request body must contain the following parameter: "
+                                 "'client_assertion' or 'client_secret'.")
+        if not hmac.compare_digest(secret.encode("utf-8"), self._client_secret.encode("utf-8")):
+            raise _IdentityError(
+                401, "invalid_client", 7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the "
+                f"client secret value, not the client secret ID, for a secret added to app '{self.client_id}'.",
+            )
+        scope = form.get("scope", "").strip()
+        if not scope:
+            raise missing("scope")
+        if " " in scope or not scope.endswith("/.default"):
+            raise _IdentityError(
+                400, "invalid_scope", 1002012,
+                f"The provided value for scope {scope} is not valid. Client credential flows must have "
+                "a scope value with /.default suffixed to the resource identifier (application ID URI).",
+            )
+        token = "emu." + secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._tokens_lock:
+            # Forget tokens that expired long ago; recently expired ones still get "expired".
+            stale = [t for t, exp in self._tokens.items() if exp < now - 3600]
+            for t in stale:
+                del self._tokens[t]
+            self._tokens[token] = now + self.token_ttl
+        return self._identity_json(request, {
+            "token_type": "Bearer",
+            "expires_in": self.token_ttl,
+            "ext_expires_in": self.token_ttl,
+            "access_token": token,
+        })
+
+    # -- Graph ----------------------------------------------------------------
+
+    def _graph_error(self, request: _Request, exc: _GraphError) -> _Response:
+        payload = {"error": {
+            "code": exc.code,
+            "message": exc.message,
+            "innerError": {
+                "date": _now_iso(),
+                "request-id": request.request_id,
+                "client-request-id": request.client_request_id,
+            },
+        }}
+        headers = self._common_headers(request, GRAPH_CONTENT_TYPE) + exc.headers
+        return _Response(exc.status, _json(payload), headers)
+
+    def _authenticate(self, request: _Request) -> None:
+        header = request.headers.get("Authorization") or ""
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        challenge = [("WWW-Authenticate",
+                      f'Bearer realm="", authorization_uri="{self.authority}/oauth2/v2.0/authorize", '
+                      f'client_id="{GRAPH_APP_ID}"')]
+        if not header.strip() or (scheme.lower() == "bearer" and not token):
+            raise _GraphError(401, "InvalidAuthenticationToken", "Access token is empty.", challenge)
+        if scheme.lower() != "bearer":
+            raise _GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.", challenge)
+        with self._tokens_lock:
+            expiry = self._tokens.get(token)
+        if expiry is None:
+            raise _GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.", challenge)
+        if time.monotonic() >= expiry:
+            raise _GraphError(401, "InvalidAuthenticationToken",
+                              "Lifetime validation failed, the token is expired.", challenge)
+
+    def _graph(self, request: _Request) -> _Response:
+        try:
+            self._authenticate(request)
+            self._parse_options(request)
+            segments = [unquote(s) for s in request.path[len("/v1.0"):].split("/")[1:]]
+            handler, args = self._route(segments)
+            if request.method != "GET":
+                raise _GraphError(405, "Request_BadRequest",
+                                  "Specified HTTP method is not allowed for the request target. "
+                                  "(The demo-tenant emulator is read-only.)")
+            if "$expand" in request.params and handler not in (self._list_groups, self._get_group):
+                raise bad_request("Query option '$expand' is not supported here by the demo-tenant emulator.")
+            with self._state_lock:
+                directory, generation = self._directory, self._generation
+            return handler(request, directory, generation, *args)
+        except ODataError as exc:
+            return self._graph_error(request, _GraphError(exc.status, exc.code, exc.message))
+        except _GraphError as exc:
+            return self._graph_error(request, exc)
+
+    def _route(self, segments: list[str]) -> tuple[Callable, tuple]:
+        """Map path segments below /v1.0 to a handler.
+
+        Routing is by segment so fixed names can be added before the id
+        catch-all later (``users/delta``, ``groups/delta``).
+        """
+        lowered = [s.lower() for s in segments]
+        if not segments or segments == [""]:
+            raise _GraphError(400, "BadRequest", "Resource not found for the segment ''.")
+        resource = lowered[0]
+        if resource not in ("users", "groups"):
+            raise _GraphError(400, "BadRequest", f"Resource not found for the segment '{segments[0]}'.")
+        if len(segments) == 1:
+            return (self._list_users if resource == "users" else self._list_groups), ()
+        # (delta would be matched here, before the id catch-all)
+        if segments[1] == "":
+            raise _GraphError(400, "BadRequest", "Resource not found for the segment ''.")
+        if len(segments) == 2:
+            return (self._get_user if resource == "users" else self._get_group), (segments[1],)
+        if resource == "groups" and lowered[2] in ("members", "transitivemembers"):
+            transitive = lowered[2] == "transitivemembers"
+            if len(segments) == 3:
+                return self._list_members, (segments[1], transitive, None)
+            if len(segments) == 4 and lowered[3] in _CASTS:
+                return self._list_members, (segments[1], transitive, _CASTS[lowered[3]])
+            raise _GraphError(400, "BadRequest", f"Resource not found for the segment '{segments[3]}'.")
+        raise _GraphError(400, "BadRequest", f"Resource not found for the segment '{segments[2]}'.")
+
+    def _parse_options(self, request: _Request) -> None:
+        params: dict[str, str] = {}
+        for name, value in parse_qsl(request.query, keep_blank_values=True):
+            key = name.lower()
+            if not key.startswith("$"):
+                continue  # Graph ignores non-OData parameters
+            if key not in _QUERY_OPTIONS:
+                raise bad_request(f"The query parameter '{name}' is not supported.")
+            if key in params:
+                raise bad_request(
+                    f"Query option '{name}' was specified more than once, but it must be specified at most once."
+                )
+            params[key] = value
+        if "$skip" in params:
+            raise bad_request("'$skip' is not supported by the service. Page with @odata.nextLink instead.")
+        for key in _NOT_EMULATED:
+            if key in params:
+                raise bad_request(f"Query option '{key}' is not supported by the demo-tenant emulator.")
+        request.params = params
+
+    # -- Graph: query helpers ---------------------------------------------------
+
+    @staticmethod
+    def _page_size(request: _Request) -> int:
+        raw = request.params.get("$top")
+        if raw is None:
+            return DEFAULT_PAGE_SIZE
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = 0
+        if not raw.strip().isdigit() or not 1 <= value <= MAX_PAGE_SIZE:
+            raise bad_request(f"Invalid page size specified: '{raw}'. Must be between 1 and 999 inclusive.")
+        return value
+
+    @staticmethod
+    def _count_mode(request: _Request) -> tuple[bool, bool]:
+        """(``$count=true`` requested, advanced query mode) — validates the combination."""
+        raw = request.params.get("$count")
+        if raw is None:
+            return False, False
+        if raw.lower() not in ("true", "false"):
+            raise bad_request(f"Invalid value '{raw}' for $count; expected true or false.")
+        count = raw.lower() == "true"
+        eventual = (request.headers.get("ConsistencyLevel") or "").strip().lower() == "eventual"
+        if count and not eventual:
+            raise bad_request("$count is not currently supported.")
+        return count, count and eventual
+
+    def _cache_get(self, key: tuple) -> list | None:
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+            return hit
+
+    def _cached_ids(self, key: tuple, compute: Callable[[], list]) -> list:
+        hit = self._cache_get(key)
+        if hit is not None:
+            return hit
+        value = compute()  # outside the lock: other connections keep being served
+        with self._cache_lock:
+            self._cache[key] = value
+            while len(self._cache) > _CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return value
+
+    def _context(self, entity_set: str, select: str | None, *, entity: bool = False) -> str:
+        selected = ""
+        if select is not None:
+            selected = "(" + ",".join(s.strip() for s in select.split(",")) + ")"
+        return f"{self.base_url}/v1.0/$metadata#{entity_set}{selected}{'/$entity' if entity else ''}"
+
+    def _next_link(self, request: _Request, token: str) -> str:
+        kept = [part for part in request.query.split("&")
+                if part and unquote_plus(part.partition("=")[0]).lower() != "$skiptoken"]
+        kept.append(f"$skiptoken={token}")
+        return f"{self.base_url}{request.path}?{'&'.join(kept)}"
+
+    def _collection(
+        self,
+        request: _Request,
+        generation: int,
+        *,
+        query_key: str,
+        schema: EntitySchema,
+        source: Callable[[], list],
+        resolve: Callable[[object], tuple[str | None, dict] | None],
+        project: Callable[[str | None, dict], dict],
+        context: str,
+        filter_needs_advanced: bool = False,
+        resource_units: int = 1,
+    ) -> _Response:
+        """Serve one page of a filtered, snapshot-by-generation collection."""
+        top = self._page_size(request)
+        count, advanced = self._count_mode(request)
+        raw_filter = request.params.get("$filter")
+        predicate = None
+        if raw_filter is not None:
+            if filter_needs_advanced and not advanced:
+                raise unsupported(
+                    "$filter on this collection requires advanced query parameters: add $count=true "
+                    "and the ConsistencyLevel:eventual header."
+                )
+            predicate = compile_filter(raw_filter, schema, advanced=advanced)
+        token_key = f"{query_key.lower()}\n{raw_filter}"
+        offset = 0
+        snapshot = generation
+        skiptoken = request.params.get("$skiptoken")
+        if skiptoken is not None:
+            snapshot, offset = self._paging.decode(skiptoken, token_key)
+
+        def compute() -> list:
+            items = source()
+            if predicate is None:
+                return items
+            matched = []
+            for item in items:
+                found = resolve(item)
+                if found is not None and predicate(found[1]):
+                    matched.append(item)
+            return matched
+
+        ids = self._cache_get((snapshot, token_key))
+        if ids is None:
+            # New round, or its snapshot was evicted: continue on the current directory.
+            snapshot = generation
+            ids = self._cached_ids((generation, token_key), compute)
+
+        end = offset + top
+        value = []
+        for item in ids[offset:end]:
+            found = resolve(item)
+            if found is not None:  # deleted since the snapshot was taken
+                value.append(project(*found))
+        payload: dict = {"@odata.context": context}
+        if count and skiptoken is None:
+            payload["@odata.count"] = len(ids)
+        if end < len(ids) and self.faults.take(TRUNCATE_PAGING, request.method, request.path) is None:
+            payload["@odata.nextLink"] = self._next_link(request, self._paging.encode(snapshot, end, token_key))
+        payload["value"] = value
+        headers = self._common_headers(request, GRAPH_CONTENT_TYPE)
+        headers += [("OData-Version", "4.0"), ("x-ms-resource-unit", str(resource_units))]
+        return _Response(200, _json(payload), headers)
+
+    def _entity(self, request: _Request, payload: dict) -> _Response:
+        headers = self._common_headers(request, GRAPH_CONTENT_TYPE)
+        headers += [("OData-Version", "4.0"), ("x-ms-resource-unit", "1")]
+        return _Response(200, _json(payload), headers)
+
+    @staticmethod
+    def _projector(schema: EntitySchema, names: tuple[str, ...]) -> Callable[[dict], dict]:
+        # Modelled properties are always present; the defaults cover valid-but-unmodelled ones.
+        pairs = tuple((name, schema.extra_defaults.get(name)) for name in names)
+        return lambda obj: {name: obj.get(name, default) for name, default in pairs}
+
+    @staticmethod
+    def _not_found(key: str) -> _GraphError:
+        return _GraphError(404, "Request_ResourceNotFound",
+                           f"Resource '{key}' does not exist or one of its queried reference-property "
+                           "objects are not present.")
+
+    # -- Graph: resources -------------------------------------------------------
+
+    def _list_users(self, request: _Request, directory: Directory, generation: int) -> _Response:
+        schema = user_schema(directory.extension_property)
+        select = request.params.get("$select")
+        project = self._projector(schema, resolve_select(schema, select, collection=True))
+        lookup = directory.user_by_id
+        return self._collection(
+            request, generation,
+            query_key="users",
+            schema=schema,
+            source=lambda: [u["id"] for u in directory.users],
+            resolve=lambda object_id: (None, u) if (u := lookup(object_id)) is not None else None,
+            project=lambda _type, obj: project(obj),
+            context=self._context("users", select),
+            resource_units=1 if select else 2,
+        )
+
+    def _group_projector(self, request: _Request, directory: Directory, *, collection: bool):
+        schema = group_schema()
+        project = self._projector(schema, resolve_select(schema, request.params.get("$select"),
+                                                         collection=collection))
+        raw_expand = request.params.get("$expand")
+        if raw_expand is None:
+            return project
+        match = _EXPAND_RE.match(raw_expand)
+        if match is None:
+            raise bad_request(f"Could not find a navigation property named '{raw_expand}' on type "
+                              "'microsoft.graph.group' (the emulator expands 'members' only).")
+        project_member = self._member_projector(directory, match.group(1), cast=None)
+        object_by_id = directory.object_by_id
+
+        def expanded(group: dict) -> dict:
+            item = project(group)
+            members = []
+            for odata_type, object_id in directory.members.get(group["id"], ())[:EXPAND_MEMBERS_LIMIT]:
+                found = object_by_id(object_id)
+                if found is not None:
+                    members.append(project_member(odata_type, found[1]))
+            item["members"] = members  # silently truncated, exactly the trap Graph sets
+            return item
+
+        return expanded
+
+    def _list_groups(self, request: _Request, directory: Directory, generation: int) -> _Response:
+        schema = group_schema()
+        select = request.params.get("$select")
+        project = self._group_projector(request, directory, collection=True)
+        lookup = directory.group_by_id
+        return self._collection(
+            request, generation,
+            query_key="groups",
+            schema=schema,
+            source=lambda: [g["id"] for g in directory.groups],
+            resolve=lambda object_id: (None, g) if (g := lookup(object_id)) is not None else None,
+            project=lambda _type, obj: project(obj),
+            context=self._context("groups", select),
+            resource_units=1 if select else 2,
+        )
+
+    def _get_user(self, request: _Request, directory: Directory, generation: int, key: str) -> _Response:
+        user = directory.user_by_id(key)
+        if user is None and "@" in key:
+            user = directory.user_by_upn(key)
+        if user is None:
+            raise self._not_found(key)
+        schema = user_schema(directory.extension_property)
+        select = request.params.get("$select")
+        names = resolve_select(schema, select, collection=False)
+        payload = {"@odata.context": self._context("users", select, entity=True)}
+        payload.update(self._projector(schema, names)(user))
+        return self._entity(request, payload)
+
+    def _require_group(self, directory: Directory, key: str) -> dict:
+        if not _GUID_RE.match(key):
+            raise bad_request(f"Invalid object identifier '{key}'.")
+        group = directory.group_by_id(key)
+        if group is None:
+            raise self._not_found(key)
+        return group
+
+    def _get_group(self, request: _Request, directory: Directory, generation: int, key: str) -> _Response:
+        group = self._require_group(directory, key)
+        select = request.params.get("$select")
+        payload = {"@odata.context": self._context("groups", select, entity=True)}
+        payload.update(self._group_projector(request, directory, collection=False)(group))
+        return self._entity(request, payload)
+
+    def _member_projector(self, directory: Directory, select: str | None, *, cast: str | None):
+        """Projection of member objects: ``@odata.type`` first, then per-type properties.
+
+        A mixed ``$select`` keeps, for each object, only the properties its type has.
+        """
+        ext = directory.extension_property
+        schema = schema_for_type(cast, ext) if cast else member_schema(ext)
+        names = resolve_select(schema, select, collection=True)
+        projectors: dict[str, Callable[[dict], dict]] = {}
+        for odata_type in _CAST_ENTITY_SET:
+            type_schema = schema_for_type(odata_type, ext)
+            if select is None:
+                type_names = type_schema.defaults
+            else:
+                type_names = tuple(n for n in names if type_schema.prop(n) is not None)
+            projectors[odata_type] = self._projector(type_schema, type_names)
+
+        def project(odata_type: str, obj: dict) -> dict:
+            item = {"@odata.type": odata_type}
+            item.update(projectors[odata_type](obj))
+            return item
+
+        return project
+
+    def _list_members(self, request: _Request, directory: Directory, generation: int, key: str,
+                      transitive: bool, cast: str | None) -> _Response:
+        group = self._require_group(directory, key)
+        group_id = group["id"]
+        ext = directory.extension_property
+        select = request.params.get("$select")
+        schema = schema_for_type(cast, ext) if cast else member_schema(ext)
+        project = self._member_projector(directory, select, cast=cast)
+
+        def source() -> list:
+            members = directory.transitive_members(group_id) if transitive else list(
+                directory.members.get(group_id, ()))
+            if cast is not None:
+                members = [m for m in members if m[0] == cast]
+            return members
+
+        object_by_id = directory.object_by_id
+
+        def resolve(member: tuple[str, str]):
+            found = object_by_id(member[1])
+            return None if found is None else (member[0], found[1])
+
+        segment = "transitiveMembers" if transitive else "members"
+        suffix = f"/{cast[1:]}" if cast else ""
+        return self._collection(
+            request, generation,
+            query_key=f"groups/{group_id}/{segment}{suffix}",
+            schema=schema,
+            source=source,
+            resolve=resolve,
+            project=project,
+            context=self._context(_CAST_ENTITY_SET[cast] if cast else "directoryObjects", select),
+            filter_needs_advanced=True,
+            resource_units=5 if transitive else 3,
+        )

@@ -1,0 +1,184 @@
+"""Shared fixtures: a demo directory served by the Graph emulator over real HTTPS, integrations
+files pointing at it, and real Dagster runs of the sync job against a real DuckDB file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+import yaml
+
+from entra_pipeline.definitions import SYNC_JOB, build_defs
+from entra_pipeline.emulator.directory import generate_directory
+from entra_pipeline.emulator.server import Emulator
+
+TENANT_ID = "11111111-2222-3333-4444-555555555555"
+CLIENT_ID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+SECRET_ENV = "ENTRA_TEST_CLIENT_SECRET"
+# Recognisable, so tests can prove it never leaks into errors or the warehouse.
+SECRET = "s3cr3t-VALUE-that-must-never-leak"
+
+# 2,600 users: three pages of 999, and an "All Employees" group of more than 999 members.
+USERS, GROUPS, SEED = 2600, 60, 11
+
+
+@pytest.fixture(scope="session")
+def directory():
+    return generate_directory(users=USERS, groups=GROUPS, seed=SEED)
+
+
+@pytest.fixture(scope="session")
+def emulator(directory, tmp_path_factory):
+    server = Emulator(directory, tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=SECRET,
+                      cert_dir=tmp_path_factory.mktemp("certs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_emulator(request):
+    """Faults injected by one test never reach the next."""
+    yield
+    if "emulator" in request.fixturenames:
+        request.getfixturevalue("emulator").faults.clear()
+
+
+@pytest.fixture
+def secret_env(monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    return SECRET_ENV
+
+
+def integration(key: str, emulator: Emulator, **overrides) -> dict:
+    """An integration entry pointing at the test emulator; ``overrides`` replace top-level keys."""
+    entry = {
+        "key": key,
+        "title": f"Test {key}",
+        "source": {
+            "tenant_id": TENANT_ID,
+            "client_id": CLIENT_ID,
+            "client_secret_env": SECRET_ENV,
+            "graph_base_url": emulator.base_url,
+            "authority_host": emulator.base_url,
+            "ca_bundle": str(emulator.ca_path),
+            "max_retries": 4,
+            "timeout_seconds": 30,
+        },
+        "schedule": {"cron": "0 6 * * *"},
+        "exclusions": [
+            {"name": "Disabled accounts", "field": "accountEnabled", "equals": False},
+            {"name": "Guests", "field": "userType", "equals": "Guest"},
+            {"name": "On leave", "field": "extensionAttribute1", "equals": "Inactive"},
+        ],
+        "distribution_lists": {"select": "all"},
+    }
+    for name, value in overrides.items():
+        if name == "source":
+            entry["source"] = {**entry["source"], **value}
+        else:
+            entry[name] = value
+    return entry
+
+
+def write_config(path: Path, *integrations: dict) -> Path:
+    path.write_text(yaml.safe_dump({"integrations": list(integrations)}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class Sync:
+    """Runs the real sync job for one config file and warehouse, on an ephemeral instance."""
+
+    def __init__(self, config: Path, warehouse: Path) -> None:
+        self.config, self.warehouse = config, warehouse
+        self.instance = dg.DagsterInstance.ephemeral()
+
+    def run(self, key: str) -> dg.ExecuteInProcessResult:
+        defs = build_defs(self.config, self.warehouse)
+        return defs.resolve_job_def(SYNC_JOB).execute_in_process(
+            partition_key=key, instance=self.instance, raise_on_error=False)
+
+    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+        con = duckdb.connect(str(self.warehouse), read_only=True)
+        try:
+            return con.execute(sql, params or []).fetchall()
+        finally:
+            con.close()
+
+    def snapshot(self, content_only: bool = False) -> dict[str, list[str]]:
+        """Every row of every table, for "nothing changed" assertions. ``content_only`` leaves out
+        the run id and timestamps, which a successful re-read of the same directory renews."""
+        if not self.warehouse.exists():
+            return {}
+        columns = "COLUMNS(lambda c: c NOT IN ('run_id', 'synced_at', 'created_at'))" if content_only else "*"
+        con = duckdb.connect(str(self.warehouse), read_only=True)
+        try:
+            tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+            return {t: sorted(map(repr, con.execute(f'SELECT {columns} FROM "{t}"').fetchall()))
+                    for t in sorted(tables)}
+        finally:
+            con.close()
+
+    def unchanged_except(self, before: dict, after: dict, renewed: set[str]) -> None:
+        """Tables in ``renewed`` were rewritten by a step that succeeded; all others are byte-equal."""
+        assert set(after) == set(before)
+        for table in before:
+            if table not in renewed:
+                assert after[table] == before[table], table
+
+
+@pytest.fixture
+def make_sync(tmp_path, secret_env):
+    def make(*integrations: dict) -> Sync:
+        config = write_config(tmp_path / "integrations.yaml", *integrations)
+        return Sync(config, tmp_path / "warehouse.duckdb")
+
+    return make
+
+
+def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    messages = []
+    for event in result.get_step_failure_events():
+        error = event.step_failure_data.error
+        text = []
+        while error is not None:
+            text.append(error.message)
+            error = error.cause
+        messages.append(" | ".join(text))
+    return messages
+
+
+# -- expected outcomes, computed from the directory independently of the pipeline's code ---------
+
+def expected_mapped(directory) -> dict[str, str]:
+    """user id -> contact id for users with a mail address (the default Unique Contact ID)."""
+    return {u["id"]: u["mail"].strip().lower() for u in directory.users if u["mail"]}
+
+
+def expected_contacts(directory) -> dict[str, str]:
+    """The default test exclusions applied: disabled, guests, extensionAttribute1 exactly 'Inactive'."""
+    kept = {}
+    for user in directory.users:
+        ext1 = (user["onPremisesExtensionAttributes"] or {}).get("extensionAttribute1")
+        if user["mail"] and user["accountEnabled"] and user["userType"] != "Guest" and ext1 != "Inactive":
+            kept[user["id"]] = user["mail"].strip().lower()
+    return kept
+
+
+def offered_group_ids(directory) -> set[str]:
+    return {g["id"] for g in directory.groups if g["mailEnabled"]}
+
+
+def expected_members(directory, group_id: str, contacts: dict[str, str]) -> set[str]:
+    """Contacts among the group's transitive members, as Graph's transitiveMembers computes them."""
+    return {contacts[oid] for otype, oid in directory.transitive_members(group_id)
+            if otype == "#microsoft.graph.user" and oid in contacts}
+
+
+def pytest_configure(config):
+    # The emulator's CA must come from config, never from these variables (graph-facts).
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        os.environ.setdefault(name, "/nonexistent/ca-bundle.pem")

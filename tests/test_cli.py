@@ -1,0 +1,105 @@
+"""The commands a user types: `make sync` (python -m entra_pipeline sync) on the shipped demo
+configuration, with the demo tenant started automatically, and the workspace `make ui` loads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from entra_pipeline.config import DEFAULT_CONFIG_PATH, load_integrations
+from entra_pipeline.definitions import SYNC_JOB, build_defs
+from entra_pipeline.emulator.directory import generate_directory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def demo_env(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ENTRA_PIPELINE_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
+        "ENTRA_PIPELINE_DEMO_DIR": str(tmp_path / "demo"),
+        "ENTRA_DEMO_CLIENT_SECRET": "demo-client-secret",
+    }
+    env.pop("ENTRA_PIPELINE_CONFIG", None)
+    yield env
+    subprocess.run([sys.executable, "-m", "entra_pipeline", "demo-tenant", "stop"], env=env, cwd=ROOT,
+                   capture_output=True, timeout=60)
+
+
+def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "sync"], env=demo_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "sync demo: ok" in proc.stdout
+
+    spec = load_integrations(DEFAULT_CONFIG_PATH).get("demo").source.demo_tenant
+    directory = generate_directory(users=spec.users, groups=spec.groups, seed=spec.seed)
+    expected = {}
+    for u in directory.users:
+        ext1 = u["onPremisesExtensionAttributes"]["extensionAttribute1"]
+        if u["mail"] and u["accountEnabled"] and u["userType"] != "Guest" and ext1 != "Inactive":
+            expected[u["id"]] = u["mail"].lower()
+    con = duckdb.connect(demo_env["ENTRA_PIPELINE_WAREHOUSE"], read_only=True)
+    try:
+        contacts = dict(con.execute("SELECT source_id, contact_id FROM contacts WHERE integration = 'demo'").fetchall())
+        lists = {r[0] for r in con.execute("SELECT list_id FROM distribution_lists").fetchall()}
+        members = con.execute("SELECT count(*) FROM distribution_list_members").fetchone()[0]
+        errors = {r[0] for r in con.execute(
+            "SELECT record FROM import_errors WHERE code = 'missing_unique_id'").fetchall()}
+    finally:
+        con.close()
+    assert contacts == expected
+    assert lists == {g["id"] for g in directory.groups if g["mailEnabled"]}
+    expected_members = sum(
+        len({oid for t, oid in directory.transitive_members(gid) if t == "#microsoft.graph.user" and oid in expected})
+        for gid in lists)
+    assert members == expected_members
+    assert errors == {u["id"] for u in directory.users if not u["mail"]}
+    # The summary printed for the user states the same figures.
+    assert f"contacts {len(expected):,} " in proc.stdout
+    assert f"lists {len(lists):,} with {members:,} memberships" in proc.stdout
+
+    # The run is in the instance `make ui` shows.
+    monkeypatch.setenv("DAGSTER_HOME", demo_env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs()
+    assert [(r.job_name, r.tags.get("dagster/partition"), r.is_success) for r in runs] == [(SYNC_JOB, "demo", True)]
+
+
+def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
+    proc = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
+                           "-w", "workspace.yaml"], env=demo_env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    defs = build_defs(DEFAULT_CONFIG_PATH)
+    job = defs.resolve_job_def(SYNC_JOB)
+    assert job.partitions_def.get_partition_keys() == ["demo"]
+    [schedule] = defs.schedules
+    assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == ("sync_demo", "0 6 * * *", "UTC")
+    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {"all_directory_users_read", "all_directory_groups_read", "directory_users_mapped",
+                      "contacts_have_unique_id", "unique_contact_ids_distinct", "selected_lists_resolved"}
+
+
+def test_invalid_config_fails_with_one_line(tmp_path, demo_env):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DEFAULT_CONFIG_PATH.read_text().replace('cron: "0 6 * * *"', 'cron: "soon"'))
+    env = {**demo_env, "ENTRA_PIPELINE_CONFIG": str(bad)}
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "sync"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"{bad}: integration 'demo', field 'schedule.cron': invalid cron expression "
+                                   "'soon' (expected five fields, e.g. '0 6 * * *')")
+    assert not Path(demo_env["ENTRA_PIPELINE_WAREHOUSE"]).exists()

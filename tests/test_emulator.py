@@ -1,0 +1,927 @@
+"""Tests of the demo tenant: directory generator, identity platform and Graph emulation.
+
+Everything goes over real HTTPS. Sessions set ``trust_env = False`` and verify
+against the emulator's own CA, because these machines export
+REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE and a test must not pass by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+import msal
+import pytest
+import requests
+
+from entra_pipeline.emulator import (
+    CLIENT_SECRET_ENV,
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_TENANT_ID,
+    Emulator,
+    generate_directory,
+)
+from entra_pipeline.emulator.directory import (
+    CONTACT_TYPE,
+    DEVICE_TYPE,
+    GROUP_PROPERTIES,
+    GROUP_TYPE,
+    SERVICE_PRINCIPAL_TYPE,
+    USER_PROPERTIES,
+    USER_TYPE,
+)
+
+SECRET = "unit-test-secret-7Qx"
+GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
+GRAPH_CONTENT_TYPE = (
+    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+)
+USER_DEFAULTS = {
+    "id", "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
+    "officeLocation", "preferredLanguage", "surname", "userPrincipalName",
+}
+ADVANCED = {"ConsistencyLevel": "eventual"}
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+
+
+def _session(ca_path: str) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # ignore REQUESTS_CA_BUNDLE / proxies from the environment
+    session.verify = ca_path
+    return session
+
+
+def _token(session: requests.Session, emulator: Emulator, secret: str = SECRET) -> str:
+    response = session.post(
+        f"{emulator.authority}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
+              "client_secret": secret, "scope": GRAPH_SCOPE[0]},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def directory():
+    # 2000 users: "All Employees" has ~1,850 direct members, i.e. two pages of 999.
+    return generate_directory(users=2000, groups=60, seed=11)
+
+
+@pytest.fixture(scope="module")
+def emulator(directory, tmp_path_factory):
+    emu = Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
+                   cert_dir=tmp_path_factory.mktemp("emulator-certs"))
+    emu.start()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(scope="module")
+def session(emulator):
+    with _session(emulator.ca_path) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def auth(emulator, session):
+    return {"Authorization": f"Bearer {_token(session, emulator)}"}
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(request):
+    yield
+    if "emulator" in request.fixturenames:
+        request.getfixturevalue("emulator").faults.clear()
+
+
+class Graph:
+    """Tiny client for the tests: GET relative to /v1.0 and follow nextLinks."""
+
+    def __init__(self, emulator: Emulator, session: requests.Session, auth: dict):
+        self.emulator, self.session, self.auth = emulator, session, auth
+
+    def get(self, path: str, params=None, headers=None) -> requests.Response:
+        url = path if path.startswith("https://") else f"{self.emulator.graph_url}{path}"
+        return self.session.get(url, params=params, headers={**self.auth, **(headers or {})})
+
+    def pages(self, path: str, params=None, headers=None) -> list[dict]:
+        out = []
+        response = self.get(path, params=params, headers=headers)
+        while True:
+            assert response.status_code == 200, response.text
+            body = response.json()
+            out.append(body)
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                return out
+            response = self.get(next_link, headers=headers)
+
+    def items(self, path: str, params=None, headers=None) -> list[dict]:
+        return [item for page in self.pages(path, params, headers) for item in page["value"]]
+
+
+@pytest.fixture(scope="module")
+def graph(emulator, session, auth):
+    return Graph(emulator, session, auth)
+
+
+def closure(directory, group_id: str) -> set[str]:
+    """Transitive member ids computed independently of Directory.transitive_members."""
+    seen, queue = set(), [group_id]
+    while queue:
+        for odata_type, object_id in directory.members[queue.pop()]:
+            if object_id not in seen:
+                seen.add(object_id)
+                if odata_type == GROUP_TYPE:
+                    queue.append(object_id)
+    seen.discard(group_id)
+    return seen
+
+
+def kind(group: dict) -> str:
+    flags = ("Unified" in group["groupTypes"], group["mailEnabled"], group["securityEnabled"])
+    return {
+        (True, True, False): "m365", (True, True, True): "m365",
+        (False, False, True): "security", (False, True, True): "mail_security",
+        (False, True, False): "distribution",
+    }[flags]
+
+
+def assert_graph_error(response: requests.Response, status: int, code: str, message: str | None = None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    if message is not None:
+        assert error["message"] == message
+    return error
+
+
+# ---------------------------------------------------------------------------
+# directory
+
+
+def test_generation_is_deterministic():
+    first = generate_directory(users=300, groups=30, seed=3)
+    again = generate_directory(users=300, groups=30, seed=3)
+    other = generate_directory(users=300, groups=30, seed=4)
+    assert first == again
+    assert first.users == again.users and first.members == again.members
+    assert [u["id"] for u in first.users] != [u["id"] for u in other.users]
+    assert first.extension_app_id != other.extension_app_id
+
+
+def test_generation_is_identical_in_another_process():
+    # The CLI serves a directory generated in its own process; tests regenerate it locally.
+    script = (
+        "import hashlib, json; from entra_pipeline.emulator import generate_directory as g; "
+        "d = g(users=300, groups=30, seed=3); "
+        "print(hashlib.sha256(json.dumps([d.users, d.groups, d.members, d.other_objects, d.special], "
+        "sort_keys=True).encode()).hexdigest())"
+    )
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    remote = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    d = generate_directory(users=300, groups=30, seed=3)
+    local = hashlib.sha256(json.dumps([d.users, d.groups, d.members, d.other_objects, d.special],
+                                      sort_keys=True).encode()).hexdigest()
+    assert remote == local
+
+
+def test_default_directory_users():
+    d = generate_directory()
+    assert len(d.users) == 2000 and len(d.groups) == 150
+    assert len(d.extension_app_id) == 32 and int(d.extension_app_id, 16) >= 0
+    assert d.extension_property == f"extension_{d.extension_app_id}_costCenter"
+    for user in d.users:
+        assert set(user) == set(USER_PROPERTIES) | {d.extension_property}
+        assert set(user["onPremisesExtensionAttributes"]) == {f"extensionAttribute{i}" for i in range(1, 16)}
+        assert all(isinstance(user[k], list) for k in ("otherMails", "proxyAddresses", "businessPhones"))
+
+    guests = [u for u in d.users if u["userType"] == "Guest"]
+    members = [u for u in d.users if u["userType"] == "Member"]
+    assert len(guests) == 60 and len(guests) + len(members) == 2000
+    assert all("#EXT#@contoso.onmicrosoft.com" in g["userPrincipalName"] and g["mail"] for g in guests)
+    assert all(g["employeeId"] is None for g in guests)
+    assert sum(u["mail"] is None for u in d.users) == 100
+    assert sum(not u["accountEnabled"] for u in d.users) == 100
+
+    mails = [u["mail"].lower() for u in d.users if u["mail"]]
+    assert len(mails) == len(set(mails)), "mail must be unique ignoring case"
+    assert any(u["mail"] and u["mail"] != u["mail"].lower() for u in members), "some MixedCase mail"
+    assert all(u["mail"] is None or u["mail"].isascii() for u in d.users)
+    employee_ids = [u["employeeId"] for u in members]
+    assert all(e and e.startswith("E") and len(e) == 7 for e in employee_ids)
+    assert len(set(employee_ids)) == len(employee_ids)
+    non_ascii = sum(not u["displayName"].isascii() for u in d.users)
+    assert non_ascii > 0.2 * len(d.users)
+    names = " ".join(u["displayName"] for u in d.users)
+    for sample in ("José", "Łukasz", "Søren", "Müller", "山田", "Ольга"):
+        assert sample in names
+    # NFC so that comparisons with typed text behave.
+    assert all(unicodedata.is_normalized("NFC", u["displayName"]) for u in d.users)
+
+    status = Counter(u["onPremisesExtensionAttributes"]["extensionAttribute1"] for u in d.users)
+    assert set(status) == {"Active", "Inactive", "inactive", None}
+    assert sum(u["onPremisesExtensionAttributes"]["extensionAttribute2"] is not None for u in d.users) > 1000
+    assert {u["country"] for u in members} <= {"US", "DE", "GB", "FR", "AT", "JP", "ES", "PL", "DK"}
+    assert any(u[d.extension_property] is None for u in d.users)
+    assert any((u[d.extension_property] or "").startswith("CC-") for u in d.users)
+
+
+def test_default_directory_groups():
+    d = generate_directory()
+    kinds = Counter(kind(g) for g in d.groups)
+    assert kinds == {"m365": 45, "mail_security": 30, "distribution": 30, "security": 45}
+    for group in d.groups:
+        assert set(group) == set(GROUP_PROPERTIES)
+        assert (group["mail"] is None) == (not group["mailEnabled"])
+    assert any(g["securityEnabled"] for g in d.groups if kind(g) == "m365")
+    assert d.special["dynamic"]
+    for group_id in d.special["dynamic"]:
+        assert d.group_by_id(group_id)["groupTypes"] == ["Unified", "DynamicMembership"]
+    nicknames = [g["mailNickname"] for g in d.groups]
+    assert len(nicknames) == len(set(nicknames))
+    first, second = (d.group_by_id(i) for i in d.special["duplicate_name"])
+    assert first["id"] != second["id"] and first["displayName"] == second["displayName"]
+    assert set(d.members) == {g["id"] for g in d.groups}
+    for group_members in d.members.values():
+        assert len(group_members) == len(set(group_members)), "direct members are unique"
+    total_edges = sum(len(m) for m in d.members.values())
+    assert total_edges < 20_000
+
+
+def test_special_groups(directory):
+    d, special = directory, directory.special
+    everyone = d.members[special["all_employees"]]
+    enabled_members = {u["id"] for u in d.users if u["accountEnabled"] and u["userType"] == "Member"}
+    assert len(everyone) > 999 and {oid for _, oid in everyone} == enabled_members
+
+    a, b, c = special["cycle"]
+    assert (GROUP_TYPE, b) in d.members[a] and (GROUP_TYPE, c) in d.members[b] and (GROUP_TYPE, a) in d.members[c]
+
+    parent = special["nested_parent"]
+    children = special["nested_children"]
+    grandchild = special["nested_grandchildren"][0]
+    assert {oid for t, oid in d.members[parent] if t == GROUP_TYPE} == set(children)
+    assert (GROUP_TYPE, grandchild) in d.members[children[0]]
+    assert {kind(d.group_by_id(g)) for g in children} == {"security", "m365"}
+
+    assert d.members[special["empty"]] == []
+    assert {t for t, _ in d.members[special["mixed_types"]]} == {
+        USER_TYPE, GROUP_TYPE, CONTACT_TYPE, DEVICE_TYPE, SERVICE_PRINCIPAL_TYPE}
+    for _, object_id in d.members[special["mixed_types"]]:
+        assert d.object_by_id(object_id) is not None
+
+    edge = [d.user_by_id(oid) for _, oid in d.members[special["edge_users"]]]
+    assert any(u["userType"] == "Guest" for u in edge)
+    assert any(not u["accountEnabled"] for u in edge)
+    assert any(u["mail"] is None for u in edge)
+
+
+def test_transitive_members_in_directory(directory):
+    d = directory
+    for group_id in d.special["cycle"] + [d.special["nested_parent"]]:
+        flattened = d.transitive_members(group_id)
+        ids = [oid for _, oid in flattened]
+        assert len(ids) == len(set(ids)), "no duplicates"
+        assert set(ids) == closure(d, group_id)
+        assert group_id not in ids
+    a, b, c = d.special["cycle"]
+    assert {b, c} <= {oid for _, oid in d.transitive_members(a)}
+    with pytest.raises(KeyError):
+        d.transitive_members("00000000-0000-0000-0000-000000000000")
+
+
+def test_generator_rejects_too_few_groups():
+    with pytest.raises(ValueError):
+        generate_directory(users=100, groups=5)
+
+
+# ---------------------------------------------------------------------------
+# identity platform
+
+
+def test_tls_needs_the_emulator_ca(emulator):
+    # The environment's CA bundle does not contain our CA: only the explicit one works.
+    with requests.Session() as plain:
+        plain.trust_env = False
+        with pytest.raises(requests.exceptions.SSLError):
+            plain.get(f"{emulator.authority}/v2.0/.well-known/openid-configuration")
+
+
+def test_openid_configuration(emulator, session):
+    response = session.get(f"{emulator.authority}/v2.0/.well-known/openid-configuration")
+    assert response.status_code == 200
+    config = response.json()
+    base = f"{emulator.base_url}/{DEMO_TENANT_ID}"
+    assert config["token_endpoint"] == f"{base}/oauth2/v2.0/token"
+    assert config["authorization_endpoint"] == f"{base}/oauth2/v2.0/authorize"
+    assert config["device_authorization_endpoint"] == f"{base}/oauth2/v2.0/devicecode"
+    assert config["issuer"] == f"{base}/v2.0"
+    assert config["jwks_uri"].startswith("https://")
+    assert session.get(config["jwks_uri"]).json() == {"keys": []}
+
+    unknown = session.get(f"{emulator.base_url}/no-such-tenant/v2.0/.well-known/openid-configuration")
+    assert unknown.status_code == 400 and unknown.json()["error_codes"] == [90002]
+
+
+def test_msal_acquires_token_and_graph_accepts_it(emulator, session):
+    app = msal.ConfidentialClientApplication(
+        DEMO_CLIENT_ID, client_credential=SECRET, authority=emulator.authority,
+        instance_discovery=False, http_client=session,
+    )
+    result = app.acquire_token_for_client(scopes=GRAPH_SCOPE)
+    assert "access_token" in result, result
+    assert result["token_type"] == "Bearer" and result["expires_in"] == 3599
+    me = session.get(f"{emulator.graph_url}/users", params={"$top": 1},
+                     headers={"Authorization": f"Bearer {result['access_token']}"})
+    assert me.status_code == 200 and len(me.json()["value"]) == 1
+    # MSAL caches: a second call does not hit the token endpoint again.
+    before = emulator.request_count
+    again = app.acquire_token_for_client(scopes=GRAPH_SCOPE)
+    assert again["access_token"] == result["access_token"] and emulator.request_count == before
+
+
+def test_msal_wrong_secret(emulator, session):
+    wrong = "definitely-Wrong-secret-42"
+    app = msal.ConfidentialClientApplication(
+        DEMO_CLIENT_ID, client_credential=wrong, authority=emulator.authority,
+        instance_discovery=False, http_client=session,
+    )
+    result = app.acquire_token_for_client(scopes=GRAPH_SCOPE)
+    assert "access_token" not in result
+    assert result["error"] == "invalid_client"
+    assert result["error_description"].startswith("AADSTS7000215: Invalid client secret provided.")
+    assert result["error_codes"] == [7000215]
+    assert wrong not in json.dumps(result) and SECRET not in json.dumps(result)
+
+    raw = session.post(f"{emulator.authority}/oauth2/v2.0/token", data={
+        "grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
+        "client_secret": wrong, "scope": GRAPH_SCOPE[0]})
+    assert raw.status_code == 401
+    assert wrong not in raw.text and SECRET not in raw.text
+    body = raw.json()
+    assert {"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"} <= set(body)
+
+
+def test_token_with_client_secret_basic(emulator, session):
+    response = session.post(f"{emulator.authority}/oauth2/v2.0/token", auth=(DEMO_CLIENT_ID, SECRET),
+                            data={"grant_type": "client_credentials", "scope": GRAPH_SCOPE[0]})
+    assert response.status_code == 200 and response.json()["access_token"]
+
+
+@pytest.mark.parametrize(
+    ("path_tenant", "form", "status", "error", "code"),
+    [
+        (DEMO_TENANT_ID, {"client_id": "11111111-2222-3333-4444-555555555555"}, 400, "unauthorized_client", 700016),
+        ("not-our-tenant", {}, 400, "invalid_request", 90002),
+        (DEMO_TENANT_ID, {"grant_type": "password"}, 400, "unsupported_grant_type", 70003),
+        (DEMO_TENANT_ID, {"scope": "User.Read"}, 400, "invalid_scope", 1002012),
+        (DEMO_TENANT_ID, {"client_secret": ""}, 401, "invalid_client", 7000218),
+    ],
+)
+def test_token_endpoint_errors(emulator, session, path_tenant, form, status, error, code):
+    data = {"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": SECRET,
+            "scope": GRAPH_SCOPE[0], **form}
+    response = session.post(f"{emulator.base_url}/{path_tenant}/oauth2/v2.0/token", data=data)
+    assert response.status_code == status
+    body = response.json()
+    assert body["error"] == error and body["error_codes"] == [code]
+    assert body["error_description"].startswith(f"AADSTS{code}:")
+    assert SECRET not in response.text
+
+
+# ---------------------------------------------------------------------------
+# Graph: authentication and error shape
+
+
+def test_graph_requires_a_valid_token(emulator, session):
+    url = f"{emulator.graph_url}/users"
+    assert_graph_error(session.get(url), 401, "InvalidAuthenticationToken", "Access token is empty.")
+    bad = session.get(url, headers={"Authorization": "Bearer not-a-token"})
+    assert_graph_error(bad, 401, "InvalidAuthenticationToken", "Access token validation failure.")
+    assert bad.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+def test_expired_token(directory, tmp_path):
+    with Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
+                  cert_dir=tmp_path, token_ttl=1) as emu, _session(emu.ca_path) as s:
+        token = _token(s, emu)
+        headers = {"Authorization": f"Bearer {token}"}
+        assert s.get(f"{emu.graph_url}/users", headers=headers).status_code == 200
+        time.sleep(1.1)
+        assert_graph_error(s.get(f"{emu.graph_url}/users", headers=headers), 401,
+                           "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+        fresh = {"Authorization": f"Bearer {_token(s, emu)}"}
+        emu.expire_tokens()
+        assert s.get(f"{emu.graph_url}/users", headers=fresh).status_code == 401
+
+
+def test_error_body_shape(graph):
+    missing = "00000000-0000-0000-0000-000000000001"
+    response = graph.get(f"/users/{missing}", headers={"client-request-id": "my-correlation-1"})
+    error = assert_graph_error(
+        response, 404, "Request_ResourceNotFound",
+        f"Resource '{missing}' does not exist or one of its queried reference-property objects are not present.")
+    assert response.headers["Content-Type"] == GRAPH_CONTENT_TYPE
+    inner = error["innerError"]
+    assert inner["request-id"] == response.headers["request-id"]
+    assert inner["client-request-id"] == "my-correlation-1" == response.headers["client-request-id"]
+    assert inner["date"][:2] == "20"
+    ok = graph.get("/users", params={"$top": 1})
+    assert ok.headers["request-id"] and ok.headers["client-request-id"]
+    assert ok.headers["Content-Type"] == GRAPH_CONTENT_TYPE
+
+
+def test_unknown_paths_and_methods(graph, emulator, session, auth):
+    assert_graph_error(graph.get("/widgets"), 400, "BadRequest", "Resource not found for the segment 'widgets'.")
+    group_id = graph.emulator.directory.groups[0]["id"]
+    assert_graph_error(graph.get(f"/groups/{group_id}/owners"), 400, "BadRequest")
+    assert_graph_error(graph.get("/groups/not-a-guid"), 400, "Request_BadRequest",
+                       "Invalid object identifier 'not-a-guid'.")
+    beta = session.get(f"{emulator.base_url}/beta/users", headers=auth)
+    assert_graph_error(beta, 400, "BadRequest")
+    posted = session.post(f"{emulator.graph_url}/users", json={}, headers=auth)
+    assert posted.status_code == 405
+    assert_graph_error(graph.get("/users", params={"$orderby": "displayName"}), 400, "Request_BadRequest")
+
+
+# ---------------------------------------------------------------------------
+# Graph: paging, $top, $select
+
+
+def test_paging_with_top_999_covers_every_user_once(graph, directory):
+    pages = graph.pages("/users", params={"$top": 999, "$select": "id,mail"})
+    ids = [u["id"] for page in pages for u in page["value"]]
+    assert len(pages) == math.ceil(len(directory.users) / 999) == 3
+    assert ids == [u["id"] for u in directory.users]
+    assert all(len(p["value"]) == 999 for p in pages[:-1])
+
+
+def test_paging_default_page_size(graph, directory):
+    pages = graph.pages("/users", params={"$select": "id"})
+    assert len(pages) == 20 and all(len(p["value"]) == 100 for p in pages)
+    assert [u["id"] for p in pages for u in p["value"]] == [u["id"] for u in directory.users]
+    groups = graph.items("/groups")
+    assert [g["id"] for g in groups] == [g["id"] for g in directory.groups]
+    assert groups == directory.groups  # default group projection: every modelled property
+
+
+def test_next_link_carries_the_original_query(graph, emulator):
+    params = {"$top": 5, "$select": "id,displayName", "$filter": "accountEnabled eq true"}
+    first = graph.get("/users", params=params).json()
+    link = first["@odata.nextLink"]
+    assert link.startswith(f"{emulator.graph_url}/users?")
+    query = parse_qs(urlsplit(link).query)
+    assert query["$select"] == ["id,displayName"]
+    assert query["$filter"] == ["accountEnabled eq true"]
+    assert query["$top"] == ["5"]
+    assert len(query["$skiptoken"]) == 1
+    second = graph.get(link).json()
+    assert len(second["value"]) == 5 and set(second["value"][0]) == {"id", "displayName"}
+    assert {u["id"] for u in first["value"]}.isdisjoint(u["id"] for u in second["value"])
+    assert parse_qs(urlsplit(second["@odata.nextLink"]).query)["$skiptoken"] != query["$skiptoken"]
+
+
+def test_tampered_or_foreign_skiptoken_is_rejected(graph):
+    link = graph.get("/users", params={"$top": 5}).json()["@odata.nextLink"]
+    token = parse_qs(urlsplit(link).query)["$skiptoken"][0]
+    flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert_graph_error(graph.get("/users", params={"$top": 5, "$skiptoken": flipped}), 400, "Request_BadRequest")
+    assert_graph_error(graph.get("/users", params={"$skiptoken": "garbage!"}), 400, "Request_BadRequest")
+    # A valid token is bound to its resource and filter.
+    moved = graph.get("/users", params={"$filter": "userType eq 'Guest'", "$skiptoken": token})
+    assert_graph_error(moved, 400, "Request_BadRequest")
+    assert_graph_error(graph.get("/groups", params={"$skiptoken": token}), 400, "Request_BadRequest")
+
+
+@pytest.mark.parametrize("top", ["1000", "0", "abc", "-1"])
+def test_invalid_page_size(graph, top):
+    assert_graph_error(graph.get("/users", params={"$top": top}), 400, "Request_BadRequest",
+                       f"Invalid page size specified: '{top}'. Must be between 1 and 999 inclusive.")
+
+
+def test_skip_is_not_supported(graph):
+    assert_graph_error(graph.get("/users", params={"$skip": "10"}), 400, "Request_BadRequest")
+
+
+def test_select_rules(graph, directory):
+    default = graph.get("/users", params={"$top": 3}).json()["value"]
+    assert all(set(u) == USER_DEFAULTS for u in default)
+
+    ext = directory.extension_property
+    chosen = graph.get("/users", params={
+        "$top": 999, "$select": f"displayName,accountEnabled,onPremisesExtensionAttributes,{ext}"}).json()
+    by_id = {u["id"]: u for u in directory.users}
+    for item in chosen["value"]:
+        assert list(item) == ["id", "displayName", "accountEnabled", "onPremisesExtensionAttributes", ext]
+        source = by_id[item["id"]]
+        assert item[ext] == source[ext]
+        assert item["onPremisesExtensionAttributes"] == source["onPremisesExtensionAttributes"]
+    assert chosen["@odata.context"].endswith(
+        f"$metadata#users(displayName,accountEnabled,onPremisesExtensionAttributes,{ext})")
+    # $select names are case-insensitive; the response uses Graph's spelling.
+    assert list(graph.get("/users", params={"$top": 1, "$select": "MAIL"}).json()["value"][0]) == ["id", "mail"]
+
+    assert_graph_error(graph.get("/users", params={"$select": "id,foo"}), 400, "Request_BadRequest",
+                       "Could not find a property named 'foo' on type 'microsoft.graph.user'.")
+    assert_graph_error(graph.get("/users", params={"$select": "extensionAttribute1"}), 400, "Request_BadRequest")
+    assert_graph_error(graph.get("/users", params={"$select": "displayName,aboutMe"}), 501, "NotImplemented")
+    assert_graph_error(graph.get("/groups", params={"$select": "bogus"}), 400, "Request_BadRequest",
+                       "Could not find a property named 'bogus' on type 'microsoft.graph.group'.")
+
+
+def test_single_objects(graph, directory):
+    user = next(u for u in directory.users if u["mail"] and u["mail"] != u["mail"].lower())
+    by_id = graph.get(f"/users/{user['id']}")
+    assert by_id.status_code == 200
+    assert by_id.json()["@odata.context"].endswith("$metadata#users/$entity")
+    assert {k: v for k, v in by_id.json().items() if not k.startswith("@")} == {k: user[k] for k in USER_DEFAULTS}
+    by_upn = graph.get(f"/users/{user['userPrincipalName'].upper()}", params={"$select": "id,aboutMe"})
+    assert by_upn.status_code == 200 and by_upn.json()["id"] == user["id"] and by_upn.json()["aboutMe"] is None
+    guest = next(u for u in directory.users if u["userType"] == "Guest")
+    encoded = quote(guest["userPrincipalName"], safe="@")
+    assert graph.get(f"/users/{encoded}").json()["id"] == guest["id"]
+    group = directory.groups[0]
+    body = graph.get(f"/groups/{group['id']}").json()
+    assert {k: v for k, v in body.items() if not k.startswith("@")} == group
+
+
+# ---------------------------------------------------------------------------
+# Graph: $filter and $count
+
+
+def ids_of(items) -> set[str]:
+    return {item["id"] for item in items}
+
+
+def test_simple_filters(graph, directory):
+    users = directory.users
+    disabled = graph.items("/users", params={"$filter": "accountEnabled eq false", "$select": "id"})
+    assert ids_of(disabled) == {u["id"] for u in users if not u["accountEnabled"]}
+    guests = graph.items("/users", params={"$filter": "userType eq 'guest'", "$top": 999})
+    assert ids_of(guests) == {u["id"] for u in users if u["userType"] == "Guest"}
+
+    prefix = graph.items("/users", params={"$filter": "startswith(displayName,'JO')"})
+    expected = {u["id"] for u in users if u["displayName"].lower().startswith("jo")}
+    assert expected and ids_of(prefix) == expected
+
+    mixed_case = next(u for u in users if u["mail"] and u["mail"] != u["mail"].lower())
+    found = graph.items("/users", params={"$filter": f"mail eq '{mixed_case['mail'].lower()}'"})
+    assert ids_of(found) == {mixed_case["id"]}
+
+    combined = graph.items("/users", params={
+        "$filter": "accountEnabled eq true and startswith(employeeId,'E1') and country eq 'de'"})
+    assert ids_of(combined) == {
+        u["id"] for u in users
+        if u["accountEnabled"] and (u["employeeId"] or "").startswith("E1") and u["country"] == "DE"}
+    by_id = graph.items("/users", params={"$filter": f"id eq '{users[5]['id']}'"})
+    assert ids_of(by_id) == {users[5]["id"]}
+
+
+def test_group_filters(graph, directory):
+    unified = graph.items("/groups", params={"$filter": "groupTypes/any(c:c eq 'Unified')"})
+    assert ids_of(unified) == {g["id"] for g in directory.groups if "Unified" in g["groupTypes"]}
+    lists = graph.items("/groups", params={"$filter": "mailEnabled eq true and securityEnabled eq false"})
+    assert ids_of(lists) == {g["id"] for g in directory.groups if g["mailEnabled"] and not g["securityEnabled"]}
+    # Distribution lists proper need not(): advanced mode only.
+    expression = "mailEnabled eq true and securityEnabled eq false and not(groupTypes/any(c:c eq 'Unified'))"
+    assert_graph_error(graph.get("/groups", params={"$filter": expression}), 400, "Request_UnsupportedQuery")
+    distribution = graph.items("/groups", params={"$filter": expression, "$count": "true"}, headers=ADVANCED)
+    assert ids_of(distribution) == {g["id"] for g in directory.groups if kind(g) == "distribution"}
+    dup_name = directory.group_by_id(directory.special["duplicate_name"][0])["displayName"]
+    named = graph.items("/groups", params={"$filter": f"displayName eq '{dup_name}'"})
+    assert ids_of(named) == set(directory.special["duplicate_name"])
+
+
+def test_advanced_query_requirement(graph, directory):
+    cases = {
+        "userType ne 'Guest'": lambda u: u["userType"] != "Guest",
+        "endswith(mail,'@fabrikam.com')": lambda u: (u["mail"] or "").lower().endswith("@fabrikam.com"),
+        "companyName eq 'Contoso GmbH'": lambda u: u["companyName"] == "Contoso GmbH",
+        "not(accountEnabled eq true)": lambda u: not u["accountEnabled"],
+        # Graph ignores case here: 'Inactive' also matches 'inactive' (the pipeline must not rely on it).
+        "onPremisesExtensionAttributes/extensionAttribute1 eq 'Inactive'":
+            lambda u: (u["onPremisesExtensionAttributes"]["extensionAttribute1"] or "").lower() == "inactive",
+        f"{directory.extension_property} eq null": lambda u: u[directory.extension_property] is None,
+    }
+    for expression, predicate in cases.items():
+        plain = graph.get("/users", params={"$filter": expression})
+        assert_graph_error(plain, 400, "Request_UnsupportedQuery")
+        no_count = graph.get("/users", params={"$filter": expression}, headers=ADVANCED)
+        assert_graph_error(no_count, 400, "Request_UnsupportedQuery")
+        found = graph.items("/users", params={"$filter": expression, "$count": "true", "$top": 999},
+                            headers=ADVANCED)
+        expected = {u["id"] for u in directory.users if predicate(u)}
+        assert expected and ids_of(found) == expected, expression
+    statuses = {u["onPremisesExtensionAttributes"]["extensionAttribute1"]
+                for u in directory.users
+                if u["id"] in ids_of(graph.items("/users", params={
+                    "$filter": "onPremisesExtensionAttributes/extensionAttribute1 eq 'Inactive'",
+                    "$count": "true", "$top": 999, "$select": "id"}, headers=ADVANCED))}
+    assert statuses == {"Inactive", "inactive"}
+
+
+@pytest.mark.parametrize(
+    ("expression", "status", "code", "fragment"),
+    [
+        ("displayName eq", 400, "Request_BadRequest", "Invalid filter clause"),
+        ("startswith(displayName,'a'", 400, "Request_BadRequest", "Invalid filter clause"),
+        ("displayName eq 'unterminated", 400, "Request_BadRequest", "unterminated string"),
+        ("foo eq 'x'", 400, "Request_BadRequest", "Could not find a property named 'foo'"),
+        ("accountEnabled eq 'yes'", 400, "Request_BadRequest", "incompatible types"),
+        ("displayName eq 'a' xor mail eq 'b'", 400, "Request_BadRequest", "Invalid filter clause"),
+        ("businessPhones eq '1'", 400, "Request_BadRequest", "collection"),
+        ("__import__('os') eq 1", 400, "Request_BadRequest", "Invalid filter clause"),
+    ],
+)
+def test_bad_filters(graph, expression, status, code, fragment):
+    error = assert_graph_error(graph.get("/users", params={"$filter": expression}), status, code)
+    assert fragment in error["message"]
+
+
+def test_count(graph, directory):
+    pages = graph.pages("/users", params={"$count": "true", "$top": 999, "$select": "id"}, headers=ADVANCED)
+    assert pages[0]["@odata.count"] == len(directory.users)
+    assert all("@odata.count" not in page for page in pages[1:])
+    assert parse_qs(urlsplit(pages[0]["@odata.nextLink"]).query)["$count"] == ["true"]
+
+    filtered = graph.get("/users", params={"$count": "true", "$filter": "userType eq 'Guest'"},
+                         headers=ADVANCED).json()
+    assert filtered["@odata.count"] == sum(u["userType"] == "Guest" for u in directory.users)
+
+    assert_graph_error(graph.get("/users", params={"$count": "true"}), 400, "Request_BadRequest",
+                       "$count is not currently supported.")
+    # The server does not carry ConsistencyLevel to later pages: the client must resend it.
+    link = pages[0]["@odata.nextLink"]
+    assert_graph_error(graph.get(link), 400, "Request_BadRequest")
+
+
+# ---------------------------------------------------------------------------
+# Graph: members
+
+
+def test_members_of_large_group_span_two_pages(graph, directory):
+    group_id = directory.special["all_employees"]
+    pages = graph.pages(f"/groups/{group_id}/members", params={"$top": 999})
+    assert len(pages) == 2
+    items = [m for p in pages for m in p["value"]]
+    assert [(m["@odata.type"], m["id"]) for m in items] == directory.members[group_id]
+    assert all(set(m) == USER_DEFAULTS | {"@odata.type"} for m in items)
+    assert pages[0]["@odata.context"].endswith("$metadata#directoryObjects")
+
+
+def test_transitive_members_of_cycle_terminate(graph, directory):
+    for group_id in directory.special["cycle"]:
+        items = graph.items(f"/groups/{group_id}/transitiveMembers", params={"$select": "id"})
+        ids = [m["id"] for m in items]
+        assert len(ids) == len(set(ids))
+        assert set(ids) == closure(directory, group_id)
+        assert all(set(m) == {"@odata.type", "id"} for m in items)
+    a, b, c = directory.special["cycle"]
+    a_items = graph.items(f"/groups/{a}/transitiveMembers")
+    assert {m["id"] for m in a_items if m["@odata.type"] == GROUP_TYPE} >= {b, c}
+
+
+def test_member_type_casts(graph, directory):
+    mixed = directory.special["mixed_types"]
+    all_members = graph.items(f"/groups/{mixed}/members")
+    assert {m["@odata.type"] for m in all_members} == {
+        USER_TYPE, GROUP_TYPE, CONTACT_TYPE, DEVICE_TYPE, SERVICE_PRINCIPAL_TYPE}
+    contact = next(m for m in all_members if m["@odata.type"] == CONTACT_TYPE)
+    assert contact["mail"] == directory.other_objects[contact["id"]]["mail"]
+
+    users_only = graph.items(f"/groups/{mixed}/members/microsoft.graph.user")
+    assert [m["id"] for m in users_only] == [oid for t, oid in directory.members[mixed] if t == USER_TYPE]
+    assert all(m["@odata.type"] == USER_TYPE for m in users_only)
+    groups_only = graph.items(f"/groups/{mixed}/members/microsoft.graph.group")
+    assert [m["id"] for m in groups_only] == [oid for t, oid in directory.members[mixed] if t == GROUP_TYPE]
+
+    parent = directory.special["nested_parent"]
+    transitive_users = graph.items(f"/groups/{parent}/transitiveMembers/microsoft.graph.user",
+                                   params={"$select": "id,mail"})
+    expected = {oid for oid in closure(directory, parent) if directory.user_by_id(oid)}
+    assert ids_of(transitive_users) == expected
+    assert all(set(m) == {"@odata.type", "id", "mail"} for m in transitive_users)
+
+    selected = graph.items(f"/groups/{mixed}/members", params={"$select": "displayName,mail"})
+    device = next(m for m in selected if m["@odata.type"] == DEVICE_TYPE)
+    assert set(device) == {"@odata.type", "id", "displayName"}
+
+
+def test_members_edge_cases(graph, directory):
+    assert graph.get(f"/groups/{directory.special['empty']}/members").json()["value"] == []
+    missing = "00000000-0000-0000-0000-00000000dead"
+    assert_graph_error(graph.get(f"/groups/{missing}/members"), 404, "Request_ResourceNotFound")
+    mixed = directory.special["mixed_types"]
+    assert_graph_error(graph.get(f"/groups/{mixed}/members", params={"$filter": "mail eq 'x'"}),
+                       400, "Request_UnsupportedQuery")
+    assert_graph_error(graph.get(f"/groups/{mixed}/members", params={"$select": "nope"}),
+                       400, "Request_BadRequest",
+                       "Could not find a property named 'nope' on type 'microsoft.graph.directoryObject'.")
+    assert_graph_error(graph.get(f"/groups/{mixed}/members/microsoft.graph.widget"), 400, "BadRequest")
+
+
+def test_expand_members_is_silently_capped_at_20(graph, directory):
+    group_id = directory.special["all_employees"]
+    body = graph.get(f"/groups/{group_id}", params={"$expand": "members($select=id)"}).json()
+    assert [m["id"] for m in body["members"]] == [oid for _, oid in directory.members[group_id][:20]]
+    assert all(set(m) == {"@odata.type", "id"} for m in body["members"])
+    assert not any(key.startswith("members@") for key in body)
+    listed = graph.get("/groups", params={"$expand": "members", "$top": 999}).json()["value"]
+    assert all(len(g["members"]) <= 20 for g in listed)
+    assert_graph_error(graph.get("/users", params={"$expand": "manager"}), 400, "Request_BadRequest")
+    assert_graph_error(graph.get("/groups", params={"$expand": "owners"}), 400, "Request_BadRequest")
+
+
+# ---------------------------------------------------------------------------
+# faults, accounting, concurrency, directory changes
+
+
+def test_fault_429_with_retry_after(graph, emulator):
+    emulator.faults.add(429, path="/v1.0/users", retry_after=3)
+    throttled = graph.get("/users", params={"$top": 1})
+    error = assert_graph_error(throttled, 429, "TooManyRequests")
+    assert throttled.headers["Retry-After"] == "3"
+    assert error["innerError"]["request-id"] == throttled.headers["request-id"]
+    assert graph.get("/users", params={"$top": 1}).status_code == 200
+
+
+def test_fault_matching_and_custom_body(graph, emulator):
+    emulator.faults.add(503, path="/v1.0/groups", method="GET", times=2)
+    assert graph.get("/users", params={"$top": 1}).status_code == 200  # other path: untouched
+    assert_graph_error(graph.get("/groups"), 503, "ServiceUnavailable")
+    assert_graph_error(graph.get("/groups"), 503, "ServiceUnavailable")
+    assert graph.get("/groups").status_code == 200
+    emulator.faults.add(504, body={"error": {"code": "custom", "message": "scripted"}})
+    assert graph.get("/users").json() == {"error": {"code": "custom", "message": "scripted"}}
+    emulator.faults.add(500, times=None)
+    emulator.faults.clear()
+    assert graph.get("/users", params={"$top": 1}).status_code == 200
+
+
+def test_fault_on_token_endpoint(emulator, session):
+    emulator.faults.add(503, path=f"/{DEMO_TENANT_ID}/oauth2", retry_after=1)
+    response = session.post(f"{emulator.authority}/oauth2/v2.0/token", data={})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.json()["error"] == "temporarily_unavailable"
+
+
+def test_truncate_paging_drops_next_link_once(graph, emulator):
+    emulator.faults.truncate_paging("/v1.0/users")
+    truncated = graph.get("/users", params={"$top": 10}).json()
+    assert len(truncated["value"]) == 10 and "@odata.nextLink" not in truncated
+    assert "@odata.nextLink" in graph.get("/users", params={"$top": 10}).json()
+
+
+def test_request_accounting_and_keep_alive(emulator, auth):
+    before_count, before_connections = emulator.request_count, emulator.connection_count
+    with _session(emulator.ca_path) as fresh:
+        for _ in range(5):
+            assert fresh.get(f"{emulator.graph_url}/users", params={"$top": 1}, headers=auth).status_code == 200
+    assert emulator.request_count == before_count + 5
+    assert emulator.connection_count == before_connections + 1, "one kept-alive connection"
+    assert emulator.request_log[-1] == ("GET", "/v1.0/users?%24top=1", 200)
+
+
+def test_parallel_clients(emulator, auth, directory):
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def crawl():
+        try:
+            with _session(emulator.ca_path) as s:
+                client = Graph(emulator, s, auth)
+                results.append([u["id"] for u in client.items("/users", params={"$top": 500, "$select": "id"})])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=crawl) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert results == [[u["id"] for u in directory.users]] * 4
+
+
+def test_directory_changes_are_served(tmp_path):
+    d = generate_directory(users=200, groups=20, seed=5)
+    with Emulator(d, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
+                  cert_dir=tmp_path) as emu, _session(emu.ca_path) as s:
+        client = Graph(emu, s, {"Authorization": f"Bearer {_token(s, emu)}"})
+        first_page = client.get("/users", params={"$top": 150, "$select": "id,displayName"}).json()
+
+        user = d.users[0]
+        user["displayName"] = "Renamed Person"
+        removed = d.users.pop()
+        emu.reindex()
+        assert client.get(f"/users/{user['id']}").json()["displayName"] == "Renamed Person"
+        assert client.get(f"/users/{removed['id']}").status_code == 404
+        # A round that started before the change finishes on its snapshot, minus deleted objects.
+        rest = client.get(first_page["@odata.nextLink"]).json()
+        assert removed["id"] not in ids_of(rest["value"]) and len(rest["value"]) == 49
+        assert len(client.items("/users", params={"$top": 999})) == 199
+
+        emu.directory = generate_directory(users=100, groups=20, seed=6)
+        assert ids_of(client.items("/users")) == {u["id"] for u in emu.directory.users}
+
+
+def test_emulator_idle_timeout(directory, tmp_path):
+    emu = Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
+                   cert_dir=tmp_path, idle_timeout=0.3).start()
+    assert emu.running
+    assert emu.wait(5), "stopped itself"
+    assert not emu.running
+    emu.stop()  # idempotent
+
+
+# ---------------------------------------------------------------------------
+# CLI
+
+
+def _cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "entra_pipeline.emulator", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _wait_for(path: Path, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not appear")
+
+
+def test_cli_serve_and_stop(tmp_path):
+    env = dict(os.environ, **{CLIENT_SECRET_ENV: "cli-secret-Ab12"})
+    state_dir = tmp_path / "state"
+    proc = _cli("serve", "--users", "60", "--groups", "20", "--seed", "3", "--state-dir", str(state_dir),
+                "--idle-timeout", "60", env=env)
+    try:
+        state = _wait_for(state_dir / "state.json")
+        assert state["pid"] == proc.pid
+        assert {"pid", "base_url", "authority", "ca_path", "tenant_id", "client_id", "users", "groups",
+                "seed", "started_at"} <= set(state)
+        assert state["tenant_id"] == DEMO_TENANT_ID and state["client_id"] == DEMO_CLIENT_ID
+        assert (state["users"], state["groups"], state["seed"]) == (60, 20, 3)
+        assert Path(state["ca_path"]).parent == state_dir.resolve()
+        with _session(state["ca_path"]) as s:
+            token = s.post(f"{state['authority']}/oauth2/v2.0/token", data={
+                "grant_type": "client_credentials", "client_id": state["client_id"],
+                "client_secret": "cli-secret-Ab12", "scope": GRAPH_SCOPE[0]}).json()["access_token"]
+            users = s.get(f"{state['base_url']}/v1.0/users", headers={"Authorization": f"Bearer {token}"})
+            assert len(users.json()["value"]) == 60
+
+        stopper = _cli("stop", "--state-dir", str(state_dir))
+        out, err = stopper.communicate(timeout=20)
+        assert stopper.returncode == 0, err
+        stdout, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert not (state_dir / "state.json").exists()
+    assert state["base_url"] in stdout and state["authority"] in stdout and state["ca_path"] in stdout
+    assert CLIENT_SECRET_ENV in stdout
+    assert "cli-secret-Ab12" not in stdout
+
+
+def test_cli_idle_timeout_and_default_secret(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != CLIENT_SECRET_ENV}
+    state_dir = tmp_path / "idle"
+    proc = _cli("serve", "--users", "40", "--groups", "18", "--state-dir", str(state_dir),
+                "--idle-timeout", "1", env=env)
+    try:
+        _wait_for(state_dir / "state.json")
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert not (state_dir / "state.json").exists()
+    assert DEMO_CLIENT_SECRET in stdout and "default" in stdout
+
+
+def test_cli_rejects_secret_argument():
+    proc = _cli("serve", "--client-secret", "nope")
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 2 and "unrecognized arguments" in err
