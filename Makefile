@@ -21,8 +21,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 setup: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
+# The demo tenant is stopped afterwards; runs from the UI start it again when they need it.
 sync: setup
-	$(BIN)/python -m entra_pipeline sync
+	@$(BIN)/python -m entra_pipeline sync; status=$$?; \
+	$(BIN)/python -m entra_pipeline demo-tenant stop >/dev/null; exit $$status
 
 test: setup
 	$(BIN)/python -m pytest

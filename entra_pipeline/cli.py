@@ -14,6 +14,10 @@ import time
 from entra_pipeline.config import ConfigError, load_integrations
 
 
+# Progress lines (users 4,000 / 12,345) and failures on the console; the UI keeps the debug events.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
 def _failure_lines(result) -> list[str]:
     lines = []
     for event in result.get_step_failure_events():
@@ -67,7 +71,7 @@ def sync(keys: list[str]) -> int:
         started = time.monotonic()
         print(f"sync {key}: running", flush=True)
         result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        tags={"integration": key, "started_by": "entra-pipeline sync"})
+                                        run_config=QUIET, tags={"integration": key, "started_by": "entra-pipeline sync"})
         seconds = time.monotonic() - started
         checks = result.get_asset_check_evaluations()
         bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
