@@ -36,7 +36,7 @@ ui: setup
 	$(BIN)/dagster dev -w workspace.yaml
 
 emulator: setup
-	$(BIN)/python -m entra_pipeline.emulator serve
+	$(BIN)/python -m entra_pipeline.emulator serve --state-dir data/.demo-tenant/standalone
 
 clean:
 	rm -rf $(VENV) $(DAGSTER_HOME) data/*.duckdb data/.demo-tenant

@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -94,7 +95,11 @@ class EntraSource(_Strict):
 
     @field_validator("ca_bundle")
     @classmethod
-    def _ca_exists(cls, value: Path | None) -> Path | None:
+    def _ca_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # A relative path is relative to the integrations file, not to wherever Dagster runs.
+        base = (info.context or {}).get("base_dir")
+        if value is not None and not value.is_absolute() and base is not None:
+            value = Path(base) / value
         if value is not None and not value.is_file():
             raise ValueError(f"CA bundle file {str(value)!r} does not exist")
         return value
@@ -311,7 +316,7 @@ def _describe_location(raw: Any, loc: tuple) -> str:
     return f"field {'.'.join(str(p) for p in loc)!r}" if loc else "top level"
 
 
-def parse_integrations(text: str, source: str = "<string>") -> IntegrationsFile:
+def parse_integrations(text: str, source: str = "<string>", base_dir: Path | None = None) -> IntegrationsFile:
     """Parse and validate the integrations file's text; ConfigError with one line per problem."""
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
@@ -323,7 +328,7 @@ def parse_integrations(text: str, source: str = "<string>") -> IntegrationsFile:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with an 'integrations' list")
     try:
-        return IntegrationsFile.model_validate(raw)
+        return IntegrationsFile.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -343,4 +348,4 @@ def load_integrations(path: Path | str | None = None) -> IntegrationsFile:
         raise ConfigError(f"{file}: integrations file not found (set {CONFIG_PATH_ENV})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return parse_integrations(text, str(file))
+    return parse_integrations(text, str(file), file.resolve().parent)

@@ -59,15 +59,19 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        # An emulator that stopped on its idle timeout stays a zombie until its parent reaps it.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _healthy(state: dict) -> bool:
     try:
-        response = requests.get(
-            f"{state['authority']}/v2.0/.well-known/openid-configuration",
-            verify=state["ca_path"], timeout=5,
-        )
+        with requests.Session() as session:
+            session.trust_env = False  # a proxy from the environment must not see loopback traffic
+            response = session.get(f"{state['authority']}/v2.0/.well-known/openid-configuration",
+                                   verify=state["ca_path"], timeout=5)
         return response.status_code == 200
     except (requests.RequestException, KeyError, OSError):
         return False

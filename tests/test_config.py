@@ -145,3 +145,12 @@ def test_several_problems_one_line_each():
         "cfg.yaml: integration 'main', field 'schedule.cron': invalid cron expression 'bad' "
         "(expected five fields, e.g. '0 6 * * *')",
     ]
+
+
+def test_relative_ca_bundle_is_relative_to_the_file(tmp_path):
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = tmp_path / "integrations.yaml"
+    config.write_text(GOOD.replace("client_secret_env: MAIN_SECRET",
+                                   "client_secret_env: MAIN_SECRET\n      ca_bundle: certs/ca.pem"))
+    assert load_integrations(config).get("main").source.ca_bundle == tmp_path / "certs" / "ca.pem"
