@@ -162,6 +162,16 @@ def write_doc(results: list[dict]) -> str:
         *(f"| {m['users']:,} | " + " | ".join(f"{m['steps_s'][k]:.1f}" for k in sorted(m["steps_s"])) + " |"
           for m in results),
         "",
+        "Where the cost is:",
+        "",
+        "- Graph requests: users and groups in pages of 999, then one `/groups/{id}/members` read per group "
+        "(4 in parallel), so requests grow with the number of groups. `$batch` or groups delta with "
+        "`members` would cut them (see the distribution-list and delta issues).",
+        "- `mapped_contacts` and `filtered_contacts` spend most of their time turning the `imported` JSON "
+        "column and the raw Graph JSON back into Python objects; peak RSS is reached there, with the whole "
+        "tenant's users held as dicts at once.",
+        "- The job runs its steps one after another in one process (`execute_in_process`), as `make sync` does.",
+        "",
     ]
     text = "\n".join(lines)
     DOC.parent.mkdir(exist_ok=True)
