@@ -11,7 +11,7 @@ from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.graph.client import GraphClient, GraphSettings
 
 # Every asset that writes the DuckDB file claims this pool, so concurrent runs take turns instead
-# of failing on DuckDB's single-writer lock. The limit is set in dagster.yaml (concurrency.pools).
+# of failing on DuckDB's single-writer lock. The limit is set in dagster-instance.yaml (concurrency.pools).
 WAREHOUSE_POOL = "duckdb_warehouse"
 
 
