@@ -78,7 +78,7 @@ def _read(integration: Integration, graph: GraphResource, what: str,
 
 
 def _checked_write(integration: Integration, results: list[dg.AssetCheckResult],
-                   write: Callable[[], dict]) -> Iterator:
+                   write: Callable[[], dict], started: float) -> Iterator:
     """Write only if no blocking check failed; otherwise report the checks and fail the step."""
     blocked = c.failed_blocking(results)
     if blocked:
@@ -86,9 +86,10 @@ def _checked_write(integration: Integration, results: list[dg.AssetCheckResult],
         reasons = "; ".join(r.description or r.check_name for r in blocked)
         raise dg.Failure(description=f"integration {integration.key!r}: {reasons}; nothing was written",
                          allow_retries=False)
-    started = time.monotonic()
+    write_started = time.monotonic()
     metadata = write()
-    metadata["write_seconds"] = round(time.monotonic() - started, 3)
+    metadata["write_seconds"] = round(time.monotonic() - write_started, 3)
+    metadata["seconds"] = round(time.monotonic() - started, 3)
     yield dg.MaterializeResult(metadata=metadata, check_results=results)
 
 
@@ -102,6 +103,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def raw_graph_users(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                         graph: GraphResource, warehouse: DuckDBResource):
+        started = time.monotonic()
         integration = integrations.get(context.partition_key)
         select = graph_select_for(user_fields(integration))
         progress = _progress(context)
@@ -114,7 +116,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "selected_properties": ", ".join(select), **graph_meta,
                     "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
 
-        yield from _checked_write(integration, [c.completeness_result(c.RAW_USERS_COMPLETE, "users", users)], write)
+        yield from _checked_write(integration, [c.completeness_result(c.RAW_USERS_COMPLETE, "users", users)], write,
+                                  started)
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE),
@@ -124,6 +127,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def raw_graph_groups(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                          graph: GraphResource, warehouse: DuckDBResource):
+        started = time.monotonic()
         integration = integrations.get(context.partition_key)
         progress = _progress(context)
 
@@ -143,7 +147,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "preview": _preview(groups.items, ["id", "displayName", "mail", "groupTypes"])}
 
         yield from _checked_write(integration, [c.completeness_result(c.RAW_GROUPS_COMPLETE, "groups", groups)],
-                                  write)
+                                  write, started)
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[raw_graph_users],
@@ -154,6 +158,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def mapped_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                         warehouse: DuckDBResource):
+        started = time.monotonic()
         integration = integrations.get(context.partition_key)
         with warehouse.get_connection() as con:
             users = store.read_raw_users(con, integration.key)
@@ -171,7 +176,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
                     "preview": _preview(result.contacts, ["contact_id", "display_name", "department", "country"])}
 
-        yield from _checked_write(integration, checks, write)
+        yield from _checked_write(integration, checks, write, started)
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[mapped_contacts],
@@ -205,6 +210,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def distribution_lists(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                            warehouse: DuckDBResource):
+        started = time.monotonic()
         integration = integrations.get(context.partition_key)
         selection = integration.distribution_lists
         with warehouse.get_connection() as con:
@@ -222,6 +228,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                                         ["display_name", "kind", "member_count", "users_not_contacts",
                                          "nested_groups"])}
 
-        yield from _checked_write(integration, [c.issues_result(c.SELECTED_LISTS_RESOLVED, result.issues)], write)
+        yield from _checked_write(integration, [c.issues_result(c.SELECTED_LISTS_RESOLVED, result.issues)], write,
+                                  started)
 
     return [raw_graph_users, raw_graph_groups, mapped_contacts, filtered_contacts, distribution_lists]
