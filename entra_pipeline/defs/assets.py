@@ -161,9 +161,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         with warehouse.get_connection() as con:
-            users = store.read_raw_users(con, integration.key)
-        result = mapping.map_users(users, integration.mapping.resolved(), integration.mapping.unique_id)
-        checks = [c.users_mapped_result(len(users), len(result.contacts)),
+            result = mapping.map_users(store.iter_raw_users(con, integration.key), integration.mapping.resolved(),
+                                       integration.mapping.unique_id)
+        checks = [c.users_mapped_result(result.users_read, len(result.contacts)),
                   c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
                   c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues)]
 
@@ -172,7 +172,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 rows = store.write_contacts(con, s.MAPPED_CONTACTS, integration.key, context.run.run_id,
                                             result.contacts)
                 store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
-            return {"rows": rows, "directory_users": len(users), "import_errors": len(result.issues),
+            return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
                     "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
                     "preview": _preview(result.contacts, ["contact_id", "display_name", "department", "country"])}
 

@@ -30,6 +30,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 class MappingResult:
     contacts: list[dict[str, Any]] = field(default_factory=list)
     issues: list[ImportIssue] = field(default_factory=list)
+    users_read: int = 0
 
 
 def _scalar(value: Any) -> Any:
@@ -66,6 +67,7 @@ def map_users(users: Iterable[dict], resolved_mapping: dict[str, str | None], un
     result = MappingResult()
     by_id: dict[str, list[dict[str, Any]]] = {}
     for user in users:
+        result.users_read += 1
         imported = flatten_user(user)
         contact: dict[str, Any] = {"source_id": user["id"]}
         for contact_field, source in resolved_mapping.items():
