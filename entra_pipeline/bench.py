@@ -117,6 +117,8 @@ def run_size(users: int, groups: int, workdir: Path) -> dict:
     if child.returncode != 0 or not lines:
         raise SystemExit(f"benchmark sync of {users:,} users failed:\n{child.stderr[-3000:]}")
     measured = json.loads(lines[-1])
+    if not measured["success"]:
+        raise SystemExit(f"benchmark sync of {users:,} users did not succeed:\n{child.stderr[-3000:]}")
     measured.update(users=users, groups=groups, emulator_start_s=round(emulator_start, 2),
                     emulator_peak_rss_mb=emulator_rss)
     return measured

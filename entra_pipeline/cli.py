@@ -84,7 +84,10 @@ def sync(keys: list[str]) -> int:
                 print(f"  {line}")
         for line in bad_checks:
             print(f"  check {line}")
-        print(_summary(str(warehouse_path()), key))
+        try:
+            print(_summary(str(warehouse_path()), key))
+        except Exception as exc:  # noqa: BLE001 - the summary must not hide the sync's own outcome
+            print(f"  (no summary: {type(exc).__name__}: {str(exc).splitlines()[0]})")
     return 1 if failed else 0
 
 

@@ -206,6 +206,8 @@ class ExclusionRule(_Strict):
                     "each exclusion needs exactly one of equals, not_equals, in, starts_with, is_empty"
                     f" (got {', '.join(ops) or 'none'})"
                 )
+            if data[ops[0]] is None:
+                raise ValueError(f"{ops[0]}: a value is needed (to match empty fields use is_empty: true)")
         return data
 
 
@@ -234,7 +236,8 @@ class ListSelection(_Strict):
 class Integration(_Strict):
     """One directory synced into the warehouse; ``key`` is its Dagster partition key."""
 
-    key: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    # Also the schedule name's suffix, and Dagster names allow only letters, digits and _.
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     title: str = Field(min_length=1)
     source: EntraSource
     schedule: Schedule = Field(default_factory=Schedule)

@@ -9,11 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from entra_pipeline.config import config_path, load_integrations
 from entra_pipeline.defs.assets import build_assets
-from entra_pipeline.defs.resources import GraphResource, IntegrationsResource
+from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource
 from entra_pipeline.defs.schedules import build_schedules
 from entra_pipeline.warehouse import warehouse_path
 
@@ -39,7 +38,7 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
         resources={
             "integrations": IntegrationsResource(config_path=str(config_file)),
             "graph": GraphResource(demo_dir=str(demo_dir) if demo_dir else None),
-            "warehouse": DuckDBResource(database=str(database)),
+            "warehouse": WarehouseResource(database=str(database)),
         },
     )
 

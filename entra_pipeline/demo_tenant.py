@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ DEMO_DIR_ENV = "ENTRA_PIPELINE_DEMO_DIR"
 IDLE_TIMEOUT = 900
 START_TIMEOUT = 180  # a 100k-user directory takes a few seconds to generate
 SECRET_ENV = "ENTRA_EMULATOR_CLIENT_SECRET"
+_PASSED_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 
 
 class DemoTenantError(RuntimeError):
@@ -47,9 +49,15 @@ def _state_dir(spec: DemoTenant, root: Path) -> Path:
     return root / f"{spec.users}u-{spec.groups}g-s{spec.seed}"
 
 
-def _fingerprint(tenant_id: str, client_id: str, secret: str) -> str:
-    # Lets a restarted sync notice that the running emulator was given another app registration.
-    return hashlib.sha256(f"{tenant_id}\0{client_id}\0{secret}".encode()).hexdigest()
+def _fingerprint(directory: Path, tenant_id: str, client_id: str, secret: str) -> str:
+    """Lets a later sync notice that the running emulator was given another app registration.
+    Keyed with a random local key, so the state file does not help anyone guess the secret."""
+    key_file = directory / "fingerprint.key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(os.urandom(32))
+    return hmac.new(key_file.read_bytes(), f"{tenant_id}\0{client_id}\0{secret}".encode(), hashlib.sha256).hexdigest()
 
 
 def _alive(pid: int) -> bool:
@@ -103,9 +111,9 @@ def ensure_demo_tenant(spec: DemoTenant, *, tenant_id: str, client_id: str, clie
     """The running demo tenant for ``spec``, started if needed. Safe to call from parallel steps."""
     directory = _state_dir(spec, root or demo_root())
     directory.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(tenant_id, client_id, client_secret)
     with open(directory / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        fingerprint = _fingerprint(directory, tenant_id, client_id, client_secret)
         state = _read_state(directory)
         if state and _alive(state.get("pid", -1)) and _healthy(state):
             if state.get("fingerprint") == fingerprint:
@@ -118,7 +126,9 @@ def ensure_demo_tenant(spec: DemoTenant, *, tenant_id: str, client_id: str, clie
 
 def _start(spec: DemoTenant, directory: Path, tenant_id: str, client_id: str, client_secret: str,
            fingerprint: str) -> DemoEndpoint:
-    env = {**os.environ, SECRET_ENV: client_secret}
+    # Only what Python needs: the environment may hold other integrations' secrets.
+    env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
+    env[SECRET_ENV] = client_secret
     log_path = directory / "emulator.log"
     command = [
         sys.executable, "-m", "entra_pipeline.emulator", "serve",

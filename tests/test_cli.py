@@ -90,7 +90,8 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
     assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == ("sync_demo", "0 6 * * *", "UTC")
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"all_directory_users_read", "all_directory_groups_read", "directory_users_mapped",
-                      "contacts_have_unique_id", "unique_contact_ids_distinct", "selected_lists_resolved"}
+                      "contacts_have_unique_id", "unique_contact_ids_distinct", "contact_values_valid",
+                      "exclusions_keep_contacts", "selected_lists_resolved"}
 
 
 def test_invalid_config_fails_with_one_line(tmp_path, demo_env):

@@ -90,7 +90,12 @@ def test_national_cloud_preset():
         (("    schedule:", "    distribution_lists:\n      select: names\n    schedule:"),
          "cfg.yaml: integration 'main', field 'distribution_lists': select: names needs a non-empty 'names' list"),
         (("key: main", "key: Main Tenant"),
-         "cfg.yaml: integration 'Main Tenant', field 'key': String should match pattern '^[a-z][a-z0-9_-]{0,62}$'"),
+         "cfg.yaml: integration 'Main Tenant', field 'key': String should match pattern '^[a-z][a-z0-9_]{0,62}$'"),
+        (("key: main", "key: main-eu"),
+         "cfg.yaml: integration 'main-eu', field 'key': String should match pattern '^[a-z][a-z0-9_]{0,62}$'"),
+        (("    schedule:", "    exclusions:\n      - {name: x, field: department, equals: null}\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'exclusions.0': equals: a value is needed (to match empty fields "
+         "use is_empty: true)"),
     ],
 )
 def test_one_line_per_problem(change, expected):

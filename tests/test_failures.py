@@ -108,8 +108,11 @@ def test_unique_id_mapped_to_an_empty_field_blocks_before_contacts_change(first_
     assert not result.success
     assert check_outcomes(result)[c.DIRECTORY_USERS_MAPPED] is False
     assert not {"mapped_contacts", "filtered_contacts", "distribution_lists"} & materialized(result)
-    first_sync.unchanged_except(before, first_sync.snapshot(),
-                                {"raw_graph_users", "raw_graph_groups", "raw_graph_group_members"})
+    first_sync.unchanged_except(before, first_sync.snapshot(), {"raw_graph_users", "raw_graph_groups",
+                                                                "raw_graph_group_members", "directory_fields_read"})
+    # Only the raw stage's own row of directory_fields_read was renewed.
+    assert [r for r in first_sync.snapshot()["directory_fields_read"] if "mapped_contacts" in r] == \
+        [r for r in before["directory_fields_read"] if "mapped_contacts" in r]
 
 
 def test_other_integrations_rows_are_never_touched(make_sync, emulator, directory):

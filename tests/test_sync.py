@@ -63,9 +63,11 @@ def test_every_asset_materializes_and_checks_report_the_demo_problems(synced):
         c.RAW_USERS_COMPLETE: True,
         c.RAW_GROUPS_COMPLETE: True,
         c.DIRECTORY_USERS_MAPPED: True,
+        c.EXCLUSIONS_KEEP_CONTACTS: True,
         # The directory has users without mail: a WARN, not a failure of the run.
         c.CONTACTS_HAVE_UNIQUE_ID: False,
         c.UNIQUE_CONTACT_IDS_DISTINCT: True,
+        c.CONTACT_VALUES_VALID: True,
         c.SELECTED_LISTS_RESOLVED: True,
     }
 

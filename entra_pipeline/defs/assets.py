@@ -8,19 +8,21 @@ import time
 from typing import Callable, Iterator
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from entra_pipeline.config import ConfigError, Integration
 from entra_pipeline.defs import checks as c
-from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, IntegrationsResource
-from entra_pipeline.graph.client import Collection, GraphClient
+from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource
+from entra_pipeline.graph.client import Collection, GraphClient, GraphError, member_type
 from entra_pipeline.transform import exclusions, lists, mapping
-from entra_pipeline.transform.fields import graph_select_for
+from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.transform.fields import graph_select_for, imported_fields_for
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import store
 from entra_pipeline.warehouse.store import transaction
 
 GROUP_NAME = "entra_sync"
+RAW_GROUPS_STAGE = "raw_graph_groups"
+GROUP_VANISHED = "group_vanished"
 GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mailEnabled",
                 "securityEnabled", "groupTypes"]
 
@@ -77,6 +79,23 @@ def _read(integration: Integration, graph: GraphResource, what: str,
     return result, metadata
 
 
+def _require_fields(con, integration: Integration, stage: str, needed: set[str]) -> set[str]:
+    """The directory fields ``stage``'s rows carry; Failure if the configuration needs others (the
+    mapping or exclusions changed since that stage last ran)."""
+    available = store.fields_read(con, integration.key, stage)
+    if available is None:
+        raise dg.Failure(description=f"integration {integration.key!r}: {stage} has no rows yet; "
+                                     f"materialize {stage} first", allow_retries=False)
+    missing = sorted(needed - available)
+    if missing:
+        raise dg.Failure(
+            description=f"integration {integration.key!r}: the mapping and exclusions use directory fields "
+                        f"that the last {stage} did not read ({', '.join(missing)}); materialize "
+                        f"{'raw_graph_users and ' if stage != s.RAW_GRAPH_USERS else ''}{stage} again",
+            allow_retries=False)
+    return available
+
+
 def _checked_write(integration: Integration, results: list[dg.AssetCheckResult],
                    write: Callable[[], dict], started: float) -> Iterator:
     """Write only if no blocking check failed; otherwise report the checks and fail the step."""
@@ -102,7 +121,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "and exclusions need). Replaces this integration's rows in one transaction.",
     )
     def raw_graph_users(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                        graph: GraphResource, warehouse: DuckDBResource):
+                        graph: GraphResource, warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         select = graph_select_for(user_fields(integration))
@@ -112,12 +131,14 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
                 rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
+                store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                        imported_fields_for(select))
             return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
                     "selected_properties": ", ".join(select), **graph_meta,
                     "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
 
-        yield from _checked_write(integration, [c.completeness_result(c.RAW_USERS_COMPLETE, "users", users)], write,
-                                  started)
+        page_size = integration.source.page_size
+        yield from _checked_write(integration, [c.users_complete_result(users, page_size)], write, started)
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE),
@@ -126,7 +147,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "one transaction.",
     )
     def raw_graph_groups(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                         graph: GraphResource, warehouse: DuckDBResource):
+                         graph: GraphResource, warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         progress = _progress(context)
@@ -135,43 +156,62 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             groups = client.list_groups(GROUP_SELECT, progress)
             return groups, client.group_members([g["id"] for g in groups.items], progress)
 
-        (groups, edges), graph_meta = _read(integration, graph, "groups", fetch)
-        kinds = {g["id"]: lists.group_kind(g) for g in groups.items}
+        (groups, members), graph_meta = _read(integration, graph, "groups", fetch)
+        # A group deleted between listing groups and reading its members is left out, and said.
+        vanished = [g for g in groups.items if members[g["id"]] is None]
+        issues = [ImportIssue(RAW_GROUPS_STAGE, g["id"], None, GROUP_VANISHED,
+                              f"group {g.get('displayName')!r} was deleted while the sync read it; left out")
+                  for g in vanished]
+        kept = [g for g in groups.items if members[g["id"]] is not None]
+        read = {g["id"]: members[g["id"]] for g in kept}
+        try:
+            edges = {gid: [(member_type(m), m["id"]) for m in c.items] for gid, c in read.items()}
+        except GraphError as exc:
+            raise dg.Failure(description=f"integration {integration.key!r}: reading group members failed: {exc}",
+                             allow_retries=False) from None
+        kinds = {g["id"]: lists.group_kind(g) for g in kept}
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
                 n_groups, n_members = store.write_raw_groups(con, integration.key, context.run.run_id,
-                                                             groups.items, kinds, edges)
+                                                             kept, kinds, edges)
+                store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, issues)
             return {"groups": n_groups, "memberships": n_members, "graph_reported_count": groups.reported_count,
+                    "groups_vanished": len(vanished),
                     "groups_by_kind": dg.MetadataValue.json(_counts(kinds.values())), **graph_meta,
                     "preview": _preview(groups.items, ["id", "displayName", "mail", "groupTypes"])}
 
-        yield from _checked_write(integration, [c.completeness_result(c.RAW_GROUPS_COMPLETE, "groups", groups)],
-                                  write, started)
+        check = c.groups_complete_result(groups, read, integration.source.page_size)
+        yield from _checked_write(integration, [check], write, started)
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[raw_graph_users],
-        check_specs=c.specs(c.DIRECTORY_USERS_MAPPED, c.CONTACTS_HAVE_UNIQUE_ID, c.UNIQUE_CONTACT_IDS_DISTINCT),
+        check_specs=c.specs(c.DIRECTORY_USERS_MAPPED, c.CONTACTS_HAVE_UNIQUE_ID, c.UNIQUE_CONTACT_IDS_DISTINCT,
+                            c.CONTACT_VALUES_VALID),
         description="Every directory user with a usable Unique Contact ID, mapped to contact fields (emails "
                     "lower-cased). Users without one, and duplicates, become import errors. Replaces this "
                     "integration's rows and mapping errors in one transaction.",
     )
     def mapped_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                        warehouse: DuckDBResource):
+                        warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         with warehouse.get_connection() as con:
+            available = _require_fields(con, integration, s.RAW_GRAPH_USERS, user_fields(integration))
             result = mapping.map_users(store.iter_raw_users(con, integration.key), integration.mapping.resolved(),
                                        integration.mapping.unique_id)
         checks = [c.users_mapped_result(result.users_read, len(result.contacts)),
                   c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
-                  c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues)]
+                  c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
+                  c.issues_result(c.CONTACT_VALUES_VALID, result.issues)]
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
                 rows = store.write_contacts(con, s.MAPPED_CONTACTS, integration.key, context.run.run_id,
                                             result.contacts)
                 store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
+                # The imported column carries what the raw read selected.
+                store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, context.run.run_id, available)
             return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
                     "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
                     "preview": _preview(result.contacts, ["contact_id", "display_name", "department", "country"])}
@@ -179,27 +219,32 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         yield from _checked_write(integration, checks, write, started)
 
     @dg.asset(
-        **common, kinds={"duckdb"}, deps=[mapped_contacts],
+        **common, kinds={"duckdb"}, deps=[mapped_contacts], check_specs=c.specs(c.EXCLUSIONS_KEEP_CONTACTS),
         description="The synced contacts: mapped contacts that no exclusion rule removed (table contacts), and "
                     "who was excluded by which rule (table excluded_contacts). Replaces this integration's "
-                    "rows of both in one transaction.",
+                    "rows of both in one transaction, and in the same transaction takes people who are no "
+                    "longer contacts off every list.",
     )
     def filtered_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                          warehouse: DuckDBResource) -> dg.MaterializeResult:
-        integration = integrations.get(context.partition_key)
+                          warehouse: WarehouseResource):
         started = time.monotonic()
+        integration = integrations.get(context.partition_key)
         with warehouse.get_connection() as con:
+            _require_fields(con, integration, s.MAPPED_CONTACTS, {rule.field for rule in integration.exclusions})
             mapped = store.read_contacts(con, s.MAPPED_CONTACTS, integration.key)
-            result = exclusions.apply_exclusions(mapped, integration.exclusions)
-            with transaction(con):
+        result = exclusions.apply_exclusions(mapped, integration.exclusions)
+
+        def write() -> dict:
+            with warehouse.get_connection() as con, transaction(con):
                 rows = store.write_contacts(con, s.CONTACTS, integration.key, context.run.run_id, result.kept)
                 store.write_exclusions(con, integration.key, context.run.run_id, result.excluded)
-        return dg.MaterializeResult(metadata={
-            "rows": rows, "excluded": len(result.excluded),
-            "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
-            "seconds": round(time.monotonic() - started, 3),
-            "preview": _preview(result.kept, ["contact_id", "display_name", "department", "country"]),
-        })
+                pruned = store.prune_list_members(con, integration.key)
+            return {"rows": rows, "excluded": len(result.excluded), "list_members_removed": pruned,
+                    "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
+                    "preview": _preview(result.kept, ["contact_id", "display_name", "department", "country"])}
+
+        yield from _checked_write(integration, [c.contacts_kept_result(len(mapped), len(result.kept))], write,
+                                  started)
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[filtered_contacts, raw_graph_groups],
@@ -209,7 +254,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "here. Replaces this integration's lists, members and list errors in one transaction.",
     )
     def distribution_lists(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                           warehouse: DuckDBResource):
+                           warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         selection = integration.distribution_lists

@@ -3,8 +3,8 @@
 All checks are evaluated inside their asset, on the data it is about to write. Severity is
 chosen per check:
 - ERROR and blocking where continuing would damage the synced contacts: a directory read that lost
-  pages (nothing is written) and a mapping that turns a non-empty directory into zero contacts
-  (the contacts table is left as it was, because filtered_contacts does not run).
+  pages, a mapping that turns a non-empty directory into zero contacts, exclusions that remove
+  everyone. The asset then writes nothing and the assets after it do not run.
 - WARN where the sync is still right for everyone else and an administrator has something to fix
   in the directory or the configuration: users without a usable Unique Contact ID, duplicate IDs,
   selected lists that do not exist or are ambiguous.
@@ -21,28 +21,37 @@ from entra_pipeline.warehouse import schema as s
 RAW_USERS_COMPLETE = "all_directory_users_read"
 RAW_GROUPS_COMPLETE = "all_directory_groups_read"
 DIRECTORY_USERS_MAPPED = "directory_users_mapped"
+EXCLUSIONS_KEEP_CONTACTS = "exclusions_keep_contacts"
 CONTACTS_HAVE_UNIQUE_ID = "contacts_have_unique_id"
 UNIQUE_CONTACT_IDS_DISTINCT = "unique_contact_ids_distinct"
+CONTACT_VALUES_VALID = "contact_values_valid"
 SELECTED_LISTS_RESOLVED = "selected_lists_resolved"
 
+FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
 
-_COMPLETE = ("Paging reached every object Graph counted ($count). A read that stopped early writes "
-             "nothing and blocks the rest of the sync.")
+_COMPLETE = ("Paging reached every object Graph counted ($count), for {what}. A read that stopped early "
+             "writes nothing and blocks the rest of the sync; a read Graph gave no count for warns.")
 
 # check name -> (asset, blocking, description)
 CHECKS: dict[str, tuple[str, bool, str]] = {
-    RAW_USERS_COMPLETE: (s.RAW_GRAPH_USERS, True, _COMPLETE),
-    RAW_GROUPS_COMPLETE: (s.RAW_GRAPH_GROUPS, True, _COMPLETE),
+    RAW_USERS_COMPLETE: (s.RAW_GRAPH_USERS, True, _COMPLETE.format(what="users")),
+    RAW_GROUPS_COMPLETE: (s.RAW_GRAPH_GROUPS, True, _COMPLETE.format(what="groups and each group's members")),
     DIRECTORY_USERS_MAPPED: (s.MAPPED_CONTACTS, True,
         "A directory with users produced at least one contact. Zero means the Unique Contact ID is "
         "mapped to a field nobody has; nothing is written and the synced contacts stay as they were."),
+    EXCLUSIONS_KEEP_CONTACTS: (FILTERED_CONTACTS, True,
+        "The exclusion rules left at least one contact. Removing everyone means a rule is wrong; nothing is "
+        "written and the synced contacts and lists stay as they were."),
     CONTACTS_HAVE_UNIQUE_ID: (s.MAPPED_CONTACTS, False,
         "Directory users without a usable Unique Contact ID (empty, or not an email address when the ID "
         "is the email). They are not imported; fix them in the directory."),
     UNIQUE_CONTACT_IDS_DISTINCT: (s.MAPPED_CONTACTS, False,
         "Users sharing one Unique Contact ID. The user with the smallest object id is kept; every user "
         "involved is listed in import_errors."),
+    CONTACT_VALUES_VALID: (s.MAPPED_CONTACTS, False,
+        "Directory values that do not fit their contact field's type (for example a text attribute mapped to "
+        "the true/false field account_enabled). The contact is imported with that field empty."),
     SELECTED_LISTS_RESOLVED: (s.DISTRIBUTION_LISTS, False,
         "Every configured list (by id or display name) matched exactly one mail-enabled group."),
 }
@@ -53,6 +62,7 @@ ISSUE_CHECKS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               "users without a usable Unique Contact ID"),
     UNIQUE_CONTACT_IDS_DISTINCT: (s.MAPPED_CONTACTS, (mapping.DUPLICATE_UNIQUE_ID,),
                                   "users sharing a Unique Contact ID"),
+    CONTACT_VALUES_VALID: (s.MAPPED_CONTACTS, (mapping.INVALID_VALUE,), "values that do not fit their field"),
     SELECTED_LISTS_RESOLVED: (s.DISTRIBUTION_LISTS,
                               (lists.LIST_NOT_FOUND, lists.LIST_NAME_AMBIGUOUS, lists.LIST_NOT_MAIL_ENABLED),
                               "selected lists not resolved"),
@@ -67,37 +77,81 @@ def specs(*names: str) -> list[dg.AssetCheckSpec]:
 
 
 def failed_blocking(results: list[dg.AssetCheckResult]) -> list[dg.AssetCheckResult]:
-    return [r for r in results if not r.passed and CHECKS[r.check_name][1]]
+    """Failed results that stop the asset: ERROR severity on a blocking check."""
+    return [r for r in results if not r.passed and CHECKS[r.check_name][1]
+            and r.severity == dg.AssetCheckSeverity.ERROR]
 
 
-def shortfall_allowed(reported: int) -> int:
+def shortfall_allowed(reported: int, page_size: int) -> int:
     # $count is eventually consistent: on a large tenant a few objects deleted during a long read
-    # are normal churn (0.1 %); a lost page is far more than that.
-    return reported // 1000
+    # are normal churn (0.1 %), but never as much as half a page, which is what a lost page costs.
+    return min(reported // 1000, page_size // 2)
 
 
-def completeness_result(name: str, what: str, collection: Collection) -> dg.AssetCheckResult:
-    fetched, reported = len(collection.items), collection.reported_count
-    meta = {"fetched": fetched, "graph_reported_count": reported, "pages": collection.pages}
-    if reported is None:
-        return dg.AssetCheckResult(asset_key=CHECKS[name][0], check_name=name, passed=True,
-                                   severity=dg.AssetCheckSeverity.ERROR,
-                                   description=f"Graph reported no count for {what}", metadata=meta)
-    missing = reported - fetched
-    passed = missing <= shortfall_allowed(reported)
-    description = (f"read {fetched:,} of {reported:,} {what} Graph counted" if passed else
-                   f"paging stopped early: read {fetched:,} {what} but Graph counted {reported:,}")
-    return dg.AssetCheckResult(asset_key=CHECKS[name][0], check_name=name, passed=passed,
-                               severity=dg.AssetCheckSeverity.ERROR, description=description, metadata=meta)
+def _short(collection: Collection, page_size: int) -> int | None:
+    """How many items paging missed beyond normal churn; None when Graph gave no count."""
+    if collection.reported_count is None:
+        return None
+    missing = collection.reported_count - len(collection.items)
+    return missing if missing > shortfall_allowed(collection.reported_count, page_size) else 0
+
+
+def _result(name: str, passed: bool, description: str, metadata: dict,
+            severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(asset_key=CHECKS[name][0], check_name=name, passed=passed, severity=severity,
+                               description=description, metadata=metadata)
+
+
+def _no_count(name: str, what: str, metadata: dict) -> dg.AssetCheckResult:
+    # Without $count nothing can be compared: say so loudly, but do not block (WARN).
+    return _result(name, False, f"Graph reported no $count for {what}: completeness not verified", metadata,
+                   dg.AssetCheckSeverity.WARN)
+
+
+def users_complete_result(users: Collection, page_size: int) -> dg.AssetCheckResult:
+    fetched, reported = len(users.items), users.reported_count
+    meta = {"fetched": fetched, "graph_reported_count": reported, "pages": users.pages}
+    short = _short(users, page_size)
+    if short is None:
+        return _no_count(RAW_USERS_COMPLETE, "users", meta)
+    if short:
+        return _result(RAW_USERS_COMPLETE, False,
+                       f"paging stopped early: read {fetched:,} users but Graph counted {reported:,}", meta)
+    return _result(RAW_USERS_COMPLETE, True, f"read {fetched:,} of {reported:,} users Graph counted", meta)
+
+
+def groups_complete_result(groups: Collection, members: dict[str, Collection], page_size: int) -> dg.AssetCheckResult:
+    """Groups and every group's member list reached what Graph counted."""
+    short_lists = {gid: c for gid, c in members.items() if _short(c, page_size)}
+    uncounted = [gid for gid, c in members.items() if c.reported_count is None]
+    meta = {"groups_fetched": len(groups.items), "graph_reported_count": groups.reported_count,
+            "member_lists_cut_short": len(short_lists), "member_lists_without_count": len(uncounted)}
+    short = _short(groups, page_size)
+    problems = []
+    if short:
+        problems.append(f"read {len(groups.items):,} groups but Graph counted {groups.reported_count:,}")
+    for gid, c in sorted(short_lists.items())[:5]:
+        problems.append(f"group {gid}: read {len(c.items):,} members but Graph counted {c.reported_count:,}")
+    if len(short_lists) > 5:
+        problems.append(f"and {len(short_lists) - 5} more member lists")
+    if problems:
+        return _result(RAW_GROUPS_COMPLETE, False, "paging stopped early: " + "; ".join(problems), meta)
+    if short is None or uncounted:
+        return _no_count(RAW_GROUPS_COMPLETE, "groups or group members", meta)
+    return _result(RAW_GROUPS_COMPLETE, True,
+                   f"read {len(groups.items):,} groups and {len(members):,} member lists as Graph counted", meta)
 
 
 def users_mapped_result(directory_users: int, contacts: int) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=s.MAPPED_CONTACTS, check_name=DIRECTORY_USERS_MAPPED,
-        passed=not (directory_users > 0 and contacts == 0), severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{contacts:,} contacts from {directory_users:,} directory users",
-        metadata={"directory_users": directory_users, "mapped_contacts": contacts},
-    )
+    return _result(DIRECTORY_USERS_MAPPED, not (directory_users > 0 and contacts == 0),
+                   f"{contacts:,} contacts from {directory_users:,} directory users",
+                   {"directory_users": directory_users, "mapped_contacts": contacts})
+
+
+def contacts_kept_result(mapped: int, kept: int) -> dg.AssetCheckResult:
+    return _result(EXCLUSIONS_KEEP_CONTACTS, not (mapped > 0 and kept == 0),
+                   f"{kept:,} of {mapped:,} mapped contacts kept after exclusions",
+                   {"mapped_contacts": mapped, "contacts": kept})
 
 
 def issues_result(name: str, issues: list[ImportIssue]) -> dg.AssetCheckResult:

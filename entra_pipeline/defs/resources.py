@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 
 from entra_pipeline.config import Integration, IntegrationsFile, load_integrations
 from entra_pipeline.demo_tenant import ensure_demo_tenant
@@ -52,3 +55,16 @@ class GraphResource(dg.ConfigurableResource):
             max_retry_after_seconds=source.max_retry_after_seconds,
             parallel_requests=source.parallel_requests,
         ))
+
+
+class WarehouseResource(DuckDBResource):
+    """dagster-duckdb's resource, with the connection closed even when the body raises: a leaked
+    connection would keep DuckDB's file lock until the traceback is collected."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator:
+        with super().get_connection() as con:
+            try:
+                yield con
+            finally:
+                con.close()

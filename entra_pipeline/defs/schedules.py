@@ -9,7 +9,7 @@ from entra_pipeline.config import Integration, IntegrationsFile
 
 
 def schedule_name(integration: Integration) -> str:
-    return f"sync_{integration.key.replace('-', '_')}"
+    return f"sync_{integration.key}"
 
 
 def _schedule(integration: Integration, job: "dg.UnresolvedAssetJobDefinition") -> dg.ScheduleDefinition:

@@ -45,6 +45,20 @@ class GraphError(RuntimeError):
         self.request_id = request_id
 
 
+class _TimeoutSession(requests.Session):
+    """A session whose every request has a timeout, including MSAL's token requests: MSAL takes
+    no timeout of its own when it is handed an http_client."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.default_timeout = timeout
+
+    def request(self, method, url, **kwargs):  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.default_timeout
+        return super().request(method, url, **kwargs)
+
+
 class _GraphRetry(Retry):
     # Graph may send Retry-After on 503 and 504 as well as on 429.
     RETRY_AFTER_STATUS_CODES = frozenset([429, 503, 504])
@@ -113,7 +127,7 @@ class GraphClient:
             # Return the last answer instead of raising, so its Graph error body can be reported.
             raise_on_status=False,
         )
-        self.session = requests.Session()
+        self.session = _TimeoutSession(settings.timeout_seconds)
         self.session.trust_env = False
         self.session.verify = settings.ca_bundle or True
         self.session.headers["User-Agent"] = USER_AGENT
@@ -121,6 +135,7 @@ class GraphClient:
                               pool_maxsize=max(settings.parallel_requests, 2))
         self.session.mount("https://", adapter)
         self._tokens: ClientSecretTokens | None = None
+        self._token_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> GraphClient:
@@ -133,30 +148,37 @@ class GraphClient:
         self.session.close()
 
     # -- requests --------------------------------------------------------------------------
-    def _token(self, force_refresh: bool = False) -> str:
-        if self._tokens is None:
-            s = self.settings
-            self._tokens = ClientSecretTokens(
-                authority_host=s.authority_host, tenant_id=s.tenant_id, client_id=s.client_id,
-                client_secret=s.client_secret, graph_url=s.graph_url, session=self.session,
-            )
-        token = self._tokens.token(force_refresh)
-        self.stats.token_requests = self._tokens.requests
-        return token
+    def _token(self, rejected: str | None = None) -> str:
+        """A valid access token; ``rejected`` is one Graph refused, renewed unless another thread
+        already renewed it."""
+        with self._token_lock:
+            if self._tokens is None:
+                s = self.settings
+                self._tokens = ClientSecretTokens(
+                    authority_host=s.authority_host, tenant_id=s.tenant_id, client_id=s.client_id,
+                    client_secret=s.client_secret, graph_url=s.graph_url, session=self.session,
+                )
+            token = self._tokens.token()
+            if rejected is not None and token == rejected:
+                token = self._tokens.token(force_refresh=True)
+            self.stats.token_requests = self._tokens.requests
+            return token
 
     def get_json(self, url: str, params: dict | None = None, headers: dict | None = None) -> dict:
         """GET a Graph URL and return its JSON object, or raise GraphError."""
         what = _describe(url)
+        token = self._token()
         for attempt in (1, 2):
+            if attempt == 2:
+                token = self._token(rejected=token)
             request_headers = {
-                "Authorization": f"Bearer {self._token(force_refresh=attempt == 2)}",
+                "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
                 "client-request-id": str(uuid.uuid4()),
                 **(headers or {}),
             }
             try:
-                response = self.session.get(url, params=params, headers=request_headers,
-                                            timeout=self.settings.timeout_seconds)
+                response = self.session.get(url, params=params, headers=request_headers)
             except requests.RequestException as exc:
                 raise GraphError(f"GET {what} failed after retries: {type(exc).__name__}: "
                                  f"{_short(str(exc))}") from None
@@ -235,29 +257,34 @@ class GraphClient:
         return self.list_collection("groups", {"$select": ",".join(select)}, count=True,
                                     label="groups", progress=progress)
 
-    def group_members(self, group_ids: list[str], progress: Progress | None = None) -> dict[str, list[tuple[str, str]]]:
-        """Direct members of each group as (type, id): type is ``user``, ``group``, ``orgContact``...
-
-        Read in parallel (``parallel_requests``); a group larger than a page spans several.
-        """
+    def group_members(self, group_ids: list[str], progress: Progress | None = None) -> dict[str, Collection | None]:
+        """Direct members of each group, items carrying ``@odata.type``; None for a group that was
+        deleted after it was listed (404). Read in parallel (``parallel_requests``), with
+        ``$count`` so that a membership list cut short can be noticed."""
         done = 0
         lock = threading.Lock()
 
-        def fetch(group_id: str) -> tuple[str, list[tuple[str, str]]]:
+        def fetch(group_id: str) -> tuple[str, Collection | None]:
             nonlocal done
-            members = self.list_collection(f"groups/{quote(group_id, safe='')}/members",
-                                           {"$select": "id"}).items
+            try:
+                members: Collection | None = self.list_collection(
+                    f"groups/{quote(group_id, safe='')}/members", {"$select": "id"}, count=True)
+            except GraphError as exc:
+                if exc.status != 404:
+                    raise
+                members = None
             with lock:
                 done += 1
                 if progress is not None and (done % 100 == 0 or done == len(group_ids)):
                     progress("group memberships", done, len(group_ids))
-            return group_id, [(_member_type(m), m["id"]) for m in members]
+            return group_id, members
 
         with ThreadPoolExecutor(max_workers=self.settings.parallel_requests) as pool:
             return dict(pool.map(fetch, group_ids))
 
 
-def _member_type(item: dict) -> str:
+def member_type(item: dict) -> str:
+    """``#microsoft.graph.user`` -> ``user``; GraphError for an item without a Graph type."""
     odata_type = item.get("@odata.type")
     if not isinstance(odata_type, str) or not odata_type.startswith("#microsoft.graph."):
         raise GraphError(f"member {item.get('id')!r} has no usable @odata.type: {odata_type!r}")
@@ -307,4 +334,4 @@ def _error_from(response: requests.Response, what: str) -> GraphError:
     )
 
 
-__all__ = ["AuthError", "Collection", "GraphClient", "GraphError", "GraphSettings", "GraphStats"]
+__all__ = ["AuthError", "Collection", "GraphClient", "GraphError", "GraphSettings", "GraphStats", "member_type"]

@@ -9,6 +9,7 @@ directory extensions ``extension_{appIdWithoutHyphens}_{name}``.
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 # Graph user properties a contact could use. Graph only returns some of them with $select,
 # so every request names exactly what the mapping and the exclusions need.
@@ -67,6 +68,8 @@ DEFAULT_MAPPING: dict[str, str | None] = {
 }
 
 CONTACT_FIELDS: tuple[str, ...] = tuple(DEFAULT_MAPPING)
+# Every other contact field is text.
+BOOLEAN_CONTACT_FIELDS: frozenset[str] = frozenset({"account_enabled"})
 
 
 def is_valid_source_field(name: str) -> bool:
@@ -94,3 +97,14 @@ def flatten_user(user: dict) -> dict:
         for name in EXTENSION_ATTRIBUTES:
             flat[name] = ext.get(name)
     return flat
+
+
+def imported_fields_for(select: Iterable[str]) -> set[str]:
+    """The imported fields a Graph ``$select`` returns (the inverse of ``graph_select_for``)."""
+    fields: set[str] = set()
+    for name in select:
+        if name == EXTENSION_CONTAINER:
+            fields.update(EXTENSION_ATTRIBUTES)
+        else:
+            fields.add(name)
+    return fields

@@ -9,18 +9,20 @@ reported.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from entra_pipeline.transform.errors import ImportIssue
-from entra_pipeline.transform.fields import flatten_user
+from entra_pipeline.transform.fields import BOOLEAN_CONTACT_FIELDS, flatten_user
 
 STAGE = "mapped_contacts"
 
 MISSING_UNIQUE_ID = "missing_unique_id"
 INVALID_UNIQUE_ID = "invalid_unique_id"
 DUPLICATE_UNIQUE_ID = "duplicate_unique_id"
+INVALID_VALUE = "invalid_value"
 
 # Deliberately loose: one @, no spaces, a dot in the domain. Mail servers are the final judge.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -33,14 +35,16 @@ class MappingResult:
     users_read: int = 0
 
 
-def _scalar(value: Any) -> Any:
-    """Graph collections (businessPhones, otherMails) feed a single contact field: first non-empty."""
+def _text(value: Any) -> str | None:
+    """A directory value as contact text. Graph collections (businessPhones, otherMails) feed a
+    single field with their first non-empty entry; numbers and booleans keep their JSON spelling."""
     if isinstance(value, list):
-        return next((v for v in value if v not in (None, "")), None)
+        value = next((v for v in value if v not in (None, "")), None)
+    if value is None:
+        return None
     if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    return value
+        return value.strip() or None
+    return json.dumps(value, ensure_ascii=False)
 
 
 def normalise_unique_id(field_name: str, value: Any) -> tuple[str | None, str | None]:
@@ -71,7 +75,17 @@ def map_users(users: Iterable[dict], resolved_mapping: dict[str, str | None], un
         imported = flatten_user(user)
         contact: dict[str, Any] = {"source_id": user["id"]}
         for contact_field, source in resolved_mapping.items():
-            contact[contact_field] = _scalar(imported.get(source)) if source else None
+            value = imported.get(source) if source else None
+            if contact_field not in BOOLEAN_CONTACT_FIELDS:
+                contact[contact_field] = _text(value)
+            elif value is None or isinstance(value, bool):
+                contact[contact_field] = value
+            else:
+                contact[contact_field] = None
+                result.issues.append(ImportIssue(
+                    stage=STAGE, record=user["id"], field=contact_field, code=INVALID_VALUE,
+                    message=f"user {imported.get('userPrincipalName') or user['id']}: {contact_field} takes "
+                            f"true or false, but {source} is {value!r}; left empty"))
         if contact.get("email"):
             contact["email"] = str(contact["email"]).lower()
         contact["imported"] = imported

@@ -16,6 +16,7 @@ EXCLUDED_CONTACTS = "excluded_contacts"
 DISTRIBUTION_LISTS = "distribution_lists"
 DISTRIBUTION_LIST_MEMBERS = "distribution_list_members"
 IMPORT_ERRORS = "import_errors"
+DIRECTORY_FIELDS_READ = "directory_fields_read"
 
 # Contact columns shared by mapped_contacts and contacts, in order (see transform.fields).
 CONTACT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -83,6 +84,10 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "record VARCHAR", "field VARCHAR", "code VARCHAR NOT NULL", "message VARCHAR NOT NULL",
         "created_at TIMESTAMPTZ NOT NULL",
     ), "Per-record problems found by each stage of the latest sync of each integration."),
+    (DIRECTORY_FIELDS_READ, (
+        "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "fields VARCHAR[] NOT NULL", *_RUN,
+    ), "Which directory fields each stage's current rows carry, so a stage never applies a mapping or "
+       "exclusion to fields that were not read."),
 )
 
 

@@ -21,9 +21,9 @@ from entra_pipeline.warehouse import schema as s
 @contextmanager
 def transaction(con) -> Iterator:
     """BEGIN ... COMMIT, or ROLLBACK on any exception (including KeyboardInterrupt)."""
-    s.ensure_schema(con)
     con.execute("BEGIN TRANSACTION")
     try:
+        s.ensure_schema(con)
         yield con
     except BaseException:
         con.execute("ROLLBACK")
@@ -41,15 +41,15 @@ def _replace(con, table: str, integration: str, frame: pd.DataFrame) -> int:
         return 0
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     con.register("_incoming", frame)
-    try:
-        con.execute(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM _incoming')
-    finally:
-        con.unregister("_incoming")
+    # No unregister on failure: in an aborted transaction it would raise and hide the real error.
+    con.execute(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM _incoming')
+    con.unregister("_incoming")
     return len(frame)
 
 
 def _frame(rows: list[dict], columns: list[str], integration: str, run_id: str) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=columns)
+    # dtype=object: pandas would turn integers mixed with None into floats ("42.0").
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
     frame.insert(0, "integration", integration)
     frame["run_id"] = run_id
     frame["synced_at"] = _now()
@@ -134,7 +134,7 @@ def _contact_frame(contacts: list[dict], integration: str, run_id: str) -> pd.Da
     # Column by column: no per-contact row copies on a 100k-contact tenant.
     columns = {name: [c[name] for c in contacts] for name in _CONTACT_COLUMNS if name != "imported"}
     columns["imported"] = [json.dumps(c["imported"], ensure_ascii=False, default=str) for c in contacts]
-    frame = pd.DataFrame(columns, columns=_CONTACT_COLUMNS)
+    frame = pd.DataFrame(columns, columns=_CONTACT_COLUMNS, dtype=object)
     frame.insert(0, "integration", integration)
     frame["run_id"] = run_id
     frame["synced_at"] = _now()
@@ -163,6 +163,39 @@ def write_exclusions(con, integration: str, run_id: str, excluded: list[tuple[di
     rows = [{"contact_id": c["contact_id"], "source_id": c["source_id"], "rule": rule} for c, rule in excluded]
     return _replace(con, s.EXCLUDED_CONTACTS, integration,
                     _frame(rows, ["contact_id", "source_id", "rule"], integration, run_id))
+
+
+def prune_list_members(con, integration: str) -> int:
+    """Drop list members that are no longer contacts, and recount the lists.
+
+    Runs with every contacts write, so that an excluded or vanished person leaves every list at
+    once, even when this run's distribution_lists step does not get to run.
+    """
+    removed = con.execute(
+        f'DELETE FROM "{s.DISTRIBUTION_LIST_MEMBERS}" m WHERE m.integration = ? AND NOT EXISTS '
+        f'(SELECT 1 FROM "{s.CONTACTS}" c WHERE c.integration = m.integration AND c.contact_id = m.contact_id)',
+        [integration]).fetchone()[0]
+    if removed:
+        con.execute(
+            f'UPDATE "{s.DISTRIBUTION_LISTS}" l SET member_count = (SELECT count(*) FROM '
+            f'"{s.DISTRIBUTION_LIST_MEMBERS}" m WHERE m.integration = l.integration AND m.list_id = l.list_id) '
+            "WHERE l.integration = ?", [integration])
+    return removed
+
+
+def write_fields_read(con, integration: str, stage: str, run_id: str, fields: Iterable[str]) -> None:
+    """Record which directory fields a stage's rows carry (see ``fields_read``)."""
+    con.execute(f'DELETE FROM "{s.DIRECTORY_FIELDS_READ}" WHERE integration = ? AND stage = ?', [integration, stage])
+    con.execute(f'INSERT INTO "{s.DIRECTORY_FIELDS_READ}" VALUES (?, ?, ?, ?, ?)',
+                [integration, stage, sorted(fields), run_id, _now()])
+
+
+def fields_read(con, integration: str, stage: str) -> set[str] | None:
+    """The directory fields a stage's current rows carry; None if the stage never ran."""
+    s.ensure_schema(con)
+    row = con.execute(f'SELECT fields FROM "{s.DIRECTORY_FIELDS_READ}" WHERE integration = ? AND stage = ?',
+                      [integration, stage]).fetchone()
+    return set(row[0]) if row else None
 
 
 def contact_ids_by_source(con, integration: str) -> dict[str, str]:
