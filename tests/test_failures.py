@@ -71,7 +71,6 @@ def test_wrong_secret_is_one_clear_error_and_nothing_changes(first_sync, monkeyp
         assert wrong not in message and SECRET not in message
     assert materialized(result) == set()
     assert first_sync.snapshot() == before
-    assert wrong not in repr(before)
 
 
 def test_missing_secret_variable_names_it(first_sync, monkeypatch):
