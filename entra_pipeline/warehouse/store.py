@@ -47,9 +47,10 @@ def _replace(con, table: str, integration: str, frame: pd.DataFrame) -> int:
     return len(frame)
 
 
-def _frame(rows: list[dict], columns: list[str], integration: str, run_id: str) -> pd.DataFrame:
+def _frame(data: list[dict] | dict[str, list], columns: list[str], integration: str, run_id: str) -> pd.DataFrame:
+    """Rows (a list of dicts) or columns (a dict of lists) plus the integration and run columns."""
     # dtype=object: pandas would turn integers mixed with None into floats ("42.0").
-    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    frame = pd.DataFrame(data, columns=columns, dtype=object)
     frame.insert(0, "integration", integration)
     frame["run_id"] = run_id
     frame["synced_at"] = _now()
@@ -134,11 +135,7 @@ def _contact_frame(contacts: list[dict], integration: str, run_id: str) -> pd.Da
     # Column by column: no per-contact row copies on a 100k-contact tenant.
     columns = {name: [c[name] for c in contacts] for name in _CONTACT_COLUMNS if name != "imported"}
     columns["imported"] = [json.dumps(c["imported"], ensure_ascii=False, default=str) for c in contacts]
-    frame = pd.DataFrame(columns, columns=_CONTACT_COLUMNS, dtype=object)
-    frame.insert(0, "integration", integration)
-    frame["run_id"] = run_id
-    frame["synced_at"] = _now()
-    return frame
+    return _frame(columns, _CONTACT_COLUMNS, integration, run_id)
 
 
 def write_contacts(con, table: str, integration: str, run_id: str, contacts: list[dict]) -> int:
