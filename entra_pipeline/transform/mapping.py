@@ -74,6 +74,7 @@ def map_users(users: Iterable[dict], resolved_mapping: dict[str, str | None], un
         result.users_read += 1
         imported = flatten_user(user)
         contact: dict[str, Any] = {"source_id": user["id"]}
+        value_issues: list[ImportIssue] = []
         for contact_field, source in resolved_mapping.items():
             value = imported.get(source) if source else None
             if contact_field not in BOOLEAN_CONTACT_FIELDS:
@@ -82,7 +83,7 @@ def map_users(users: Iterable[dict], resolved_mapping: dict[str, str | None], un
                 contact[contact_field] = value
             else:
                 contact[contact_field] = None
-                result.issues.append(ImportIssue(
+                value_issues.append(ImportIssue(
                     stage=STAGE, record=user["id"], field=contact_field, code=INVALID_VALUE,
                     message=f"user {imported.get('userPrincipalName') or user['id']}: {contact_field} takes "
                             f"true or false, but {source} is {value!r}; left empty"))
@@ -104,6 +105,8 @@ def map_users(users: Iterable[dict], resolved_mapping: dict[str, str | None], un
                 )
             )
             continue
+        # Value problems matter only for users who become contacts.
+        result.issues.extend(value_issues)
         contact["contact_id"] = contact_id
         by_id.setdefault(contact_id, []).append(contact)
 
