@@ -30,8 +30,12 @@ from pydantic import (
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from entra_pipeline.transform.fields import (
-    CONTACT_FIELDS,
+    BUILTIN_FIELDS,
+    CUSTOM_FIELD_TYPES,
+    DATE,
     DEFAULT_MAPPING,
+    DIRECTORY_EXTENSION,
+    EXTENSION_ATTRIBUTES,
     is_valid_source_field,
 )
 
@@ -138,77 +142,212 @@ class Schedule(_Strict):
         return value
 
 
-class Mapping(_Strict):
-    """Imported (directory) fields -> contact fields.
+SKIP = "skip"
+# Contact columns that are not fields: a custom field may not take these names.
+RESERVED_COLUMNS = frozenset({"integration", "contact_id", "source_id", "imported", "run_id", "synced_at"})
 
-    ``fields`` overrides the automatic mapping per contact field; ``null`` skips a field.
-    ``unique_id`` names the contact field that identifies a contact (default: email).
-    """
 
-    unique_id: str = "email"
-    fields: dict[str, str | None] = Field(default_factory=dict)
+def _check_imported(name: str) -> str:
+    if name.startswith("extension_") and not DIRECTORY_EXTENSION.match(name):
+        raise ValueError(f"bad custom field ID {name!r} (expected extension_{{appId without hyphens: 32 hex "
+                         "digits}_{name}, as the directory shows it)")
+    if not is_valid_source_field(name):
+        raise ValueError(f"unknown directory field {name!r}")
+    return name
 
-    @field_validator("fields")
+
+class CustomField(_Strict):
+    """A contact field the configuration creates. ``format`` (Date only) reads non-ISO dates, e.g.
+    ``%d/%m/%Y``; without it dates must be ISO 8601 (``2024-03-01`` or a Graph date-time)."""
+
+    type: str
+    format: str | None = None
+
+    @field_validator("type")
     @classmethod
-    def _known_fields(cls, value: dict[str, str | None]) -> dict[str, str | None]:
-        for contact_field, source in value.items():
-            if contact_field not in CONTACT_FIELDS:
-                raise ValueError(
-                    f"unknown contact field {contact_field!r} (known: {', '.join(CONTACT_FIELDS)})"
-                )
-            if source is not None and not is_valid_source_field(source):
-                raise ValueError(f"{contact_field}: unknown directory field {source!r}")
+    def _known_type(cls, value: str) -> str:
+        if value not in CUSTOM_FIELD_TYPES:
+            raise ValueError(f"unknown type {value!r} (use Text, Number or Date)")
         return value
 
     @model_validator(mode="after")
-    def _unique_id_mapped(self) -> Mapping:
-        if self.unique_id not in CONTACT_FIELDS:
-            raise ValueError(f"unique_id: unknown contact field {self.unique_id!r}")
-        if self.resolved()[self.unique_id] is None:
-            raise ValueError(f"unique_id: the field {self.unique_id!r} cannot be skipped")
+    def _format_for_dates(self) -> CustomField:
+        if self.format is not None and self.type != DATE:
+            raise ValueError("format applies to Date fields only")
         return self
-
-    def resolved(self) -> dict[str, str | None]:
-        """Contact field -> imported field (None = skipped), defaults overlaid by ``fields``."""
-        return {**DEFAULT_MAPPING, **self.fields}
-
-
-ScalarValue = str | int | float | bool
-
-
-class ExclusionRule(_Strict):
-    """Exclude directory users whose imported field matches. Comparisons are case-sensitive."""
-
-    name: str = Field(min_length=1)
-    field: str
-    equals: ScalarValue | None = None
-    not_equals: ScalarValue | None = None
-    one_of: Annotated[list[ScalarValue], Field(min_length=1)] | None = Field(None, alias="in")
-    starts_with: str | None = None
-    is_empty: bool | None = None
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("field")
-    @classmethod
-    def _known_field(cls, value: str) -> str:
-        if not is_valid_source_field(value):
-            raise ValueError(f"unknown directory field {value!r}")
-        return value
 
     @model_validator(mode="before")
     @classmethod
-    def _one_operator(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            ops = [k for k in ("equals", "not_equals", "in", "one_of", "starts_with", "is_empty") if k in data]
-            if len(ops) != 1:
-                raise ValueError(
-                    "each exclusion needs exactly one of equals, not_equals, in, starts_with, is_empty"
-                    f" (got {', '.join(ops) or 'none'})"
-                )
-            if data[ops[0]] is None:
-                raise ValueError(f"{ops[0]}: a value is needed (to match empty fields use is_empty: true)")
+    def _shorthand(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+
+class Mapping(_Strict):
+    """Imported (directory) fields -> contact fields, as the product's "Map fields" step.
+
+    ``fields`` maps an imported field to a contact field, or to ``skip``; imported fields not named
+    keep the automatic mapping, unless an explicit mapping takes their contact field.
+    ``custom_fields`` creates new contact fields with a type. ``unique_id`` names the contact field
+    that identifies a contact (default: email); it cannot be skipped. The 15 extension attributes
+    must each be mapped or skipped; while some are undecided a WARN check lists them.
+    """
+
+    unique_id: str = "email"
+    fields: dict[str, str] = Field(default_factory=dict)
+    custom_fields: dict[str, CustomField] = Field(default_factory=dict)
+
+    @field_validator("custom_fields")
+    @classmethod
+    def _custom_names(cls, value: dict[str, CustomField]) -> dict[str, CustomField]:
+        for name in value:
+            if not re.match(r"^[a-z][a-z0-9_]{0,62}$", name):
+                raise ValueError(f"custom field name {name!r} must be lower case letters, digits and _")
+            if name in BUILTIN_FIELDS or name in RESERVED_COLUMNS:
+                raise ValueError(f"custom field name {name!r} is taken by a built-in field")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _imported_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for imported in value:
+            _check_imported(imported)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Mapping:
+        known = {**BUILTIN_FIELDS, **{n: f.type for n, f in self.custom_fields.items()}}
+        targets: dict[str, list[str]] = {}
+        for imported, target in self.fields.items():
+            if target == SKIP:
+                continue
+            if target not in known:
+                raise ValueError(f"fields.{imported}: unknown contact field {target!r} "
+                                 "(a built-in field, a custom field, or skip)")
+            targets.setdefault(target, []).append(imported)
+        for target, sources in targets.items():
+            if len(sources) > 1:
+                raise ValueError(f"two imported fields map to contact field {target!r}: {', '.join(sources)}")
+        if self.unique_id not in known:
+            raise ValueError(f"unique_id: unknown contact field {self.unique_id!r}")
+        resolved = self.resolved()
+        if resolved[self.unique_id] is None:
+            raise ValueError(f"unique_id: the Unique Contact ID field {self.unique_id!r} cannot be skipped")
+        unmapped = [n for n in self.custom_fields if resolved[n] is None]
+        if unmapped:
+            raise ValueError(f"custom field {unmapped[0]!r} is not mapped from any imported field")
+        return self
+
+    def field_types(self) -> dict[str, str]:
+        """Every contact field of this integration -> its type (Text, Number, Date, Boolean)."""
+        return {**BUILTIN_FIELDS, **{n: f.type for n, f in self.custom_fields.items()}}
+
+    def resolved(self) -> dict[str, str | None]:
+        """Contact field -> the imported field feeding it (None: nothing feeds it)."""
+        explicit = {target for target in self.fields.values() if target != SKIP}
+        result: dict[str, str | None] = {name: None for name in self.field_types()}
+        for imported, target in DEFAULT_MAPPING.items():
+            if imported not in self.fields and target not in explicit:
+                result[target] = imported
+        for imported, target in self.fields.items():
+            if target != SKIP:
+                result[target] = imported
+        return result
+
+    def undecided_extension_attributes(self) -> list[str]:
+        return [name for name in EXTENSION_ATTRIBUTES if name not in self.fields]
+
+
+ScalarValue = str | int | float | bool
+_OPERATORS = ("equals", "not_equals", "in", "not_in", "contains", "starts_with", "is_empty", "is_not_empty")
+
+
+class Condition(_Strict):
+    """One test on an imported field (``field``) or a contact field (``contact_field``), or
+    ``all``/``any`` of nested conditions. Text comparisons are case-sensitive."""
+
+    field: str | None = None
+    contact_field: str | None = None
+    equals: ScalarValue | None = None
+    not_equals: ScalarValue | None = None
+    one_of: Annotated[list[ScalarValue], Field(min_length=1)] | None = Field(None, alias="in")
+    not_in: Annotated[list[ScalarValue], Field(min_length=1)] | None = None
+    contains: ScalarValue | None = None
+    starts_with: str | None = None
+    is_empty: bool | None = None
+    is_not_empty: bool | None = None
+    all: Annotated[list[Condition], Field(min_length=1)] | None = None
+    any: Annotated[list[Condition], Field(min_length=1)] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        allowed = {"name", "field", "contact_field", "all", "any", "one_of", *_OPERATORS}
+        unknown = [k for k in data if k not in allowed]
+        if unknown:
+            raise ValueError(f"unknown exclusion operator {unknown[0]!r} (use {', '.join(_OPERATORS)}, all, any)")
+        groups = [k for k in ("all", "any") if k in data]
+        ops = [k for k in (*_OPERATORS, "one_of") if k in data]
+        subjects = [k for k in ("field", "contact_field") if k in data]
+        if groups:
+            if len(groups) > 1 or ops or subjects:
+                raise ValueError("a condition is either all/any of conditions or one test on one field")
+            return data
+        if len(subjects) != 1:
+            raise ValueError("each condition names exactly one of field (imported) or contact_field")
+        if len(ops) != 1:
+            raise ValueError(f"each condition needs exactly one of {', '.join(_OPERATORS)} (got {', '.join(ops) or 'none'})")
+        if data[ops[0]] is None:
+            raise ValueError(f"{ops[0]}: a value is needed (to match empty fields use is_empty: true)")
+        if ops[0] in ("is_empty", "is_not_empty") and data[ops[0]] is not True:
+            raise ValueError(f"{ops[0]} takes true")
         return data
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, value: str | None) -> str | None:
+        return _check_imported(value) if value is not None else None
+
+    def imported_fields(self) -> set[str]:
+        nested = [c for c in (self.all or self.any or [])]
+        return ({self.field} if self.field else set()).union(*(c.imported_fields() for c in nested))
+
+    def contact_fields(self) -> set[str]:
+        nested = [c for c in (self.all or self.any or [])]
+        return ({self.contact_field} if self.contact_field else set()).union(*(c.contact_fields() for c in nested))
+
+
+class ExclusionRule(Condition):
+    """A named condition: a contact that matches it is not synced."""
+
+    name: str = Field(min_length=1)
+
+
+class Exclusions(_Strict):
+    """Who is not synced. Disabled accounts and guests are excluded unless switched off here."""
+
+    disabled_accounts: bool = True
+    guests: bool = True
+    rules: list[ExclusionRule] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_a_list(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            raise ValueError("exclusions takes disabled_accounts, guests and rules; put the list of rules under rules:")
+        return data
+
+    def all_rules(self) -> list[ExclusionRule]:
+        """The built-in switches as rules (first), then the configured rules."""
+        built_in = []
+        if self.disabled_accounts:
+            built_in.append(ExclusionRule(name="Disabled account", field="accountEnabled", equals=False))
+        if self.guests:
+            built_in.append(ExclusionRule(name="Guest", field="userType", equals="Guest"))
+        return built_in + list(self.rules)
 
 
 class ListSelection(_Strict):
@@ -242,7 +381,28 @@ class Integration(_Strict):
     source: EntraSource
     schedule: Schedule = Field(default_factory=Schedule)
     mapping: Mapping = Field(default_factory=Mapping)
-    exclusions: list[ExclusionRule] = Field(default_factory=list)
+    exclusions: Exclusions = Field(default_factory=Exclusions)
+
+    @model_validator(mode="after")
+    def _rules_use_known_fields(self) -> Integration:
+        known = self.mapping.field_types()
+        for index, rule in enumerate(self.exclusions.rules):
+            for name in sorted(rule.contact_fields()):
+                if name not in known:
+                    raise ValueError(f"exclusions.rules.{index} ({rule.name!r}): unknown contact field {name!r}")
+        return self
+
+    def imported_fields(self) -> set[str]:
+        """The imported fields a sync must read: what the mapping feeds from, what the exclusions
+        test, the user principal name (it names users in error messages), and, while any extension
+        attribute is undecided, the extension attributes (to count who carries a value)."""
+        fields = {source for source in self.mapping.resolved().values() if source}
+        for rule in self.exclusions.all_rules():
+            fields |= rule.imported_fields()
+        fields.add("userPrincipalName")
+        if self.mapping.undecided_extension_attributes():
+            fields.update(EXTENSION_ATTRIBUTES)
+        return fields
     distribution_lists: ListSelection = Field(default_factory=ListSelection)
 
     def client_secret(self) -> str:
@@ -264,10 +424,17 @@ class IntegrationsFile(_Strict):
     @classmethod
     def _unique_keys(cls, value: list[Integration]) -> list[Integration]:
         seen: set[str] = set()
+        types: dict[str, tuple[str, str]] = {}
         for integration in value:
             if integration.key in seen:
                 raise ValueError(f"duplicate integration key {integration.key!r}")
             seen.add(integration.key)
+            # Custom fields are columns of the shared contacts table: one name, one type.
+            for name, custom in integration.mapping.custom_fields.items():
+                other = types.setdefault(name, (custom.type, integration.key))
+                if other[0] != custom.type:
+                    raise ValueError(f"custom field {name!r} is {custom.type} in integration {integration.key!r} "
+                                     f"but {other[0]} in integration {other[1]!r}; one name, one type")
         return value
 
     def get(self, key: str) -> Integration:

@@ -69,11 +69,8 @@ def integration(key: str, emulator: Emulator, **overrides) -> dict:
             "timeout_seconds": 30,
         },
         "schedule": {"cron": "0 6 * * *"},
-        "exclusions": [
-            {"name": "Disabled accounts", "field": "accountEnabled", "equals": False},
-            {"name": "Guests", "field": "userType", "equals": "Guest"},
-            {"name": "On leave", "field": "extensionAttribute1", "equals": "Inactive"},
-        ],
+        # Disabled accounts and guests are excluded by the built-in switches.
+        "exclusions": {"rules": [{"name": "On leave", "field": "extensionAttribute1", "equals": "Inactive"}]},
         "distribution_lists": {"select": "all"},
     }
     for name, value in overrides.items():

@@ -35,6 +35,8 @@ def test_good_file_and_defaults():
     assert main.source.graph_url == "https://graph.microsoft.com"
     assert main.source.authority_url == "https://login.microsoftonline.com"
     assert main.mapping.resolved()["email"] == "mail"
+    assert main.mapping.undecided_extension_attributes() == [f"extensionAttribute{i}" for i in range(1, 16)]
+    assert [r.name for r in main.exclusions.all_rules()] == ["Disabled account", "Guest"]
     assert main.mapping.unique_id == "email"
     assert main.distribution_lists.select == "none"
     assert main.source.page_size == 999
@@ -75,27 +77,69 @@ def test_national_cloud_preset():
          "cfg.yaml: integration 'main', field 'source.ca_bundle': CA bundle file '/no/such/ca.pem' does not exist"),
         (("client_secret_env: MAIN_SECRET", "client_secret_env: MAIN_SECRET\n      page_size: 1000"),
          "cfg.yaml: integration 'main', field 'source.page_size': Input should be less than or equal to 999"),
-        (("    schedule:", "    mapping:\n      fields:\n        shoe_size: mail\n    schedule:"),
-         "cfg.yaml: integration 'main', field 'mapping.fields': unknown contact field 'shoe_size' (known: email, "
-         "first_name, last_name, display_name, job_title, department, company, office_location, city, country, "
-         "phone, mobile, employee_id, employee_type, user_principal_name, preferred_language, account_enabled, "
-         "user_type)"),
-        (("    schedule:", "    mapping:\n      fields:\n        department: favouriteColour\n    schedule:"),
-         "cfg.yaml: integration 'main', field 'mapping.fields': department: unknown directory field 'favouriteColour'"),
-        (("    schedule:", "    mapping:\n      fields:\n        email: null\n    schedule:"),
-         "cfg.yaml: integration 'main', field 'mapping': unique_id: the field 'email' cannot be skipped"),
-        (("    schedule:", "    exclusions:\n      - {name: x, field: department}\n    schedule:"),
-         "cfg.yaml: integration 'main', field 'exclusions.0': each exclusion needs exactly one of equals, "
-         "not_equals, in, starts_with, is_empty (got none)"),
+        # Mapping (issue 3, item 6): one line each.
+        (("    schedule:", "    mapping:\n      fields:\n        mail: skip\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping': unique_id: the Unique Contact ID field 'email' cannot be "
+         "skipped"),
+        (("    schedule:", "    mapping:\n      unique_id: employee_id\n      fields:\n        employeeId: skip\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping': unique_id: the Unique Contact ID field 'employee_id' cannot "
+         "be skipped"),
+        (("    schedule:", "    mapping:\n      fields:\n        department: shoe_size\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping': fields.department: unknown contact field 'shoe_size' "
+         "(a built-in field, a custom field, or skip)"),
+        (("    schedule:", "    mapping:\n      fields:\n        favouriteColour: department\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.fields': unknown directory field 'favouriteColour'"),
+        (("    schedule:", "    mapping:\n      fields:\n        department: division\n        extensionAttribute2: "
+          "division\n      custom_fields:\n        division: Text\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping': two imported fields map to contact field 'division': "
+         "department, extensionAttribute2"),
+        (("    schedule:", "    mapping:\n      fields:\n        extension_123_costCenter: department\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.fields': bad custom field ID 'extension_123_costCenter' "
+         "(expected extension_{appId without hyphens: 32 hex digits}_{name}, as the directory shows it)"),
+        (("    schedule:", "    mapping:\n      fields:\n        extensionAttribute4: badge\n      custom_fields:\n"
+          "        badge: Boolean\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.custom_fields.badge.type': unknown type 'Boolean' "
+         "(use Text, Number or Date)"),
+        (("    schedule:", "    mapping:\n      fields:\n        extensionAttribute4: badge\n      custom_fields:\n"
+          "        badge: {type: Number, format: '%d'}\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.custom_fields.badge': format applies to Date fields only"),
+        (("    schedule:", "    mapping:\n      custom_fields:\n        badge: Text\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping': custom field 'badge' is not mapped from any imported field"),
+        (("    schedule:", "    mapping:\n      fields:\n        extensionAttribute4: email_2\n      custom_fields:\n"
+          "        Email 2: Text\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.custom_fields': custom field name 'Email 2' must be lower "
+         "case letters, digits and _"),
+        (("    schedule:", "    mapping:\n      fields:\n        extensionAttribute4: city\n      custom_fields:\n"
+          "        city: Text\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.custom_fields': custom field name 'city' is taken by a "
+         "built-in field"),
+        # Exclusions.
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, field: department, matches: 'S.*'}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main', field 'exclusions.rules.0': unknown exclusion operator 'matches' (use "
+         "equals, not_equals, in, not_in, contains, starts_with, is_empty, is_not_empty, all, any)"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, field: department}\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'exclusions.rules.0': each condition needs exactly one of equals, "
+         "not_equals, in, not_in, contains, starts_with, is_empty, is_not_empty (got none)"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, field: department, equals: null}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main', field 'exclusions.rules.0': equals: a value is needed (to match empty "
+         "fields use is_empty: true)"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, contact_field: division, equals: A}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main': exclusions.rules.0 ('x'): unknown contact field 'division'"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - name: x\n          all:\n            - {field: "
+          "department, equals: A}\n            - {field: country, is_empty: false}\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'exclusions.rules.0.all.1': is_empty takes true"),
+        (("    schedule:", "    exclusions:\n      - {name: x, field: department, equals: A}\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'exclusions': exclusions takes disabled_accounts, guests and "
+         "rules; put the list of rules under rules:"),
         (("    schedule:", "    distribution_lists:\n      select: names\n    schedule:"),
          "cfg.yaml: integration 'main', field 'distribution_lists': select: names needs a non-empty 'names' list"),
         (("key: main", "key: Main Tenant"),
          "cfg.yaml: integration 'Main Tenant', field 'key': String should match pattern '^[a-z][a-z0-9_]{0,62}$'"),
         (("key: main", "key: main-eu"),
          "cfg.yaml: integration 'main-eu', field 'key': String should match pattern '^[a-z][a-z0-9_]{0,62}$'"),
-        (("    schedule:", "    exclusions:\n      - {name: x, field: department, equals: null}\n    schedule:"),
-         "cfg.yaml: integration 'main', field 'exclusions.0': equals: a value is needed (to match empty fields "
-         "use is_empty: true)"),
     ],
 )
 def test_one_line_per_problem(change, expected):

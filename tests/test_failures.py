@@ -99,7 +99,7 @@ def test_lost_page_blocks_the_sync_and_writes_nothing(first_sync, emulator):
 
 def test_unique_id_mapped_to_an_empty_field_blocks_before_contacts_change(first_sync, emulator):
     before = first_sync.snapshot()
-    broken = integration("acme", emulator, mapping={"fields": {"email": "extensionAttribute10"}})
+    broken = integration("acme", emulator, mapping={"fields": {"extensionAttribute10": "email"}})
     from conftest import write_config
 
     write_config(first_sync.config, broken)
@@ -116,7 +116,8 @@ def test_unique_id_mapped_to_an_empty_field_blocks_before_contacts_change(first_
 
 def test_other_integrations_rows_are_never_touched(make_sync, emulator, directory):
     a = integration("alpha", emulator)
-    b = integration("beta", emulator, exclusions=[], distribution_lists={"select": "none"})
+    b = integration("beta", emulator, exclusions={"disabled_accounts": False, "guests": False},
+                    distribution_lists={"select": "none"})
     sync = make_sync(a, b)
     assert sync.run("alpha").success
     alpha_before = {t: [r for r in rows if "'alpha'" in r] for t, rows in sync.snapshot().items()}

@@ -59,9 +59,9 @@ def excluded_by_rule(directory, *, guests_rule: bool = True) -> dict[str, str]:
             continue
         ext1 = user["onPremisesExtensionAttributes"]["extensionAttribute1"]
         if user["accountEnabled"] is False:
-            excluded[user["id"]] = "Disabled accounts"
+            excluded[user["id"]] = "Disabled account"
         elif guests_rule and user["userType"] == "Guest":
-            excluded[user["id"]] = "Guests"
+            excluded[user["id"]] = "Guest"
         elif ext1 == "Inactive":
             excluded[user["id"]] = "On leave"
     return excluded
@@ -80,9 +80,9 @@ def test_failure_mid_write_rolls_the_whole_stage_back(first_sync, emulator, dire
     from entra_pipeline.warehouse import store
 
     before, content_before = first_sync.snapshot(), first_sync.snapshot(content_only=True)
-    # Without the Guests rule the contacts would change: guests with a mailbox, enabled and not on
+    # Without the guests switch the contacts would change: guests with a mailbox, enabled and not on
     # leave would become contacts.
-    rules = [r for r in integration("acme", emulator)["exclusions"] if r["name"] != "Guests"]
+    rules = {**integration("acme", emulator)["exclusions"], "guests": False}
     write_config(first_sync.config, integration("acme", emulator, exclusions=rules))
     without_guest_rule = {uid: cid for uid, cid in expected_mapped(directory).items()
                           if uid not in excluded_by_rule(directory, guests_rule=False)}
@@ -288,7 +288,8 @@ def test_duplicate_unique_contact_ids_keep_the_smallest_object_id(make_sync, emu
     kept = {min(ids): value for value, ids in by_value.items()}
     assert any(len(ids) > 1 for ids in by_value.values()) and no_department
 
-    sync = make_sync(integration("acme", emulator, mapping={"unique_id": "department"}, exclusions=[]))
+    sync = make_sync(integration("acme", emulator, mapping={"unique_id": "department"},
+                                         exclusions={"disabled_accounts": False, "guests": False}))
     result = sync.run("acme")
     assert result.success, failure_messages(result)
     evaluations = check_evaluations(result)
@@ -300,7 +301,7 @@ def test_duplicate_unique_contact_ids_keep_the_smallest_object_id(make_sync, emu
     assert check_outcomes(result) == {
         c.RAW_USERS_COMPLETE: True, c.RAW_GROUPS_COMPLETE: True, c.DIRECTORY_USERS_MAPPED: True,
         c.CONTACTS_HAVE_UNIQUE_ID: False, c.UNIQUE_CONTACT_IDS_DISTINCT: False, c.CONTACT_VALUES_VALID: True,
-        c.EXCLUSIONS_KEEP_CONTACTS: True, c.SELECTED_LISTS_RESOLVED: True}
+        c.EXCLUSIONS_KEEP_CONTACTS: True, c.SELECTED_LISTS_RESOLVED: True, c.EXTENSION_ATTRIBUTES_DECIDED: False}
 
     assert dict(sync.query("SELECT source_id, contact_id FROM mapped_contacts")) == kept
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == kept
@@ -324,8 +325,8 @@ def test_duplicate_unique_contact_ids_keep_the_smallest_object_id(make_sync, emu
 def test_exclusion_on_a_field_not_read_yet_asks_for_a_new_raw_read(first_sync, emulator, directory):
     ext = directory.extension_property
     before = first_sync.snapshot()
-    rules = integration("acme", emulator)["exclusions"] + [
-        {"name": "No cost center", "field": ext, "is_empty": True}]
+    rules = {"rules": integration("acme", emulator)["exclusions"]["rules"] + [
+        {"name": "No cost center", "field": ext, "is_empty": True}]}
     write_config(first_sync.config, integration("acme", emulator, exclusions=rules))
 
     def run_only(*assets: str) -> dg.ExecuteInProcessResult:
@@ -365,7 +366,7 @@ def test_exclusion_on_a_field_not_read_yet_asks_for_a_new_raw_read(first_sync, e
 
 def test_directory_extension_maps_to_a_contact_field(make_sync, emulator, directory):
     ext = directory.extension_property
-    sync = make_sync(integration("acme", emulator, mapping={"fields": {"department": ext}}))
+    sync = make_sync(integration("acme", emulator, mapping={"fields": {ext: "department"}}))
     result = sync.run("acme")
     assert result.success, failure_messages(result)
     assert ext in step_metadata(result, "raw_graph_users")["selected_properties"].split(", ")
@@ -380,7 +381,7 @@ def test_directory_extension_maps_to_a_contact_field(make_sync, emulator, direct
 # -- 10. a text attribute mapped to the boolean contact field -------------------------------------
 
 def test_text_mapped_to_the_boolean_field_is_an_invalid_value(make_sync, emulator, directory):
-    sync = make_sync(integration("acme", emulator, mapping={"fields": {"account_enabled": "userType"}}))
+    sync = make_sync(integration("acme", emulator, mapping={"fields": {"userType": "account_enabled"}}))
     result = sync.run("acme")
     assert result.success, failure_messages(result)
     evaluation = check_evaluations(result)[c.CONTACT_VALUES_VALID]
@@ -393,13 +394,13 @@ def test_text_mapped_to_the_boolean_field_is_an_invalid_value(make_sync, emulato
     # already have a missing_unique_id error).
     assert set(rows) == {
         (u["id"], "account_enabled",
-         f"user {u['userPrincipalName']}: account_enabled takes true or false, but userType is "
-         f"{u['userType']!r}; left empty") for u in mapped_users}
+         f"contact {u['mail'].lower()}: account_enabled (Boolean) cannot take {u['userType']!r} from userType: "
+         "takes true or false; left empty") for u in mapped_users}
     assert len(rows) == len(mapped_users) < len(directory.users)
     for table in ("mapped_contacts", "contacts"):
         assert sync.query(f"SELECT count(*) FROM {table} WHERE account_enabled IS NOT NULL") == [(0,)]
     assert dict(sync.query("SELECT source_id, contact_id FROM mapped_contacts")) == expected_mapped(directory)
-    # The "Disabled accounts" rule tests the directory field accountEnabled, which is still read
+    # The built-in "Disabled account" rule tests the directory field accountEnabled, which is still read
     # (and kept in `imported`), not the contact field: disabled users are still excluded.
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)
     assert dict(sync.query("SELECT source_id, rule FROM excluded_contacts")) == excluded_by_rule(directory)

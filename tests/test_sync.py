@@ -68,6 +68,8 @@ def test_every_asset_materializes_and_checks_report_the_demo_problems(synced):
         c.CONTACTS_HAVE_UNIQUE_ID: False,
         c.UNIQUE_CONTACT_IDS_DISTINCT: True,
         c.CONTACT_VALUES_VALID: True,
+        # The test integration decides none of the 15 extension attributes.
+        c.EXTENSION_ATTRIBUTES_DECIDED: False,
         c.SELECTED_LISTS_RESOLVED: True,
     }
 

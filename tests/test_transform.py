@@ -32,29 +32,29 @@ def test_unique_id_normalised_missing_invalid_and_duplicates():
         user("d", "not-an-address"),
         user("e", "zed@contoso.com"),
     ]
-    result = mapping.map_users(users, Mapping().resolved(), "email")
+    result = mapping.map_users(users, mapping.plan_for(Mapping()), "email")
     assert [(c["contact_id"], c["source_id"]) for c in result.contacts] == [
         ("ann.lee@contoso.com", "a"), ("zed@contoso.com", "e")]
     assert sorted((i.record, i.code) for i in result.issues) == [
         ("a", mapping.DUPLICATE_UNIQUE_ID), ("b", mapping.DUPLICATE_UNIQUE_ID),
         ("c", mapping.MISSING_UNIQUE_ID), ("d", mapping.INVALID_UNIQUE_ID)]
     # The same input in another order gives the same outcome.
-    again = mapping.map_users(list(reversed(users)), Mapping().resolved(), "email")
+    again = mapping.map_users(list(reversed(users)), mapping.plan_for(Mapping()), "email")
     assert [c["source_id"] for c in again.contacts] == ["a", "e"]
 
 
 def test_unique_id_switched_to_employee_id_keeps_case():
     users = [user("1", None, employeeId="E-01"), user("2", "x@y.z", employeeId=None)]
-    result = mapping.map_users(users, Mapping().resolved(), "employee_id")
+    result = mapping.map_users(users, mapping.plan_for(Mapping(unique_id="employee_id")), "employee_id")
     assert [c["contact_id"] for c in result.contacts] == ["E-01"]
     assert [(i.record, i.code, i.field) for i in result.issues] == [("2", mapping.MISSING_UNIQUE_ID, "employee_id")]
 
 
 def test_skipped_and_remapped_fields():
-    m = Mapping(fields={"department": "extensionAttribute2", "city": None})
+    m = Mapping(fields={"extensionAttribute2": "department", "city": "skip"})
     users = [user("1", "a@b.co", city="Berlin", department="Sales", businessPhones=["", "+49 1"],
                   onPremisesExtensionAttributes={"extensionAttribute2": "Division X"})]
-    contact = mapping.map_users(users, m.resolved(), "email").contacts[0]
+    contact = mapping.map_users(users, mapping.plan_for(m), "email").contacts[0]
     assert contact["department"] == "Division X"
     assert contact["city"] is None
     assert contact["phone"] == "+49 1"
@@ -87,7 +87,30 @@ def test_exclusion_operators():
     assert kept(not_equals="US") == ["US"]
     assert kept(starts_with="A") == ["DE", "US", None, ""]
     assert kept(is_empty=True) == ["DE", "AT", "US"]
-    assert kept(is_empty=False) == [None, ""]
+    assert kept(is_not_empty=True) == [None, ""]
+    assert kept(not_in=["DE", "AT"]) == ["DE", "AT"]
+    assert kept(contains="E") == ["AT", "US", None, ""]
+
+
+def test_contains_on_lists_and_contact_fields_and_groups():
+    contacts = [
+        {"contact_id": "1", "department": "Sales", "country": "DE", "imported": {"proxyAddresses": ["smtp:a@x"]}},
+        {"contact_id": "2", "department": "Sales", "country": "US", "imported": {"proxyAddresses": []}},
+        {"contact_id": "3", "department": "IT", "country": "AT", "imported": {"proxyAddresses": None}},
+    ]
+
+    def excluded(**kwargs):
+        return [c["contact_id"] for c, _ in apply_exclusions(contacts, [rule(**kwargs)]).excluded]
+
+    assert excluded(field="proxyAddresses", contains="smtp:a@x") == ["1"]
+    assert excluded(field="proxyAddresses", contains="smtp:a") == []  # list items compare whole
+    assert excluded(all=[{"contact_field": "department", "equals": "Sales"},
+                         {"contact_field": "country", "in": ["DE", "AT"]}]) == ["1"]
+    assert excluded(any=[{"contact_field": "department", "equals": "IT"},
+                         {"contact_field": "country", "equals": "US"}]) == ["2", "3"]
+    assert excluded(any=[{"all": [{"contact_field": "department", "equals": "Sales"},
+                                  {"contact_field": "country", "equals": "US"}]},
+                         {"contact_field": "department", "equals": "sales"}]) == ["2"]
 
 
 def group(gid: str, name: str, kind: str) -> dict:

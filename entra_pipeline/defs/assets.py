@@ -15,24 +15,17 @@ from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, Integra
 from entra_pipeline.graph.client import Collection, GraphClient, GraphError, member_type
 from entra_pipeline.transform import exclusions, lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
-from entra_pipeline.transform.fields import graph_select_for, imported_fields_for
+from entra_pipeline.transform.fields import graph_select_for, imported_fields_for, manager_expand_for
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import store
 from entra_pipeline.warehouse.store import transaction
 
 GROUP_NAME = "entra_sync"
+PREVIEW_COLUMNS = ["contact_id", "display_name", "department", "country"]
 RAW_GROUPS_STAGE = "raw_graph_groups"
 GROUP_VANISHED = "group_vanished"
 GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mailEnabled",
                 "securityEnabled", "groupTypes"]
-
-
-def user_fields(integration: Integration) -> set[str]:
-    """Imported fields this integration needs: the mapped ones and those the exclusions test."""
-    fields = {source for source in integration.mapping.resolved().values() if source}
-    fields.update(rule.field for rule in integration.exclusions)
-    fields.add("userPrincipalName")  # names the user in error messages
-    return fields
 
 
 def _progress(context: dg.AssetExecutionContext) -> Callable[[str, int, int | None], None]:
@@ -124,17 +117,19 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                         graph: GraphResource, warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
-        select = graph_select_for(user_fields(integration))
+        fields = integration.imported_fields()
+        select, expand = graph_select_for(fields), manager_expand_for(fields)
         progress = _progress(context)
-        users, graph_meta = _read(integration, graph, "users", lambda client: client.list_users(select, progress))
+        users, graph_meta = _read(integration, graph, "users",
+                                  lambda client: client.list_users(select, expand, progress))
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
                 rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
                 store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
-                                        imported_fields_for(select))
+                                        imported_fields_for(fields))
             return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
-                    "selected_properties": ", ".join(select), **graph_meta,
+                    "selected_properties": ", ".join(select), "expand": expand or "", **graph_meta,
                     "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
 
         page_size = integration.source.page_size
@@ -187,7 +182,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[raw_graph_users],
         check_specs=c.specs(c.DIRECTORY_USERS_MAPPED, c.CONTACTS_HAVE_UNIQUE_ID, c.UNIQUE_CONTACT_IDS_DISTINCT,
-                            c.CONTACT_VALUES_VALID),
+                            c.CONTACT_VALUES_VALID, c.EXTENSION_ATTRIBUTES_DECIDED),
         description="Every directory user with a usable Unique Contact ID, mapped to contact fields (emails "
                     "lower-cased). Users without one, and duplicates, become import errors. Replaces this "
                     "integration's rows and mapping errors in one transaction.",
@@ -197,24 +192,27 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         with warehouse.get_connection() as con:
-            available = _require_fields(con, integration, s.RAW_GRAPH_USERS, user_fields(integration))
-            result = mapping.map_users(store.iter_raw_users(con, integration.key), integration.mapping.resolved(),
-                                       integration.mapping.unique_id)
+            available = _require_fields(con, integration, s.RAW_GRAPH_USERS, integration.imported_fields())
+            result = mapping.map_users(store.iter_raw_users(con, integration.key),
+                                       mapping.plan_for(integration.mapping), integration.mapping.unique_id)
+        undecided = integration.mapping.undecided_extension_attributes()
         checks = [c.users_mapped_result(result.users_read, len(result.contacts)),
                   c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
                   c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
-                  c.issues_result(c.CONTACT_VALUES_VALID, result.issues)]
+                  c.issues_result(c.CONTACT_VALUES_VALID, result.issues),
+                  c.extension_attributes_result(undecided, result.extension_values)]
+        custom = {name: f.type for name, f in integration.mapping.custom_fields.items()}
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
-                rows = store.write_contacts(con, s.MAPPED_CONTACTS, integration.key, context.run.run_id,
-                                            result.contacts)
+                rows = store.write_mapped_contacts(con, integration.key, context.run.run_id, result.contacts, custom)
                 store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
                 # The imported column carries what the raw read selected.
                 store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, context.run.run_id, available)
             return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
                     "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
-                    "preview": _preview(result.contacts, ["contact_id", "display_name", "department", "country"])}
+                    "custom_fields": ", ".join(f"{n} ({t})" for n, t in custom.items()),
+                    "preview": _preview(result.contacts, [*PREVIEW_COLUMNS, *list(custom)[:3]])}
 
         yield from _checked_write(integration, checks, write, started)
 
@@ -229,19 +227,25 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                           warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
+        rules = integration.exclusions.all_rules()
+        imported_needed = sorted(set().union(*(r.imported_fields() for r in rules)))
+        contact_needed = sorted(set().union(*(r.contact_fields() for r in rules)))
         with warehouse.get_connection() as con:
-            _require_fields(con, integration, s.MAPPED_CONTACTS, {rule.field for rule in integration.exclusions})
-            mapped = store.read_contacts(con, s.MAPPED_CONTACTS, integration.key)
-        result = exclusions.apply_exclusions(mapped, integration.exclusions)
+            _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
+            mapped = store.read_for_exclusions(con, integration.key, contact_needed, imported_needed)
+        result = exclusions.apply_exclusions(mapped, rules)
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
-                rows = store.write_contacts(con, s.CONTACTS, integration.key, context.run.run_id, result.kept)
+                rows = store.write_contacts_except(con, integration.key, context.run.run_id,
+                                                   (c["contact_id"] for c, _ in result.excluded))
                 store.write_exclusions(con, integration.key, context.run.run_id, result.excluded)
                 pruned = store.prune_list_members(con, integration.key)
+                sample = store.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
             return {"rows": rows, "excluded": len(result.excluded), "list_members_removed": pruned,
+                    "preview": _preview(sample, PREVIEW_COLUMNS),
                     "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
-                    "preview": _preview(result.kept, ["contact_id", "display_name", "department", "country"])}
+                    "rules": dg.MetadataValue.json([r.name for r in rules])}
 
         yield from _checked_write(integration, [c.contacts_kept_result(len(mapped), len(result.kept))], write,
                                   started)

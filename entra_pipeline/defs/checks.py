@@ -25,6 +25,7 @@ EXCLUSIONS_KEEP_CONTACTS = "exclusions_keep_contacts"
 CONTACTS_HAVE_UNIQUE_ID = "contacts_have_unique_id"
 UNIQUE_CONTACT_IDS_DISTINCT = "unique_contact_ids_distinct"
 CONTACT_VALUES_VALID = "contact_values_valid"
+EXTENSION_ATTRIBUTES_DECIDED = "extension_attributes_decided"
 SELECTED_LISTS_RESOLVED = "selected_lists_resolved"
 
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
@@ -52,6 +53,9 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
     CONTACT_VALUES_VALID: (s.MAPPED_CONTACTS, False,
         "Directory values that do not fit their contact field's type (for example a text attribute mapped to "
         "the true/false field account_enabled). The contact is imported with that field empty."),
+    EXTENSION_ATTRIBUTES_DECIDED: (s.MAPPED_CONTACTS, False,
+        "Each of extensionAttribute1..15 is mapped to a contact field or skipped (mapping.fields). While some "
+        "are undecided this warns, listing them with how many directory users carry a value in each."),
     SELECTED_LISTS_RESOLVED: (s.DISTRIBUTION_LISTS, False,
         "Every configured list (by id or display name) matched exactly one mail-enabled group."),
 }
@@ -152,6 +156,15 @@ def contacts_kept_result(mapped: int, kept: int) -> dg.AssetCheckResult:
     return _result(EXCLUSIONS_KEEP_CONTACTS, not (mapped > 0 and kept == 0),
                    f"{kept:,} of {mapped:,} mapped contacts kept after exclusions",
                    {"mapped_contacts": mapped, "contacts": kept})
+
+
+def extension_attributes_result(undecided: list[str], values: dict[str, int]) -> dg.AssetCheckResult:
+    counts = {name: values.get(name, 0) for name in undecided}
+    listing = ", ".join(f"{name} ({n:,} users with a value)" for name, n in counts.items())
+    return _result(EXTENSION_ATTRIBUTES_DECIDED, not undecided,
+                   f"{len(undecided)} extension attributes neither mapped nor skipped: {listing}" if undecided
+                   else "all 15 extension attributes are mapped or skipped",
+                   {"undecided": dg.MetadataValue.json(counts)}, dg.AssetCheckSeverity.WARN)
 
 
 def issues_result(name: str, issues: list[ImportIssue]) -> dg.AssetCheckResult:

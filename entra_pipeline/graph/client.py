@@ -249,9 +249,12 @@ class GraphClient:
             self.stats.pages += pages
         return Collection(items, reported, pages)
 
-    def list_users(self, select: Iterable[str], progress: Progress | None = None) -> Collection:
-        return self.list_collection("users", {"$select": ",".join(select)}, count=True,
-                                    label="users", progress=progress)
+    def list_users(self, select: Iterable[str], expand: str | None = None,
+                   progress: Progress | None = None) -> Collection:
+        params = {"$select": ",".join(select)}
+        if expand:
+            params["$expand"] = expand
+        return self.list_collection("users", params, count=True, label="users", progress=progress)
 
     def list_groups(self, select: Iterable[str], progress: Progress | None = None) -> Collection:
         return self.list_collection("groups", {"$select": ",".join(select)}, count=True,

@@ -11,14 +11,23 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol
 
 
-class Rule(Protocol):
-    name: str
-    field: str
+class Condition(Protocol):
+    field: str | None
+    contact_field: str | None
     equals: Any
     not_equals: Any
     one_of: list | None
+    not_in: list | None
+    contains: Any
     starts_with: str | None
     is_empty: bool | None
+    is_not_empty: bool | None
+    all: list | None
+    any: list | None
+
+
+class Rule(Condition, Protocol):
+    name: str
 
 
 @dataclass
@@ -35,26 +44,46 @@ def _same(actual: Any, expected: Any) -> bool:
     return actual == expected
 
 
-def rule_matches(rule: Rule, imported: dict) -> bool:
-    value = imported.get(rule.field)
-    if rule.is_empty is not None:
-        empty = value is None or value == "" or value == []
-        return empty == rule.is_empty
-    if rule.equals is not None:
-        return _same(value, rule.equals)
-    if rule.not_equals is not None:
-        return not _same(value, rule.not_equals)
-    if rule.one_of is not None:
-        return any(_same(value, option) for option in rule.one_of)
-    if rule.starts_with is not None:
-        return isinstance(value, str) and value.startswith(rule.starts_with)
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == []
+
+
+def matches(condition: Condition, contact: dict) -> bool:
+    """Whether a contact (contact fields plus ``imported``) meets a condition."""
+    if condition.all is not None:
+        return all(matches(c, contact) for c in condition.all)
+    if condition.any is not None:
+        return any(matches(c, contact) for c in condition.any)
+    if condition.field is not None:
+        value = contact["imported"].get(condition.field)
+    else:
+        value = contact.get(condition.contact_field)
+    if condition.is_empty:
+        return _empty(value)
+    if condition.is_not_empty:
+        return not _empty(value)
+    if condition.equals is not None:
+        return _same(value, condition.equals)
+    if condition.not_equals is not None:
+        return not _same(value, condition.not_equals)
+    if condition.one_of is not None:
+        return any(_same(value, option) for option in condition.one_of)
+    if condition.not_in is not None:
+        return not any(_same(value, option) for option in condition.not_in)
+    if condition.contains is not None:
+        if isinstance(value, list):
+            return any(_same(item, condition.contains) for item in value)
+        return isinstance(value, str) and isinstance(condition.contains, str) and condition.contains in value
+    if condition.starts_with is not None:
+        return isinstance(value, str) and value.startswith(condition.starts_with)
     return False
 
 
 def apply_exclusions(contacts: Iterable[dict], rules: list[Rule]) -> ExclusionResult:
+    """Split contacts into kept and excluded; each excluded contact names the first rule it met."""
     result = ExclusionResult()
     for contact in contacts:
-        matched = next((r.name for r in rules if rule_matches(r, contact["imported"])), None)
+        matched = next((r.name for r in rules if matches(r, contact)), None)
         if matched is None:
             result.kept.append(contact)
         else:

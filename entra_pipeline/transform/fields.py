@@ -1,9 +1,14 @@
 """The vocabulary of the mapping: imported (directory) fields and contact fields.
 
-Imported fields are Microsoft Graph user properties as Graph names them, plus the 15 on-premises
-extension attributes flattened to ``extensionAttribute1``..``extensionAttribute15`` (Graph returns
-them inside one ``onPremisesExtensionAttributes`` object and cannot select them singly), plus
-directory extensions ``extension_{appIdWithoutHyphens}_{name}``.
+Imported fields are what the sync reads about a user:
+- Microsoft Graph user properties, named as Graph names them (``givenName``, ``employeeId``, ...);
+- ``extensionAttribute1``..``extensionAttribute15``: the on-premises extension attributes, which
+  Graph returns inside one ``onPremisesExtensionAttributes`` object and cannot select singly;
+- directory extensions (custom fields) ``extension_{appIdWithoutHyphens}_{name}``;
+- ``managerId`` and ``managerMail``: the user's manager, read with ``$expand=manager``.
+
+Contact fields are what the warehouse stores: built-in fields with fixed types, plus custom
+fields an integration creates with a type (Text, Number or Date).
 """
 
 from __future__ import annotations
@@ -42,69 +47,113 @@ GRAPH_USER_PROPERTIES: tuple[str, ...] = (
 EXTENSION_ATTRIBUTES: tuple[str, ...] = tuple(f"extensionAttribute{i}" for i in range(1, 16))
 EXTENSION_CONTAINER = "onPremisesExtensionAttributes"
 
+# The manager is a navigation property: read with $expand, not $select.
+MANAGER_FIELDS: dict[str, str] = {"managerId": "id", "managerMail": "mail"}
+
 # Graph: extension_{appId without hyphens}_{name}; the name is validated before it reaches $select.
 DIRECTORY_EXTENSION = re.compile(r"^extension_[0-9a-fA-F]{32}_[A-Za-z][A-Za-z0-9_]{0,119}$")
 
-# Contact field -> the imported field that feeds it by default (automatic mapping).
-DEFAULT_MAPPING: dict[str, str | None] = {
-    "email": "mail",
-    "first_name": "givenName",
-    "last_name": "surname",
-    "display_name": "displayName",
-    "job_title": "jobTitle",
+TEXT, NUMBER, DATE, BOOLEAN = "Text", "Number", "Date", "Boolean"
+CUSTOM_FIELD_TYPES: tuple[str, ...] = (TEXT, NUMBER, DATE)
+
+# Built-in contact fields and their types, in column order.
+BUILTIN_FIELDS: dict[str, str] = {
+    "email": TEXT,
+    "first_name": TEXT,
+    "last_name": TEXT,
+    "display_name": TEXT,
+    "job_title": TEXT,
+    "department": TEXT,
+    "company": TEXT,
+    "office_location": TEXT,
+    "city": TEXT,
+    "country": TEXT,
+    "usage_location": TEXT,
+    "phone": TEXT,
+    "mobile": TEXT,
+    "employee_id": TEXT,
+    "employee_type": TEXT,
+    "hire_date": DATE,
+    "user_principal_name": TEXT,
+    "preferred_language": TEXT,
+    "manager_id": TEXT,
+    "manager_email": TEXT,
+    "account_enabled": BOOLEAN,
+    "user_type": TEXT,
+}
+CONTACT_FIELDS: tuple[str, ...] = tuple(BUILTIN_FIELDS)
+
+# Automatic mapping: imported field -> contact field. The manager is not mapped by default: it
+# costs an $expand on every page of users.
+DEFAULT_MAPPING: dict[str, str] = {
+    "mail": "email",
+    "givenName": "first_name",
+    "surname": "last_name",
+    "displayName": "display_name",
+    "jobTitle": "job_title",
     "department": "department",
-    "company": "companyName",
-    "office_location": "officeLocation",
+    "companyName": "company",
+    "officeLocation": "office_location",
     "city": "city",
     "country": "country",
-    "phone": "businessPhones",
-    "mobile": "mobilePhone",
-    "employee_id": "employeeId",
-    "employee_type": "employeeType",
-    "user_principal_name": "userPrincipalName",
-    "preferred_language": "preferredLanguage",
-    "account_enabled": "accountEnabled",
-    "user_type": "userType",
+    "usageLocation": "usage_location",
+    "businessPhones": "phone",
+    "mobilePhone": "mobile",
+    "employeeId": "employee_id",
+    "employeeType": "employee_type",
+    "employeeHireDate": "hire_date",
+    "userPrincipalName": "user_principal_name",
+    "preferredLanguage": "preferred_language",
+    "accountEnabled": "account_enabled",
+    "userType": "user_type",
 }
-
-CONTACT_FIELDS: tuple[str, ...] = tuple(DEFAULT_MAPPING)
-# Every other contact field is text.
-BOOLEAN_CONTACT_FIELDS: frozenset[str] = frozenset({"account_enabled"})
 
 
 def is_valid_source_field(name: str) -> bool:
-    """True for a Graph user property, extensionAttribute1..15 or a directory extension."""
+    """True for a Graph user property, an extension attribute, a directory extension or a manager field."""
     return (
         name in GRAPH_USER_PROPERTIES
         or name in EXTENSION_ATTRIBUTES
+        or name in MANAGER_FIELDS
         or bool(DIRECTORY_EXTENSION.match(name))
     )
 
 
-def graph_select_for(fields: set[str]) -> list[str]:
+def graph_select_for(fields: Iterable[str]) -> list[str]:
     """The Graph ``$select`` list that returns ``fields`` (imported-field names), sorted."""
     select = {"id"}
     for name in fields:
+        if name in MANAGER_FIELDS:
+            continue
         select.add(EXTENSION_CONTAINER if name in EXTENSION_ATTRIBUTES else name)
     return sorted(select)
 
 
+def manager_expand_for(fields: Iterable[str]) -> str | None:
+    """The ``$expand`` that returns the manager fields among ``fields``, or None."""
+    props = {MANAGER_FIELDS[name] for name in fields if name in MANAGER_FIELDS}
+    return f"manager($select={','.join(sorted(props | {'id'}))})" if props else None
+
+
+def imported_fields_for(fields: Iterable[str]) -> set[str]:
+    """Every imported field a read of ``fields`` returns: asking for one extension attribute
+    returns all fifteen."""
+    result = set()
+    for name in fields:
+        result.update(EXTENSION_ATTRIBUTES if name in EXTENSION_ATTRIBUTES else (name,))
+    return result
+
+
 def flatten_user(user: dict) -> dict:
-    """A Graph user object as imported fields: extension attributes lifted to the top level."""
-    flat = {k: v for k, v in user.items() if k != EXTENSION_CONTAINER and not k.startswith("@")}
+    """A Graph user object as imported fields: extension attributes and manager lifted to the top."""
+    flat = {k: v for k, v in user.items()
+            if k not in (EXTENSION_CONTAINER, "manager") and not k.startswith("@")}
     ext = user.get(EXTENSION_CONTAINER)
     if isinstance(ext, dict):
         for name in EXTENSION_ATTRIBUTES:
             flat[name] = ext.get(name)
+    manager = user.get("manager")
+    if isinstance(manager, dict):
+        for name, prop in MANAGER_FIELDS.items():
+            flat[name] = manager.get(prop)
     return flat
-
-
-def imported_fields_for(select: Iterable[str]) -> set[str]:
-    """The imported fields a Graph ``$select`` returns (the inverse of ``graph_select_for``)."""
-    fields: set[str] = set()
-    for name in select:
-        if name == EXTENSION_CONTAINER:
-            fields.update(EXTENSION_ATTRIBUTES)
-        else:
-            fields.add(name)
-    return fields

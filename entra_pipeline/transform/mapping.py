@@ -9,13 +9,14 @@ reported.
 
 from __future__ import annotations
 
-import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from entra_pipeline.transform.errors import ImportIssue
-from entra_pipeline.transform.fields import BOOLEAN_CONTACT_FIELDS, flatten_user
+from entra_pipeline.transform.fields import EXTENSION_ATTRIBUTES, flatten_user
+from entra_pipeline.transform.types import Coerced, coercer
 
 STAGE = "mapped_contacts"
 
@@ -33,24 +34,34 @@ class MappingResult:
     contacts: list[dict[str, Any]] = field(default_factory=list)
     issues: list[ImportIssue] = field(default_factory=list)
     users_read: int = 0
+    # extension attribute -> how many directory users carry a value in it
+    extension_values: Counter = field(default_factory=Counter)
 
 
-def _text(value: Any) -> str | None:
-    """A directory value as contact text. Graph collections (businessPhones, otherMails) feed a
-    single field with their first non-empty entry; numbers and booleans keep their JSON spelling."""
-    if isinstance(value, list):
-        value = next((v for v in value if v not in (None, "")), None)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.strip() or None
-    return json.dumps(value, ensure_ascii=False)
+@dataclass(frozen=True)
+class FieldPlan:
+    """How one contact field is filled: from which imported field, coerced how."""
+
+    contact_field: str
+    source: str | None
+    field_type: str
+    coerce: Callable[[Any], Coerced]
+
+
+def plan_for(mapping) -> list[FieldPlan]:
+    """The field plan of a ``config.Mapping``: every contact field, in column order."""
+    types = mapping.field_types()
+    formats = {name: f.format for name, f in mapping.custom_fields.items()}
+    return [FieldPlan(name, source, types[name], coercer(types[name], formats.get(name)))
+            for name, source in mapping.resolved().items()]
 
 
 def normalise_unique_id(field_name: str, value: Any) -> tuple[str | None, str | None]:
     """(id, problem code). Emails compare case-insensitively, so they are stored lower-cased."""
     if value is None or value == "":
         return None, MISSING_UNIQUE_ID
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a Number field as ID: 1234, not 1234.0
     text = str(value).strip()
     if not text:
         return None, MISSING_UNIQUE_ID
@@ -61,53 +72,46 @@ def normalise_unique_id(field_name: str, value: Any) -> tuple[str | None, str | 
     return text, None
 
 
-def map_users(users: Iterable[dict], resolved_mapping: dict[str, str | None], unique_id: str) -> MappingResult:
+def map_users(users: Iterable[dict], plan: list[FieldPlan], unique_id: str) -> MappingResult:
     """Map Graph user objects to contacts.
 
-    ``resolved_mapping`` is contact field -> imported field (None = skipped). Each contact carries
-    ``contact_id``, ``source_id`` (the directory object id), every contact field, and
-    ``imported`` (the imported fields as read, for exclusions and for analysts).
+    Each contact carries ``contact_id``, ``source_id`` (the directory object id), every contact
+    field of the plan, and ``imported`` (the imported fields as read, for exclusions and for
+    analysts). A value that does not fit its field's type is an ``invalid_value`` issue and the
+    field stays empty; the contact is still imported.
     """
     result = MappingResult()
     by_id: dict[str, list[dict[str, Any]]] = {}
+    id_plan = next(p for p in plan if p.contact_field == unique_id)
     for user in users:
         result.users_read += 1
         imported = flatten_user(user)
-        contact: dict[str, Any] = {"source_id": user["id"]}
-        value_issues: list[ImportIssue] = []
-        for contact_field, source in resolved_mapping.items():
-            value = imported.get(source) if source else None
-            if contact_field not in BOOLEAN_CONTACT_FIELDS:
-                contact[contact_field] = _text(value)
-            elif value is None or isinstance(value, bool):
-                contact[contact_field] = value
-            else:
-                contact[contact_field] = None
-                value_issues.append(ImportIssue(
-                    stage=STAGE, record=user["id"], field=contact_field, code=INVALID_VALUE,
-                    message=f"user {imported.get('userPrincipalName') or user['id']}: {contact_field} takes "
-                            f"true or false, but {source} is {value!r}; left empty"))
-        if contact.get("email"):
-            contact["email"] = str(contact["email"]).lower()
-        contact["imported"] = imported
-        raw_id = contact.get(unique_id)
-        contact_id, problem = normalise_unique_id(unique_id, raw_id)
+        for name in EXTENSION_ATTRIBUTES:
+            if imported.get(name) not in (None, ""):
+                result.extension_values[name] += 1
+        raw_id = imported.get(id_plan.source)
+        value, _ = id_plan.coerce(raw_id)
+        contact_id, problem = normalise_unique_id(unique_id, value)
         if problem:
             who = imported.get("userPrincipalName") or user["id"]
             reason = "is empty" if problem == MISSING_UNIQUE_ID else f"is not a valid email address: {raw_id!r}"
-            result.issues.append(
-                ImportIssue(
-                    stage=STAGE,
-                    record=user["id"],
-                    field=unique_id,
-                    code=problem,
-                    message=f"user {who}: Unique Contact ID field {unique_id!r} {reason}; not imported",
-                )
-            )
+            result.issues.append(ImportIssue(
+                stage=STAGE, record=user["id"], field=unique_id, code=problem,
+                message=f"user {who}: Unique Contact ID field {unique_id!r} {reason}; not imported"))
             continue
-        # Value problems matter only for users who become contacts.
-        result.issues.extend(value_issues)
-        contact["contact_id"] = contact_id
+        contact: dict[str, Any] = {"contact_id": contact_id, "source_id": user["id"]}
+        for field_plan in plan:
+            raw = imported.get(field_plan.source) if field_plan.source else None
+            value, reason = field_plan.coerce(raw)
+            contact[field_plan.contact_field] = value
+            if reason:
+                result.issues.append(ImportIssue(
+                    stage=STAGE, record=user["id"], field=field_plan.contact_field, code=INVALID_VALUE,
+                    message=f"contact {contact_id}: {field_plan.contact_field} ({field_plan.field_type}) cannot take "
+                            f"{raw!r} from {field_plan.source}: {reason}; left empty"))
+        if contact.get("email"):
+            contact["email"] = contact["email"].lower()
+        contact["imported"] = imported
         by_id.setdefault(contact_id, []).append(contact)
 
     for contact_id, candidates in by_id.items():

@@ -7,6 +7,8 @@ arrive here with the next sync. Rows written by hand are overwritten.
 
 from __future__ import annotations
 
+from entra_pipeline.transform.fields import BOOLEAN, BUILTIN_FIELDS, DATE, NUMBER, TEXT
+
 RAW_GRAPH_USERS = "raw_graph_users"
 RAW_GRAPH_GROUPS = "raw_graph_groups"
 RAW_GRAPH_GROUP_MEMBERS = "raw_graph_group_members"
@@ -18,28 +20,14 @@ DISTRIBUTION_LIST_MEMBERS = "distribution_list_members"
 IMPORT_ERRORS = "import_errors"
 DIRECTORY_FIELDS_READ = "directory_fields_read"
 
-# Contact columns shared by mapped_contacts and contacts, in order (see transform.fields).
+SQL_TYPES = {TEXT: "VARCHAR", NUMBER: "DOUBLE", DATE: "DATE", BOOLEAN: "BOOLEAN"}
+
+# Contact columns shared by mapped_contacts and contacts, in order (see transform.fields). Custom
+# fields are added as typed columns by ensure_custom_columns.
 CONTACT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("contact_id", "VARCHAR NOT NULL"),
     ("source_id", "VARCHAR NOT NULL"),
-    ("email", "VARCHAR"),
-    ("first_name", "VARCHAR"),
-    ("last_name", "VARCHAR"),
-    ("display_name", "VARCHAR"),
-    ("job_title", "VARCHAR"),
-    ("department", "VARCHAR"),
-    ("company", "VARCHAR"),
-    ("office_location", "VARCHAR"),
-    ("city", "VARCHAR"),
-    ("country", "VARCHAR"),
-    ("phone", "VARCHAR"),
-    ("mobile", "VARCHAR"),
-    ("employee_id", "VARCHAR"),
-    ("employee_type", "VARCHAR"),
-    ("user_principal_name", "VARCHAR"),
-    ("preferred_language", "VARCHAR"),
-    ("account_enabled", "BOOLEAN"),
-    ("user_type", "VARCHAR"),
+    *((name, SQL_TYPES[kind]) for name, kind in BUILTIN_FIELDS.items()),
     ("imported", "JSON"),
 )
 
@@ -92,7 +80,31 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 
 
 def ensure_schema(con) -> None:
-    """Create missing tables (idempotent; safe to call at the start of every write)."""
+    """Create missing tables and built-in columns (idempotent; safe at the start of every write)."""
     for name, columns, comment in TABLES:
         con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({", ".join(columns)})')
         con.execute(f"COMMENT ON TABLE \"{name}\" IS '{comment.replace(chr(39), chr(39) * 2)}'")
+    # A warehouse made by an older version gains the built-in fields added since.
+    for table in (MAPPED_CONTACTS, CONTACTS):
+        for column, sql_type in CONTACT_COLUMNS:
+            if "NOT NULL" not in sql_type:
+                con.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS "{column}" {sql_type}')
+
+
+def ensure_custom_columns(con, fields: dict[str, str]) -> None:
+    """Add a typed column per custom field (name -> Text/Number/Date) to both contact tables.
+
+    Names are validated by the configuration (lower case, digits, _); a column that exists with
+    another type (made by another integration) is an error, never silently converted.
+    """
+    for table in (MAPPED_CONTACTS, CONTACTS):
+        existing = dict(con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]
+        ).fetchall())
+        for name, kind in fields.items():
+            wanted = SQL_TYPES[kind]
+            if name in existing and existing[name] != wanted:
+                raise ValueError(f"custom field {name!r} is {kind} but column {table}.{name} is "
+                                 f"{existing[name]} (made by another integration's configuration)")
+            if name not in existing:
+                con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {wanted}')

@@ -131,29 +131,47 @@ def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[t
 _CONTACT_COLUMNS = [c for c, _ in s.CONTACT_COLUMNS]
 
 
-def _contact_frame(contacts: list[dict], integration: str, run_id: str) -> pd.DataFrame:
+def write_mapped_contacts(con, integration: str, run_id: str, contacts: list[dict],
+                          custom_fields: dict[str, str]) -> int:
+    """Replace an integration's mapped contacts; custom fields (name -> type) become typed columns."""
+    s.ensure_custom_columns(con, custom_fields)
+    names = [c for c in _CONTACT_COLUMNS if c != "imported"] + list(custom_fields)
     # Column by column: no per-contact row copies on a 100k-contact tenant.
-    columns = {name: [c[name] for c in contacts] for name in _CONTACT_COLUMNS if name != "imported"}
+    columns = {name: [c.get(name) for c in contacts] for name in names}
     columns["imported"] = [json.dumps(c["imported"], ensure_ascii=False, default=str) for c in contacts]
-    return _frame(columns, _CONTACT_COLUMNS, integration, run_id)
+    return _replace(con, s.MAPPED_CONTACTS, integration, _frame(columns, [*names, "imported"], integration, run_id))
 
 
-def write_contacts(con, table: str, integration: str, run_id: str, contacts: list[dict]) -> int:
-    """Replace an integration's rows of ``mapped_contacts`` or ``contacts``."""
-    return _replace(con, table, integration, _contact_frame(contacts, integration, run_id))
-
-
-def read_contacts(con, table: str, integration: str) -> list[dict]:
-    cursor = con.execute(
-        f'SELECT {", ".join(_CONTACT_COLUMNS)} FROM "{table}" WHERE integration = ? ORDER BY contact_id',
-        [integration],
-    )
+def read_for_exclusions(con, integration: str, contact_fields: list[str], imported_fields: list[str]) -> list[dict]:
+    """Mapped contacts with only what the exclusion rules test: the named contact fields and the
+    named imported fields (parsed from the ``imported`` JSON by DuckDB, not in Python)."""
+    paths = [f'$."{name}"' for name in imported_fields]  # names are validated field names
+    columns = "".join(f', "{name}"' for name in contact_fields)
+    rows = con.execute(
+        f'SELECT contact_id, source_id{columns}, json_extract(imported, ?::VARCHAR[]) '
+        f'FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? ORDER BY contact_id',
+        [paths, integration]).fetchall()
     contacts = []
-    for row in cursor.fetchall():
-        contact = dict(zip(_CONTACT_COLUMNS, row))
-        contact["imported"] = json.loads(contact["imported"])
+    for row in rows:
+        contact = dict(zip(["contact_id", "source_id", *contact_fields], row[:-1]))
+        contact["imported"] = {name: json.loads(v) if v is not None else None
+                               for name, v in zip(imported_fields, row[-1] or [])}
         contacts.append(contact)
     return contacts
+
+
+def write_contacts_except(con, integration: str, run_id: str, excluded: Iterable[str]) -> int:
+    """Replace an integration's contacts with its mapped contacts minus ``excluded`` contact ids,
+    copied inside DuckDB (every column, custom ones included)."""
+    con.execute(f'DELETE FROM "{s.CONTACTS}" WHERE integration = ?', [integration])
+    con.register("_excluded", pd.DataFrame({"contact_id": list(excluded)}, dtype=object))
+    count = con.execute(
+        f'INSERT INTO "{s.CONTACTS}" BY NAME SELECT * EXCLUDE (run_id, synced_at), ? AS run_id, ? AS synced_at '
+        f'FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? '
+        f"AND contact_id NOT IN (SELECT contact_id FROM _excluded)",
+        [run_id, _now(), integration]).fetchone()[0]
+    con.unregister("_excluded")
+    return count
 
 
 def write_exclusions(con, integration: str, run_id: str, excluded: list[tuple[dict, str]]) -> int:
@@ -229,5 +247,9 @@ def issues_for(con, integration: str, stage: str, codes: Iterable[str]) -> list[
     ).fetchall()
 
 
-def count_rows(con, table: str, integration: str) -> int:
-    return con.execute(f'SELECT count(*) FROM "{table}" WHERE integration = ?', [integration]).fetchone()[0]
+def sample_rows(con, table: str, integration: str, columns: list[str], limit: int = 10) -> list[dict]:
+    """The first rows of an integration, by contact id, as dicts (for previews)."""
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    cursor = con.execute(f'SELECT {quoted} FROM "{table}" WHERE integration = ? ORDER BY 1 LIMIT ?',
+                         [integration, limit])
+    return [dict(zip(columns, row)) for row in cursor.fetchall()]
