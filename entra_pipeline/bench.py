@@ -40,10 +40,16 @@ def _config(users: int, groups: int) -> dict:
             "client_secret_env": SECRET_ENV,
             "demo_tenant": {"users": users, "groups": groups, "seed": 1},
         },
-        "exclusions": [
-            {"name": "Disabled accounts", "field": "accountEnabled", "equals": False},
-            {"name": "Guests", "field": "userType", "equals": "Guest"},
-        ],
+        # As an administrator would set it up: every extension attribute decided, typed custom
+        # fields, the built-in exclusions plus one rule.
+        "mapping": {
+            "fields": {**{f"extensionAttribute{i}": "skip" for i in range(1, 16)},
+                       "extensionAttribute2": "division", "extensionAttribute3": "building",
+                       "extensionAttribute4": "seniority_years", "extensionAttribute5": "contract_start"},
+            "custom_fields": {"division": "Text", "building": "Text", "seniority_years": "Number",
+                              "contract_start": "Date"},
+        },
+        "exclusions": {"rules": [{"name": "On leave", "field": "extensionAttribute1", "equals": "Inactive"}]},
         "distribution_lists": {"select": "all"},
     }]}
 

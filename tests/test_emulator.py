@@ -17,6 +17,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -33,6 +34,8 @@ from entra_pipeline.emulator import (
     generate_directory,
 )
 from entra_pipeline.emulator.directory import (
+    BAD_DATES,
+    BAD_NUMBERS,
     CONTACT_TYPE,
     DEVICE_TYPE,
     GROUP_PROPERTIES,
@@ -181,6 +184,8 @@ def test_generation_is_deterministic():
     other = generate_directory(users=300, groups=30, seed=4)
     assert first == again
     assert first.users == again.users and first.members == again.members
+    assert first.manager_of == again.manager_of and first.manager_of
+    assert first.manager_of != other.manager_of
     assert [u["id"] for u in first.users] != [u["id"] for u in other.users]
     assert first.extension_app_id != other.extension_app_id
 
@@ -190,14 +195,14 @@ def test_generation_is_identical_in_another_process():
     script = (
         "import hashlib, json; from entra_pipeline.emulator import generate_directory as g; "
         "d = g(users=300, groups=30, seed=3); "
-        "print(hashlib.sha256(json.dumps([d.users, d.groups, d.members, d.other_objects, d.special], "
-        "sort_keys=True).encode()).hexdigest())"
+        "print(hashlib.sha256(json.dumps([d.users, d.groups, d.members, d.other_objects, d.special, "
+        "d.manager_of], sort_keys=True).encode()).hexdigest())"
     )
     env = dict(os.environ, PYTHONHASHSEED="12345")
     remote = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
                             text=True, check=True).stdout.strip()
     d = generate_directory(users=300, groups=30, seed=3)
-    local = hashlib.sha256(json.dumps([d.users, d.groups, d.members, d.other_objects, d.special],
+    local = hashlib.sha256(json.dumps([d.users, d.groups, d.members, d.other_objects, d.special, d.manager_of],
                                       sort_keys=True).encode()).hexdigest()
     assert remote == local
 
@@ -224,8 +229,9 @@ def test_default_directory_users():
     assert len(mails) == len(set(mails)), "mail must be unique ignoring case"
     assert any(u["mail"] and u["mail"] != u["mail"].lower() for u in members), "some MixedCase mail"
     assert all(u["mail"] is None or u["mail"].isascii() for u in d.users)
-    employee_ids = [u["employeeId"] for u in members]
-    assert all(e and e.startswith("E") and len(e) == 7 for e in employee_ids)
+    employee_ids = [u["employeeId"] for u in members if u["employeeId"] is not None]
+    assert len(members) - len(employee_ids) == round(len(members) * 0.01) == 19
+    assert all(e.startswith("E") and len(e) == 7 for e in employee_ids)
     assert len(set(employee_ids)) == len(employee_ids)
     non_ascii = sum(not u["displayName"].isascii() for u in d.users)
     assert non_ascii > 0.2 * len(d.users)
@@ -241,6 +247,140 @@ def test_default_directory_users():
     assert {u["country"] for u in members} <= {"US", "DE", "GB", "FR", "AT", "JP", "ES", "PL", "DK"}
     assert any(u[d.extension_property] is None for u in d.users)
     assert any((u[d.extension_property] or "").startswith("CC-") for u in d.users)
+
+
+# Pinned before managers and extensionAttribute4-6 were added: SHA-256 of every user (without
+# extensionAttribute4-6, and without employeeId where it is now null), group, membership, other
+# object and special id. Adding to the generator must not move any of these values.
+LEGACY_DIGESTS = {
+    (300, 30, 3): "e7523b5532a779104070949f3846999c37b4a20ba8eb07b014d91208c75565f3",
+    (2000, 60, 11): "7cbf1f88d4595aa57f9e0a1509401512b0fa60a5a19993b3a19c707efcaab5ff",
+}
+NEW_ATTRIBUTES = ("extensionAttribute4", "extensionAttribute5", "extensionAttribute6")
+
+
+def _legacy_digest(d) -> str:
+    users = []
+    for user in d.users:
+        user = dict(user)
+        user["onPremisesExtensionAttributes"] = {
+            k: v for k, v in user["onPremisesExtensionAttributes"].items() if k not in NEW_ATTRIBUTES}
+        if user["userType"] == "Member" and user["employeeId"] is None:
+            del user["employeeId"]
+        users.append(user)
+    blob = json.dumps([users, d.groups, d.members, d.other_objects, d.special], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("args", sorted(LEGACY_DIGESTS))
+def test_existing_values_are_unchanged(args):
+    assert _legacy_digest(generate_directory(*args)) == LEGACY_DIGESTS[args]
+
+
+def test_existing_values_by_value():
+    d = generate_directory()  # users=2000, groups=150, seed=7
+    assert sum(u["mail"] is not None for u in d.users) == 1900
+    first, second = d.users[0], d.users[1]
+    assert {k: first[k] for k in ("id", "displayName", "mail", "userPrincipalName", "employeeId",
+                                  "employeeType", "accountEnabled", "department", "employeeHireDate")} == {
+        "id": "7a243b32-4990-4224-a1db-bd89a1ac6036", "displayName": "John Rogers",
+        "mail": "john.rogers@contoso.com", "userPrincipalName": "john.rogers@contoso.com",
+        "employeeId": "E666226", "employeeType": "Contractor", "accountEnabled": False,
+        "department": "Procurement", "employeeHireDate": "2014-01-23T00:00:00Z"}
+    assert first["onPremisesExtensionAttributes"]["extensionAttribute1"] == "Inactive"
+    assert first["onPremisesExtensionAttributes"]["extensionAttribute2"] == "Logistics"
+    assert (second["displayName"], second["mail"], second["userPrincipalName"], second["employeeId"]) == (
+        "Rasmus Østergaard", "Rasmus.Ostergaard@Contoso.com", "rasmus.ostergaard@contoso.com", "E265511")
+    assert second[d.extension_property] == "CC-9164"
+    assert d.extension_app_id == "6513270e269e0d37f2a74de452e6b438"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _is_date(text: str) -> bool:
+    try:
+        if "T" in text:
+            datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ")
+        else:
+            date.fromisoformat(text)
+        return True
+    except ValueError:
+        return False
+
+
+def test_typed_extension_attributes():
+    d = generate_directory()
+    members = [u for u in d.users if u["userType"] == "Member"]
+    attrs = [u["onPremisesExtensionAttributes"] for u in members]
+    for guest in (u for u in d.users if u["userType"] == "Guest"):
+        assert all(guest["onPremisesExtensionAttributes"][k] is None for k in NEW_ATTRIBUTES)
+
+    numbers = [a["extensionAttribute4"] for a in attrs if a["extensionAttribute4"] is not None]
+    assert 0.55 * len(members) < len(numbers) < 0.65 * len(members)
+    bad_numbers = Counter(n for n in numbers if n in BAD_NUMBERS)
+    assert set(bad_numbers) == set(BAD_NUMBERS) == {"n/a", "12,5", "1e400"}
+    assert sum(bad_numbers.values()) <= 3 * round(len(members) * 0.001)
+    good = [n for n in numbers if n not in BAD_NUMBERS]
+    assert all(_is_number(n) for n in good)
+    assert not any(_is_number(n) for n in BAD_NUMBERS)  # "1e400" parses, but to infinity
+    assert any(n.startswith(" ") and n.endswith(" ") for n in good)
+    assert any("." in n for n in good) and any(n.startswith("-") for n in good)
+    assert any(n.isdigit() for n in good)
+
+    dates = [a["extensionAttribute5"] for a in attrs if a["extensionAttribute5"] is not None]
+    assert 0.55 * len(members) < len(dates) < 0.65 * len(members)
+    assert {t for t in dates if t in BAD_DATES} == set(BAD_DATES) == {"31/02/2024", "2024-02-30", "soon"}
+    good = [t for t in dates if t not in BAD_DATES]
+    assert all(_is_date(t) for t in good) and not any(_is_date(t) for t in BAD_DATES)
+    assert any(len(t) == 10 for t in good) and any(t.endswith("Z") and "T" in t for t in good)
+
+    flags = Counter(a["extensionAttribute6"] for a in attrs)
+    assert set(flags) == {"true", "false", "yes", None}
+    assert 0.35 * len(members) < len(members) - flags[None] < 0.45 * len(members)
+
+
+def test_managers_in_directory():
+    d = generate_directory()
+    position = {u["id"]: i for i, u in enumerate(d.users)}
+    members = [u for u in d.users if u["userType"] == "Member"]
+    guests = [u for u in d.users if u["userType"] == "Guest"]
+    contacts = {oid for oid, obj in d.other_objects.items() if obj["@odata.type"] == CONTACT_TYPE}
+    assert set(d.manager_of) <= set(position)
+
+    by_type = Counter()
+    for user_id, manager_id in d.manager_of.items():
+        odata_type, manager = d.manager(user_id)
+        by_type[odata_type] += 1
+        assert manager["id"] == manager_id != user_id
+        if odata_type == USER_TYPE:
+            assert manager["userType"] == "Member", "guests never manage anyone"
+            if d.user_by_id(user_id)["userType"] == "Member":
+                assert position[manager_id] < position[user_id], "managers come earlier: no cycles"
+        else:
+            assert odata_type == CONTACT_TYPE and manager_id in contacts
+    assert by_type[CONTACT_TYPE] == max(2, round(len(members) * 0.003)) == 6
+
+    for user in d.users:  # every chain ends: at a user without a manager or at an orgContact
+        seen, current = set(), user["id"]
+        while current in d.manager_of and current not in contacts:
+            assert current not in seen
+            seen.add(current)
+            current = d.manager_of[current]
+        assert len(seen) <= 10
+
+    without = [u for u in members if u["id"] not in d.manager_of]
+    assert members[0] in without and len(without) == 1 + round(len(members) * 0.01)
+    assert sum(u["id"] in d.manager_of for u in guests) < 0.3 * len(guests)
+    managers = {m for m in d.manager_of.values() if m in position}
+    assert 0.05 * len(members) < len(managers) < 0.2 * len(members)
+    assert any(d.user_by_id(m)["mail"] is None for m in managers), "some managers have no mail"
+    assert max(Counter(d.manager_of.values()).values()) < 60
+    assert d.manager("00000000-0000-0000-0000-000000000000") is None
 
 
 def test_default_directory_groups():
@@ -745,8 +885,130 @@ def test_expand_members_is_silently_capped_at_20(graph, directory):
     assert not any(key.startswith("members@") for key in body)
     listed = graph.get("/groups", params={"$expand": "members", "$top": 999}).json()["value"]
     assert all(len(g["members"]) <= 20 for g in listed)
-    assert_graph_error(graph.get("/users", params={"$expand": "manager"}), 400, "Request_BadRequest")
+    assert_graph_error(graph.get("/users", params={"$expand": "directReports"}), 400, "Request_BadRequest")
     assert_graph_error(graph.get("/groups", params={"$expand": "owners"}), 400, "Request_BadRequest")
+
+
+# ---------------------------------------------------------------------------
+# Graph: $expand=manager
+
+
+def expected_manager(directory, user_id: str, props: tuple[str, ...]) -> dict | None:
+    """The expanded manager Graph would return for ``$expand=manager($select=<props>)``."""
+    found = directory.manager(user_id)
+    if found is None:
+        return None
+    odata_type, obj = found
+    return {"@odata.type": odata_type, **{p: obj[p] for p in ("id", *props) if p in obj}}
+
+
+def test_expand_manager_on_every_user(graph, directory):
+    params = {"$top": 999, "$select": "id,displayName", "$expand": "manager($select=id,mail)"}
+    pages = graph.pages("/users", params=params)
+    # Graph serves at most 100 objects per page with $expand, whatever $top says.
+    assert [len(p["value"]) for p in pages] == [100] * 20
+    for page in pages[:-1]:
+        query = parse_qs(urlsplit(page["@odata.nextLink"]).query)
+        assert query["$expand"] == ["manager($select=id,mail)"] and query["$top"] == ["999"]
+    items = [u for p in pages for u in p["value"]]
+    assert [u["id"] for u in items] == [u["id"] for u in directory.users]
+    kinds = Counter()
+    for item in items:
+        expected = expected_manager(directory, item["id"], ("mail",))
+        if expected is None:
+            assert "manager" not in item, "no manager: the property is left out, not null"
+            kinds["none"] += 1
+        else:
+            assert item["manager"] == expected
+            assert list(item["manager"]) == ["@odata.type", "id", "mail"]
+            kinds[item["manager"]["@odata.type"]] += 1
+            kinds["null mail"] += item["manager"]["mail"] is None
+        assert set(item) <= {"id", "displayName", "manager"}
+    assert kinds[CONTACT_TYPE] >= 2 and kinds[USER_TYPE] > 1800 and kinds["none"] > 20 and kinds["null mail"] > 0
+    assert len(directory.manager_of) == kinds[CONTACT_TYPE] + kinds[USER_TYPE]
+
+
+def test_expand_manager_projection(graph, directory):
+    by_contact = next(u for u, m in directory.manager_of.items() if directory.manager(u)[0] == CONTACT_TYPE)
+    by_user = next(u for u, m in directory.manager_of.items() if directory.manager(u)[0] == USER_TYPE)
+    nobody = next(u["id"] for u in directory.users if u["id"] not in directory.manager_of)
+
+    # No nested $select: the manager type's default properties.
+    body = graph.get(f"/users/{by_user}", params={"$expand": "manager"}).json()
+    assert set(body["manager"]) == {"@odata.type"} | USER_DEFAULTS
+    assert body["manager"]["@odata.type"] == USER_TYPE and body["manager"]["id"] == directory.manager_of[by_user]
+    assert set(body) - {"@odata.context"} == USER_DEFAULTS | {"manager"}
+    body = graph.get(f"/users/{by_contact}", params={"$expand": "manager"}).json()
+    contact = directory.other_objects[directory.manager_of[by_contact]]
+    assert body["manager"] == {"@odata.type": CONTACT_TYPE, "id": contact["id"], "displayName": contact["displayName"],
+                               "mail": contact["mail"], "companyName": contact["companyName"]}
+    body = graph.get(f"/users/{nobody}", params={"$expand": "manager"})
+    assert body.status_code == 200 and "manager" not in body.json()
+
+    # Nested $select: id plus what the type has; an orgContact has no userPrincipalName.
+    nested = "manager($select=id,displayName,mail,userPrincipalName)"
+    body = graph.get(f"/users/{by_contact}", params={"$select": "id", "$expand": nested}).json()
+    assert body["manager"] == {"@odata.type": CONTACT_TYPE, "id": contact["id"],
+                               "displayName": contact["displayName"], "mail": contact["mail"]}
+    body = graph.get(f"/users/{by_user}", params={"$select": "id,mail", "$expand": nested}).json()
+    assert body["manager"] == expected_manager(directory, by_user, ("displayName", "mail", "userPrincipalName"))
+    assert list(body) == ["@odata.context", "id", "mail", "manager"]
+    upn = directory.user_by_id(by_user)["userPrincipalName"]
+    assert graph.get(f"/users/{upn}", params={"$expand": "MANAGER($SELECT=mail)"}).json()["manager"] == (
+        expected_manager(directory, by_user, ("mail",)))
+
+    # $filter and $expand together; guests mostly have no manager.
+    guests = graph.items("/users", params={"$filter": "userType eq 'Guest'", "$select": "id",
+                                           "$expand": "manager($select=id)"})
+    assert len(guests) == 60
+    assert {g["id"] for g in guests if "manager" in g} == {
+        g["id"] for g in guests if g["id"] in directory.manager_of}
+
+
+def test_manager_is_a_navigation_property(graph, directory):
+    # Graph accepts $select=manager (it is a navigation property of user) but returns no manager:
+    # only $expand does. The emulator does the same rather than invent a 400.
+    listed = graph.get("/users", params={"$top": 50, "$select": "id,manager"})
+    assert listed.status_code == 200
+    assert all(list(u) == ["id"] for u in listed.json()["value"])
+    assert all("manager" not in u for u in graph.get("/users", params={"$top": 50}).json()["value"])
+    both = graph.get("/users", params={"$top": 50, "$select": "id,manager", "$expand": "manager($select=id)"})
+    for item in both.json()["value"]:
+        assert item.get("manager") == expected_manager(directory, item["id"], ())
+    # Not filterable, and not a property of group members (directoryObject).
+    assert_graph_error(graph.get("/users", params={"$filter": "manager eq 'x'"}), 400, "Request_BadRequest")
+    group_id = directory.special["all_employees"]
+    assert_graph_error(graph.get(f"/groups/{group_id}/members", params={"$select": "manager"}),
+                       400, "Request_BadRequest")
+
+
+@pytest.mark.parametrize("path_kind, expand, status, code", [
+    ("list", "manager($levels=max)", 400, "Request_UnsupportedQuery"),
+    ("list", "manager($levels=2;$select=id)", 400, "Request_UnsupportedQuery"),
+    ("single", "manager($levels=max;$select=id,displayName)", 400, "Request_BadRequest"),
+    ("list", "manager($top=1)", 400, "Request_BadRequest"),
+    ("list", "manager($select=id;$select=mail)", 400, "Request_BadRequest"),
+    ("list", "manager($select=nope)", 400, "Request_BadRequest"),
+    ("list", "manager($select=aboutMe)", 501, "NotImplemented"),
+    ("list", "manager,memberOf", 400, "Request_BadRequest"),
+    ("single", "directReports", 400, "Request_BadRequest"),
+    ("list", "memberOf", 400, "Request_BadRequest"),
+])
+def test_expand_manager_errors(graph, directory, path_kind, expand, status, code):
+    path = "/users" if path_kind == "list" else f"/users/{directory.users[5]['id']}"
+    assert_graph_error(graph.get(path, params={"$expand": expand}), status, code)
+
+
+def test_expand_page_limit_can_be_lifted(graph, emulator, directory):
+    emulator.expand_page_limit = None
+    try:
+        pages = graph.pages("/users", params={"$top": 999, "$select": "id", "$expand": "manager($select=id)"})
+    finally:
+        emulator.expand_page_limit = 100
+    assert [len(p["value"]) for p in pages] == [999, 999, 2]
+    assert sum("manager" in u for p in pages for u in p["value"]) == len(directory.manager_of)
+    small = graph.get("/users", params={"$top": 7, "$select": "id", "$expand": "manager"}).json()
+    assert len(small["value"]) == 7  # a $top below the cap is honoured
 
 
 # ---------------------------------------------------------------------------

@@ -1,11 +1,18 @@
-"""Mapping, exclusions and list resolution as plain functions."""
+"""Mapping (run in an in-memory DuckDB, as the asset runs it), exclusions and list resolution."""
 
 from __future__ import annotations
+
+import json
+from datetime import date
+
+import duckdb
 
 from entra_pipeline.config import ExclusionRule, Mapping
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.exclusions import apply_exclusions
 from entra_pipeline.transform.fields import flatten_user, graph_select_for
+from entra_pipeline.warehouse import store
+from entra_pipeline.warehouse.store import transaction
 
 
 def user(uid: str, mail: str | None, **extra) -> dict:
@@ -24,6 +31,29 @@ def test_flatten_lifts_extension_attributes():
     assert "onPremisesExtensionAttributes" not in flat
 
 
+class Mapped:
+    """The mapping run in an in-memory DuckDB on the given raw users, as the asset runs it."""
+
+    def __init__(self, users: list[dict], m: Mapping) -> None:
+        self.con = duckdb.connect()
+        with transaction(self.con):
+            store.write_raw_users(self.con, "t", "run", users)
+        plan = mapping.plan_for(m)
+        fields = {p.source for p in plan if p.source} | {"userPrincipalName"}
+        self.summary = store.map_raw_users(self.con, "t", plan, m.unique_id, sorted(fields))
+        custom = {name: f.type for name, f in m.custom_fields.items()}
+        with transaction(self.con):
+            store.write_mapped_contacts(self.con, "t", "run", plan, custom)
+        self.issues = sorted((i.record, i.code, i.field) for i in self.summary.issues)
+
+    def rows(self, *columns: str) -> list[tuple]:
+        return self.con.execute(f"SELECT source_id, {', '.join(columns)} FROM mapped_contacts ORDER BY source_id"
+                                ).fetchall()
+
+    def message(self, record: str, code: str) -> str:
+        return next(i.message for i in self.summary.issues if i.record == record and i.code == code)
+
+
 def test_unique_id_normalised_missing_invalid_and_duplicates():
     users = [
         user("b", " Ann.Lee@Contoso.com "),
@@ -32,32 +62,96 @@ def test_unique_id_normalised_missing_invalid_and_duplicates():
         user("d", "not-an-address"),
         user("e", "zed@contoso.com"),
     ]
-    result = mapping.map_users(users, mapping.plan_for(Mapping()), "email")
-    assert [(c["contact_id"], c["source_id"]) for c in result.contacts] == [
-        ("ann.lee@contoso.com", "a"), ("zed@contoso.com", "e")]
-    assert sorted((i.record, i.code) for i in result.issues) == [
-        ("a", mapping.DUPLICATE_UNIQUE_ID), ("b", mapping.DUPLICATE_UNIQUE_ID),
-        ("c", mapping.MISSING_UNIQUE_ID), ("d", mapping.INVALID_UNIQUE_ID)]
+    result = Mapped(users, Mapping())
+    assert result.rows("contact_id", "email") == [
+        ("a", "ann.lee@contoso.com", "ann.lee@contoso.com"), ("e", "zed@contoso.com", "zed@contoso.com")]
+    assert result.issues == [
+        ("a", mapping.DUPLICATE_UNIQUE_ID, "email"), ("b", mapping.DUPLICATE_UNIQUE_ID, "email"),
+        ("c", mapping.MISSING_UNIQUE_ID, "email"), ("d", mapping.INVALID_UNIQUE_ID, "email")]
+    assert result.message("b", mapping.DUPLICATE_UNIQUE_ID) == (
+        "2 users share Unique Contact ID 'ann.lee@contoso.com' (a, b); kept a (smallest object id)")
+    assert result.message("d", mapping.INVALID_UNIQUE_ID) == (
+        "user d@t.example: Unique Contact ID field 'email' is not a valid email address: 'not-an-address'; not imported")
+    assert (result.summary.users_read, result.summary.contacts) == (5, 2)
     # The same input in another order gives the same outcome.
-    again = mapping.map_users(list(reversed(users)), mapping.plan_for(Mapping()), "email")
-    assert [c["source_id"] for c in again.contacts] == ["a", "e"]
+    assert Mapped(list(reversed(users)), Mapping()).rows("contact_id") == result.rows("contact_id")
 
 
 def test_unique_id_switched_to_employee_id_keeps_case():
-    users = [user("1", None, employeeId="E-01"), user("2", "x@y.z", employeeId=None)]
-    result = mapping.map_users(users, mapping.plan_for(Mapping(unique_id="employee_id")), "employee_id")
-    assert [c["contact_id"] for c in result.contacts] == ["E-01"]
-    assert [(i.record, i.code, i.field) for i in result.issues] == [("2", mapping.MISSING_UNIQUE_ID, "employee_id")]
+    users = [user("1", None, employeeId=" E-01 "), user("2", "x@y.z", employeeId=None)]
+    result = Mapped(users, Mapping(unique_id="employee_id"))
+    assert result.rows("contact_id", "email") == [("1", "E-01", None)]
+    assert result.issues == [("2", mapping.MISSING_UNIQUE_ID, "employee_id")]
 
 
 def test_skipped_and_remapped_fields():
     m = Mapping(fields={"extensionAttribute2": "department", "city": "skip"})
-    users = [user("1", "a@b.co", city="Berlin", department="Sales", businessPhones=["", "+49 1"],
-                  onPremisesExtensionAttributes={"extensionAttribute2": "Division X"})]
-    contact = mapping.map_users(users, mapping.plan_for(m), "email").contacts[0]
-    assert contact["department"] == "Division X"
-    assert contact["city"] is None
-    assert contact["phone"] == "+49 1"
+    users = [user("1", "a@b.co", city="Berlin", department="Sales", businessPhones=["", " +49 1 "],
+                  onPremisesExtensionAttributes={"extensionAttribute2": "Division X"}, accountEnabled=True)]
+    result = Mapped(users, m)
+    assert result.rows("department", "city", "phone", "account_enabled") == [("1", "Division X", None, "+49 1", True)]
+    imported = json.loads(result.rows("imported")[0][1])
+    assert imported["extensionAttribute2"] == "Division X" and imported["businessPhones"] == ["", " +49 1 "]
+
+
+def test_typed_custom_fields_good_and_bad_values():
+    m = Mapping(
+        fields={"extensionAttribute4": "seniority", "extensionAttribute5": "start", "extensionAttribute6": "review",
+                "extensionAttribute7": "badge", "employeeHireDate": "hire_date"},
+        custom_fields={"seniority": "Number", "start": "Date", "review": {"type": "Date", "format": "%d/%m/%Y"},
+                       "badge": "Text"})
+
+    def u(uid, n, d, r, hire=None):
+        return user(uid, f"{uid}@x.io", employeeHireDate=hire, onPremisesExtensionAttributes={
+            "extensionAttribute4": n, "extensionAttribute5": d, "extensionAttribute6": r, "extensionAttribute7": n})
+
+    users = [
+        u("1", " 42 ", "2021-03-15", "01/02/2024", "2019-04-01T23:30:00-08:00"),
+        u("2", "-3.5e2", "2019-04-01T08:30:00Z", "29/02/2024"),
+        u("3", "n/a", "31/02/2024", "31/02/2024"),
+        u("4", "12,5", "2024-02-30", "2024-02-01"),
+        u("5", "1e400", "soon", None),
+        u("6", None, "", ""),
+    ]
+    result = Mapped(users, m)
+    assert result.rows("seniority", "start", "review", "badge", "hire_date") == [
+        ("1", 42.0, date(2021, 3, 15), date(2024, 2, 1), "42", date(2019, 4, 1)),
+        ("2", -350.0, date(2019, 4, 1), date(2024, 2, 29), "-3.5e2", None),
+        ("3", None, None, None, "n/a", None),
+        ("4", None, None, None, "12,5", None),
+        ("5", None, None, None, "1e400", None),
+        ("6", None, None, None, None, None),
+    ]
+    assert result.issues == [
+        ("3", "invalid_value", "review"), ("3", "invalid_value", "seniority"), ("3", "invalid_value", "start"),
+        ("4", "invalid_value", "review"), ("4", "invalid_value", "seniority"), ("4", "invalid_value", "start"),
+        ("5", "invalid_value", "seniority"), ("5", "invalid_value", "start"),
+    ]
+    assert [i.message for i in result.summary.issues if i.record == "3"] == [
+        "contact 3@x.io: seniority (Number) cannot take 'n/a' from extensionAttribute4: not a number (digits "
+        "with an optional sign, '.' decimal point and exponent); left empty",
+        "contact 3@x.io: start (Date) cannot take '31/02/2024' from extensionAttribute5: not a valid ISO 8601 "
+        "date (YYYY-MM-DD or a date-time); set a format for other layouts; left empty",
+        "contact 3@x.io: review (Date) cannot take '31/02/2024' from extensionAttribute6: not a valid date in "
+        "the format '%d/%m/%Y'; left empty",
+    ]
+    column_types = dict(result.con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'mapped_contacts' "
+        "AND column_name IN ('seniority', 'start', 'review', 'badge', 'hire_date')").fetchall())
+    assert column_types == {"seniority": "DOUBLE", "start": "DATE", "review": "DATE", "badge": "VARCHAR",
+                            "hire_date": "DATE"}
+
+
+def test_number_as_unique_id_and_text_from_numbers_and_booleans():
+    m = Mapping(unique_id="badge_no", fields={"extension_0123456789abcdef0123456789abcdef_badge": "badge_no",
+                                               "accountEnabled": "job_title"},
+                custom_fields={"badge_no": "Number"})
+    ext = "extension_0123456789abcdef0123456789abcdef_badge"
+    users = [user("1", None, **{ext: 1234, "accountEnabled": True}), user("2", None, **{ext: "1234.5"}),
+             user("3", None, **{ext: True})]
+    result = Mapped(users, m)
+    assert result.rows("contact_id", "job_title") == [("1", "1234", "true"), ("2", "1234.5", None)]
+    assert result.issues == [("3", mapping.INVALID_UNIQUE_ID, "badge_no")]
 
 
 def rule(**kwargs) -> ExclusionRule:

@@ -191,30 +191,34 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                         warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
+        plan = mapping.plan_for(integration.mapping)
+        unique_id = integration.mapping.unique_id
+        undecided = integration.mapping.undecided_extension_attributes()
+        custom = {name: f.type for name, f in integration.mapping.custom_fields.items()}
+        # One connection: the mapping runs in DuckDB into a temporary table, the checks read it, and
+        # only then (if nothing blocks) is it written.
         with warehouse.get_connection() as con:
             available = _require_fields(con, integration, s.RAW_GRAPH_USERS, integration.imported_fields())
-            result = mapping.map_users(store.iter_raw_users(con, integration.key),
-                                       mapping.plan_for(integration.mapping), integration.mapping.unique_id)
-        undecided = integration.mapping.undecided_extension_attributes()
-        checks = [c.users_mapped_result(result.users_read, len(result.contacts)),
-                  c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
-                  c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
-                  c.issues_result(c.CONTACT_VALUES_VALID, result.issues),
-                  c.extension_attributes_result(undecided, result.extension_values)]
-        custom = {name: f.type for name, f in integration.mapping.custom_fields.items()}
+            result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available))
+            checks = [c.users_mapped_result(result.users_read, result.contacts),
+                      c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
+                      c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
+                      c.issues_result(c.CONTACT_VALUES_VALID, result.issues),
+                      c.extension_attributes_result(undecided,
+                                                    store.extension_value_counts(con, integration.key, undecided))]
 
-        def write() -> dict:
-            with warehouse.get_connection() as con, transaction(con):
-                rows = store.write_mapped_contacts(con, integration.key, context.run.run_id, result.contacts, custom)
-                store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
-                # The imported column carries what the raw read selected.
-                store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, context.run.run_id, available)
-            return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
-                    "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
-                    "custom_fields": ", ".join(f"{n} ({t})" for n, t in custom.items()),
-                    "preview": _preview(result.contacts, [*PREVIEW_COLUMNS, *list(custom)[:3]])}
+            def write() -> dict:
+                with transaction(con):
+                    rows = store.write_mapped_contacts(con, integration.key, context.run.run_id, plan, custom)
+                    store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
+                    # The imported column carries what the raw read selected.
+                    store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, context.run.run_id, available)
+                return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
+                        "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
+                        "custom_fields": ", ".join(f"{n} ({t})" for n, t in custom.items()),
+                        "preview": _preview(result.sample, PREVIEW_COLUMNS)}
 
-        yield from _checked_write(integration, checks, write, started)
+            yield from _checked_write(integration, checks, write, started)
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[mapped_contacts], check_specs=c.specs(c.EXCLUSIONS_KEEP_CONTACTS),

@@ -1,9 +1,12 @@
 """Deterministic synthetic Entra ID directory for the demo tenant.
 
 ``generate_directory(users, groups, seed)`` builds a :class:`Directory` whose
-content depends only on its arguments (one ``random.Random(seed)`` drives
-everything, object ids included). The server in :mod:`.server` serves it as
-Microsoft Graph; tests elsewhere may rely on the shape documented here.
+content depends only on its arguments: one ``random.Random(seed)`` drives
+users, groups, memberships and object ids; the later additions (managers,
+``extensionAttribute4``-``6``, members without ``employeeId``) come from their
+own streams seeded with the seed plus a constant, so adding them left every
+earlier value unchanged for a given seed. The server in :mod:`.server` serves
+it as Microsoft Graph; tests elsewhere may rely on the shape documented here.
 
 Users (``Directory.users``, Graph ``microsoft.graph.user`` objects, camelCase)
     Every user dict has every key of :data:`USER_PROPERTIES` plus the
@@ -24,13 +27,52 @@ Users (``Directory.users``, Graph ``microsoft.graph.user`` objects, camelCase)
       (``john.smith2``); mail addresses are unique ignoring case. About 10 % of
       members have a MixedCase ``mail`` (``Jose.Nunez@Contoso.com``) while their
       UPN stays lower-case.
-    * ``employeeId``: unique ``"E"`` + 6 digits for members, ``None`` for guests.
+    * ``employeeId``: unique ``"E"`` + 6 digits for members, ``None`` for guests
+      and for ``round(1 %)`` of members (at least 1); the non-null ones are
+      unique.
     * ``country``/``usageLocation``: ISO codes (US, DE, GB, FR, AT, JP, ES, PL, DK).
     * ``onPremisesExtensionAttributes``: all 15 keys. ``extensionAttribute1`` is
       one of ``"Active"``, ``"Inactive"``, ``"inactive"`` or ``None`` (the
       lower-case variant is deliberate: exclusions are case-sensitive while
       Graph ``$filter`` is not); ``extensionAttribute2`` a division name for
-      about 70 % of members; 3, 7 and 15 are set sparsely; the rest ``None``.
+      about 70 % of members; 3 (``"Building A"``..``"F"``, ~5 %), 7
+      (``"Badge-NNNNN"``, ~3 %) and 15 (``"Migrated-2019"``, ~2 %) are set
+      sparsely. Typed values as text, for mapping tests (members only):
+
+      - ``extensionAttribute4``, a number, for ~60 % of members: ``"12"``
+        (55 %), ``"37.5"`` (one decimal, 20 %), ``"-3"`` (13 %) or ``" 42 "``
+        padded with spaces (12 %); plus the malformed :data:`BAD_NUMBERS`
+        ``"n/a"``, ``"12,5"`` and ``"1e400"`` (overflows a double), each on
+        ``round(0.1 %)`` of members (at least 1).
+      - ``extensionAttribute5``, a date, for ~60 % of members: ``"2021-03-15"``
+        (80 %) or ``"2019-04-01T08:30:00Z"`` (20 %), real dates 2005-2024;
+        plus :data:`BAD_DATES` ``"31/02/2024"``, ``"2024-02-30"`` and
+        ``"soon"``, each on ``round(0.1 %)`` of members (at least 1).
+      - ``extensionAttribute6``, a flag, for ~40 % of members: ``"true"``,
+        ``"false"`` (45 % each) or ``"yes"`` (10 %).
+
+      The malformed values overwrite good ones, so the shares are approximate.
+      The remaining attributes are ``None``.
+
+Managers (``Directory.manager_of``: ``user id -> manager object id``)
+    Graph's ``manager`` is a navigation property (a user or an orgContact),
+    never a user property; users without a manager are absent from the dict.
+    :meth:`Directory.manager` resolves it.
+
+    * members: all have a manager except the first member in ``users`` and
+      ``round(1 %)`` of the others (at least 1 more). About 12 % of members
+      are people managers (plus the first member); a member's user manager is
+      always a people manager that comes *earlier* in ``users``, so the chain
+      has no cycles and ends at a member without a manager (or at an
+      orgContact). Spans and depth stay plausible (2,000 users: 7 levels,
+      at most ~30 direct reports).
+    * orgContact managers: ``max(2, round(0.3 %))`` of members have an
+      orgContact from ``other_objects`` as manager.
+    * managers without ``mail``: up to 3 mailbox-less members are people
+      managers with at least one direct report, so ``mail`` can be null in an
+      expanded manager.
+    * guests: about 15 % have a manager (a people manager); the rest none.
+      Guests never manage anyone.
 
 Groups (``Directory.groups``)
     Keys: id, displayName, description, mail, mailNickname, mailEnabled,
@@ -73,7 +115,8 @@ Members (``Directory.members``)
     objects that appear as members; each also carries its ``@odata.type``.
 
 Determinism: the same arguments give the same directory in any process
-(nothing depends on set or hash order), so a test can regenerate exactly what
+(nothing depends on set or hash order; string seeds of the side streams are
+hashed with SHA-512 by ``random``), so a test can regenerate exactly what
 a separately started ``python -m entra_pipeline.emulator serve`` serves.
 
 After mutating users, groups or members in place call :meth:`Directory.reindex`
@@ -85,6 +128,7 @@ from __future__ import annotations
 import random
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Iterator
 
 __all__ = [
@@ -100,6 +144,8 @@ __all__ = [
     "MIN_GROUPS",
     "TENANT_DOMAIN",
     "INITIAL_DOMAIN",
+    "BAD_NUMBERS",
+    "BAD_DATES",
 ]
 
 USER_TYPE = "#microsoft.graph.user"
@@ -347,6 +393,8 @@ class Directory:
     extension_app_id: str
     extension_property: str
     special: dict = field(default_factory=dict)
+    #: ``user id -> manager object id`` (a user or an orgContact); users without a manager are absent.
+    manager_of: dict[str, str] = field(default_factory=dict)
 
     _users_by_id: dict = field(init=False, repr=False, compare=False, default_factory=dict)
     _users_by_upn: dict = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -385,6 +433,11 @@ class Directory:
         if other is not None:
             return other["@odata.type"], other
         return None
+
+    def manager(self, user_id: str) -> tuple[str, dict] | None:
+        """``(odata_type, object)`` of the user's manager, or None (no manager, or it was deleted)."""
+        manager_id = self.manager_of.get(user_id)
+        return None if manager_id is None else self.object_by_id(manager_id)
 
     def transitive_members(self, group_id: str) -> list[tuple[str, str]]:
         """Flattened membership as Graph's ``transitiveMembers`` lists it.
@@ -673,6 +726,114 @@ def _regular_kind_counts(n_groups: int, special_kinds: list[str]) -> dict[str, i
     return counts
 
 
+# ---------------------------------------------------------------------------
+# Additions drawn from their own random streams. They run after everything
+# above and never touch ``rng``, so every value that existed before them stays
+# byte-identical for a given seed.
+
+#: Malformed values planted in the typed extension attributes (see the module docstring).
+BAD_NUMBERS = ("n/a", "12,5", "1e400")
+BAD_DATES = ("31/02/2024", "2024-02-30", "soon")
+
+
+def _side_rng(seed: int, purpose: str) -> random.Random:
+    """A stream independent of the main one: str seeds are hashed with SHA-512, not ``hash()``."""
+    return random.Random(f"entra-emulator:{seed}:{purpose}")
+
+
+def _number_text(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.55:
+        return str(rng.randint(0, 500))
+    if roll < 0.75:
+        return f"{rng.randint(0, 4999) / 10:.1f}"
+    if roll < 0.88:
+        return f"-{rng.randint(1, 50)}"
+    return f" {rng.randint(0, 500)} "  # padded: parsers must strip
+
+
+def _date_text(rng: random.Random) -> str:
+    day = date(2005, 1, 1) + timedelta(days=rng.randint(0, 7304))  # 2005-01-01 .. 2024-12-30
+    if rng.random() < 0.8:
+        return day.isoformat()
+    return f"{day.isoformat()}T{rng.randint(6, 19):02d}:{rng.choice((0, 15, 30, 45)):02d}:00Z"
+
+
+def _add_typed_attributes(rng: random.Random, users: list[dict], member_indices: list[int]) -> None:
+    """extensionAttribute4/5/6 and the members without employeeId (mutates ``users``)."""
+    for i in member_indices:
+        attrs = users[i]["onPremisesExtensionAttributes"]
+        if rng.random() < 0.60:
+            attrs["extensionAttribute4"] = _number_text(rng)
+        if rng.random() < 0.60:
+            attrs["extensionAttribute5"] = _date_text(rng)
+        if rng.random() < 0.40:
+            roll = rng.random()
+            attrs["extensionAttribute6"] = "true" if roll < 0.45 else "false" if roll < 0.90 else "yes"
+    per_bad = _pick_count(len(member_indices), 0.001)
+    for key, bad_values in (("extensionAttribute4", BAD_NUMBERS), ("extensionAttribute5", BAD_DATES)):
+        for bad in bad_values:
+            for i in rng.sample(member_indices, min(per_bad, len(member_indices))):
+                users[i]["onPremisesExtensionAttributes"][key] = bad
+    for i in rng.sample(member_indices, _pick_count(len(member_indices), 0.01)):
+        users[i]["employeeId"] = None
+
+
+def _assign_managers(rng: random.Random, users: list[dict], member_indices: list[int],
+                     guest_indices: list[int], no_mail: list[int], contacts: list[dict]) -> dict[str, str]:
+    """``user id -> manager object id``: a forest over members, no cycles (see the module docstring)."""
+    first = member_indices[0]
+    # Members without a manager: the first member (the top of the tree) and ~1 % others.
+    no_manager = {first} | set(rng.sample(member_indices[1:], _pick_count(len(member_indices), 0.01)))
+    candidates = [i for i in member_indices if i not in no_manager]
+    by_contact = set(rng.sample(candidates, min(len(candidates), max(2, round(len(member_indices) * 0.003)))))
+    # People managers: ~12 % of members, the first member, and a few without a mailbox.
+    early_no_mail = [i for i in no_mail if i < member_indices[len(member_indices) // 2]]
+    mailless_managers = rng.sample(early_no_mail, min(3, len(early_no_mail)))
+    managers = {first, *mailless_managers}
+    managers.update(i for i in member_indices if rng.random() < 0.12)
+
+    manager_of: dict[str, str] = {}
+    earlier_managers: list[int] = []  # people managers with a lower index: no cycles possible
+    reports: dict[int, int] = {}
+    level: dict[int, int] = {}  # depth below a member without a manager
+    for i in member_indices:
+        level[i] = 0
+        if i in by_contact:
+            manager_of[users[i]["id"]] = rng.choice(contacts)["id"]
+        elif i not in no_manager:
+            # Two random earlier managers: a manager goes under the shallower one, anybody else
+            # under the one with fewer reports (keeps depth and spans plausible).
+            a = earlier_managers[rng.randrange(len(earlier_managers))]
+            b = earlier_managers[rng.randrange(len(earlier_managers))]
+            key = (lambda m: (level[m], reports[m])) if i in managers else (lambda m: reports[m])
+            boss = b if key(b) < key(a) else a
+            reports[boss] += 1
+            level[i] = level[boss] + 1
+            manager_of[users[i]["id"]] = users[boss]["id"]
+        if i in managers:
+            earlier_managers.append(i)
+            reports[i] = 0
+    # Make sure every mailbox-less manager really manages someone later in the list.
+    managed = set(manager_of.values())
+    mailless_ids = {users[m]["id"] for m in mailless_managers}
+    for m in sorted(mailless_managers):
+        if users[m]["id"] in managed:
+            continue
+        for j in member_indices:
+            if (j > m and j not in by_contact and users[j]["id"] in manager_of
+                    and manager_of[users[j]["id"]] not in mailless_ids):
+                manager_of[users[j]["id"]] = users[m]["id"]
+                managed.add(users[m]["id"])
+                break
+    # Guests: most have no manager; ~15 % have a member (any people manager) as their sponsor.
+    pool = sorted(managers)
+    for i in guest_indices:
+        if rng.random() < 0.15:
+            manager_of[users[i]["id"]] = users[rng.choice(pool)]["id"]
+    return {u["id"]: manager_of[u["id"]] for u in users if u["id"] in manager_of}
+
+
 def generate_directory(users: int = 2000, groups: int = 150, seed: int = 7) -> Directory:
     """Build a deterministic demo tenant; see the module docstring for its shape."""
     if users < 20:
@@ -843,6 +1004,12 @@ def generate_directory(users: int = 2000, groups: int = 150, seed: int = 7) -> D
         "duplicate_name": [g["id"] for g in duplicates],
         "dynamic": [g["id"] for g in group_list if "DynamicMembership" in g["groupTypes"]],
     }
+    # --- additions from separate streams (existing values stay as they were) ----
+    guest_set = set(pools["guests"])
+    member_indices = [i for i in range(users) if i not in guest_set]
+    _add_typed_attributes(_side_rng(seed, "typed-attributes"), user_list, member_indices)
+    manager_of = _assign_managers(_side_rng(seed, "managers"), user_list, member_indices, pools["guests"],
+                                  pools["no_mail"], others["contacts"])
     return Directory(
         users=user_list,
         groups=group_list,
@@ -851,4 +1018,5 @@ def generate_directory(users: int = 2000, groups: int = 150, seed: int = 7) -> D
         extension_app_id=extension_app_id,
         extension_property=ext_prop,
         special=special,
+        manager_of=manager_of,
     )

@@ -91,6 +91,9 @@ class EntitySchema:
     defaults: tuple[str, ...]  # returned without $select
     single_only: frozenset[str] = frozenset()  # rejected in a collection $select (501)
     extra_defaults: dict[str, Any] = field(default_factory=dict)  # valid but not modelled
+    # Lower-case navigation properties (e.g. "manager"): accepted in $select, as Graph accepts
+    # them, but never returned by it; only $expand returns a related object.
+    navigation: frozenset[str] = frozenset()
 
     def prop(self, name: str) -> Prop | None:
         return self.props.get(name.lower())
@@ -179,6 +182,7 @@ def user_schema(extension_property: str) -> EntitySchema:
         defaults=USER_DEFAULT_SELECT,
         single_only=frozenset(name.lower() for name in USER_SINGLE_ONLY),
         extra_defaults=_USER_EXTRAS,
+        navigation=frozenset({"manager"}),
     )
 
 
@@ -291,6 +295,8 @@ def resolve_select(schema: EntitySchema, raw: str | None, *, collection: bool) -
 
     Without ``$select`` the schema's default set. Unknown names give 400;
     single-object-only user properties in a collection request give 501, as Graph does.
+    Navigation properties (``manager`` on users) are accepted and yield nothing: Graph
+    answers ``$select=manager`` with 200 and no manager; ``$expand=manager`` returns it.
     """
     if raw is None:
         return schema.defaults
@@ -301,6 +307,8 @@ def resolve_select(schema: EntitySchema, raw: str | None, *, collection: bool) -
         token = part.strip()
         if not token:
             raise bad_request(f"Syntax error in $select '{raw}': empty property name.")
+        if token.lower() in schema.navigation:
+            continue
         prop = schema.prop(token)
         if prop is None:
             raise bad_request(f"Could not find a property named '{token}' on type '{schema.type_name}'.")

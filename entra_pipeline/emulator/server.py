@@ -15,8 +15,28 @@ Collections honour ``$select``, ``$filter``, ``$top`` (1..999, default 100),
 ``$count`` with ``ConsistencyLevel: eventual`` and opaque, HMAC-signed
 ``$skiptoken`` paging, with Graph's status codes and error bodies (see
 ``graph-facts.md``). ``$expand=members`` on groups is emulated with Graph's
-trap: at most 20 members and no nextLink for them. ``$orderby``, ``$search``,
-other ``$expand`` values and ``$batch`` are answered with 400 (not emulated). Filtered id lists are computed once per
+trap: at most 20 members and no nextLink for them.
+
+``$expand=manager`` on ``/users`` and ``/users/{id}`` (also
+``manager($select=id,mail,...)``) adds a ``manager`` object to each user that
+has one: ``@odata.type`` (``#microsoft.graph.user`` or
+``#microsoft.graph.orgContact``), then the manager type's default properties,
+or with a nested ``$select`` ``id`` plus the selected properties that exist on
+that type (``userPrincipalName`` is simply left out for an orgContact; the
+nested ``$select`` is validated against user, group, orgContact, device and
+servicePrincipal properties like a members ``$select``). A user without a
+manager has no ``manager`` key at all (never ``null``). ``manager`` is a
+navigation property: ``$select=manager`` is accepted (200, as Graph does) but
+returns no manager. On the collection, pages with ``$expand`` hold at most
+:data:`EXPAND_PAGE_LIMIT` (100) users whatever ``$top`` says, like Graph's
+known issue for ``$expand`` on directory objects (``Emulator.expand_page_limit
+= None`` lifts it); nextLinks carry the ``$expand``. ``$levels`` inside
+``$expand=manager`` is 400 on the collection (Graph supports it on single
+users only) and 400 "not emulated" on a single user; other ``$expand`` values
+on users are 400.
+
+``$orderby``, ``$search``, other ``$expand`` values and ``$batch`` are answered
+with 400 (not emulated). Filtered id lists are computed once per
 (directory generation, resource, filter) and paged by offset, so each page
 costs O(page size). A paging round that started before ``reindex()`` keeps
 its snapshot of ids while it lasts in the cache; objects deleted meanwhile are
@@ -124,6 +144,9 @@ _NOT_EMULATED = {"$orderby", "$search", "$format"}
 # Graph expands at most 20 members and gives no nextLink for them (graph-facts.md).
 EXPAND_MEMBERS_LIMIT = 20
 _EXPAND_RE = re.compile(r"^\s*members\s*(?:\(\s*\$select\s*=\s*([^)]*)\))?\s*$", re.IGNORECASE)
+#: Users per page when a user collection is read with ``$expand`` (Graph's known issue: 100 at most).
+EXPAND_PAGE_LIMIT = 100
+_MANAGER_EXPAND_RE = re.compile(r"^\s*manager\s*(?:\((.*)\))?\s*$", re.IGNORECASE | re.DOTALL)
 
 
 def _now_iso() -> str:
@@ -336,6 +359,8 @@ class Emulator:
         self.token_ttl = int(token_ttl)
         self.idle_timeout = idle_timeout
         self.faults = FaultInjector()
+        #: Page-size cap for ``/users?$expand=manager`` (None: honour ``$top`` up to 999).
+        self.expand_page_limit: int | None = EXPAND_PAGE_LIMIT
         self.request_log: list[tuple[str, str, int]] = []
         self.request_count = 0
         self.connection_count = 0  # TLS connections accepted (keep-alive reuse shows here)
@@ -757,7 +782,8 @@ class Emulator:
                 raise _GraphError(405, "Request_BadRequest",
                                   "Specified HTTP method is not allowed for the request target. "
                                   "(The demo-tenant emulator is read-only.)")
-            if "$expand" in request.params and handler not in (self._list_groups, self._get_group):
+            if "$expand" in request.params and handler not in (self._list_groups, self._get_group,
+                                                               self._list_users, self._get_user):
                 raise bad_request("Query option '$expand' is not supported here by the demo-tenant emulator.")
             with self._state_lock:
                 directory, generation = self._directory, self._generation
@@ -887,9 +913,12 @@ class Emulator:
         context: str,
         filter_needs_advanced: bool = False,
         resource_units: int = 1,
+        page_limit: int | None = None,
     ) -> _Response:
         """Serve one page of a filtered, snapshot-by-generation collection."""
         top = self._page_size(request)
+        if page_limit is not None:
+            top = min(top, page_limit)  # $top stays valid and is carried on; the server pages smaller
         count, advanced = self._count_mode(request)
         raw_filter = request.params.get("$filter")
         predicate = None
@@ -959,10 +988,53 @@ class Emulator:
 
     # -- Graph: resources -------------------------------------------------------
 
+    def _user_projector(self, request: _Request, directory: Directory, *,
+                        collection: bool) -> tuple[Callable[[dict], dict], bool]:
+        """(projection of a user, whether ``$expand=manager`` was asked for)."""
+        schema = user_schema(directory.extension_property)
+        project = self._projector(schema, resolve_select(schema, request.params.get("$select"),
+                                                         collection=collection))
+        raw_expand = request.params.get("$expand")
+        if raw_expand is None:
+            return project, False
+        match = _MANAGER_EXPAND_RE.match(raw_expand)
+        if match is None:
+            raise bad_request(f"Could not find a navigation property named '{raw_expand.strip()}' on type "
+                              "'microsoft.graph.user' (the emulator expands 'manager' only).")
+        nested_select = None
+        if match.group(1) is not None:
+            options: dict[str, str] = {}
+            for part in match.group(1).split(";"):
+                name, eq, value = part.partition("=")
+                key = name.strip().lower()
+                if not eq or key not in ("$select", "$levels"):
+                    raise bad_request(f"Invalid $expand option '{part.strip()}' in '{raw_expand}': "
+                                      "only $select and $levels are understood inside $expand=manager.")
+                if key in options:
+                    raise bad_request(f"$expand option '{name.strip()}' given twice in '{raw_expand}'.")
+                options[key] = value
+            if "$levels" in options:
+                if collection:
+                    raise unsupported("'$levels' in $expand=manager is only supported on a single user "
+                                      "(/users/{id}), not on the collection of users.")
+                raise bad_request("'$levels' in $expand=manager is not emulated by the demo-tenant emulator.")
+            nested_select = options.get("$select")
+        project_manager = self._member_projector(directory, nested_select, cast=None)
+        manager_of = directory.manager
+
+        def expanded(user: dict) -> dict:
+            item = project(user)
+            found = manager_of(user["id"])
+            if found is not None:  # no manager: Graph leaves the property out
+                item["manager"] = project_manager(*found)
+            return item
+
+        return expanded, True
+
     def _list_users(self, request: _Request, directory: Directory, generation: int) -> _Response:
         schema = user_schema(directory.extension_property)
         select = request.params.get("$select")
-        project = self._projector(schema, resolve_select(schema, select, collection=True))
+        project, expanding = self._user_projector(request, directory, collection=True)
         lookup = directory.user_by_id
         return self._collection(
             request, generation,
@@ -973,6 +1045,7 @@ class Emulator:
             project=lambda _type, obj: project(obj),
             context=self._context("users", select),
             resource_units=1 if select else 2,
+            page_limit=self.expand_page_limit if expanding else None,
         )
 
     def _group_projector(self, request: _Request, directory: Directory, *, collection: bool):
@@ -1023,11 +1096,10 @@ class Emulator:
             user = directory.user_by_upn(key)
         if user is None:
             raise self._not_found(key)
-        schema = user_schema(directory.extension_property)
         select = request.params.get("$select")
-        names = resolve_select(schema, select, collection=False)
+        project, _ = self._user_projector(request, directory, collection=False)
         payload = {"@odata.context": self._context("users", select, entity=True)}
-        payload.update(self._projector(schema, names)(user))
+        payload.update(project(user))
         return self._entity(request, payload)
 
     def _require_group(self, directory: Directory, key: str) -> dict:

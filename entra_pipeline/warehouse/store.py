@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 import pandas as pd
 
+from entra_pipeline.transform import mapping
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.warehouse import schema as s
 
@@ -103,16 +105,6 @@ def write_raw_groups(con, integration: str, run_id: str, groups: list[dict], kin
     return n_groups, n_members
 
 
-def iter_raw_users(con, integration: str, batch: int = 5000) -> Iterator[dict]:
-    """The integration's raw users in object-id order, decoded batch by batch so that a large
-    tenant's users are never all held as JSON text and as dicts at once."""
-    cursor = con.execute(
-        f'SELECT data FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? ORDER BY id', [integration])
-    while rows := cursor.fetchmany(batch):
-        for (data,) in rows:
-            yield json.loads(data)
-
-
 def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[tuple[str, str]]]]:
     groups = [json.loads(r[0]) for r in con.execute(
         f'SELECT data FROM "{s.RAW_GRAPH_GROUPS}" WHERE integration = ? ORDER BY display_name, id',
@@ -128,18 +120,59 @@ def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[t
 
 # -- contacts --------------------------------------------------------------------------------
 
-_CONTACT_COLUMNS = [c for c, _ in s.CONTACT_COLUMNS]
 
 
-def write_mapped_contacts(con, integration: str, run_id: str, contacts: list[dict],
+MAPPED_WORK = "_mapped_work"  # per-connection temporary table: the mapping's result before it is written
+
+
+@dataclass
+class MappingSummary:
+    users_read: int
+    contacts: int
+    issues: list[ImportIssue]
+    sample: list[dict]
+
+
+def map_raw_users(con, integration: str, plan: list[mapping.FieldPlan], unique_id: str,
+                  imported_fields: list[str]) -> MappingSummary:
+    """Run the mapping inside DuckDB into a temporary table (nothing is written to the warehouse
+    yet) and return what the checks need: counts, import issues and a sample."""
+    sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, s.RAW_GRAPH_USERS)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {MAPPED_WORK} AS {sql}", params)
+    users, contacts = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE contact_id IS NOT NULL AND _dup_rank = 1) FROM {MAPPED_WORK}"
+    ).fetchone()
+    issues = mapping.issues_from_rows(plan, unique_id, con.execute(
+        mapping.problems_query(plan, unique_id, MAPPED_WORK)).fetchall())
+    columns = ["contact_id", "display_name", "department", "country"]
+    sample = [dict(zip(columns, row)) for row in con.execute(
+        f"SELECT {', '.join(columns)} FROM {MAPPED_WORK} WHERE contact_id IS NOT NULL AND _dup_rank = 1 "
+        "ORDER BY contact_id LIMIT 10").fetchall()]
+    return MappingSummary(users, contacts, issues, sample)
+
+
+def write_mapped_contacts(con, integration: str, run_id: str, plan: list[mapping.FieldPlan],
                           custom_fields: dict[str, str]) -> int:
-    """Replace an integration's mapped contacts; custom fields (name -> type) become typed columns."""
+    """Replace an integration's mapped contacts with the result of ``map_raw_users`` on this
+    connection; custom fields (name -> type) become typed columns."""
     s.ensure_custom_columns(con, custom_fields)
-    names = [c for c in _CONTACT_COLUMNS if c != "imported"] + list(custom_fields)
-    # Column by column: no per-contact row copies on a 100k-contact tenant.
-    columns = {name: [c.get(name) for c in contacts] for name in names}
-    columns["imported"] = [json.dumps(c["imported"], ensure_ascii=False, default=str) for c in contacts]
-    return _replace(con, s.MAPPED_CONTACTS, integration, _frame(columns, [*names, "imported"], integration, run_id))
+    con.execute(f'DELETE FROM "{s.MAPPED_CONTACTS}" WHERE integration = ?', [integration])
+    fields = ", ".join(f'"{p.contact_field}"' for p in plan)
+    return con.execute(
+        f'INSERT INTO "{s.MAPPED_CONTACTS}" BY NAME SELECT ? AS integration, contact_id, _source_id AS source_id, '
+        f"{fields}, imported, ? AS run_id, ? AS synced_at FROM {MAPPED_WORK} "
+        "WHERE contact_id IS NOT NULL AND _dup_rank = 1", [integration, run_id, _now()]).fetchone()[0]
+
+
+def extension_value_counts(con, integration: str, attributes: list[str]) -> dict[str, int]:
+    """How many of an integration's raw users carry a non-empty value in each extension attribute."""
+    if not attributes:
+        return {}
+    counts = ", ".join("count(*) FILTER (WHERE nullif(trim(json_extract_string(data, ?)), '') IS NOT NULL)"
+                       for _ in attributes)
+    row = con.execute(f'SELECT {counts} FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ?',
+                      [*(mapping.json_path(a) for a in attributes), integration]).fetchone()
+    return dict(zip(attributes, row))
 
 
 def read_for_exclusions(con, integration: str, contact_fields: list[str], imported_fields: list[str]) -> list[dict]:
