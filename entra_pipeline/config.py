@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -257,7 +258,8 @@ class Mapping(_Strict):
         return [name for name in EXTENSION_ATTRIBUTES if name not in self.fields]
 
 
-ScalarValue = str | int | float | bool
+# YAML reads an unquoted 2024-03-01 as a date: fine for rules on Date contact fields.
+ScalarValue = str | int | float | bool | date
 _OPERATORS = ("equals", "not_equals", "in", "not_in", "contains", "starts_with", "is_empty", "is_not_empty")
 
 

@@ -199,6 +199,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         # only then (if nothing blocks) is it written.
         with warehouse.get_connection() as con:
             available = _require_fields(con, integration, s.RAW_GRAPH_USERS, integration.imported_fields())
+            conflicts = s.custom_column_conflicts(con, custom)
+            if conflicts:
+                raise dg.Failure(description=f"integration {integration.key!r}: {conflicts[0]}; nothing was written",
+                                 allow_retries=False)
             result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available))
             checks = [c.users_mapped_result(result.users_read, result.contacts),
                       c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),

@@ -8,6 +8,7 @@ pushed into a Graph ``$filter``: Graph compares strings ignoring case.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Iterable, Protocol
 
 
@@ -41,6 +42,12 @@ def _same(actual: Any, expected: Any) -> bool:
     # bool is an int in Python; keep `true` from matching 1 and vice versa.
     if isinstance(actual, bool) or isinstance(expected, bool):
         return isinstance(actual, bool) and isinstance(expected, bool) and actual is expected
+    # A Date contact field compares with an ISO date written in the configuration.
+    if isinstance(actual, date) and isinstance(expected, str):
+        try:
+            expected = date.fromisoformat(expected)
+        except ValueError:
+            return False
     return actual == expected
 
 

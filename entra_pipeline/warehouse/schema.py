@@ -91,20 +91,31 @@ def ensure_schema(con) -> None:
                 con.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS "{column}" {sql_type}')
 
 
-def ensure_custom_columns(con, fields: dict[str, str]) -> None:
-    """Add a typed column per custom field (name -> Text/Number/Date) to both contact tables.
-
-    Names are validated by the configuration (lower case, digits, _); a column that exists with
-    another type (made by another integration) is an error, never silently converted.
-    """
+def custom_column_conflicts(con, fields: dict[str, str]) -> list[str]:
+    """Custom fields (name -> Text/Number/Date) whose warehouse column already has another type."""
+    ensure_schema(con)
+    problems = []
     for table in (MAPPED_CONTACTS, CONTACTS):
         existing = dict(con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]
         ).fetchall())
         for name, kind in fields.items():
-            wanted = SQL_TYPES[kind]
-            if name in existing and existing[name] != wanted:
-                raise ValueError(f"custom field {name!r} is {kind} but column {table}.{name} is "
-                                 f"{existing[name]} (made by another integration's configuration)")
-            if name not in existing:
-                con.execute(f'ALTER TABLE "{table}" ADD COLUMN "{name}" {wanted}')
+            if name in existing and existing[name] != SQL_TYPES[kind]:
+                problems.append(f"custom field {name!r} is {kind} in the configuration but column {table}.{name} "
+                                f"is {existing[name]} (a field's type cannot change: give the field a new name)")
+    return problems
+
+
+def ensure_custom_columns(con, fields: dict[str, str]) -> None:
+    """Add a typed column per custom field (name -> Text/Number/Date) to both contact tables.
+
+    Names are validated by the configuration (lower case, digits, _). A column that exists with
+    another type is an error (see ``custom_column_conflicts``), never silently converted: other
+    integrations and analysts' queries may rely on it.
+    """
+    problems = custom_column_conflicts(con, fields)
+    if problems:
+        raise ValueError(problems[0])
+    for table in (MAPPED_CONTACTS, CONTACTS):
+        for name, kind in fields.items():
+            con.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS "{name}" {SQL_TYPES[kind]}')
