@@ -41,7 +41,7 @@ def _config(users: int, groups: int) -> dict:
             "demo_tenant": {"users": users, "groups": groups, "seed": 1},
         },
         # As an administrator would set it up: every extension attribute decided, typed custom
-        # fields, the built-in exclusions plus one rule.
+        # fields (Text, Number, Date), the built-in exclusions plus one rule.
         "mapping": {
             "fields": {**{f"extensionAttribute{i}": "skip" for i in range(1, 16)},
                        "extensionAttribute2": "division", "extensionAttribute3": "building",
@@ -175,9 +175,10 @@ def write_doc(results: list[dict]) -> str:
         "- Graph requests: users and groups in pages of 999, then one `/groups/{id}/members` read per group "
         "(4 in parallel), so requests grow with the number of groups. `$batch` or groups delta with "
         "`members` would cut them (see the distribution-list and delta issues).",
-        "- `mapped_contacts` and `filtered_contacts` spend most of their time turning the `imported` JSON "
-        "column and the raw Graph JSON back into Python objects; peak RSS is reached there, with the whole "
-        "tenant's users held as dicts at once.",
+        "- `raw_graph_users` parses Graph's JSON pages in Python and stores each user's JSON; peak RSS is "
+        "reached there and in `raw_graph_groups` (every membership edge as a Python tuple).",
+        "- `mapped_contacts` runs in DuckDB (one SQL statement; each user's JSON parsed once), "
+        "`filtered_contacts` reads only the fields its rules test and copies kept contacts inside DuckDB.",
         "- The job runs its steps one after another in one process (`execute_in_process`), as `make sync` does.",
         "",
     ]
