@@ -278,14 +278,20 @@ def test_lists_selected_by_id(make_sync, emulator, directory):
 
 # -- 7. duplicate Unique Contact IDs ------------------------------------------------------------
 
-def test_duplicate_unique_contact_ids_keep_the_smallest_object_id(make_sync, emulator, directory):
+def test_duplicate_unique_contact_ids_prefer_enabled_members_then_the_smallest_id(make_sync, emulator, directory):
     by_value: dict[str, list[str]] = {}
     for user in directory.users:
         value = (user["department"] or "").strip()
         if value:
             by_value.setdefault(value, []).append(user["id"])
     no_department = {u["id"] for u in directory.users if not (u["department"] or "").strip()}
-    kept = {min(ids): value for value, ids in by_value.items()}
+    users = {u["id"]: u for u in directory.users}
+
+    def preference(uid: str) -> tuple:
+        return (users[uid]["accountEnabled"] is False, users[uid]["userType"] == "Guest", uid)
+
+    by_value = {value: sorted(ids, key=preference) for value, ids in by_value.items()}
+    kept = {ids[0]: value for value, ids in by_value.items()}
     assert any(len(ids) > 1 for ids in by_value.values()) and no_department
 
     sync = make_sync(integration("acme", emulator, mapping={"unique_id": "department"},
@@ -295,7 +301,7 @@ def test_duplicate_unique_contact_ids_keep_the_smallest_object_id(make_sync, emu
     evaluations = check_evaluations(result)
     duplicate = evaluations[c.UNIQUE_CONTACT_IDS_DISTINCT]
     assert (duplicate.passed, duplicate.severity) == (False, dg.AssetCheckSeverity.WARN)
-    shared = {value: sorted(ids) for value, ids in by_value.items() if len(ids) > 1}
+    shared = {value: ids for value, ids in by_value.items() if len(ids) > 1}
     n_duplicates = sum(len(ids) for ids in shared.values())
     assert duplicate.description == f"{n_duplicates:,} users sharing a Unique Contact ID"
     assert check_outcomes(result) == {
@@ -305,9 +311,12 @@ def test_duplicate_unique_contact_ids_keep_the_smallest_object_id(make_sync, emu
 
     assert dict(sync.query("SELECT source_id, contact_id FROM mapped_contacts")) == kept
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == kept
+    def listed(ids: list[str]) -> str:
+        return ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
     expected_errors = {
-        (uid, "department", f"{len(ids)} users share Unique Contact ID {value!r} ({', '.join(ids)}); "
-                            f"kept {ids[0]} (smallest object id)")
+        (uid, "department", f"{len(ids)} users share Unique Contact ID {value!r} ({listed(ids)}); "
+                            f"kept {ids[0]} (enabled members first, then the smallest object id)")
         for value, ids in shared.items() for uid in ids}
     rows = sync.query("SELECT record, field, message FROM import_errors WHERE code = 'duplicate_unique_id'")
     assert len(rows) == n_duplicates

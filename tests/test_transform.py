@@ -69,12 +69,36 @@ def test_unique_id_normalised_missing_invalid_and_duplicates():
         ("a", mapping.DUPLICATE_UNIQUE_ID, "email"), ("b", mapping.DUPLICATE_UNIQUE_ID, "email"),
         ("c", mapping.MISSING_UNIQUE_ID, "email"), ("d", mapping.INVALID_UNIQUE_ID, "email")]
     assert result.message("b", mapping.DUPLICATE_UNIQUE_ID) == (
-        "2 users share Unique Contact ID 'ann.lee@contoso.com' (a, b); kept a (smallest object id)")
+        "2 users share Unique Contact ID 'ann.lee@contoso.com' (a, b); kept a (enabled members first, then the "
+        "smallest object id)")
     assert result.message("d", mapping.INVALID_UNIQUE_ID) == (
         "user d@t.example: Unique Contact ID field 'email' is not a valid email address: 'not-an-address'; not imported")
     assert (result.summary.users_read, result.summary.contacts) == (5, 2)
     # The same input in another order gives the same outcome.
     assert Mapped(list(reversed(users)), Mapping()).rows("contact_id") == result.rows("contact_id")
+
+
+def test_duplicates_prefer_enabled_members_and_name_at_most_five_ids():
+    # A rehire: the old account is disabled and has the smaller id; the new one must win.
+    users = [user("0a", None, employeeId="E1", accountEnabled=False, userType="Member"),
+             user("1b", None, employeeId="E1", accountEnabled=True, userType="Member"),
+             user("2c", None, employeeId="E1", accountEnabled=True, userType="Guest"),
+             *(user(f"9{i}", None, employeeId="E2", accountEnabled=True, userType="Member") for i in range(8))]
+    result = Mapped(users, Mapping(unique_id="employee_id"))
+    assert result.rows("contact_id") == [("1b", "E1"), ("90", "E2")]
+    assert result.message("0a", mapping.DUPLICATE_UNIQUE_ID) == (
+        "3 users share Unique Contact ID 'E1' (1b, 2c, 0a); kept 1b (enabled members first, then the smallest "
+        "object id)")
+    assert result.message("97", mapping.DUPLICATE_UNIQUE_ID) == (
+        "8 users share Unique Contact ID 'E2' (90, 91, 92, 93, 94 and 3 more); kept 90 (enabled members first, "
+        "then the smallest object id)")
+
+
+def test_white_space_of_every_kind_is_trimmed():
+    users = [user("1", "Ann@X.com\n", department="Sales\t", city="\t"), user("2", "\t")]
+    result = Mapped(users, Mapping())
+    assert result.rows("contact_id", "department", "city") == [("1", "ann@x.com", "Sales", None)]
+    assert result.issues == [("2", mapping.MISSING_UNIQUE_ID, "email")]
 
 
 def test_unique_id_switched_to_employee_id_keeps_case():
@@ -148,9 +172,13 @@ def test_number_as_unique_id_and_text_from_numbers_and_booleans():
                 custom_fields={"badge_no": "Number"})
     ext = "extension_0123456789abcdef0123456789abcdef_badge"
     users = [user("1", None, **{ext: 1234, "accountEnabled": True}), user("2", None, **{ext: "1234.5"}),
-             user("3", None, **{ext: True})]
+             user("3", None, **{ext: True}), user("4", None, **{ext: "1234567890123456789"}),
+             user("5", None, **{ext: "1234567890123456788"})]
     result = Mapped(users, m)
-    assert result.rows("contact_id", "job_title") == [("1", "1234", "true"), ("2", "1234.5", None)]
+    # Whole numbers keep every digit as an ID (no float rounding beyond 2^53).
+    assert result.rows("contact_id", "job_title") == [("1", "1234", "true"), ("2", "1234.5", None),
+                                                      ("4", "1234567890123456789", None),
+                                                      ("5", "1234567890123456788", None)]
     assert result.issues == [("3", mapping.INVALID_UNIQUE_ID, "badge_no")]
 
 

@@ -13,8 +13,9 @@ Rules, per contact field:
   layout instead. "31/02/2024" or "2024-02-30" are import errors.
 - Boolean: JSON true/false or the text "true"/"false".
 - The Unique Contact ID: emails trimmed, lower-cased and checked for shape; other fields as text.
-  Users without one are import errors, not contacts. Several users with one ID: the smallest
-  directory object id is kept and every user involved is reported.
+  Users without one are import errors, not contacts. Several users with one ID: an enabled member
+  account is preferred (a rehire's old disabled account must not hide the new one), then the
+  smallest directory object id; every user involved is reported.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ INVALID_VALUE = "invalid_value"
 EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"  # deliberately loose: mail servers are the final judge
 _NUMBER_PATTERN = r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*"
 _ISO_PATTERN = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?"
+
+DUPLICATES_LISTED = 5  # ids named in each duplicate's message: a bad unique_id must not grow them n²
 
 REASONS = {
     NUMBER: "not a number (digits with an optional sign, '.' decimal point and exponent)",
@@ -76,6 +79,11 @@ def json_path(imported_field: str) -> str:
     return f'$."{imported_field}"'
 
 
+def strip(sql: str) -> str:
+    """SQL trimming all leading and trailing white space (DuckDB's trim() removes spaces only)."""
+    return f"regexp_replace({sql}, '^\\s+|\\s+$', '', 'g')"
+
+
 # Graph collections: a contact field takes their first non-empty entry.
 ARRAY_FIELDS = frozenset({"businessPhones", "otherMails", "proxyAddresses"})
 
@@ -83,7 +91,7 @@ ARRAY_FIELDS = frozenset({"businessPhones", "otherMails", "proxyAddresses"})
 def _typed(plan: FieldPlan, text: str, params: list) -> str:
     if plan.field_type == NUMBER:
         return (f"CASE WHEN regexp_full_match({text}, '{_NUMBER_PATTERN}') "
-                f"AND isfinite(TRY_CAST(trim({text}) AS DOUBLE)) THEN TRY_CAST(trim({text}) AS DOUBLE) END")
+                f"AND isfinite(TRY_CAST({text} AS DOUBLE)) THEN TRY_CAST({text} AS DOUBLE) END")
     if plan.field_type == DATE:
         if plan.fmt:
             params.append(plan.fmt)
@@ -96,12 +104,13 @@ def _typed(plan: FieldPlan, text: str, params: list) -> str:
     return text
 
 
-def _id_text(plan: FieldPlan, column: str) -> str:
+def _id_text(plan: FieldPlan, column: str, text: str) -> str:
     if plan.contact_field == "email":
         return f"CASE WHEN regexp_full_match({column}, '{EMAIL_PATTERN}') THEN {column} END"
     if plan.field_type == NUMBER:
-        return (f"CASE WHEN {column} = trunc({column}) AND abs({column}) < 1e15 "
-                f"THEN CAST(CAST({column} AS BIGINT) AS VARCHAR) ELSE CAST({column} AS VARCHAR) END")
+        # Whole numbers from their text (exact beyond 2^53); others as the stored number.
+        return (f"CASE WHEN {column} IS NULL THEN NULL WHEN regexp_full_match({text}, '[+-]?\\d{{1,38}}') "
+                f"THEN CAST(CAST({text} AS HUGEINT) AS VARCHAR) ELSE CAST({column} AS VARCHAR) END")
     if plan.field_type == DATE:
         return f"strftime({column}, '%Y-%m-%d')"
     return f"CAST({column} AS VARCHAR)"
@@ -117,18 +126,20 @@ def mapping_query(plan: list[FieldPlan], unique_id: str, imported_fields: list[s
     Each user's JSON is parsed once: all scalar paths are read in one list extraction.
     """
     mapped = [(i, p) for i, p in enumerate(plan) if p.source is not None]
-    scalar = ["$.userPrincipalName"] + [json_path(p.source) for _, p in mapped if p.source not in ARRAY_FIELDS]
+    # Positions 1-3: who the user is, and what ranks duplicates (enabled members first).
+    scalar = ["$.userPrincipalName", "$.accountEnabled", "$.userType"]
+    scalar += [json_path(p.source) for _, p in mapped if p.source not in ARRAY_FIELDS]
     arrays = [json_path(p.source) for _, p in mapped if p.source in ARRAY_FIELDS]
-    texts, position, array_position = [], 2, 1
+    texts, position, array_position = [], 4, 1
     for i, field_plan in mapped:
         if field_plan.source in ARRAY_FIELDS:
             value = (f"list_filter(from_json(_a[{array_position}], '[\"VARCHAR\"]'), "
-                     "lambda x: coalesce(trim(x), '') <> '')[1]")
+                     f"lambda x: coalesce({strip('x')}, '') <> '')[1]")
             array_position += 1
         else:
             value = f"_s[{position}]"
             position += 1
-        texts.append(f'nullif(trim({value}), \'\') AS "_t{i}"')
+        texts.append(f'nullif({strip(value)}, \'\') AS "_t{i}"')
     params: list[Any] = []
     typed = []
     for i, field_plan in enumerate(plan):
@@ -149,16 +160,17 @@ WITH parsed AS (
            json_extract(data, ?::VARCHAR[]) AS _j
     FROM "{raw_table}" WHERE integration = ?
 ), texts AS (
-    SELECT _source_id, _s[1] AS _upn, _j, {", ".join(texts)} FROM parsed
+    SELECT _source_id, _s[1] AS _upn, coalesce(_s[2] = 'false', false) AS _disabled,
+           coalesce(_s[3] = 'Guest', false) AS _guest, _j, {", ".join(texts)} FROM parsed
 ), typed AS (
-    SELECT _source_id, _upn, {raw_columns}, {", ".join(typed)},
+    SELECT _source_id, _upn, _disabled, _guest, {raw_columns}, {", ".join(typed)},
            json_object({pairs or "'id', _source_id"}) AS imported
     FROM texts
 ), ided AS (
-    SELECT *, {_id_text(id_plan, f'"{unique_id}"')} AS contact_id FROM typed
+    SELECT *, {_id_text(id_plan, f'"{unique_id}"', f'"_t{plan.index(id_plan)}"')} AS contact_id FROM typed
 )
 SELECT *,
-       row_number() OVER (PARTITION BY contact_id ORDER BY _source_id) AS _dup_rank,
+       row_number() OVER (PARTITION BY contact_id ORDER BY _disabled, _guest, _source_id) AS _dup_rank,
        count(*) OVER (PARTITION BY contact_id) AS _dup_count
 FROM ided"""
     head = [scalar, *([arrays] if arrays else []), [json_path(n) for n in imported_fields], integration]
@@ -173,7 +185,7 @@ def problems_query(plan: list[FieldPlan], unique_id: str, table: str) -> str:
     any_bad = " OR ".join(f'("{p.contact_field}" IS NULL AND "_t{i}" IS NOT NULL)' for i, p in checked) or "false"
     return f"""
 WITH duplicates AS (
-    SELECT contact_id, list(_source_id ORDER BY _source_id) AS _dup_ids
+    SELECT contact_id, list(_source_id ORDER BY _disabled, _guest, _source_id)[1:{DUPLICATES_LISTED}] AS _dup_ids
     FROM "{table}" WHERE contact_id IS NOT NULL GROUP BY contact_id HAVING count(*) > 1
 )
 SELECT _source_id, _upn, w.contact_id, _dup_rank, _dup_count, d._dup_ids, "_t{id_index}" AS _id_text
@@ -199,10 +211,11 @@ def issues_from_rows(plan: list[FieldPlan], unique_id: str, rows: list[tuple]) -
                                       f"user {who}: Unique Contact ID field {unique_id!r} {reason}; not imported"))
             continue
         if count > 1:
+            more = f" and {count - len(dup_ids)} more" if count > len(dup_ids) else ""
             issues.append(ImportIssue(
                 STAGE, source_id, unique_id, DUPLICATE_UNIQUE_ID,
-                f"{count} users share Unique Contact ID {contact_id!r} ({', '.join(dup_ids)}); "
-                f"kept {dup_ids[0]} (smallest object id)"))
+                f"{count} users share Unique Contact ID {contact_id!r} ({', '.join(dup_ids)}{more}); "
+                f"kept {dup_ids[0]} (enabled members first, then the smallest object id)"))
         for (i, field_plan), bad, raw in zip(checked, flags, raws):
             if bad:
                 issues.append(ImportIssue(

@@ -168,8 +168,8 @@ def extension_value_counts(con, integration: str, attributes: list[str]) -> dict
     """How many of an integration's raw users carry a non-empty value in each extension attribute."""
     if not attributes:
         return {}
-    counts = ", ".join("count(*) FILTER (WHERE nullif(trim(json_extract_string(data, ?)), '') IS NOT NULL)"
-                       for _ in attributes)
+    value = mapping.strip("json_extract_string(data, ?)")
+    counts = ", ".join(f"count(*) FILTER (WHERE nullif({value}, '') IS NOT NULL)" for _ in attributes)
     row = con.execute(f'SELECT {counts} FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ?',
                       [*(mapping.json_path(a) for a in attributes), integration]).fetchone()
     return dict(zip(attributes, row))
