@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import duckdb
 import yaml
 from croniter import croniter
 from pydantic import (
@@ -31,10 +32,13 @@ from pydantic import (
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from entra_pipeline.transform.fields import (
+    BOOLEAN,
     BUILTIN_FIELDS,
     CUSTOM_FIELD_TYPES,
     DATE,
     DEFAULT_MAPPING,
+    NUMBER,
+    TEXT,
     DIRECTORY_EXTENSION,
     EXTENSION_ATTRIBUTES,
     is_valid_source_field,
@@ -66,7 +70,7 @@ class _Strict(BaseModel):
 def _https_url(value: str | None) -> str | None:
     if value is None:
         return None
-    if not re.match(r"^https://[^/\s?#]+(/[^\s?#]*)?$", value):
+    if not re.fullmatch(r"https://[^/\s?#]+(/[^\s?#]*)?", value):
         raise ValueError(f"must be an https:// URL without query, got {value!r}")
     return value.rstrip("/")
 
@@ -149,7 +153,7 @@ RESERVED_COLUMNS = frozenset({"integration", "contact_id", "source_id", "importe
 
 
 def _check_imported(name: str) -> str:
-    if name.startswith("extension_") and not DIRECTORY_EXTENSION.match(name):
+    if name.startswith("extension_") and not DIRECTORY_EXTENSION.fullmatch(name):
         raise ValueError(f"bad custom field ID {name!r} (expected extension_{{appId without hyphens: 32 hex "
                          "digits}_{name}, as the directory shows it)")
     if not is_valid_source_field(name):
@@ -175,6 +179,13 @@ class CustomField(_Strict):
     def _format_for_dates(self) -> CustomField:
         if self.format is not None and self.type != DATE:
             raise ValueError("format applies to Date fields only")
+        if self.format is not None:
+            # The mapping parses with DuckDB's strptime: ask it whether it understands the format.
+            try:
+                duckdb.connect().execute("SELECT try_strptime('2000-01-01', ?)", [self.format])
+            except duckdb.Error as exc:
+                reason = str(exc).splitlines()[0].split(": ", 1)[-1]
+                raise ValueError(f"format {self.format!r} is not a valid date format ({reason})") from None
         return self
 
     @model_validator(mode="before")
@@ -201,7 +212,7 @@ class Mapping(_Strict):
     @classmethod
     def _custom_names(cls, value: dict[str, CustomField]) -> dict[str, CustomField]:
         for name in value:
-            if not re.match(r"^[a-z][a-z0-9_]{0,62}$", name):
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
                 raise ValueError(f"custom field name {name!r} must be lower case letters, digits and _")
             if name in BUILTIN_FIELDS or name in RESERVED_COLUMNS:
                 raise ValueError(f"custom field name {name!r} is taken by a built-in field")
@@ -230,6 +241,8 @@ class Mapping(_Strict):
                 raise ValueError(f"two imported fields map to contact field {target!r}: {', '.join(sources)}")
         if self.unique_id not in known:
             raise ValueError(f"unique_id: unknown contact field {self.unique_id!r}")
+        if known[self.unique_id] == BOOLEAN:
+            raise ValueError(f"unique_id: {self.unique_id!r} is a true/false field and cannot identify a contact")
         resolved = self.resolved()
         if resolved[self.unique_id] is None:
             raise ValueError(f"unique_id: the Unique Contact ID field {self.unique_id!r} cannot be skipped")
@@ -322,6 +335,52 @@ class Condition(_Strict):
         return ({self.contact_field} if self.contact_field else set()).union(*(c.contact_fields() for c in nested))
 
 
+def _value_problem(kind: str | None, value: Any) -> str | None:
+    """Why ``value`` can never equal a field of type ``kind`` (None: it can, or any type goes)."""
+    if kind is None:
+        return None
+    if kind == TEXT and not isinstance(value, str):
+        return "is not text (quote it in YAML: 'NO', '00123' and 'on' are read as other types)"
+    if kind == NUMBER and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return "is not a number"
+    if kind == DATE:
+        if isinstance(value, date):
+            return None
+        try:
+            date.fromisoformat(str(value))
+        except ValueError:
+            return "is not an ISO date (YYYY-MM-DD)"
+    if kind == BOOLEAN and not isinstance(value, bool):
+        return "is not true or false"
+    return None
+
+
+def _check_values(condition: Condition, known: dict[str, str], where: str) -> None:
+    """Rule values must be able to match their field: YAML reads NO as false and 00123 as 83."""
+    for nested in (condition.all or condition.any or []):
+        _check_values(nested, known, where)
+    if condition.field is not None:
+        name = condition.field
+        kind = None if name.startswith("extension_") else BOOLEAN if name == "accountEnabled" else TEXT
+    elif condition.contact_field is not None:
+        name, kind = condition.contact_field, known.get(condition.contact_field)
+    else:
+        return
+    if (condition.contains is not None or condition.starts_with is not None) and kind not in (TEXT, None):
+        raise ValueError(f"{where}: contains and starts_with apply to text, and {name!r} is {kind}")
+    for op, values in (("equals", [condition.equals]), ("not_equals", [condition.not_equals]),
+                       ("in", condition.one_of or []), ("not_in", condition.not_in or []),
+                       ("contains", [condition.contains]), ("starts_with", [condition.starts_with])):
+        for value in values:
+            if value is None:
+                continue
+            problem = _value_problem(kind, value)
+            if problem:
+                raise ValueError(f"{where}: {op} value {value!r} for {name!r} ({kind}) {problem}")
+            if condition.contact_field == "email" and isinstance(value, str) and value != value.lower():
+                raise ValueError(f"{where}: {op} value {value!r}: emails are stored lower-case, so it never matches")
+
+
 class ExclusionRule(Condition):
     """A named condition: a contact that matches it is not synced."""
 
@@ -389,9 +448,11 @@ class Integration(_Strict):
     def _rules_use_known_fields(self) -> Integration:
         known = self.mapping.field_types()
         for index, rule in enumerate(self.exclusions.rules):
+            where = f"exclusions.rules.{index} ({rule.name!r})"
             for name in sorted(rule.contact_fields()):
                 if name not in known:
-                    raise ValueError(f"exclusions.rules.{index} ({rule.name!r}): unknown contact field {name!r}")
+                    raise ValueError(f"{where}: unknown contact field {name!r}")
+            _check_values(rule, known, where)
         return self
 
     def imported_fields(self) -> set[str]:

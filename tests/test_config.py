@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import date
 
 import pytest
 
@@ -113,6 +114,43 @@ def test_national_cloud_preset():
           "        city: Text\n    schedule:"),
          "cfg.yaml: integration 'main', field 'mapping.custom_fields': custom field name 'city' is taken by a "
          "built-in field"),
+        (("    schedule:", "    mapping:\n      fields:\n        extensionAttribute5: start\n      custom_fields:\n"
+          "        start: {type: Date, format: '%d/%Q/%Y'}\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.custom_fields.start': format '%d/%Q/%Y' is not a valid "
+         "date format (Failed to parse format specifier %d/%Q/%Y: Unrecognized format for strftime/strptime: %Q)"),
+        (("    schedule:", "    mapping:\n      unique_id: account_enabled\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping': unique_id: 'account_enabled' is a true/false field and "
+         "cannot identify a contact"),
+        (("    schedule:", "    mapping:\n      fields:\n        \"extension_0123456789abcdef0123456789abcdef_cost\\n\": "
+          "department\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'mapping.fields': bad custom field ID "
+         "'extension_0123456789abcdef0123456789abcdef_cost\\n' (expected extension_{appId without hyphens: 32 hex "
+         "digits}_{name}, as the directory shows it)"),
+        # Exclusions: values YAML retypes, and values that can never match their field's type.
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: Nordics, field: country, in: [SE, NO]}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main': exclusions.rules.0 ('Nordics'): in value False for 'country' (Text) is not "
+         "text (quote it in YAML: 'NO', '00123' and 'on' are read as other types)"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: Old badge, field: employeeId, equals: 00123}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main': exclusions.rules.0 ('Old badge'): equals value 83 for 'employeeId' (Text) is "
+         "not text (quote it in YAML: 'NO', '00123' and 'on' are read as other types)"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, field: accountEnabled, equals: 'false'}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main': exclusions.rules.0 ('x'): equals value 'false' for 'accountEnabled' (Boolean) "
+         "is not true or false"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, contact_field: hire_date, equals: 01/03/2024}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main': exclusions.rules.0 ('x'): equals value '01/03/2024' for 'hire_date' (Date) is "
+         "not an ISO date (YYYY-MM-DD)"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, contact_field: hire_date, contains: '2024'}\n"
+          "    schedule:"),
+         "cfg.yaml: integration 'main': exclusions.rules.0 ('x'): contains and starts_with apply to text, and "
+         "'hire_date' is Date"),
+        (("    schedule:", "    exclusions:\n      rules:\n        - name: x\n          any:\n            - {contact_field: "
+          "email, equals: Ann@X.com}\n    schedule:"),
+         "cfg.yaml: integration 'main': exclusions.rules.0 ('x'): equals value 'Ann@X.com': emails are stored "
+         "lower-case, so it never matches"),
         # Exclusions.
         (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, field: department, matches: 'S.*'}\n"
           "    schedule:"),
@@ -203,3 +241,16 @@ def test_relative_ca_bundle_is_relative_to_the_file(tmp_path):
     config.write_text(GOOD.replace("client_secret_env: MAIN_SECRET",
                                    "client_secret_env: MAIN_SECRET\n      ca_bundle: certs/ca.pem"))
     assert load_integrations(config).get("main").source.ca_bundle == tmp_path / "certs" / "ca.pem"
+
+
+def test_rule_values_of_the_right_type_are_accepted():
+    text = GOOD.replace("    schedule:", """    exclusions:
+      rules:
+        - {name: a, contact_field: hire_date, equals: 2024-03-01}
+        - {name: b, contact_field: hire_date, in: ['2024-03-02']}
+        - {name: c, field: accountEnabled, equals: false}
+        - {name: d, field: country, in: ['SE', 'NO']}
+    schedule:""")
+    rules = parse_integrations(text).get("main").exclusions.rules
+    assert [r.equals if r.equals is not None else r.one_of for r in rules] == [
+        date(2024, 3, 1), ["2024-03-02"], False, ["SE", "NO"]]

@@ -999,6 +999,13 @@ def test_expand_manager_errors(graph, directory, path_kind, expand, status, code
     assert_graph_error(graph.get(path, params={"$expand": expand}), status, code)
 
 
+def test_expand_is_refused_with_advanced_queries(graph):
+    # Graph: "$expand is not currently supported with advanced queries".
+    response = graph.get("/users", params={"$expand": "manager($select=id)", "$count": "true"},
+                         headers={"ConsistencyLevel": "eventual"})
+    assert_graph_error(response, 400, "Request_UnsupportedQuery")
+
+
 def test_expand_page_limit_can_be_lifted(graph, emulator, directory):
     emulator.expand_page_limit = None
     try:

@@ -1035,6 +1035,10 @@ class Emulator:
         schema = user_schema(directory.extension_property)
         select = request.params.get("$select")
         project, expanding = self._user_projector(request, directory, collection=True)
+        if expanding and self._count_mode(request)[1]:
+            # Graph: "$expand is not currently supported with advanced queries".
+            raise unsupported("$expand is not supported with advanced query parameters "
+                              "($count=true with ConsistencyLevel: eventual).")
         lookup = directory.user_by_id
         return self._collection(
             request, generation,

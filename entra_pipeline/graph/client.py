@@ -252,9 +252,22 @@ class GraphClient:
     def list_users(self, select: Iterable[str], expand: str | None = None,
                    progress: Progress | None = None) -> Collection:
         params = {"$select": ",".join(select)}
-        if expand:
-            params["$expand"] = expand
-        return self.list_collection("users", params, count=True, label="users", progress=progress)
+        if not expand:
+            return self.list_collection("users", params, count=True, label="users", progress=progress)
+        # Graph does not combine $expand with advanced queries ($count): count first, separately.
+        reported = self.count("users")
+        params["$expand"] = expand
+        users = self.list_collection("users", params, label="users",
+                                     progress=(lambda label, done, _: progress(label, done, reported))
+                                     if progress else None)
+        return Collection(users.items, reported, users.pages)
+
+    def count(self, path: str) -> int | None:
+        """A collection's ``$count`` from a one-item page (advanced query mode)."""
+        body = self.get_json(f"{self.base}/{path}", {"$select": "id", "$top": "1", "$count": "true"},
+                             {"ConsistencyLevel": "eventual"})
+        count = body.get("@odata.count")
+        return count if isinstance(count, int) else None
 
     def list_groups(self, select: Iterable[str], progress: Progress | None = None) -> Collection:
         return self.list_collection("groups", {"$select": ",".join(select)}, count=True,

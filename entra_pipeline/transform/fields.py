@@ -115,7 +115,7 @@ def is_valid_source_field(name: str) -> bool:
         name in GRAPH_USER_PROPERTIES
         or name in EXTENSION_ATTRIBUTES
         or name in MANAGER_FIELDS
-        or bool(DIRECTORY_EXTENSION.match(name))
+        or bool(DIRECTORY_EXTENSION.fullmatch(name))
     )
 
 
