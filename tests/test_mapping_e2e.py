@@ -590,3 +590,23 @@ def test_changing_a_custom_fields_type_fails_with_an_accurate_message(number_syn
         f"integration {KEY!r}: custom field 'seniority' is Text in the configuration but column "
         "mapped_contacts.seniority is DOUBLE (a field's type cannot change: give the field a new name); "
         "nothing was written")
+
+
+def test_rule_on_a_contact_field_the_last_mapping_did_not_fill_asks_for_a_new_mapping(make_sync, emulator):
+    sync = make_sync(integration(KEY, emulator))
+    run_ok(sync)
+    before = sync.snapshot()
+    write_config(sync.config, integration(KEY, emulator, mapping={
+        "fields": {"extensionAttribute2": "division"}, "custom_fields": {"division": "Text"}},
+        exclusions={"rules": [{"name": "Retail", "contact_field": "division", "equals": "Retail"}]}))
+    from entra_pipeline.definitions import SYNC_JOB, build_defs
+
+    result = build_defs(sync.config, sync.warehouse).resolve_job_def(SYNC_JOB).execute_in_process(
+        partition_key=KEY, instance=sync.instance, raise_on_error=False,
+        asset_selection=[dg.AssetKey("filtered_contacts")])
+    assert not result.success
+    [message] = failure_messages(result)
+    assert message.strip().endswith(
+        f"integration {KEY!r}: the mapping and exclusions use contact fields that the last mapped_contacts did "
+        "not fill (division); materialize mapped_contacts again")
+    assert sync.snapshot() == before

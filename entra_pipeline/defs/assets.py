@@ -22,6 +22,8 @@ from entra_pipeline.warehouse.store import transaction
 
 GROUP_NAME = "entra_sync"
 PREVIEW_COLUMNS = ["contact_id", "display_name", "department", "country"]
+# directory_fields_read stage name for the contact fields a mapping filled
+MAPPED_CONTACT_FIELDS = "mapped_contacts.contact_fields"
 RAW_GROUPS_STAGE = "raw_graph_groups"
 GROUP_VANISHED = "group_vanished"
 GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mailEnabled",
@@ -72,19 +74,23 @@ def _read(integration: Integration, graph: GraphResource, what: str,
     return result, metadata
 
 
-def _require_fields(con, integration: Integration, stage: str, needed: set[str]) -> set[str]:
-    """The directory fields ``stage``'s rows carry; Failure if the configuration needs others (the
-    mapping or exclusions changed since that stage last ran)."""
+def _require_fields(con, integration: Integration, stage: str, needed: set[str],
+                    asset: str | None = None) -> set[str]:
+    """The fields ``stage``'s rows carry; Failure if the configuration needs others (the mapping or
+    exclusions changed since that stage last ran)."""
+    asset = asset or stage
     available = store.fields_read(con, integration.key, stage)
     if available is None:
-        raise dg.Failure(description=f"integration {integration.key!r}: {stage} has no rows yet; "
-                                     f"materialize {stage} first", allow_retries=False)
+        raise dg.Failure(description=f"integration {integration.key!r}: {asset} has no rows yet; "
+                                     f"materialize {asset} first", allow_retries=False)
     missing = sorted(needed - available)
     if missing:
+        what = "contact fields" if stage == MAPPED_CONTACT_FIELDS else "directory fields"
         raise dg.Failure(
-            description=f"integration {integration.key!r}: the mapping and exclusions use directory fields "
-                        f"that the last {stage} did not read ({', '.join(missing)}); materialize "
-                        f"{'raw_graph_users and ' if stage != s.RAW_GRAPH_USERS else ''}{stage} again",
+            description=f"integration {integration.key!r}: the mapping and exclusions use {what} "
+                        f"that the last {asset} did not {'fill' if stage == MAPPED_CONTACT_FIELDS else 'read'} "
+                        f"({', '.join(missing)}); materialize "
+                        f"{'raw_graph_users and ' if stage == s.MAPPED_CONTACTS else ''}{asset} again",
             allow_retries=False)
     return available
 
@@ -215,8 +221,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 with transaction(con):
                     rows = store.write_mapped_contacts(con, integration.key, context.run.run_id, plan, custom)
                     store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
-                    # The imported column carries what the raw read selected.
+                    # The imported column carries what the raw read selected; the contact columns what
+                    # this mapping fed.
                     store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, context.run.run_id, available)
+                    store.write_fields_read(con, integration.key, MAPPED_CONTACT_FIELDS, context.run.run_id,
+                                            [p.contact_field for p in plan if p.source])
                 return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
                         "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
                         "custom_fields": ", ".join(f"{n} ({t})" for n, t in custom.items()),
@@ -240,6 +249,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         contact_needed = sorted(set().union(*(r.contact_fields() for r in rules)))
         with warehouse.get_connection() as con:
             _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
+            _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(contact_needed), "mapped_contacts")
             mapped = store.read_for_exclusions(con, integration.key, contact_needed, imported_needed)
         result = exclusions.apply_exclusions(mapped, rules)
 

@@ -198,8 +198,14 @@ def write_contacts_except(con, integration: str, run_id: str, excluded: Iterable
     copied inside DuckDB (every column, custom ones included)."""
     con.execute(f'DELETE FROM "{s.CONTACTS}" WHERE integration = ?', [integration])
     con.register("_excluded", pd.DataFrame({"contact_id": list(excluded)}, dtype=object))
+    # The columns both tables have (custom fields are added to both; this survives a hand-made one).
+    shared = [name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND column_name IN "
+        "(SELECT column_name FROM information_schema.columns WHERE table_name = ?) ORDER BY ordinal_position",
+        [s.MAPPED_CONTACTS, s.CONTACTS]).fetchall() if name not in ("run_id", "synced_at")]
+    columns = ", ".join(f'"{name}"' for name in shared)
     count = con.execute(
-        f'INSERT INTO "{s.CONTACTS}" BY NAME SELECT * EXCLUDE (run_id, synced_at), ? AS run_id, ? AS synced_at '
+        f'INSERT INTO "{s.CONTACTS}" ({columns}, run_id, synced_at) SELECT {columns}, ?, ? '
         f'FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? '
         f"AND contact_id NOT IN (SELECT contact_id FROM _excluded)",
         [run_id, _now(), integration]).fetchone()[0]
