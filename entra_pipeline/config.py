@@ -11,6 +11,8 @@ client secret (``source.client_secret_env``).
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from datetime import date
@@ -411,25 +413,93 @@ class Exclusions(_Strict):
         return built_in + list(self.rules)
 
 
+BULK_SELECTOR_MAX_LINES = 100_000
+_HEADER_WORDS = {"displayname", "name", "names", "groupname", "group", "groups", "listname", "list", "lists",
+                 "distributionlist", "distributionlists", "title"}
+
+
+def read_bulk_selector(path: Path) -> list[str]:
+    """Display names from a bulk selector file: one per line, no header row, UTF-8 (a BOM is fine),
+    blank lines and surrounding spaces ignored. Names containing commas are quoted, as in any CSV."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"bulk selector file {str(path)!r} cannot be read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"bulk selector file {str(path)!r} line {line}: not UTF-8 text (save it as UTF-8)") from None
+    names: list[str] = []
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    if len(rows) > BULK_SELECTOR_MAX_LINES:
+        raise ValueError(f"bulk selector file {str(path)!r} has {len(rows):,} lines; at most "
+                         f"{BULK_SELECTOR_MAX_LINES:,}")
+    for number, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row if cell.strip()]
+        if not cells:
+            continue
+        if len(cells) > 1:
+            raise ValueError(f"bulk selector file {str(path)!r} line {number}: {len(cells)} columns; one display "
+                             "name per line (quote names that contain commas)")
+        if not names and re.sub(r"[\s_-]", "", cells[0].lower()) in _HEADER_WORDS:
+            raise ValueError(f"bulk selector file {str(path)!r} line {number} looks like a header row "
+                             f"({cells[0]!r}); the file takes display names only, with no header")
+        names.append(cells[0])
+    if not names:
+        raise ValueError(f"bulk selector file {str(path)!r} has no display names")
+    return names
+
+
+class CustomList(_Strict):
+    """A list of the synced contacts that meet a condition (the exclusion rule language)."""
+
+    name: str = Field(min_length=1)
+    when: Condition
+
+
 class ListSelection(_Strict):
-    """Which directory groups become distribution lists.
+    """Which directory groups become distribution lists, and which custom lists are built.
 
     ``select``: ``all`` offered groups (Microsoft 365, mail-enabled security and distribution
-    groups), ``none``, or only those named by ``ids`` / ``names``.
+    groups), ``none``, those named by ``ids`` or ``names``, or the display names in the bulk
+    selector file ``csv`` (one per line, no header; relative to the integrations file).
     """
 
-    select: Literal["all", "none", "ids", "names"] = "none"
+    select: Literal["all", "none", "ids", "names", "csv"] = "none"
     ids: list[str] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
+    csv: Path | None = None
+    custom: list[CustomList] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_csv(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and data.get("csv") is not None:
+            if data.get("names"):
+                raise ValueError("give names or csv, not both")
+            path = Path(data["csv"])
+            base = (info.context or {}).get("base_dir")
+            if not path.is_absolute() and base is not None:
+                path = Path(base) / path
+            data = {**data, "csv": path, "names": read_bulk_selector(path)}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> ListSelection:
         if self.select == "ids" and not self.ids:
             raise ValueError("select: ids needs a non-empty 'ids' list")
-        if self.select == "names" and not self.names:
+        if self.select == "names" and (not self.names or self.csv is not None):
             raise ValueError("select: names needs a non-empty 'names' list")
-        if self.select in ("all", "none") and (self.ids or self.names):
-            raise ValueError(f"select: {self.select} takes no 'ids' or 'names'")
+        if self.select == "csv" and self.csv is None:
+            raise ValueError("select: csv needs a 'csv' file of display names")
+        if self.select in ("all", "none") and (self.ids or self.names or self.csv):
+            raise ValueError(f"select: {self.select} takes no 'ids', 'names' or 'csv'")
+        seen: set[str] = set()
+        for custom in self.custom:
+            if custom.name in seen:
+                raise ValueError(f"custom list {custom.name!r} is defined twice")
+            seen.add(custom.name)
         return self
 
 
@@ -447,12 +517,14 @@ class Integration(_Strict):
     @model_validator(mode="after")
     def _rules_use_known_fields(self) -> Integration:
         known = self.mapping.field_types()
-        for index, rule in enumerate(self.exclusions.rules):
-            where = f"exclusions.rules.{index} ({rule.name!r})"
-            for name in sorted(rule.contact_fields()):
+        conditions = [(f"exclusions.rules.{i} ({r.name!r})", r) for i, r in enumerate(self.exclusions.rules)]
+        conditions += [(f"distribution_lists.custom.{i} ({c.name!r})", c.when)
+                       for i, c in enumerate(self.distribution_lists.custom)]
+        for where, condition in conditions:
+            for name in sorted(condition.contact_fields()):
                 if name not in known:
                     raise ValueError(f"{where}: unknown contact field {name!r}")
-            _check_values(rule, known, where)
+            _check_values(condition, known, where)
         return self
 
     def imported_fields(self) -> set[str]:
@@ -462,6 +534,8 @@ class Integration(_Strict):
         fields = {source for source in self.mapping.resolved().values() if source}
         for rule in self.exclusions.all_rules():
             fields |= rule.imported_fields()
+        for custom in self.distribution_lists.custom:
+            fields |= custom.when.imported_fields()
         fields.add("userPrincipalName")
         if self.mapping.undecided_extension_attributes():
             fields.update(EXTENSION_ATTRIBUTES)

@@ -71,6 +71,7 @@ def test_every_asset_materializes_and_checks_report_the_demo_problems(synced):
         # The test integration decides none of the 15 extension attributes.
         c.EXTENSION_ATTRIBUTES_DECIDED: False,
         c.SELECTED_LISTS_RESOLVED: True,
+        c.NO_LIST_REMOVED: True,
     }
 
 

@@ -7,7 +7,7 @@ from datetime import date
 
 import duckdb
 
-from entra_pipeline.config import ExclusionRule, Mapping
+from entra_pipeline.config import CustomList, ExclusionRule, Mapping
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.exclusions import apply_exclusions
 from entra_pipeline.transform.fields import flatten_user, graph_select_for
@@ -253,11 +253,13 @@ EDGES = {
     "g1": [("user", "u1"), ("user", "u2")],
     "g2": [("group", "g3"), ("user", "u3"), ("orgContact", "oc1")],
     "g3": [("user", "u4"), ("group", "g4"), ("device", "d1")],
-    "g4": [("group", "g2"), ("user", "u5"), ("user", "u9")],  # g2 -> g3 -> g4 -> g2: a cycle
+    "g4": [("group", "g2"), ("user", "u5"), ("user", "u9"), ("user", "u8")],  # g2 -> g3 -> g4 -> g2: a cycle
     "g5": [],
     "g6": [],
 }
-CONTACTS = {"u1": "a@x", "u2": "b@x", "u3": "c@x", "u4": "d@x", "u5": "e@x"}  # u9 is not a contact
+# u8 is excluded by a rule, u9 has no usable Unique Contact ID.
+CONTACTS = lists.People(contacts={"u1": "a@x", "u2": "b@x", "u3": "c@x", "u4": "d@x", "u5": "e@x"},
+                        excluded={"u8": "On leave"}, mapped=frozenset({"u1", "u2", "u3", "u4", "u5", "u8"}))
 
 
 def test_kinds():
@@ -274,8 +276,12 @@ def test_all_offered_groups_flattened_through_a_cycle():
     assert members == {"g1": {"a@x", "b@x"}, "g2": {"c@x", "d@x", "e@x"}, "g4": {"c@x", "d@x", "e@x"}}
     g2 = next(l for l in result.lists if l["list_id"] == "g2")
     assert g2 == {"list_id": "g2", "source_group_id": "g2", "display_name": "Ops", "mail": "g2@t.example",
-                  "kind": "distribution", "member_count": 3, "users_not_contacts": 1, "non_user_members": 2,
+                  "kind": "distribution", "member_count": 3, "users_not_contacts": 2, "users_excluded": 1,
+                  "users_without_contact_id": 1, "non_user_members": 2,
                   "non_user_member_types": {"device": 1, "orgContact": 1}, "nested_groups": 2}
+    assert [n for n in result.non_members if n[0] == "g2"] == [
+        ("g2", "u8", "user", "excluded: On leave"), ("g2", "u9", "user", "no usable Unique Contact ID"),
+        ("g2", "d1", "device", "not a user (device)"), ("g2", "oc1", "orgContact", "not a user (orgContact)")]
     assert result.issues == []
 
 
@@ -295,3 +301,28 @@ def test_selection_by_id():
 
 def test_selection_none():
     assert lists.resolve_lists(GROUPS, EDGES, CONTACTS, "none").lists == []
+
+
+def test_custom_lists_use_the_rule_language():
+    contacts = [
+        {"contact_id": "a@x", "department": "Sales", "country": "DE", "imported": {}},
+        {"contact_id": "b@x", "department": "Sales", "country": "US", "imported": {}},
+        {"contact_id": "c@x", "department": "sales", "country": "AT", "imported": {}},
+    ]
+    definition = CustomList(name="Sales DACH", when={"all": [{"contact_field": "department", "equals": "Sales"},
+                                                            {"contact_field": "country", "in": ["DE", "AT"]}]})
+    result = lists.custom_lists(contacts, [definition])
+    assert result.members == [("custom:sales-dach", "a@x")]
+    assert [(l["list_id"], l["kind"], l["display_name"], l["member_count"]) for l in result.lists] == [
+        ("custom:sales-dach", "custom", "Sales DACH", 1)]
+
+
+def test_removed_lists_are_reported_with_the_reason():
+    previous = {"g1": "Sales", "gone": "Old team", "custom:x": "X", "g2": "Ops"}
+    current = [{"list_id": "g1"}]
+    issues = lists.removed_lists(previous, current, GROUPS)
+    assert [(i.record, i.code, i.message) for i in issues] == [
+        ("custom:x", "list_removed", "list 'X' (custom:x) was removed: its definition was removed from the configuration"),
+        ("g2", "list_removed", "list 'Ops' (g2) was removed: its group is no longer selected"),
+        ("gone", "list_removed", "list 'Old team' (gone) was removed: its group no longer exists in the directory"),
+    ]

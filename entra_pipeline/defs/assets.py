@@ -250,7 +250,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         with warehouse.get_connection() as con:
             _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
             _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(contact_needed), "mapped_contacts")
-            mapped = store.read_for_exclusions(con, integration.key, contact_needed, imported_needed)
+            mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed)
         result = exclusions.apply_exclusions(mapped, rules)
 
         def write() -> dict:
@@ -270,7 +270,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[filtered_contacts, raw_graph_groups],
-        check_specs=c.specs(c.SELECTED_LISTS_RESOLVED),
+        check_specs=c.specs(c.SELECTED_LISTS_RESOLVED, c.NO_LIST_REMOVED),
         description="Selected directory groups as distribution lists, resolved to contacts: nested groups "
                     "flattened (cycle-safe), only synced contacts as members. Lists change in Entra ID, not "
                     "here. Replaces this integration's lists, members and list errors in one transaction.",
@@ -280,22 +280,39 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         selection = integration.distribution_lists
+        custom_imported = sorted(set().union(*(d.when.imported_fields() for d in selection.custom)))
+        custom_contact = sorted(set().union(*(d.when.contact_fields() for d in selection.custom)))
         with warehouse.get_connection() as con:
             groups, edges = store.read_raw_groups(con, integration.key)
-            contacts = store.contact_ids_by_source(con, integration.key)
-        result = lists.resolve_lists(groups, edges, contacts, selection.select, selection.ids, selection.names)
+            people = store.people(con, integration.key)
+            previous = store.previous_lists(con, integration.key)
+            contacts = []
+            if selection.custom:
+                _require_fields(con, integration, s.MAPPED_CONTACTS, set(custom_imported))
+                _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(custom_contact), "mapped_contacts")
+                contacts = store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
+        result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
+        custom = lists.custom_lists(contacts, selection.custom)
+        all_lists = result.lists + custom.lists
+        issues = result.issues + lists.removed_lists(previous, all_lists, groups)
+        selected = {l["source_group_id"] for l in result.lists}
+        available = lists.available_groups(groups, edges, selected)
+        checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues)]
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
-                n_lists, n_members = store.write_lists(con, integration.key, context.run.run_id, result.lists,
-                                                       result.members)
-                store.replace_issues(con, integration.key, lists.STAGE, context.run.run_id, result.issues)
-            return {"lists": n_lists, "memberships": n_members, "import_errors": len(result.issues),
-                    "preview": _preview(sorted(result.lists, key=lambda l: -l["member_count"]),
-                                        ["display_name", "kind", "member_count", "users_not_contacts",
-                                         "nested_groups"])}
+                n_lists, n_members = store.write_lists(con, integration.key, context.run.run_id, all_lists,
+                                                       result.members + custom.members, result.non_members)
+                store.write_available_groups(con, integration.key, context.run.run_id, available)
+                store.replace_issues(con, integration.key, lists.STAGE, context.run.run_id, issues)
+            return {"lists": n_lists, "memberships": n_members, "custom_lists": len(custom.lists),
+                    "non_members": len(result.non_members), "available_groups": len(available),
+                    "import_errors": len(issues),
+                    "lists_by_kind": dg.MetadataValue.json(_counts(l["kind"] for l in all_lists)),
+                    "preview": _preview(sorted(all_lists, key=lambda l: -l["member_count"]),
+                                        ["display_name", "kind", "member_count", "users_excluded",
+                                         "users_without_contact_id", "nested_groups"])}
 
-        yield from _checked_write(integration, [c.issues_result(c.SELECTED_LISTS_RESOLVED, result.issues)], write,
-                                  started)
+        yield from _checked_write(integration, checks, write, started)
 
     return [raw_graph_users, raw_graph_groups, mapped_contacts, filtered_contacts, distribution_lists]

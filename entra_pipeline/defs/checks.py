@@ -27,6 +27,7 @@ UNIQUE_CONTACT_IDS_DISTINCT = "unique_contact_ids_distinct"
 CONTACT_VALUES_VALID = "contact_values_valid"
 EXTENSION_ATTRIBUTES_DECIDED = "extension_attributes_decided"
 SELECTED_LISTS_RESOLVED = "selected_lists_resolved"
+NO_LIST_REMOVED = "no_list_removed"
 
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
@@ -57,7 +58,10 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         "Each of extensionAttribute1..15 is mapped to a contact field or skipped (mapping.fields). While some "
         "are undecided this warns, listing them with how many directory users carry a value in each."),
     SELECTED_LISTS_RESOLVED: (s.DISTRIBUTION_LISTS, False,
-        "Every configured list (by id or display name) matched exactly one mail-enabled group."),
+        "Every configured list (by id, display name or bulk selector file) matched exactly one mail-enabled group."),
+    NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, False,
+        "No list of the last sync disappeared. A list goes when its group is deleted in the directory, is no "
+        "longer selected, or its custom definition is removed; each is reported so nobody misses it."),
 }
 
 # WARN checks over import errors: check name -> (asset, error codes, what the errors are)
@@ -70,6 +74,7 @@ ISSUE_CHECKS: dict[str, tuple[str, tuple[str, ...], str]] = {
     SELECTED_LISTS_RESOLVED: (s.DISTRIBUTION_LISTS,
                               (lists.LIST_NOT_FOUND, lists.LIST_NAME_AMBIGUOUS, lists.LIST_NOT_MAIL_ENABLED),
                               "selected lists not resolved"),
+    NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, (lists.LIST_REMOVED,), "lists removed since the last sync"),
 }
 
 

@@ -9,17 +9,20 @@ person is not on a list.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.transform.exclusions import matches
 
 STAGE = "distribution_lists"
 
 LIST_NOT_FOUND = "list_not_found"
 LIST_NAME_AMBIGUOUS = "list_name_ambiguous"
 LIST_NOT_MAIL_ENABLED = "list_not_mail_enabled"
+LIST_REMOVED = "list_removed"
 
 USER = "user"
 GROUP = "group"
@@ -28,6 +31,7 @@ KIND_M365 = "microsoft365"
 KIND_MAIL_SECURITY = "mail_enabled_security"
 KIND_DISTRIBUTION = "distribution"
 KIND_SECURITY = "security"
+KIND_CUSTOM = "custom"
 OFFERED_KINDS = (KIND_M365, KIND_MAIL_SECURITY, KIND_DISTRIBUTION)
 
 
@@ -45,6 +49,8 @@ class ResolvedLists:
     lists: list[dict] = field(default_factory=list)
     # (list_id, contact_id)
     members: list[tuple[str, str]] = field(default_factory=list)
+    # (list_id, object id, object type, reason)
+    non_members: list[tuple[str, str, str, str]] = field(default_factory=list)
     issues: list[ImportIssue] = field(default_factory=list)
 
 
@@ -70,19 +76,20 @@ def select_groups(groups: list[dict], select: str, ids: Iterable[str], names: It
                                           "group and cannot be a distribution list"))
             else:
                 chosen[wanted] = group
-    else:
+    else:  # names, or the names of a bulk selector file
+        source = "distribution_lists.csv" if select == "csv" else "distribution_lists.names"
         by_name: dict[str, list[dict]] = {}
         for group in offered:
             by_name.setdefault((group.get("displayName") or "").strip(), []).append(group)
         for wanted in names:
             matches = by_name.get(wanted.strip(), [])
             if not matches:
-                issues.append(ImportIssue(STAGE, wanted, "distribution_lists.names", LIST_NOT_FOUND,
+                issues.append(ImportIssue(STAGE, wanted, source, LIST_NOT_FOUND,
                                           f"no Microsoft 365, mail-enabled security or distribution group "
                                           f"is named {wanted!r}"))
             elif len(matches) > 1:
                 ids_text = ", ".join(g["id"] for g in matches)
-                issues.append(ImportIssue(STAGE, wanted, "distribution_lists.names", LIST_NAME_AMBIGUOUS,
+                issues.append(ImportIssue(STAGE, wanted, source, LIST_NAME_AMBIGUOUS,
                                           f"{len(matches)} groups are named {wanted!r} ({ids_text}); "
                                           "select one by id"))
             else:
@@ -91,26 +98,45 @@ def select_groups(groups: list[dict], select: str, ids: Iterable[str], names: It
     return sorted(chosen.values(), key=lambda g: order[g["id"]]), issues
 
 
+@dataclass(frozen=True)
+class People:
+    """What the earlier stages decided about each directory user, by directory object id."""
+
+    contacts: dict[str, str]  # synced contacts: user id -> contact id
+    excluded: dict[str, str]  # excluded by a rule: user id -> rule name
+    mapped: frozenset[str]  # users with a usable Unique Contact ID (contacts and excluded)
+
+
+def why_not_member(user_id: str, people: People) -> str:
+    """Why a directory user in a group is not a member of its list."""
+    if user_id in people.excluded:
+        return f"excluded: {people.excluded[user_id]}"
+    if user_id in people.mapped:
+        return "duplicate Unique Contact ID"
+    return "no usable Unique Contact ID"
+
+
 def resolve_lists(
     groups: list[dict],
     edges: dict[str, list[tuple[str, str]]],
-    contact_ids_by_user: dict[str, str],
+    people: People,
     select: str,
     ids: Iterable[str] = (),
     names: Iterable[str] = (),
 ) -> ResolvedLists:
-    """Resolve the selected groups to lists and members.
+    """Resolve the selected groups to lists, members and non-members.
 
     ``edges`` maps a group id to its direct members as (member type, object id), member type being
-    ``user``, ``group`` or another Graph type name. ``contact_ids_by_user`` maps a directory user
-    id to its contact id, for the users that are contacts after exclusions.
+    ``user``, ``group`` or another Graph type name. Users who are not synced contacts, and members
+    that are not users, are counted per list and listed in ``non_members`` with the reason.
     """
     selected, issues = select_groups(groups, select, ids, names)
     result = ResolvedLists(issues=issues)
     for group in selected:
-        users, non_users, nested = _flatten(group["id"], edges)
-        contacts = sorted({contact_ids_by_user[u] for u in users if u in contact_ids_by_user})
-        not_contacts = sum(1 for u in users if u not in contact_ids_by_user)
+        users, others, nested = _flatten(group["id"], edges)
+        contacts = sorted({people.contacts[u] for u in users if u in people.contacts})
+        reasons = {u: why_not_member(u, people) for u in users if u not in people.contacts}
+        non_users = Counter(others.values())
         result.lists.append(
             {
                 "list_id": group["id"],
@@ -119,18 +145,61 @@ def resolve_lists(
                 "mail": (group.get("mail") or "").lower() or None,
                 "kind": group_kind(group),
                 "member_count": len(contacts),
-                "users_not_contacts": not_contacts,
+                "users_not_contacts": len(reasons),
+                "users_excluded": sum(1 for r in reasons.values() if r.startswith("excluded")),
+                "users_without_contact_id": sum(1 for r in reasons.values() if not r.startswith("excluded")),
                 "non_user_members": sum(non_users.values()),
                 "non_user_member_types": dict(sorted(non_users.items())),
                 "nested_groups": nested,
             }
         )
         result.members.extend((group["id"], contact_id) for contact_id in contacts)
+        result.non_members.extend((group["id"], u, USER, reason) for u, reason in sorted(reasons.items()))
+        result.non_members.extend((group["id"], oid, kind, f"not a user ({kind})") for oid, kind in sorted(others.items()))
     return result
 
 
-def _flatten(root: str, edges: dict[str, list[tuple[str, str]]]) -> tuple[set[str], Counter, int]:
-    """All users reachable from ``root`` through nested groups, each group visited once."""
+def custom_lists(contacts: list[dict], definitions: list) -> ResolvedLists:
+    """Lists built from contact attributes with the exclusion rule language: every synced contact
+    meeting a definition's condition is a member."""
+    result = ResolvedLists()
+    for definition in definitions:
+        members = sorted(c["contact_id"] for c in contacts if matches(definition.when, c))
+        list_id = custom_list_id(definition.name)
+        result.lists.append({
+            "list_id": list_id, "source_group_id": None, "display_name": definition.name, "mail": None,
+            "kind": KIND_CUSTOM, "member_count": len(members), "users_not_contacts": 0, "users_excluded": 0,
+            "users_without_contact_id": 0, "non_user_members": 0, "non_user_member_types": {}, "nested_groups": 0,
+        })
+        result.members.extend((list_id, contact_id) for contact_id in members)
+    return result
+
+
+def custom_list_id(name: str) -> str:
+    return "custom:" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def removed_lists(previous: dict[str, str], current: list[dict], groups: list[dict]) -> list[ImportIssue]:
+    """Lists of the last sync that this sync no longer has (``previous``: list id -> display name),
+    each reported: its group left the directory, or it is no longer selected."""
+    present = {g["id"] for g in groups}
+    kept = {l["list_id"] for l in current}
+    issues = []
+    for list_id, name in sorted(previous.items()):
+        if list_id in kept:
+            continue
+        if list_id.startswith("custom:"):
+            why = "its definition was removed from the configuration"
+        elif list_id not in present:
+            why = "its group no longer exists in the directory"
+        else:
+            why = "its group is no longer selected"
+        issues.append(ImportIssue(STAGE, list_id, None, LIST_REMOVED, f"list {name!r} ({list_id}) was removed: {why}"))
+    return issues
+
+
+def _flatten(root: str, edges: dict[str, list[tuple[str, str]]]) -> tuple[set[str], dict[str, str], int]:
+    """Users, other members (id -> type) and nested groups reachable from ``root``, each group once."""
     users: set[str] = set()
     others: dict[str, str] = {}
     seen = {root}
@@ -145,4 +214,13 @@ def _flatten(root: str, edges: dict[str, list[tuple[str, str]]]) -> tuple[set[st
                     stack.append(member_id)
             else:
                 others[member_id] = member_type
-    return users, Counter(others.values()), len(seen) - 1
+    return users, others, len(seen) - 1
+
+
+def available_groups(groups: list[dict], edges: dict[str, list[tuple[str, str]]], selected: set[str]) -> list[dict]:
+    """Every group that could be a list, for analysts choosing what to select."""
+    offered = [g for g in groups if group_kind(g) in OFFERED_KINDS]
+    names = Counter((g.get("displayName") or "").strip() for g in offered)
+    return [{"group_id": g["id"], "display_name": g.get("displayName"), "mail": (g.get("mail") or "").lower() or None,
+             "kind": group_kind(g), "direct_members": len(edges.get(g["id"], ())), "selected": g["id"] in selected,
+             "same_name_groups": names[(g.get("displayName") or "").strip()]} for g in offered]

@@ -17,6 +17,8 @@ CONTACTS = "contacts"
 EXCLUDED_CONTACTS = "excluded_contacts"
 DISTRIBUTION_LISTS = "distribution_lists"
 DISTRIBUTION_LIST_MEMBERS = "distribution_list_members"
+DISTRIBUTION_LIST_NON_MEMBERS = "distribution_list_non_members"
+AVAILABLE_GROUPS = "available_groups"
 IMPORT_ERRORS = "import_errors"
 DIRECTORY_FIELDS_READ = "directory_fields_read"
 
@@ -63,7 +65,17 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "display_name VARCHAR", "mail VARCHAR", "kind VARCHAR NOT NULL", "member_count INTEGER NOT NULL",
         "users_not_contacts INTEGER NOT NULL", "non_user_members INTEGER NOT NULL",
         "non_user_member_types JSON", "nested_groups INTEGER NOT NULL", *_RUN,
-    ), "Selected groups as distribution lists. users_not_contacts: users in the group (transitively) who are not contacts (excluded or without a Unique Contact ID)."),
+        "users_excluded INTEGER", "users_without_contact_id INTEGER",
+    ), "Distribution lists: selected groups (kind microsoft365, mail_enabled_security, distribution) and custom lists (kind custom). users_not_contacts = users_excluded (by a rule) + users_without_contact_id; distribution_list_non_members says who and why."),
+    (DISTRIBUTION_LIST_NON_MEMBERS, (
+        "integration VARCHAR NOT NULL", "list_id VARCHAR NOT NULL", "object_id VARCHAR NOT NULL",
+        "object_type VARCHAR NOT NULL", "reason VARCHAR NOT NULL", *_RUN,
+    ), "Who is in a list's group (transitively) but not on the list, and why: excluded by a rule, no usable Unique Contact ID, a duplicate ID, or not a user."),
+    (AVAILABLE_GROUPS, (
+        "integration VARCHAR NOT NULL", "group_id VARCHAR NOT NULL", "display_name VARCHAR", "mail VARCHAR",
+        "kind VARCHAR NOT NULL", "direct_members INTEGER NOT NULL", "selected BOOLEAN NOT NULL",
+        "same_name_groups INTEGER NOT NULL", *_RUN,
+    ), "Every group that can be selected as a distribution list (Microsoft 365, mail-enabled security, distribution), whether it is selected, and how many offered groups share its display name."),
     (DISTRIBUTION_LIST_MEMBERS, (
         "integration VARCHAR NOT NULL", "list_id VARCHAR NOT NULL", "contact_id VARCHAR NOT NULL", *_RUN,
     ), "Contacts on each list: transitive group members (nested groups flattened) that are contacts."),
@@ -84,11 +96,12 @@ def ensure_schema(con) -> None:
     for name, columns, comment in TABLES:
         con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({", ".join(columns)})')
         con.execute(f"COMMENT ON TABLE \"{name}\" IS '{comment.replace(chr(39), chr(39) * 2)}'")
-    # A warehouse made by an older version gains the built-in fields added since.
-    for table in (MAPPED_CONTACTS, CONTACTS):
-        for column, sql_type in CONTACT_COLUMNS:
-            if "NOT NULL" not in sql_type:
-                con.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS "{column}" {sql_type}')
+    # A warehouse made by an older version gains the columns added since (nullable ones only:
+    # existing rows cannot fill a NOT NULL column).
+    for name, columns, _ in TABLES:
+        for column in columns:
+            if "NOT NULL" not in column:
+                con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS {column}')
 
 
 def custom_column_conflicts(con, fields: dict[str, str]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from entra_pipeline.transform import mapping
+from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.warehouse import schema as s
 
@@ -175,14 +175,15 @@ def extension_value_counts(con, integration: str, attributes: list[str]) -> dict
     return dict(zip(attributes, row))
 
 
-def read_for_exclusions(con, integration: str, contact_fields: list[str], imported_fields: list[str]) -> list[dict]:
-    """Mapped contacts with only what the exclusion rules test: the named contact fields and the
-    named imported fields (parsed from the ``imported`` JSON by DuckDB, not in Python)."""
+def read_for_rules(con, integration: str, contact_fields: list[str], imported_fields: list[str],
+                   table: str = s.MAPPED_CONTACTS) -> list[dict]:
+    """Contacts with only what rules test: the named contact fields and the named imported fields
+    (parsed from the ``imported`` JSON by DuckDB, not in Python)."""
     paths = [f'$."{name}"' for name in imported_fields]  # names are validated field names
     columns = "".join(f', "{name}"' for name in contact_fields)
     rows = con.execute(
         f'SELECT contact_id, source_id{columns}, json_extract(imported, ?::VARCHAR[]) '
-        f'FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? ORDER BY contact_id',
+        f'FROM "{table}" WHERE integration = ? ORDER BY contact_id',
         [paths, integration]).fetchall()
     contacts = []
     for row in rows:
@@ -252,25 +253,46 @@ def fields_read(con, integration: str, stage: str) -> set[str] | None:
     return set(row[0]) if row else None
 
 
-def contact_ids_by_source(con, integration: str) -> dict[str, str]:
-    """Directory user id -> contact id, for the synced (filtered) contacts."""
-    return dict(con.execute(
-        f'SELECT source_id, contact_id FROM "{s.CONTACTS}" WHERE integration = ?', [integration]).fetchall())
-
-
 # -- lists -----------------------------------------------------------------------------------
 
 _LIST_COLUMNS = ["list_id", "source_group_id", "display_name", "mail", "kind", "member_count",
-                 "users_not_contacts", "non_user_members", "non_user_member_types", "nested_groups"]
+                 "users_not_contacts", "users_excluded", "users_without_contact_id", "non_user_members",
+                 "non_user_member_types", "nested_groups"]
 
 
-def write_lists(con, integration: str, run_id: str, lists: list[dict], members: list[tuple[str, str]]) -> tuple[int, int]:
+def write_lists(con, integration: str, run_id: str, lists: list[dict], members: list[tuple[str, str]],
+                non_members: list[tuple[str, str, str, str]]) -> tuple[int, int]:
     rows = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in lists]
     n_lists = _replace(con, s.DISTRIBUTION_LISTS, integration, _frame(rows, _LIST_COLUMNS, integration, run_id))
-    member_rows = [{"list_id": list_id, "contact_id": contact_id} for list_id, contact_id in members]
+    columns = {"list_id": [m[0] for m in members], "contact_id": [m[1] for m in members]}
     n_members = _replace(con, s.DISTRIBUTION_LIST_MEMBERS, integration,
-                         _frame(member_rows, ["list_id", "contact_id"], integration, run_id))
+                         _frame(columns, ["list_id", "contact_id"], integration, run_id))
+    names = ["list_id", "object_id", "object_type", "reason"]
+    columns = {name: [row[i] for row in non_members] for i, name in enumerate(names)}
+    _replace(con, s.DISTRIBUTION_LIST_NON_MEMBERS, integration, _frame(columns, names, integration, run_id))
     return n_lists, n_members
+
+
+def write_available_groups(con, integration: str, run_id: str, rows: list[dict]) -> int:
+    columns = ["group_id", "display_name", "mail", "kind", "direct_members", "selected", "same_name_groups"]
+    return _replace(con, s.AVAILABLE_GROUPS, integration, _frame(rows, columns, integration, run_id))
+
+
+def previous_lists(con, integration: str) -> dict[str, str]:
+    """List id -> display name of the integration's lists as last written."""
+    return dict(con.execute(f'SELECT list_id, display_name FROM "{s.DISTRIBUTION_LISTS}" WHERE integration = ?',
+                            [integration]).fetchall())
+
+
+def people(con, integration: str) -> lists.People:
+    """What the contact stages decided about each directory user (see transform.lists.People)."""
+    contacts = dict(con.execute(
+        f'SELECT source_id, contact_id FROM "{s.CONTACTS}" WHERE integration = ?', [integration]).fetchall())
+    excluded = dict(con.execute(
+        f'SELECT source_id, rule FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ?', [integration]).fetchall())
+    mapped = {r[0] for r in con.execute(
+        f'SELECT source_id FROM "{s.MAPPED_CONTACTS}" WHERE integration = ?', [integration]).fetchall()}
+    return lists.People(contacts, excluded, frozenset(mapped | set(excluded)))
 
 
 # -- reads for checks and summaries ----------------------------------------------------------
