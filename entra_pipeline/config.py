@@ -436,7 +436,8 @@ def read_bulk_selector(path: Path) -> list[str]:
         raise ValueError(f"bulk selector file {str(path)!r} has {len(rows):,} lines; at most "
                          f"{BULK_SELECTOR_MAX_LINES:,}")
     for number, row in enumerate(rows, start=1):
-        cells = [cell.strip() for cell in row if cell.strip()]
+        # A stray byte-order mark (files concatenated by hand) is not part of a name.
+        cells = [c for c in (cell.replace("\ufeff", "").strip() for cell in row) if c]
         if not cells:
             continue
         if len(cells) > 1:

@@ -254,3 +254,48 @@ def test_rule_values_of_the_right_type_are_accepted():
     rules = parse_integrations(text).get("main").exclusions.rules
     assert [r.equals if r.equals is not None else r.one_of for r in rules] == [
         date(2024, 3, 1), ["2024-03-02"], False, ["SE", "NO"]]
+
+
+def _with_csv(tmp_path, content: bytes, select: str = "csv") -> str:
+    (tmp_path / "lists.csv").write_bytes(content)
+    config = tmp_path / "integrations.yaml"
+    config.write_text(GOOD.replace("    schedule:", f"    distribution_lists:\n      select: {select}\n"
+                                                     "      csv: lists.csv\n    schedule:"))
+    return str(config)
+
+
+def test_bulk_selector_file_tolerates_bom_blank_lines_spaces_and_quoted_commas(tmp_path):
+    config = _with_csv(tmp_path, b'\xef\xbb\xbfAll Employees\r\n\r\n  Sales Germany  \n"Sales, Austria"\n\n')
+    selection = load_integrations(config).get("main").distribution_lists
+    assert selection.names == ["All Employees", "Sales Germany", "Sales, Austria"]
+    assert selection.csv == tmp_path / "lists.csv"
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"Display Name\nAll Employees\n", "line 1 looks like a header row ('Display Name'); the file takes display "
+                                       "names only, with no header"),
+    (b"\n\xef\xbb\xbf\ngroup_name\nSales\n", None),
+    (b"Sales,Marketing\n", "line 1: 2 columns; one display name per line (quote names that contain commas)"),
+    (b"\n \n", "has no display names"),
+    (b"Sales\nM\xe4rketing\n", "line 2: not UTF-8 text (save it as UTF-8)"),
+])
+def test_bulk_selector_file_problems_are_one_line(tmp_path, content, problem):
+    config = _with_csv(tmp_path, content)
+    with pytest.raises(ConfigError) as info:
+        load_integrations(config)
+    message = str(info.value)
+    if problem is None:  # a BOM in the middle of the file is not a BOM: the header word is still found
+        assert "looks like a header row" in message
+        return
+    assert message == (f"{config}: integration 'main', field 'distribution_lists': bulk selector file "
+                       f"'{tmp_path / 'lists.csv'}' {problem}")
+
+
+def test_bulk_selector_file_must_exist(tmp_path):
+    config = tmp_path / "integrations.yaml"
+    config.write_text(GOOD.replace("    schedule:", "    distribution_lists:\n      select: csv\n"
+                                                     "      csv: missing.csv\n    schedule:"))
+    with pytest.raises(ConfigError) as info:
+        load_integrations(config)
+    assert str(info.value) == (f"{config}: integration 'main', field 'distribution_lists': bulk selector file "
+                               f"'{tmp_path / 'missing.csv'}' cannot be read (No such file or directory)")
