@@ -54,14 +54,21 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     con = duckdb.connect(demo_env["ENTRA_PIPELINE_WAREHOUSE"], read_only=True)
     try:
         contacts = dict(con.execute("SELECT source_id, contact_id FROM contacts WHERE integration = 'demo'").fetchall())
-        lists = {r[0] for r in con.execute("SELECT list_id FROM distribution_lists").fetchall()}
-        members = con.execute("SELECT count(*) FROM distribution_list_members").fetchone()[0]
+        lists = {r[0] for r in con.execute("SELECT list_id FROM distribution_lists WHERE kind <> 'custom'").fetchall()}
+        custom = {r[0] for r in con.execute(
+            "SELECT contact_id FROM distribution_list_members WHERE list_id = 'custom:it-in-austria'").fetchall()}
+        all_members = con.execute("SELECT count(*) FROM distribution_list_members").fetchone()[0]
+        members = con.execute("SELECT count(*) FROM distribution_list_members WHERE list_id NOT LIKE 'custom:%'"
+                              ).fetchone()[0]
         errors = {r[0] for r in con.execute(
             "SELECT record FROM import_errors WHERE code = 'missing_unique_id'").fetchall()}
     finally:
         con.close()
     assert contacts == expected
     assert lists == {g["id"] for g in directory.groups if g["mailEnabled"]}
+    by_id = {u["id"]: u for u in directory.users}
+    assert custom == {cid for uid, cid in expected.items()
+                      if by_id[uid]["department"] == "IT" and by_id[uid]["country"] == "AT"} != set()
     expected_members = sum(
         len({oid for t, oid in directory.transitive_members(gid) if t == "#microsoft.graph.user" and oid in expected})
         for gid in lists)
@@ -69,7 +76,8 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     assert errors == {u["id"] for u in directory.users if not u["mail"]}
     # The summary printed for the user states the same figures.
     assert f"contacts {len(expected):,} " in proc.stdout
-    assert f"lists {len(lists):,} with {members:,} memberships" in proc.stdout
+    assert f"lists {len(lists) + 1:,} with {all_members:,} memberships" in proc.stdout
+    assert all_members == members + len(custom)
 
     # The run is in the instance `make ui` shows.
     monkeypatch.setenv("DAGSTER_HOME", demo_env["DAGSTER_HOME"])
