@@ -180,9 +180,10 @@ def write_doc(results: list[dict]) -> str:
         "",
         "Where the cost is:",
         "",
-        "- Graph requests: users and groups in pages of 999, then one `/groups/{id}/members` read per group "
-        "(4 in parallel), so requests grow with the number of groups. `$batch` or groups delta with "
-        "`members` would cut them (see the distribution-list and delta issues).",
+        "- Graph requests: users and groups in pages of 999, then every group's members through JSON "
+        "`$batch` (20 member pages a request, 4 requests in flight): ceil(groups / 20) batches for first "
+        "pages plus rounds of nextLinks for groups over 999 members. The floor without delta is one "
+        "member page per 999 members per group; batching carries 20 of them per round trip.",
         "- `raw_graph_users` parses Graph's JSON pages in Python and stores each user's JSON; peak RSS is "
         "reached there and in `raw_graph_groups` (every membership edge as a Python tuple).",
         "- `mapped_contacts` runs in DuckDB (one SQL statement; each user's JSON parsed once), "

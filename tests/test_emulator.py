@@ -1089,6 +1089,135 @@ def test_parallel_clients(emulator, auth, directory):
     assert results == [[u["id"] for u in directory.users]] * 4
 
 
+# ---------------------------------------------------------------------------
+# JSON batching
+
+
+def _batch(graph: Graph, requests_: list[dict], headers: dict | None = None) -> requests.Response:
+    return graph.session.post(f"{graph.emulator.graph_url}/$batch", json={"requests": requests_},
+                              headers={**graph.auth, **(headers or {})})
+
+
+def test_batch_sub_requests_answer_like_direct_requests(graph, directory):
+    big = max(directory.members, key=lambda g: len(directory.members[g]))
+    member_query = "$select=id&$top=999&$count=true"
+    first = graph.get(f"/groups/{big}/members?{member_query}", headers=ADVANCED)
+    urls = {
+        "members": (f"/groups/{big}/members?{member_query}", ADVANCED),
+        "next": (first.json()["@odata.nextLink"].removeprefix(graph.emulator.graph_url), ADVANCED),
+        "user": (f"users/{directory.users[0]['id']}?$select=id,mail", {}),  # no leading slash: fine
+        "missing": ("/groups/00000000-0000-0000-0000-000000000001/members", {}),
+        "count without header": ("/groups?$count=true", {}),
+        "top": ("/users?$top=1000", {}),
+    }
+    response = _batch(graph, [{"id": key, "method": "GET", "url": url, "headers": headers}
+                              for key, (url, headers) in urls.items()])
+    assert response.status_code == 200 and response.headers["Content-Type"] == GRAPH_CONTENT_TYPE
+    answers = {a["id"]: a for a in response.json()["responses"]}
+    assert set(answers) == set(urls)
+    for key, (url, headers) in urls.items():
+        direct = graph.get(url if url.startswith("/") else "/" + url, headers=headers)
+        assert answers[key]["status"] == direct.status_code, key
+        body = answers[key]["body"]
+        if direct.status_code == 200:
+            assert body == direct.json(), key  # same page, same count, the same absolute nextLink
+        else:
+            assert body["error"]["code"] == direct.json()["error"]["code"], key
+            assert body["error"]["message"] == direct.json()["error"]["message"], key
+            assert body["error"]["innerError"]["request-id"] == answers[key]["headers"]["request-id"]
+        assert answers[key]["headers"]["Content-Type"] == GRAPH_CONTENT_TYPE
+    assert answers["members"]["body"]["@odata.count"] == len(directory.members[big])
+    assert "@odata.count" not in answers["next"]["body"]
+    next_link = answers["members"]["body"]["@odata.nextLink"]
+    assert next_link.startswith(f"{graph.emulator.graph_url}/groups/{big}/members?")
+    # ConsistencyLevel on the batch request is not inherited by its sub-requests.
+    outer_only = _batch(graph, [{"id": "1", "method": "GET", "url": "/groups?$count=true"}], ADVANCED)
+    assert outer_only.json()["responses"][0]["status"] == 400
+
+
+def test_batch_answers_come_in_any_order(graph, emulator):
+    requests_ = [{"id": f"r{n}", "method": "GET", "url": "/users?$top=1&$select=id"} for n in range(20)]
+    orders = {tuple(a["id"] for a in _batch(graph, requests_).json()["responses"]) for _ in range(5)}
+    assert len(orders) > 1 and all(sorted(order) == sorted(r["id"] for r in requests_) for order in orders)
+    emulator.shuffle_batch_responses = False
+    try:
+        assert [a["id"] for a in _batch(graph, requests_).json()["responses"]] == [r["id"] for r in requests_]
+    finally:
+        emulator.shuffle_batch_responses = True
+
+
+def test_batch_refusals(graph, emulator, session):
+    one = {"id": "1", "method": "GET", "url": "/users?$top=1"}
+    cases = [
+        ([{**one, "id": str(n)} for n in range(21)], "exceeds the limit of 20"),
+        ([one, {**one, "url": "/groups"}], "duplicate request id '1'"),
+        ([], "'requests' is empty"),
+        ([{**one, "id": 1}], "non-empty string 'id'"),
+        ([{"id": "1", "method": "GET"}], "non-empty string 'url'"),
+        ([{**one, "headers": {"ConsistencyLevel": 1}}], "'headers' of request '1'"),
+        ([one, {"id": "2", "method": "GET", "url": "/groups", "dependsOn": ["1"]}], "'dependsOn' is not emulated"),
+    ]
+    before = emulator.batched_request_count
+    for requests_, fragment in cases:
+        error = assert_graph_error(_batch(graph, requests_), 400, "BadRequest")
+        assert fragment in error["message"]
+    assert emulator.batched_request_count == before
+    url = f"{emulator.graph_url}/$batch"
+    assert_graph_error(session.post(url, data=b"not json", headers=graph.auth), 400, "BadRequest")
+    assert_graph_error(session.post(url, json=[one], headers=graph.auth), 400, "BadRequest")
+    assert_graph_error(session.post(url, json={"requests": [one]}), 401, "InvalidAuthenticationToken")
+    assert_graph_error(session.get(url, headers=graph.auth), 405, "Request_BadRequest")
+
+
+def test_batch_sub_request_refusals(graph):
+    response = _batch(graph, [
+        {"id": "post", "method": "POST", "url": "/users", "body": {}, "headers": {"Content-Type": "application/json"}},
+        {"id": "absolute", "method": "GET", "url": f"{graph.emulator.graph_url}/users"},
+        {"id": "nested", "method": "POST", "url": "/$batch"},
+        {"id": "beta", "method": "GET", "url": "/v1.0/users"},
+    ])
+    assert response.status_code == 200  # the batch is fine even though every request in it fails
+    statuses = {a["id"]: (a["status"], a["body"]["error"]["code"]) for a in response.json()["responses"]}
+    assert statuses == {"post": (405, "Request_BadRequest"), "absolute": (400, "BadRequest"),
+                        "nested": (400, "Request_BadRequest"), "beta": (400, "BadRequest")}
+
+
+def test_batch_faults_and_accounting(graph, emulator, directory):
+    group_id = directory.groups[0]["id"]
+    emulator.faults.add(429, path=f"/v1.0/groups/{group_id}/members", retry_after=7)
+    emulator.faults.truncate_paging("/v1.0/users")
+    requests_ = [
+        {"id": "members", "method": "GET", "url": f"/groups/{group_id}/members"},
+        {"id": "users", "method": "GET", "url": "/users?$top=5"},
+        {"id": "groups", "method": "GET", "url": "/groups?$top=5"},
+    ]
+    count, batched, log = emulator.request_count, emulator.batched_request_count, len(emulator.request_log)
+    answers = {a["id"]: a for a in _batch(graph, requests_).json()["responses"]}
+    assert emulator.request_count == count + 1  # one HTTP request served ...
+    assert emulator.batched_request_count == batched + 3  # ... answering three
+    assert emulator.request_log[log:] == [("POST", "/v1.0/$batch", 200)]
+    assert sorted(emulator.batched_request_log[-3:]) == sorted([
+        ("GET", f"/v1.0/groups/{group_id}/members", 429), ("GET", "/v1.0/users?$top=5", 200),
+        ("GET", "/v1.0/groups?$top=5", 200)])
+    throttled = answers["members"]
+    assert throttled["status"] == 429 and throttled["headers"]["Retry-After"] == "7"
+    assert throttled["body"]["error"]["code"] == "TooManyRequests"
+    assert "@odata.nextLink" not in answers["users"]["body"] and len(answers["users"]["body"]["value"]) == 5
+    assert "@odata.nextLink" in answers["groups"]["body"]
+    assert _batch(graph, requests_[:1]).json()["responses"][0]["status"] == 200  # the fault was used up
+
+    # A fault on the $batch path answers the batch request itself; sub-request paths never match it.
+    emulator.faults.add(503, path="/v1.0/$batch", retry_after=2)
+    outer = _batch(graph, requests_)
+    assert_graph_error(outer, 503, "ServiceUnavailable")
+    assert outer.headers["Retry-After"] == "2"
+    assert emulator.batched_request_count == batched + 4
+    # A GET-only fault skips the POST of the batch and hits the first GET sub-request.
+    emulator.faults.add(500, method="GET")
+    answers = {a["id"]: a["status"] for a in _batch(graph, requests_).json()["responses"]}
+    assert answers == {"members": 500, "users": 200, "groups": 200}
+
+
 def test_directory_changes_are_served(tmp_path):
     d = generate_directory(users=200, groups=20, seed=5)
     with Emulator(d, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,

@@ -176,12 +176,16 @@ def test_materialization_metadata_shows_paging_and_cost(synced, directory):
     assert users["pages"] == 3  # 2,600 users at 999 a page
     groups = step_metadata(result, "raw_graph_groups")
     assert groups["groups"] == len(directory.groups)
-    # One request per group's members, plus a second page for the group over 999, plus the list pages.
-    member_pages = sum(max(1, -(-len(m) // 999)) for m in directory.members.values())
-    assert groups["graph_requests"] == member_pages + 1
+    # Member pages are read through JSON $batch, 20 sub-requests a batch: first pages for every group,
+    # then rounds of nextLinks for the groups with more pages.
+    pages = [max(1, -(-len(directory.members.get(g["id"], ())) // 999)) for g in directory.groups]
+    batches = sum(-(-sum(p >= k for p in pages) // 20) for k in range(1, max(pages) + 1))
+    assert (batches, sum(pages)) == (5, 62)
+    assert groups["graph_requests"] == batches + 1  # + the one /groups page
+    assert groups["graph_batched_requests"] == sum(pages)
     assert users["graph_requests"] == 3
     # Each of the two Graph-reading steps makes MSAL fetch openid-configuration once and one token.
-    assert requests == member_pages + 1 + 3 + 2 * 2
+    assert requests == batches + 1 + 3 + 2 * 2
     assert "userPrincipalName" in users["selected_properties"]
 
 

@@ -3,6 +3,13 @@
 Tests arm faults between requests; the server consumes them as matching
 requests arrive. All methods are thread-safe because the server answers on
 several connection threads at once.
+
+Inside ``POST /v1.0/$batch`` every sub-request is matched on its own (method
+``GET``, path ``/v1.0/...`` without query): a matching fault becomes that
+sub-response's status, Graph error body and ``Retry-After`` header, while the
+batch itself stays 200. The batch request is matched as ``POST /v1.0/$batch``,
+before its sub-requests, so a fault with no path (or path ``/v1.0``) and no
+method hits the batch request, not a sub-request.
 """
 
 from __future__ import annotations

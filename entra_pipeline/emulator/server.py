@@ -35,7 +35,32 @@ known issue for ``$expand`` on directory objects (``Emulator.expand_page_limit
 users only) and 400 "not emulated" on a single user; other ``$expand`` values
 on users are 400.
 
-``$orderby``, ``$search``, other ``$expand`` values and ``$batch`` are answered
+``POST /v1.0/$batch`` is Graph's JSON batching (learn.microsoft.com/graph/json-batching):
+the body is ``{"requests": [{"id", "method", "url", "headers"?}, ...]}``, at most
+:data:`MAX_BATCH_REQUESTS` (20) requests with unique string ids, each ``url``
+relative to ``/v1.0`` (``/groups/{id}/members?$top=999``; the leading slash is
+optional). The outer request must carry the access token; sub-requests inherit
+its ``Authorization`` header and nothing else (``ConsistencyLevel`` goes in a
+sub-request's own ``headers``). Each sub-request is routed exactly like a
+normal request to ``/v1.0{url}`` (paging and absolute nextLinks, ``$select``,
+``$count``, 404s, 405 for anything but GET), and answered as ``{"id",
+"status", "headers", "body"}`` in ``{"responses": [...]}``; the batch itself
+is 200 even when sub-requests fail. Responses come in shuffled order, as Graph
+allows (``Emulator.shuffle_batch_responses = False`` keeps request order).
+Malformed batches, more than 20 requests, duplicate ids, an absent
+``requests`` array and ``dependsOn`` (not emulated) are 400 for the whole
+batch; an absolute sub-request URL or a nested ``$batch`` is a 400
+sub-response. Graph's resource-unit throttling is not emulated.
+
+Faults (:mod:`.faults`) match each sub-request by method (``GET``) and its
+path below ``/v1.0`` (``/v1.0/groups/{id}/members``): the fault's status and
+Graph error body, with ``Retry-After`` in the sub-response's ``headers``, come
+back inside a 200 batch. A fault on the path ``/v1.0/$batch`` (method
+``POST``) answers the outer request instead. ``request_count`` counts HTTP
+requests served (a batch is one); ``batched_request_count`` and
+``batched_request_log`` count and record the sub-requests.
+
+``$orderby``, ``$search`` and other ``$expand`` values are answered
 with 400 (not emulated). Filtered id lists are computed once per
 (directory generation, resource, filter) and paged by offset, so each page
 costs O(page size). A paging round that started before ``reindex()`` keeps
@@ -51,6 +76,7 @@ import hmac
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shutil
@@ -147,6 +173,9 @@ _EXPAND_RE = re.compile(r"^\s*members\s*(?:\(\s*\$select\s*=\s*([^)]*)\))?\s*$",
 #: Users per page when a user collection is read with ``$expand`` (Graph's known issue: 100 at most).
 EXPAND_PAGE_LIMIT = 100
 _MANAGER_EXPAND_RE = re.compile(r"^\s*manager\s*(?:\((.*)\))?\s*$", re.IGNORECASE | re.DOTALL)
+#: Graph's limit on the requests in one JSON batch.
+MAX_BATCH_REQUESTS = 20
+_BATCH_PATH = "/v1.0/$batch"
 
 
 def _now_iso() -> str:
@@ -176,6 +205,16 @@ class _Request:
     request_id: str
     client_request_id: str
     params: dict[str, str] = field(default_factory=dict)  # $-options, lower-case keys
+
+
+class _SubHeaders:
+    """The headers of one batched sub-request: case-insensitive ``.get`` like ``HTTPMessage``."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = {name.lower(): value for name, value in headers.items()}
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._headers.get(name.lower(), default)
 
 
 @dataclass
@@ -361,8 +400,14 @@ class Emulator:
         self.faults = FaultInjector()
         #: Page-size cap for ``/users?$expand=manager`` (None: honour ``$top`` up to 999).
         self.expand_page_limit: int | None = EXPAND_PAGE_LIMIT
+        #: Shuffle the sub-responses of a ``$batch`` (Graph may answer them in any order).
+        self.shuffle_batch_responses = True
+        #: HTTP requests served, a ``$batch`` counting once; (method, target, status) of each.
         self.request_log: list[tuple[str, str, int]] = []
         self.request_count = 0
+        #: Sub-requests answered inside ``$batch`` requests; (method, /v1.0 target, status) of each.
+        self.batched_request_log: list[tuple[str, str, int]] = []
+        self.batched_request_count = 0
         self.connection_count = 0  # TLS connections accepted (keep-alive reuse shows here)
 
         self._state_lock = threading.Lock()
@@ -772,11 +817,19 @@ class Emulator:
             raise _GraphError(401, "InvalidAuthenticationToken",
                               "Lifetime validation failed, the token is expired.", challenge)
 
-    def _graph(self, request: _Request) -> _Response:
+    def _graph(self, request: _Request, *, batched: bool = False) -> _Response:
         try:
             self._authenticate(request)
             self._parse_options(request)
             segments = [unquote(s) for s in request.path[len("/v1.0"):].split("/")[1:]]
+            if len(segments) == 1 and segments[0].lower() == "$batch":
+                if batched:
+                    raise bad_request("A batch request cannot contain another $batch request.")
+                if request.method != "POST":
+                    raise _GraphError(405, "Request_BadRequest",
+                                      "Specified HTTP method is not allowed for the request target: "
+                                      "$batch accepts POST only.")
+                return self._batch(request)
             handler, args = self._route(segments)
             if request.method != "GET":
                 raise _GraphError(405, "Request_BadRequest",
@@ -792,6 +845,91 @@ class Emulator:
             return self._graph_error(request, _GraphError(exc.status, exc.code, exc.message))
         except _GraphError as exc:
             return self._graph_error(request, exc)
+
+    # -- Graph: JSON batching ---------------------------------------------------
+
+    def _batch(self, request: _Request) -> _Response:
+        """``POST /v1.0/$batch``: validate the whole batch, then answer each sub-request."""
+        def invalid(message: str) -> _GraphError:
+            return _GraphError(400, "BadRequest", message)
+
+        try:
+            payload = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise invalid("Invalid batch payload format: the body is not a JSON document.") from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("requests"), list):
+            raise invalid("Invalid batch payload format: expected a JSON object with a 'requests' array.")
+        items = payload["requests"]
+        if not items:
+            raise invalid("Invalid batch payload format: 'requests' is empty.")
+        if len(items) > MAX_BATCH_REQUESTS:
+            raise invalid(f"Number of requests in the batch ({len(items)}) exceeds the limit of "
+                          f"{MAX_BATCH_REQUESTS}.")
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise invalid(f"Invalid batch payload format: request {index} is not a JSON object.")
+            for name in ("id", "method", "url"):
+                if not isinstance(item.get(name), str) or not item[name].strip():
+                    raise invalid(f"Invalid batch payload format: request {index} needs a non-empty "
+                                  f"string '{name}'.")
+            headers = item.get("headers", {})
+            if not isinstance(headers, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+                raise invalid(f"Invalid batch payload format: 'headers' of request '{item['id']}' must "
+                              "be an object of strings.")
+            if "dependsOn" in item:
+                raise invalid("'dependsOn' is not emulated by the demo-tenant emulator: send independent "
+                              "requests.")
+            if item["id"] in seen:
+                raise invalid(f"Batch request contains duplicate request id '{item['id']}'. Request ids "
+                              "must be unique within a batch.")
+            seen.add(item["id"])
+
+        answers = [(item["id"], self._sub_request(request, item)) for item in items]
+        if self.shuffle_batch_responses:
+            random.shuffle(answers)
+        parts = []
+        for sub_id, answer in answers:
+            headers = {name: value for name, value in answer.headers}
+            parts.append(b'{"id":' + _json(sub_id) + b',"status":' + str(answer.status).encode()
+                         + b',"headers":' + _json(headers) + b',"body":' + (answer.body or b"null") + b"}")
+        body = b'{"responses":[' + b",".join(parts) + b"]}"
+        headers = self._common_headers(request, GRAPH_CONTENT_TYPE) + [("OData-Version", "4.0")]
+        return _Response(200, body, headers)
+
+    def _sub_request(self, outer: _Request, item: dict) -> _Response:
+        """One sub-request of a batch, routed like a request of its own to ``/v1.0{url}``."""
+        method = item["method"].strip().upper()
+        headers = {k: v for k, v in (item.get("headers") or {}).items() if k.lower() != "authorization"}
+        authorization = outer.headers.get("Authorization")
+        if authorization is not None:
+            headers["Authorization"] = authorization  # inherited from the batch, never per request
+        url = item["url"].strip()
+        relative = url if url.startswith("/") else "/" + url
+        target = "/v1.0" + relative
+        path, _, query = target.partition("?")
+        sub_headers = _SubHeaders(headers)
+        sub = _Request(method, target, path, query, sub_headers, b"", str(uuid.uuid4()),
+                       sub_headers.get("client-request-id") or str(uuid.uuid4()))
+        try:
+            if "://" in url or url.startswith("//"):
+                response = self._graph_error(sub, _GraphError(
+                    400, "BadRequest", f"Invalid request URL '{url}': URLs in a batch must be relative to "
+                    "the service version, e.g. '/users'."))
+            else:
+                fault = self.faults.take(STATUS, method, path)
+                if fault is not None:
+                    response = self._fault_response(sub, fault, False)
+                else:
+                    response = self._graph(sub, batched=True)
+        except Exception:
+            log.exception("emulator: internal error on batched %s %s", method, target)
+            response = self._graph_error(sub, _GraphError(500, "UnknownError", "Internal emulator error."))
+        with self._state_lock:
+            self.batched_request_count += 1
+            self.batched_request_log.append((method, target, response.status))
+        return response
 
     def _route(self, segments: list[str]) -> tuple[Callable, tuple]:
         """Map path segments below /v1.0 to a handler.

@@ -6,6 +6,9 @@
   exponential backoff with jitter.
 - A rejected access token (401) is renewed once and the request repeated.
 - Every failure is one ``GraphError`` naming the request (method, path) and Graph's request-id.
+- ``batch_get`` sends GETs through JSON batching (``POST /v1.0/$batch``, at most 20 a request);
+  sub-requests answered 429/503/504 are re-batched and retried, waiting for the largest
+  ``Retry-After``. ``group_members`` reads every group's member pages that way.
 - The session ignores REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE: TLS trust comes from the configured CA
   bundle (or certifi), never silently from the environment.
 """
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
@@ -32,6 +36,11 @@ API_VERSION = "v1.0"
 USER_AGENT = "entra-pipeline/0.1"
 
 Progress = Callable[[str, int, int | None], None]
+
+#: Graph's limit on the requests in one JSON batch.
+BATCH_LIMIT = 20
+#: Sub-responses that are retried (re-batched) by ``batch_get``.
+RETRY_SUB_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class GraphError(RuntimeError):
@@ -82,9 +91,15 @@ class GraphSettings:
 
 @dataclass
 class GraphStats:
-    """What one sync cost: for run metadata and the benchmark."""
+    """What one sync cost: for run metadata and the benchmark.
+
+    ``requests`` counts HTTP requests (a ``$batch`` is one, urllib3's retries included);
+    ``batched_requests`` the sub-requests sent inside batches (re-sent ones included); ``pages``
+    the collection pages read, directly or as sub-responses; ``retries`` and ``throttled`` count
+    HTTP retries and sub-request retries alike."""
 
     requests: int = 0
+    batched_requests: int = 0
     pages: int = 0
     retries: int = 0
     throttled: int = 0
@@ -164,9 +179,10 @@ class GraphClient:
             self.stats.token_requests = self._tokens.requests
             return token
 
-    def get_json(self, url: str, params: dict | None = None, headers: dict | None = None) -> dict:
-        """GET a Graph URL and return its JSON object, or raise GraphError."""
-        what = _describe(url)
+    def _send(self, method: str, url: str, *, params: dict | None = None, headers: dict | None = None,
+              json_body: dict | None = None) -> requests.Response:
+        """One request with a valid token (renewed once on a 401), retried by urllib3; raises
+        GraphError only when no answer came at all."""
         token = self._token()
         for attempt in (1, 2):
             if attempt == 2:
@@ -178,29 +194,39 @@ class GraphClient:
                 **(headers or {}),
             }
             try:
-                response = self.session.get(url, params=params, headers=request_headers)
+                response = self.session.request(method, url, params=params, headers=request_headers,
+                                                json=json_body)
             except requests.RequestException as exc:
-                raise GraphError(f"GET {what} failed after retries: {type(exc).__name__}: "
+                raise GraphError(f"{method} {_describe(url)} failed after retries: {type(exc).__name__}: "
                                  f"{_short(str(exc))}") from None
             self._count(response)
             if response.status_code == 401 and attempt == 1 and _error_code(response) == "InvalidAuthenticationToken":
                 continue  # renew the token once: it may have expired or been revoked mid-run
             break
-        if response.status_code >= 400:
-            raise _error_from(response, what)
+        return response
+
+    @staticmethod
+    def _json_object(response: requests.Response, what: str) -> dict:
         try:
             body = response.json()
         except ValueError:
             raise GraphError(
-                f"GET {what}: response is not JSON (HTTP {response.status_code}, "
+                f"{what}: response is not JSON (HTTP {response.status_code}, "
                 f"content-type {response.headers.get('content-type')!r}, request-id "
                 f"{response.headers.get('request-id', 'none')})",
                 status=response.status_code, request_id=response.headers.get("request-id"),
             ) from None
         if not isinstance(body, dict):
-            raise GraphError(f"GET {what}: expected a JSON object, got {type(body).__name__} "
+            raise GraphError(f"{what}: expected a JSON object, got {type(body).__name__} "
                              f"(request-id {response.headers.get('request-id', 'none')})")
         return body
+
+    def get_json(self, url: str, params: dict | None = None, headers: dict | None = None) -> dict:
+        """GET a Graph URL and return its JSON object, or raise GraphError."""
+        response = self._send("GET", url, params=params, headers=headers)
+        if response.status_code >= 400:
+            raise _error_from(response, _describe(url))
+        return self._json_object(response, f"GET {_describe(url)}")
 
     def _count(self, response: requests.Response) -> None:
         retries = getattr(response.raw, "retries", None)
@@ -273,30 +299,221 @@ class GraphClient:
         return self.list_collection("groups", {"$select": ",".join(select)}, count=True,
                                     label="groups", progress=progress)
 
+    # -- JSON batching ---------------------------------------------------------------------
+    def batch_get(self, relative_urls: list[str], headers: dict[str, str] | None = None) -> list[dict]:
+        """GET each URL through ``POST /v1.0/$batch`` and return one sub-response per URL, in the
+        order of ``relative_urls``.
+
+        URLs are relative to ``/v1.0`` (``/groups/{id}/members?$top=999``); ``headers`` (e.g.
+        ``ConsistencyLevel``) go into every sub-request, the token into the batch request. URLs
+        are sent at most :data:`BATCH_LIMIT` to a batch, up to ``parallel_requests`` batches at
+        once. Each answer is Graph's ``{"id", "status", "headers", "body"}`` (``headers`` always a
+        dict). Sub-responses with 429, 503 or 504 are sent again, only they, re-batched, after
+        the largest ``Retry-After`` among them (capped at ``max_retry_after_seconds``; without
+        one, exponential backoff), for at most ``max_retries`` rounds; after that their last
+        answer is returned. Other error statuses are returned as they came, not raised. A
+        ``$batch`` request that fails (after urllib3's retries) or a malformed batch answer
+        raises GraphError.
+        """
+        return self._batch_get(list(relative_urls), headers)
+
+    def _batch_get(self, urls: list[str], headers: dict[str, str] | None,
+                   on_final: Callable[[list[int], list[dict | None]], None] | None = None) -> list[dict]:
+        """``batch_get``; ``on_final(indices, results)`` is called in the calling thread each time
+        a batch leaves final answers (``results[i]`` for ``i`` in ``indices``)."""
+        results: list[dict | None] = [None] * len(urls)
+        pending = list(range(len(urls)))
+        settings = self.settings
+        for round_ in range(settings.max_retries + 1):
+            last_round = round_ == settings.max_retries
+            chunks = [pending[i:i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
+            retry: list[int] = []
+            wait: float | None = None
+            throttled = 0
+            batches = self._map_batches(chunks, urls, headers)
+            try:
+                for chunk, answers in batches:
+                    final = []
+                    for index, answer in zip(chunk, answers):
+                        if answer["status"] in RETRY_SUB_STATUS and not last_round:
+                            retry.append(index)
+                            throttled += answer["status"] == 429
+                            after = _retry_after(answer["headers"])
+                            if after is not None:
+                                wait = after if wait is None else max(wait, after)
+                        else:
+                            results[index] = answer
+                            final.append(index)
+                    if on_final is not None and final:
+                        on_final(final, results)
+            finally:
+                batches.close()  # on an error: batches not yet sent are cancelled now
+            if not retry:
+                break
+            with self._stats_lock:
+                self.stats.retries += len(retry)
+                self.stats.throttled += throttled
+            if wait is None:
+                wait = min(30.0, settings.backoff_factor * 2 ** round_) + random.uniform(0, settings.backoff_factor)
+            time.sleep(min(wait, settings.max_retry_after_seconds))
+            pending = sorted(retry)
+        return results  # type: ignore[return-value]  # every index was answered in some round
+
+    def _map_batches(self, chunks: list[list[int]], urls: list[str], headers: dict[str, str] | None):
+        """(chunk, answers) for each chunk, in order, ``parallel_requests`` batches in flight."""
+        workers = min(self.settings.parallel_requests, len(chunks))
+        if workers <= 1:
+            for chunk in chunks:
+                yield chunk, self._post_batch([urls[i] for i in chunk], headers)
+            return
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = [pool.submit(self._post_batch, [urls[i] for i in chunk], headers) for chunk in chunks]
+            for chunk, future in zip(chunks, futures):
+                yield chunk, future.result()
+        finally:
+            # On an error (or an abandoned generator) batches not yet started are not sent.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _post_batch(self, urls: list[str], headers: dict[str, str] | None) -> list[dict]:
+        """One ``$batch`` request; the sub-responses in the order of ``urls``."""
+        what = f"POST {_describe(self.base)}/$batch"
+        requests_ = []
+        for n, url in enumerate(urls, 1):
+            request = {"id": str(n), "method": "GET", "url": url}
+            if headers:
+                request["headers"] = dict(headers)
+            requests_.append(request)
+        response = self._send("POST", f"{self.base}/$batch", json_body={"requests": requests_})
+        if response.status_code >= 400:
+            raise _error_from(response, f"{_describe(self.base)}/$batch", "POST")
+        with self._stats_lock:
+            self.stats.batched_requests += len(urls)
+        rid = response.headers.get("request-id", "none")
+        answers = self._json_object(response, what).get("responses")
+        if not isinstance(answers, list):
+            raise GraphError(f"{what}: answer has no 'responses' list (request-id {rid})")
+        by_id: dict[str, dict] = {}
+        for answer in answers:  # Graph may answer in any order
+            sub_id = answer.get("id") if isinstance(answer, dict) else None
+            if (not isinstance(sub_id, str) or not sub_id.isdigit() or not 1 <= int(sub_id) <= len(urls)
+                    or sub_id in by_id or not isinstance(answer.get("status"), int)):
+                raise GraphError(f"{what}: unexpected sub-response "
+                                 f"{_short(json.dumps(answer, default=str), 120)} (request-id {rid})")
+            sub_headers = answer.get("headers")
+            by_id[sub_id] = {**answer, "headers": sub_headers if isinstance(sub_headers, dict) else {}}
+        if len(by_id) != len(urls):
+            missing = [url for n, url in enumerate(urls, 1) if str(n) not in by_id]
+            raise GraphError(f"{what}: no sub-response for {len(missing)} of {len(urls)} requests, e.g. "
+                             f"GET {_describe(missing[0])} (request-id {rid})")
+        return [by_id[str(n)] for n in range(1, len(urls) + 1)]
+
+    def _relative(self, next_link: object, what: str) -> str:
+        """An absolute nextLink as a URL relative to ``/v1.0``; never another origin."""
+        base_path = urlsplit(self.base).path
+        if isinstance(next_link, str) and _origin(next_link) == self._origin:
+            parts = urlsplit(next_link)
+            if parts.path.startswith(base_path + "/"):
+                return parts.path[len(base_path):] + (f"?{parts.query}" if parts.query else "")
+        # The bearer token must never be sent to another host.
+        raise GraphError(f"{what}: nextLink points outside {self.base}")
+
+    def _sub_error(self, url: str, answer: dict) -> GraphError:
+        """GraphError for a failed sub-request: its path, status, Graph code and request-id."""
+        status = answer["status"]
+        body = answer.get("body")
+        error = body.get("error") if isinstance(body, dict) else None
+        code = message = None
+        request_id = _header(answer["headers"], "request-id")
+        if isinstance(error, dict):
+            code, message = error.get("code"), error.get("message")
+            inner = error.get("innerError")
+            if not request_id and isinstance(inner, dict):
+                request_id = inner.get("request-id")
+        tries = f" after {self.settings.max_retries} retries" if status in RETRY_SUB_STATUS else ""
+        return GraphError(
+            f"GET {_describe(self.base)}{_describe(url)} (in $batch): HTTP {status} {code or 'error'}{tries}: "
+            f"{_short(str(message or 'no error message'))} (request-id {request_id or 'none'})",
+            status=status, code=code, request_id=request_id,
+        )
+
     def group_members(self, group_ids: list[str], progress: Progress | None = None) -> dict[str, Collection | None]:
         """Direct members of each group, items carrying ``@odata.type``; None for a group that was
-        deleted after it was listed (404). Read in parallel (``parallel_requests``), with
-        ``$count`` so that a membership list cut short can be noticed."""
+        deleted after it was listed (404). With ``$count`` so that a membership list cut short can
+        be noticed.
+
+        Read through ``$batch``: the first pages of up to 20 groups a batch, then the groups'
+        nextLinks, up to 20 a batch, round after round until no group has more pages."""
+        ids = list(dict.fromkeys(group_ids))
+        query = f"$select=id&$top={self.settings.page_size}&$count=true"
+        # Graph does not carry ConsistencyLevel to later pages: every sub-request sends it.
+        headers = {"ConsistencyLevel": "eventual"}
+        items: dict[str, list[dict]] = {gid: [] for gid in ids}
+        reported: dict[str, int | None] = {}
+        pages: dict[str, int] = dict.fromkeys(ids, 0)
+        gone: set[str] = set()
+        pending = [(gid, f"/groups/{quote(gid, safe='')}/members?{query}") for gid in ids]
         done = 0
-        lock = threading.Lock()
 
-        def fetch(group_id: str) -> tuple[str, Collection | None]:
-            nonlocal done
-            try:
-                members: Collection | None = self.list_collection(
-                    f"groups/{quote(group_id, safe='')}/members", {"$select": "id"}, count=True)
-            except GraphError as exc:
-                if exc.status != 404:
-                    raise
-                members = None
-            with lock:
-                done += 1
-                if progress is not None and (done % 100 == 0 or done == len(group_ids)):
-                    progress("group memberships", done, len(group_ids))
-            return group_id, members
+        while pending:
+            following: list[tuple[str, str]] = []
+            current = pending
 
-        with ThreadPoolExecutor(max_workers=self.settings.parallel_requests) as pool:
-            return dict(pool.map(fetch, group_ids))
+            def on_final(indices: list[int], results: list[dict | None]) -> None:
+                nonlocal done
+                before = done
+                for index in indices:
+                    gid, url = current[index]
+                    answer = results[index]
+                    assert answer is not None
+                    if answer["status"] == 404:
+                        gone.add(gid)  # deleted since it was listed
+                        done += 1
+                        continue
+                    if answer["status"] != 200:
+                        raise self._sub_error(url, answer)
+                    next_url = self._member_page(gid, url, answer, items, reported, pages)
+                    if next_url is None:
+                        done += 1
+                    else:
+                        following.append((gid, next_url))
+                if progress is not None and done != before and (
+                        done // 100 != before // 100 or done == len(ids)):
+                    progress("group memberships", done, len(ids))
+
+            self._batch_get([url for _, url in current], headers, on_final)
+            pending = following
+
+        with self._stats_lock:
+            self.stats.pages += sum(pages.values())
+        return {gid: None if gid in gone else Collection(items[gid], reported.get(gid), pages[gid])
+                for gid in group_ids}
+
+    def _member_page(self, gid: str, url: str, answer: dict, items: dict[str, list[dict]],
+                     reported: dict[str, int | None], pages: dict[str, int]) -> str | None:
+        """Take one 200 page of a group's members; the next page's relative URL, if any."""
+        what = f"GET {_describe(self.base)}{_describe(url)} (in $batch)"
+        body = answer.get("body")
+        pages[gid] += 1
+        page = pages[gid]
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, list):
+            raise GraphError(f"{what}: response has no 'value' list (page {page}, request-id "
+                             f"{_header(answer['headers'], 'request-id') or 'none'})")
+        if page == 1:
+            count = body.get("@odata.count")
+            reported[gid] = count if isinstance(count, int) and not isinstance(count, bool) else None
+        for item in value:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+                raise GraphError(f"{what}: page {page} has an item without a string "
+                                 f"'id': {_short(json.dumps(item, default=str), 120)}")
+            odata_type = item.get("@odata.type")
+            if not isinstance(odata_type, str) or not odata_type.startswith("#microsoft.graph."):
+                raise GraphError(f"{what}: page {page} has member {item['id']!r} without a usable "
+                                 f"@odata.type: {odata_type!r}")
+        items[gid].extend(value)
+        next_link = body.get("@odata.nextLink")
+        return None if next_link is None else self._relative(next_link, what)
 
 
 def member_type(item: dict) -> str:
@@ -322,6 +539,25 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _header(headers: dict, name: str) -> str | None:
+    """A sub-response header, whatever its case."""
+    name = name.lower()
+    for key, value in headers.items():
+        if isinstance(key, str) and key.lower() == name:
+            return str(value)
+    return None
+
+
+def _retry_after(headers: dict) -> float | None:
+    """A sub-response's ``Retry-After`` in seconds (Graph sends whole seconds), if usable."""
+    raw = _header(headers, "Retry-After")
+    try:
+        seconds = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
+
+
 def _error_code(response: requests.Response) -> str | None:
     try:
         error = response.json().get("error")
@@ -330,7 +566,7 @@ def _error_code(response: requests.Response) -> str | None:
     return error.get("code") if isinstance(error, dict) else None
 
 
-def _error_from(response: requests.Response, what: str) -> GraphError:
+def _error_from(response: requests.Response, what: str, method: str = "GET") -> GraphError:
     request_id = response.headers.get("request-id")
     code, message = None, None
     try:
@@ -344,10 +580,11 @@ def _error_from(response: requests.Response, what: str) -> GraphError:
     retries = getattr(response.raw, "retries", None)
     tries = f" after {len(retries.history)} retries" if retries is not None and retries.history else ""
     return GraphError(
-        f"GET {what}: HTTP {response.status_code} {code or response.reason}{tries}: "
+        f"{method} {what}: HTTP {response.status_code} {code or response.reason}{tries}: "
         f"{_short(message or 'no error message')} (request-id {request_id or 'none'})",
         status=response.status_code, code=code, request_id=request_id,
     )
 
 
-__all__ = ["AuthError", "Collection", "GraphClient", "GraphError", "GraphSettings", "GraphStats", "member_type"]
+__all__ = ["AuthError", "BATCH_LIMIT", "Collection", "GraphClient", "GraphError", "GraphSettings",
+           "GraphStats", "member_type"]
