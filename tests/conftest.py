@@ -21,8 +21,8 @@ SECRET_ENV = "ENTRA_TEST_CLIENT_SECRET"
 # Recognisable, so tests can prove it never leaks into errors or the warehouse.
 SECRET = "s3cr3t-VALUE-that-must-never-leak"
 
-# 2,600 users: three pages of 999, and an "All Employees" group of more than 999 members.
-USERS, GROUPS, SEED = 2600, 60, 11
+# 2,800 users: three pages of 999, and an "All Employees" group of more than 2,500 members.
+USERS, GROUPS, SEED = 2800, 60, 11
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def test_lost_page_blocks_the_sync_and_writes_nothing(first_sync, emulator):
     assert outcomes[c.RAW_USERS_COMPLETE] is False
     assert "raw_graph_users" not in materialized(result)
     assert not {"mapped_contacts", "filtered_contacts", "distribution_lists"} & materialized(result)
-    assert any("paging stopped early: read 999 users but Graph counted 2,600; nothing was written" in m
+    assert any("paging stopped early: read 999 users but Graph counted 2,800; nothing was written" in m
                for m in failure_messages(result))
     first_sync.unchanged_except(before, first_sync.snapshot(), {"raw_graph_groups", "raw_graph_group_members"})
 
