@@ -33,6 +33,7 @@ from pydantic import (
 )
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from entra_pipeline.transform.lists import custom_list_id
 from entra_pipeline.transform.fields import (
     BOOLEAN,
     BUILTIN_FIELDS,
@@ -496,11 +497,13 @@ class ListSelection(_Strict):
             raise ValueError("select: csv needs a 'csv' file of display names")
         if self.select in ("all", "none") and (self.ids or self.names or self.csv):
             raise ValueError(f"select: {self.select} takes no 'ids', 'names' or 'csv'")
-        seen: set[str] = set()
+        seen: dict[str, str] = {}
         for custom in self.custom:
-            if custom.name in seen:
-                raise ValueError(f"custom list {custom.name!r} is defined twice")
-            seen.add(custom.name)
+            list_id = custom_list_id(custom.name)
+            if list_id in seen:
+                raise ValueError(f"custom lists {seen[list_id]!r} and {custom.name!r} would share the id {list_id!r}; "
+                                 "rename one")
+            seen[list_id] = custom.name
         return self
 
 

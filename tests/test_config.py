@@ -151,6 +151,10 @@ def test_national_cloud_preset():
           "email, equals: Ann@X.com}\n    schedule:"),
          "cfg.yaml: integration 'main': exclusions.rules.0 ('x'): equals value 'Ann@X.com': emails are stored "
          "lower-case, so it never matches"),
+        (("    schedule:", "    distribution_lists:\n      custom:\n        - {name: Sales DACH, when: {field: country, "
+          "equals: DE}}\n        - {name: sales-dach, when: {field: country, equals: AT}}\n    schedule:"),
+         "cfg.yaml: integration 'main', field 'distribution_lists': custom lists 'Sales DACH' and 'sales-dach' would "
+         "share the id 'custom:sales-dach'; rename one"),
         # Exclusions.
         (("    schedule:", "    exclusions:\n      rules:\n        - {name: x, field: department, matches: 'S.*'}\n"
           "    schedule:"),
