@@ -419,37 +419,49 @@ _HEADER_WORDS = {"displayname", "name", "names", "groupname", "group", "groups",
                  "distributionlist", "distributionlists", "title"}
 
 
-def read_bulk_selector(path: Path) -> list[str]:
+def read_bulk_selector(path: Path, header_check: bool = True) -> list[str]:
     """Display names from a bulk selector file: one per line, no header row, UTF-8 (a BOM is fine),
     blank lines and surrounding spaces ignored. Names containing commas are quoted, as in any CSV."""
+    where = f"bulk selector file {str(path)!r}"
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"bulk selector file {str(path)!r} cannot be read ({exc.strerror})") from None
+        raise ValueError(f"{where} cannot be read ({exc.strerror})") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(f"bulk selector file {str(path)!r} line {line}: not UTF-8 text (save it as UTF-8)") from None
+        raise ValueError(f"{where} line {line}: not UTF-8 text (save it as UTF-8)") from None
     names: list[str] = []
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    if len(rows) > BULK_SELECTOR_MAX_LINES:
-        raise ValueError(f"bulk selector file {str(path)!r} has {len(rows):,} lines; at most "
-                         f"{BULK_SELECTOR_MAX_LINES:,}")
-    for number, row in enumerate(rows, start=1):
-        # A stray byte-order mark (files concatenated by hand) is not part of a name.
-        cells = [c for c in (cell.replace("\ufeff", "").strip() for cell in row) if c]
-        if not cells:
-            continue
-        if len(cells) > 1:
-            raise ValueError(f"bulk selector file {str(path)!r} line {number}: {len(cells)} columns; one display "
-                             "name per line (quote names that contain commas)")
-        if not names and re.sub(r"[\s_-]", "", cells[0].lower()) in _HEADER_WORDS:
-            raise ValueError(f"bulk selector file {str(path)!r} line {number} looks like a header row "
-                             f"({cells[0]!r}); the file takes display names only, with no header")
-        names.append(cells[0])
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        for row in reader:
+            line = reader.line_num
+            if line > BULK_SELECTOR_MAX_LINES:
+                raise ValueError(f"{where} has more than {BULK_SELECTOR_MAX_LINES:,} lines")
+            # A stray byte-order mark (files concatenated by hand) is not part of a name.
+            cells = [c for c in (cell.replace("\ufeff", "").strip() for cell in row) if c]
+            if not cells:
+                continue
+            if len(cells) > 1:
+                raise ValueError(f"{where} line {line}: {len(cells)} columns; one display name per line "
+                                 "(quote names that contain commas)")
+            name = cells[0]
+            if any(ch in name for ch in "\r\n\0"):
+                raise ValueError(f"{where} line {line}: a name spans several lines (an unclosed quote?)")
+            if len(name) > 256:
+                raise ValueError(f"{where} line {line}: a name of {len(name):,} characters; Entra display "
+                                 "names have at most 256")
+            if header_check and not names and re.sub(r"[\s_-]", "", name.lower()) in _HEADER_WORDS:
+                raise ValueError(f"{where} line {line} looks like a header row ({name!r}); the file takes "
+                                 "display names only, with no header (a group really named so: set "
+                                 "csv_header_check: false)")
+            names.append(name)
+    except csv.Error as exc:
+        reason = "an unclosed quote runs to the end of the file" if "unexpected end of data" in str(exc) else exc
+        raise ValueError(f"{where} line {reader.line_num}: {reason}") from None
     if not names:
-        raise ValueError(f"bulk selector file {str(path)!r} has no display names")
+        raise ValueError(f"{where} has no display names")
     return names
 
 
@@ -472,6 +484,7 @@ class ListSelection(_Strict):
     ids: list[str] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
     csv: Path | None = None
+    csv_header_check: bool = True
     custom: list[CustomList] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -484,7 +497,7 @@ class ListSelection(_Strict):
             base = (info.context or {}).get("base_dir")
             if not path.is_absolute() and base is not None:
                 path = Path(base) / path
-            data = {**data, "csv": path, "names": read_bulk_selector(path)}
+            data = {**data, "csv": path, "names": read_bulk_selector(path, data.get("csv_header_check", True))}
         return data
 
     @model_validator(mode="after")

@@ -277,7 +277,12 @@ def test_bulk_selector_file_tolerates_bom_blank_lines_spaces_and_quoted_commas(t
 
 @pytest.mark.parametrize("content, problem", [
     (b"Display Name\nAll Employees\n", "line 1 looks like a header row ('Display Name'); the file takes display "
-                                       "names only, with no header"),
+                                       "names only, with no header (a group really named so: set "
+                                       "csv_header_check: false)"),
+    (b'Sales\n"Ops\nIT\n', "line 3: an unclosed quote runs to the end of the file"),
+    (b'Sales\n"Ops\nTeam"\nIT\n', "line 3: a name spans several lines (an unclosed quote?)"),
+    (b"Sales\n" + b"x" * 300 + b"\n", "line 2: a name of 300 characters; Entra display names have at most 256"),
+    (b"Sales\n" + b"x" * 200_000 + b"\n", "line 2: field larger than field limit (131072)"),
     (b"\n\xef\xbb\xbf\ngroup_name\nSales\n", None),
     (b"Sales,Marketing\n", "line 1: 2 columns; one display name per line (quote names that contain commas)"),
     (b"\n \n", "has no display names"),
@@ -303,3 +308,11 @@ def test_bulk_selector_file_must_exist(tmp_path):
         load_integrations(config)
     assert str(info.value) == (f"{config}: integration 'main', field 'distribution_lists': bulk selector file "
                                f"'{tmp_path / 'missing.csv'}' cannot be read (No such file or directory)")
+
+
+def test_a_group_really_named_like_a_header_can_be_selected(tmp_path):
+    (tmp_path / "lists.csv").write_bytes(b"Name\nSales\n")
+    config = tmp_path / "integrations.yaml"
+    config.write_text(GOOD.replace("    schedule:", "    distribution_lists:\n      select: csv\n      csv: lists.csv\n"
+                                                     "      csv_header_check: false\n    schedule:"))
+    assert load_integrations(config).get("main").distribution_lists.names == ["Name", "Sales"]

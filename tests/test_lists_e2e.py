@@ -156,3 +156,25 @@ def test_a_group_deleted_between_syncs_removes_its_list_and_says_so(make_sync, m
     assert {r[0] for r in sync.query("SELECT list_id FROM distribution_lists")} == remaining
     for list_id in remaining:
         assert members_of(sync, list_id) == expected_members(changed, list_id, contacts), list_id
+
+
+def test_users_who_lost_a_duplicate_id_are_named_as_such(make_sync, emulator, directory):
+    everyone = directory.special["all_employees"]
+    sync = make_sync(integration(KEY, emulator, mapping={"unique_id": "department"},
+                                 exclusions={"disabled_accounts": False, "guests": False},
+                                 distribution_lists={"select": "ids", "ids": [everyone]}))
+    assert sync.run(KEY).success
+    users = {u["id"]: u for u in directory.users}
+    by_department: dict[str, list[str]] = {}
+    for u in directory.users:
+        if (u["department"] or "").strip():
+            by_department.setdefault(u["department"].strip(), []).append(u["id"])
+    kept = {min(ids, key=lambda i: (users[i]["accountEnabled"] is False, users[i]["userType"] == "Guest", i))
+            for ids in by_department.values()}
+    in_group = {oid for t, oid in directory.transitive_members(everyone) if t == USER}
+    expected = {uid: ("duplicate Unique Contact ID" if (users[uid]["department"] or "").strip()
+                      else "no usable Unique Contact ID") for uid in in_group - kept}
+    got = dict(sync.query("SELECT object_id, reason FROM distribution_list_non_members WHERE list_id = ?",
+                          [everyone]))
+    assert got == expected
+    assert set(expected.values()) == {"duplicate Unique Contact ID", "no usable Unique Contact ID"}

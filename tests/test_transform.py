@@ -253,13 +253,16 @@ EDGES = {
     "g1": [("user", "u1"), ("user", "u2")],
     "g2": [("group", "g3"), ("user", "u3"), ("orgContact", "oc1")],
     "g3": [("user", "u4"), ("group", "g4"), ("device", "d1")],
-    "g4": [("group", "g2"), ("user", "u5"), ("user", "u9"), ("user", "u8")],  # g2 -> g3 -> g4 -> g2: a cycle
+    "g4": [("group", "g2"), ("user", "u5"), ("user", "u9"), ("user", "u8"), ("user", "u7"), ("user", "u6")],
+    # g2 -> g3 -> g4 -> g2: a cycle
     "g5": [],
     "g6": [],
 }
-# u8 is excluded by a rule, u9 has no usable Unique Contact ID.
+# u8 is excluded by a rule, u9 has no usable Unique Contact ID, u7 lost a duplicate ID to another user,
+# u6 joined the group after the users were read.
 CONTACTS = lists.People(contacts={"u1": "a@x", "u2": "b@x", "u3": "c@x", "u4": "d@x", "u5": "e@x"},
-                        excluded={"u8": "On leave"}, mapped=frozenset({"u1", "u2", "u3", "u4", "u5", "u8"}))
+                        excluded={"u8": "On leave"}, duplicates=frozenset({"u7"}),
+                        read=frozenset({"u1", "u2", "u3", "u4", "u5", "u7", "u8", "u9"}))
 
 
 def test_kinds():
@@ -276,10 +279,12 @@ def test_all_offered_groups_flattened_through_a_cycle():
     assert members == {"g1": {"a@x", "b@x"}, "g2": {"c@x", "d@x", "e@x"}, "g4": {"c@x", "d@x", "e@x"}}
     g2 = next(l for l in result.lists if l["list_id"] == "g2")
     assert g2 == {"list_id": "g2", "source_group_id": "g2", "display_name": "Ops", "mail": "g2@t.example",
-                  "kind": "distribution", "member_count": 3, "users_not_contacts": 2, "users_excluded": 1,
-                  "users_without_contact_id": 1, "non_user_members": 2,
+                  "kind": "distribution", "member_count": 3, "users_not_contacts": 4, "users_excluded": 1,
+                  "users_without_contact_id": 3, "non_user_members": 2,
                   "non_user_member_types": {"device": 1, "orgContact": 1}, "nested_groups": 2}
     assert [n for n in result.non_members if n[0] == "g2"] == [
+        ("g2", "u6", "user", "not among the users read (added to the group since?)"),
+        ("g2", "u7", "user", "duplicate Unique Contact ID"),
         ("g2", "u8", "user", "excluded: On leave"), ("g2", "u9", "user", "no usable Unique Contact ID"),
         ("g2", "d1", "device", "not a user (device)"), ("g2", "oc1", "orgContact", "not a user (orgContact)")]
     assert result.issues == []
@@ -317,12 +322,19 @@ def test_custom_lists_use_the_rule_language():
         ("custom:sales-dach", "custom", "Sales DACH", 1)]
 
 
+def test_custom_list_ids_keep_letters_of_any_script():
+    assert [lists.custom_list_id(n) for n in ("Sales DACH", "Ärzte Wien", "営業 部", "!!!")] == [
+        "custom:sales-dach", "custom:ärzte-wien", "custom:営業-部", "custom:" + __import__("hashlib").sha256(
+            b"!!!").hexdigest()[:12]]
+
+
 def test_removed_lists_are_reported_with_the_reason():
     previous = {"g1": "Sales", "gone": "Old team", "custom:x": "X", "g2": "Ops"}
     current = [{"list_id": "g1"}]
     issues = lists.removed_lists(previous, current, GROUPS)
     assert [(i.record, i.code, i.message) for i in issues] == [
-        ("custom:x", "list_removed", "list 'X' (custom:x) was removed: its definition was removed from the configuration"),
+        ("custom:x", "list_removed", "list 'X' (custom:x) was removed: its definition was removed or renamed in the "
+                                     "configuration"),
         ("g2", "list_removed", "list 'Ops' (g2) was removed: its group is no longer selected"),
         ("gone", "list_removed", "list 'Old team' (gone) was removed: its group no longer exists in the directory"),
     ]

@@ -294,7 +294,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
         custom = lists.custom_lists(contacts, selection.custom)
         all_lists = result.lists + custom.lists
-        issues = result.issues + lists.removed_lists(previous, all_lists, groups)
+        issues = result.issues + lists.removed_lists(previous, all_lists, groups, result.issues)
         selected = {l["source_group_id"] for l in result.lists}
         available = lists.available_groups(groups, edges, selected)
         checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues)]

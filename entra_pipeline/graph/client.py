@@ -7,7 +7,7 @@
 - A rejected access token (401) is renewed once and the request repeated.
 - Every failure is one ``GraphError`` naming the request (method, path) and Graph's request-id.
 - ``batch_get`` sends GETs through JSON batching (``POST /v1.0/$batch``, at most 20 a request);
-  sub-requests answered 429/503/504 are re-batched and retried, waiting for the largest
+  sub-requests answered 429/500/502/503/504 are re-batched and retried, waiting for the largest
   ``Retry-After``. ``group_members`` reads every group's member pages that way.
 - The session ignores REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE: TLS trust comes from the configured CA
   bundle (or certifi), never silently from the environment.
@@ -308,7 +308,7 @@ class GraphClient:
         ``ConsistencyLevel``) go into every sub-request, the token into the batch request. URLs
         are sent at most :data:`BATCH_LIMIT` to a batch, up to ``parallel_requests`` batches at
         once. Each answer is Graph's ``{"id", "status", "headers", "body"}`` (``headers`` always a
-        dict). Sub-responses with 429, 503 or 504 are sent again, only they, re-batched, after
+        dict). Sub-responses with 429, 500, 502, 503 or 504 are sent again, only they, re-batched, after
         the largest ``Retry-After`` among them (capped at ``max_retry_after_seconds``; without
         one, exponential backoff), for at most ``max_retries`` rounds; after that their last
         answer is returned. Other error statuses are returned as they came, not raised. A

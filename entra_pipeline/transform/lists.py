@@ -9,7 +9,9 @@ person is not on a list.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -104,15 +106,18 @@ class People:
 
     contacts: dict[str, str]  # synced contacts: user id -> contact id
     excluded: dict[str, str]  # excluded by a rule: user id -> rule name
-    mapped: frozenset[str]  # users with a usable Unique Contact ID (contacts and excluded)
+    duplicates: frozenset[str]  # users whose Unique Contact ID another user kept
+    read: frozenset[str]  # every user the last directory read returned
 
 
 def why_not_member(user_id: str, people: People) -> str:
     """Why a directory user in a group is not a member of its list."""
     if user_id in people.excluded:
         return f"excluded: {people.excluded[user_id]}"
-    if user_id in people.mapped:
+    if user_id in people.duplicates:
         return "duplicate Unique Contact ID"
+    if user_id not in people.read:
+        return "not among the users read (added to the group since?)"
     return "no usable Unique Contact ID"
 
 
@@ -176,22 +181,31 @@ def custom_lists(contacts: list[dict], definitions: list) -> ResolvedLists:
 
 
 def custom_list_id(name: str) -> str:
-    return "custom:" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    """A stable id from a custom list's name; letters of any script are kept ("Ärzte", "営業")."""
+    slug = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", name).casefold()).strip("-")
+    return "custom:" + (slug or hashlib.sha256(name.encode()).hexdigest()[:12])
 
 
-def removed_lists(previous: dict[str, str], current: list[dict], groups: list[dict]) -> list[ImportIssue]:
+def removed_lists(previous: dict[str, str], current: list[dict], groups: list[dict],
+                  selection_issues: list[ImportIssue] = ()) -> list[ImportIssue]:
     """Lists of the last sync that this sync no longer has (``previous``: list id -> display name),
-    each reported: its group left the directory, or it is no longer selected."""
-    present = {g["id"] for g in groups}
+    each reported with the reason."""
+    by_id = {g["id"]: g for g in groups}
     kept = {l["list_id"] for l in current}
+    ambiguous = {i.record for i in selection_issues if i.code == LIST_NAME_AMBIGUOUS}
     issues = []
     for list_id, name in sorted(previous.items()):
         if list_id in kept:
             continue
+        group = by_id.get(list_id)
         if list_id.startswith("custom:"):
-            why = "its definition was removed from the configuration"
-        elif list_id not in present:
+            why = "its definition was removed or renamed in the configuration"
+        elif group is None:
             why = "its group no longer exists in the directory"
+        elif group_kind(group) not in OFFERED_KINDS:
+            why = "its group is no longer mail-enabled"
+        elif (group.get("displayName") or "").strip() in {a.strip() for a in ambiguous}:
+            why = "its display name now matches several groups (select it by id)"
         else:
             why = "its group is no longer selected"
         issues.append(ImportIssue(STAGE, list_id, None, LIST_REMOVED, f"list {name!r} ({list_id}) was removed: {why}"))

@@ -290,9 +290,12 @@ def people(con, integration: str) -> lists.People:
         f'SELECT source_id, contact_id FROM "{s.CONTACTS}" WHERE integration = ?', [integration]).fetchall())
     excluded = dict(con.execute(
         f'SELECT source_id, rule FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ?', [integration]).fetchall())
-    mapped = {r[0] for r in con.execute(
-        f'SELECT source_id FROM "{s.MAPPED_CONTACTS}" WHERE integration = ?', [integration]).fetchall()}
-    return lists.People(contacts, excluded, frozenset(mapped | set(excluded)))
+    duplicates = {r[0] for r in con.execute(
+        f'SELECT record FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? AND code = ?',
+        [integration, mapping.STAGE, mapping.DUPLICATE_UNIQUE_ID]).fetchall()}
+    read = {r[0] for r in con.execute(
+        f'SELECT id FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ?', [integration]).fetchall()}
+    return lists.People(contacts, excluded, frozenset(duplicates - set(contacts)), frozenset(read))
 
 
 # -- reads for checks and summaries ----------------------------------------------------------
