@@ -1,13 +1,14 @@
 """The sync, left to right: raw Graph users and groups -> mapped contacts -> filtered contacts ->
 distribution lists. One partition per integration; each asset replaces its own integration's rows
-in one transaction, so a failed or blocked run leaves the previous rows intact and never touches
-another integration.
+in one transaction, so a failed or blocked asset leaves its previous rows intact, the assets after
+it do not run, and no asset touches another integration.
 """
 
 import time
 from typing import Callable, Iterator
 
 import dagster as dg
+from tabulate import tabulate
 
 from entra_pipeline.config import ConfigError, Integration
 from entra_pipeline.defs import checks as c
@@ -44,8 +45,6 @@ def _progress(context: dg.AssetExecutionContext) -> Callable[[str, int, int | No
 
 
 def _preview(rows: list[dict], columns: list[str], limit: int = 10) -> dg.MetadataValue:
-    from tabulate import tabulate
-
     table = [[r.get(col) for col in columns] for r in rows[:limit]]
     return dg.MetadataValue.md(tabulate(table, headers=columns, tablefmt="github") if table else "_no rows_")
 
