@@ -10,7 +10,7 @@ import duckdb
 from entra_pipeline.config import CustomList, ExclusionRule, Mapping
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.exclusions import apply_exclusions
-from entra_pipeline.transform.fields import flatten_user, graph_select_for
+from entra_pipeline.transform.fields import graph_select_for, imported_fields_for, manager_expand_for
 from entra_pipeline.warehouse import store
 from entra_pipeline.warehouse.store import transaction
 
@@ -24,11 +24,11 @@ def test_select_names_the_extension_container_once():
         "id", "mail", "onPremisesExtensionAttributes"]
 
 
-def test_flatten_lifts_extension_attributes():
-    flat = flatten_user({"id": "1", "onPremisesExtensionAttributes": {"extensionAttribute3": "x"}})
-    assert flat["extensionAttribute3"] == "x"
-    assert flat["extensionAttribute1"] is None
-    assert "onPremisesExtensionAttributes" not in flat
+def test_manager_expand_and_imported_fields():
+    assert manager_expand_for({"managerMail", "mail"}) == "manager($select=id,mail)"
+    assert manager_expand_for({"mail"}) is None
+    assert imported_fields_for({"extensionAttribute2", "mail"}) == {
+        "mail", *(f"extensionAttribute{i}" for i in range(1, 16))}
 
 
 class Mapped:

@@ -142,18 +142,3 @@ def imported_fields_for(fields: Iterable[str]) -> set[str]:
     for name in fields:
         result.update(EXTENSION_ATTRIBUTES if name in EXTENSION_ATTRIBUTES else (name,))
     return result
-
-
-def flatten_user(user: dict) -> dict:
-    """A Graph user object as imported fields: extension attributes and manager lifted to the top."""
-    flat = {k: v for k, v in user.items()
-            if k not in (EXTENSION_CONTAINER, "manager") and not k.startswith("@")}
-    ext = user.get(EXTENSION_CONTAINER)
-    if isinstance(ext, dict):
-        for name in EXTENSION_ATTRIBUTES:
-            flat[name] = ext.get(name)
-    manager = user.get("manager")
-    if isinstance(manager, dict):
-        for name, prop in MANAGER_FIELDS.items():
-            flat[name] = manager.get(prop)
-    return flat

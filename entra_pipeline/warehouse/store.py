@@ -298,18 +298,7 @@ def people(con, integration: str) -> lists.People:
     return lists.People(contacts, excluded, frozenset(duplicates - set(contacts)), frozenset(read))
 
 
-# -- reads for checks and summaries ----------------------------------------------------------
-
-def issues_for(con, integration: str, stage: str, codes: Iterable[str]) -> list[tuple]:
-    """(code, record, field, message) of one stage's import errors with the given codes."""
-    codes = list(codes)
-    placeholders = ", ".join("?" for _ in codes)
-    return con.execute(
-        f'SELECT code, record, field, message FROM "{s.IMPORT_ERRORS}" '
-        f"WHERE integration = ? AND stage = ? AND code IN ({placeholders}) ORDER BY code, record",
-        [integration, stage, *codes],
-    ).fetchall()
-
+# -- previews ----------------------------------------------------------------------------------
 
 def sample_rows(con, table: str, integration: str, columns: list[str], limit: int = 10) -> list[dict]:
     """The first rows of an integration, by contact id, as dicts (for previews)."""
