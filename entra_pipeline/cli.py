@@ -52,7 +52,7 @@ def _summary(database: str, key: str) -> str:
         con.close()
 
 
-def sync(keys: list[str]) -> int:
+def sync(keys: list[str], allow_removals: bool = False) -> int:
     import dagster as dg
 
     from entra_pipeline.definitions import SYNC_JOB, build_defs
@@ -70,8 +70,15 @@ def sync(keys: list[str]) -> int:
     for key in keys or all_keys:
         started = time.monotonic()
         print(f"sync {key}: running", flush=True)
+        run_config = dict(QUIET)
+        if allow_removals:
+            # The operator's approval of this run's removals (the deletion guard), for these steps only.
+            run_config["ops"] = {step: {"config": {"allow_removals": True}}
+                                 for step in ("filtered_contacts", "distribution_lists")}
         result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        run_config=QUIET, tags={"integration": key, "started_by": "entra-pipeline sync"})
+                                        run_config=run_config,
+                                        tags={"integration": key, "started_by": "entra-pipeline sync",
+                                              **({"allow_removals": "true"} if allow_removals else {})})
         seconds = time.monotonic() - started
         checks = result.get_asset_check_evaluations()
         bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
@@ -110,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     sync_parser = commands.add_parser("sync", help="sync integrations now (all by default)")
     sync_parser.add_argument("integrations", nargs="*", metavar="KEY")
+    sync_parser.add_argument("--allow-removals", action="store_true",
+                             help="approve removing more contacts or list memberships than the deletion guard allows")
     commands.add_parser("check-config", help="validate the integrations file and secret variables")
     demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
     demo.add_argument("action", choices=["stop"])
     args = parser.parse_args(argv)
     try:
         if args.command == "sync":
-            return sync(args.integrations)
+            return sync(args.integrations, args.allow_removals)
         if args.command == "check-config":
             return check_config()
         from entra_pipeline.demo_tenant import stop_all

@@ -520,6 +520,14 @@ class ListSelection(_Strict):
         return self
 
 
+class DeletionGuard(_Strict):
+    """How much one sync may remove before it stops and waits for an operator: contacts, and list
+    memberships, each checked on its own. Exceeding either limit blocks (null switches one off)."""
+
+    max_removed: int | None = Field(500, ge=0)
+    max_removed_percent: float | None = Field(10.0, ge=0, le=100)
+
+
 class Integration(_Strict):
     """One directory synced into the warehouse; ``key`` is its Dagster partition key."""
 
@@ -530,6 +538,7 @@ class Integration(_Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     mapping: Mapping = Field(default_factory=Mapping)
     exclusions: Exclusions = Field(default_factory=Exclusions)
+    deletion_guard: DeletionGuard = Field(default_factory=DeletionGuard)
 
     @model_validator(mode="after")
     def _rules_use_known_fields(self) -> Integration:

@@ -81,6 +81,11 @@ def integration(key: str, emulator: Emulator, **overrides) -> dict:
     return entry
 
 
+# An operator's approval of one run's mass removal (the deletion guard).
+ALLOW_REMOVALS = {"ops": {asset: {"config": {"allow_removals": True}}
+                          for asset in ("filtered_contacts", "distribution_lists")}}
+
+
 def write_config(path: Path, *integrations: dict) -> Path:
     path.write_text(yaml.safe_dump({"integrations": list(integrations)}, sort_keys=False), encoding="utf-8")
     return path
@@ -93,10 +98,10 @@ class Sync:
         self.config, self.warehouse = config, warehouse
         self.instance = dg.DagsterInstance.ephemeral()
 
-    def run(self, key: str) -> dg.ExecuteInProcessResult:
+    def run(self, key: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
         defs = build_defs(self.config, self.warehouse)
         return defs.resolve_job_def(SYNC_JOB).execute_in_process(
-            partition_key=key, instance=self.instance, raise_on_error=False)
+            partition_key=key, instance=self.instance, raise_on_error=False, run_config=run_config)
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         con = duckdb.connect(str(self.warehouse), read_only=True)

@@ -18,6 +18,7 @@ import pytest
 from dagster._serdes import serialize_value
 
 from conftest import (
+    ALLOW_REMOVALS,
     SECRET,
     SECRET_ENV,
     expected_contacts,
@@ -308,7 +309,8 @@ def test_duplicate_unique_contact_ids_prefer_enabled_members_then_the_smallest_i
         c.RAW_USERS_COMPLETE: True, c.RAW_GROUPS_COMPLETE: True, c.DIRECTORY_USERS_MAPPED: True,
         c.CONTACTS_HAVE_UNIQUE_ID: False, c.UNIQUE_CONTACT_IDS_DISTINCT: False, c.CONTACT_VALUES_VALID: True,
         c.EXCLUSIONS_KEEP_CONTACTS: True, c.SELECTED_LISTS_RESOLVED: True, c.EXTENSION_ATTRIBUTES_DECIDED: False,
-        c.NO_LIST_REMOVED: True}
+        c.NO_LIST_REMOVED: True, c.DIRECTORY_NOT_EMPTY: True, c.CONTACT_REMOVALS_WITHIN_LIMIT: True,
+        c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True}
 
     assert dict(sync.query("SELECT source_id, contact_id FROM mapped_contacts")) == kept
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == kept
@@ -360,9 +362,16 @@ def test_exclusion_on_a_field_not_read_yet_asks_for_a_new_raw_read(first_sync, e
             f"did not read ({ext}); materialize raw_graph_users and mapped_contacts again") in message
     assert first_sync.snapshot() == before
 
-    result = first_sync.run("acme")
-    assert result.success, failure_messages(result)
+    # The new rule removes a fifth of the contacts: the deletion guard stops it until approved.
     no_cost_center = {u["id"] for u in directory.users if u[ext] in (None, "")}
+    removed = len(set(expected_contacts(directory)) & no_cost_center)
+    result = first_sync.run("acme")
+    assert not result.success
+    assert any(f"this sync would remove {removed:,} of {len(expected_contacts(directory)):,} contacts" in m
+               for m in failure_messages(result))
+    assert first_sync.snapshot()["contacts"] == before["contacts"]
+    result = first_sync.run("acme", ALLOW_REMOVALS)
+    assert result.success, failure_messages(result)
     contacts = expected_contacts(directory)
     assert set(contacts) & no_cost_center and set(contacts) - no_cost_center
     assert dict(first_sync.query("SELECT source_id, contact_id FROM contacts")) == \

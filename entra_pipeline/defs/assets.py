@@ -17,6 +17,7 @@ from entra_pipeline.graph.client import Collection, GraphClient, GraphError, mem
 from entra_pipeline.transform import exclusions, lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.fields import graph_select_for, imported_fields_for, manager_expand_for
+from entra_pipeline.transform.guard import assess
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import store
 from entra_pipeline.warehouse.store import transaction
@@ -29,6 +30,13 @@ RAW_GROUPS_STAGE = "raw_graph_groups"
 GROUP_VANISHED = "group_vanished"
 GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mailEnabled",
                 "securityEnabled", "groupTypes"]
+
+
+class SyncRunConfig(dg.Config):
+    """Run config of the contact and list writers. ``allow_removals`` approves, for this run only,
+    removing more contacts or list memberships than the integration's deletion guard allows."""
+
+    allow_removals: bool = False
 
 
 def _progress(context: dg.AssetExecutionContext) -> Callable[[str, int, int | None], None]:
@@ -114,7 +122,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     common = dict(partitions_def=partitions, group_name=GROUP_NAME, pool=WAREHOUSE_POOL)
 
     @dg.asset(
-        **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_USERS_COMPLETE),
+        **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY),
         description="Directory users read from Microsoft Graph (/users, only the properties the mapping "
                     "and exclusions need). Replaces this integration's rows in one transaction.",
     )
@@ -137,8 +145,11 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "selected_properties": ", ".join(select), "expand": expand or "", **graph_meta,
                     "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
 
-        page_size = integration.source.page_size
-        yield from _checked_write(integration, [c.users_complete_result(users, page_size)], write, started)
+        with warehouse.get_connection() as con:
+            previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
+        checks = [c.users_complete_result(users, integration.source.page_size),
+                  c.directory_not_empty_result(len(users.items), previous)]
+        yield from _checked_write(integration, checks, write, started)
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE),
@@ -233,14 +244,15 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             yield from _checked_write(integration, checks, write, started)
 
     @dg.asset(
-        **common, kinds={"duckdb"}, deps=[mapped_contacts], check_specs=c.specs(c.EXCLUSIONS_KEEP_CONTACTS),
+        **common, kinds={"duckdb"}, deps=[mapped_contacts],
+        check_specs=c.specs(c.EXCLUSIONS_KEEP_CONTACTS, c.CONTACT_REMOVALS_WITHIN_LIMIT),
         description="The synced contacts: mapped contacts that no exclusion rule removed (table contacts), and "
                     "who was excluded by which rule (table excluded_contacts). Replaces this integration's "
                     "rows of both in one transaction, and in the same transaction takes people who are no "
                     "longer contacts off every list.",
     )
-    def filtered_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                          warehouse: WarehouseResource):
+    def filtered_contacts(context: dg.AssetExecutionContext, config: SyncRunConfig,
+                          integrations: IntegrationsResource, warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         rules = integration.exclusions.all_rules()
@@ -250,7 +262,10 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
             _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(contact_needed), "mapped_contacts")
             mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed)
+            current = store.contact_ids(con, integration.key)
         result = exclusions.apply_exclusions(mapped, rules)
+        guard = integration.deletion_guard
+        removal = assess(current, (m["contact_id"] for m in result.kept), guard.max_removed, guard.max_removed_percent)
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):
@@ -264,18 +279,19 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                     "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
                     "rules": dg.MetadataValue.json([r.name for r in rules])}
 
-        yield from _checked_write(integration, [c.contacts_kept_result(len(mapped), len(result.kept))], write,
-                                  started)
+        checks = [c.contacts_kept_result(len(mapped), len(result.kept)),
+                  c.removal_result(c.CONTACT_REMOVALS_WITHIN_LIMIT, "contacts", removal, config.allow_removals)]
+        yield from _checked_write(integration, checks, write, started)
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[filtered_contacts, raw_graph_groups],
-        check_specs=c.specs(c.SELECTED_LISTS_RESOLVED, c.NO_LIST_REMOVED),
+        check_specs=c.specs(c.SELECTED_LISTS_RESOLVED, c.NO_LIST_REMOVED, c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT),
         description="Selected directory groups as distribution lists, resolved to contacts: nested groups "
                     "flattened (cycle-safe), only synced contacts as members. Lists change in Entra ID, not "
                     "here. Replaces this integration's lists, members and list errors in one transaction.",
     )
-    def distribution_lists(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                           warehouse: WarehouseResource):
+    def distribution_lists(context: dg.AssetExecutionContext, config: SyncRunConfig,
+                           integrations: IntegrationsResource, warehouse: WarehouseResource):
         started = time.monotonic()
         integration = integrations.get(context.partition_key)
         selection = integration.distribution_lists
@@ -285,6 +301,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             groups, edges = store.read_raw_groups(con, integration.key)
             people = store.people(con, integration.key)
             previous = store.previous_lists(con, integration.key)
+            current_members = store.memberships(con, integration.key)
             contacts = []
             if selection.custom:
                 _require_fields(con, integration, s.MAPPED_CONTACTS, set(custom_imported))
@@ -296,7 +313,12 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
         issues = result.issues + lists.removed_lists(previous, all_lists, groups, result.issues)
         selected = {l["source_group_id"] for l in result.lists}
         available = lists.available_groups(groups, edges, selected)
-        checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues)]
+        guard = integration.deletion_guard
+        removal = assess(current_members, result.members + custom.members, guard.max_removed,
+                         guard.max_removed_percent)
+        checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues),
+                  c.removal_result(c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT, "list memberships", removal,
+                                   config.allow_removals)]
 
         def write() -> dict:
             with warehouse.get_connection() as con, transaction(con):

@@ -16,12 +16,16 @@ import dagster as dg
 from entra_pipeline.graph.client import Collection
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.transform.guard import Removal
 from entra_pipeline.warehouse import schema as s
 
 RAW_USERS_COMPLETE = "all_directory_users_read"
 RAW_GROUPS_COMPLETE = "all_directory_groups_read"
 DIRECTORY_USERS_MAPPED = "directory_users_mapped"
 EXCLUSIONS_KEEP_CONTACTS = "exclusions_keep_contacts"
+DIRECTORY_NOT_EMPTY = "directory_not_emptied"
+CONTACT_REMOVALS_WITHIN_LIMIT = "contact_removals_within_limit"
+MEMBERSHIP_REMOVALS_WITHIN_LIMIT = "membership_removals_within_limit"
 CONTACTS_HAVE_UNIQUE_ID = "contacts_have_unique_id"
 UNIQUE_CONTACT_IDS_DISTINCT = "unique_contact_ids_distinct"
 CONTACT_VALUES_VALID = "contact_values_valid"
@@ -45,6 +49,15 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
     EXCLUSIONS_KEEP_CONTACTS: (FILTERED_CONTACTS, True,
         "The exclusion rules left at least one contact. Removing everyone means a rule is wrong; nothing is "
         "written and the synced contacts and lists stay as they were."),
+    DIRECTORY_NOT_EMPTY: (s.RAW_GRAPH_USERS, True,
+        "The directory did not suddenly return zero users where the last sync read some: always blocking "
+        "(a permission or scope problem, never a reason to drop everyone)."),
+    CONTACT_REMOVALS_WITHIN_LIMIT: (FILTERED_CONTACTS, True,
+        "This sync removes no more contacts than the integration's deletion_guard allows; above it nothing is "
+        "written until an operator re-runs with allow_removals: true in the run config."),
+    MEMBERSHIP_REMOVALS_WITHIN_LIMIT: (s.DISTRIBUTION_LISTS, True,
+        "This sync removes no more list memberships than the deletion_guard allows; above it nothing is "
+        "written until an operator re-runs with allow_removals: true in the run config."),
     CONTACTS_HAVE_UNIQUE_ID: (s.MAPPED_CONTACTS, False,
         "Directory users without a usable Unique Contact ID (empty, or not an email address when the ID "
         "is the email). They are not imported; fix them in the directory."),
@@ -170,6 +183,28 @@ def extension_attributes_result(undecided: list[str], values: dict[str, int]) ->
                    f"{len(undecided)} extension attributes neither mapped nor skipped: {listing}" if undecided
                    else "all 15 extension attributes are mapped or skipped",
                    {"undecided": dg.MetadataValue.json(counts)}, dg.AssetCheckSeverity.WARN)
+
+
+def directory_not_empty_result(fetched: int, previous: int) -> dg.AssetCheckResult:
+    emptied = fetched == 0 and previous > 0
+    return _result(DIRECTORY_NOT_EMPTY, not emptied,
+                   f"the directory returned no users; the last sync read {previous:,}" if emptied
+                   else f"{fetched:,} users read (last sync: {previous:,})",
+                   {"users": fetched, "previous_users": previous})
+
+
+def removal_result(name: str, what: str, removal: Removal, allowed: bool) -> dg.AssetCheckResult:
+    """The deletion guard's verdict: over the limit blocks unless this run was approved."""
+    sample = "\n".join(f"- {item}" for item in removal.sample) or "_none_"
+    metadata = {"current": removal.current, "removed": removal.removed, "approved": allowed,
+                "sample": dg.MetadataValue.md(sample)}
+    if not removal.over_limit:
+        return _result(name, True, f"{removal.removed:,} of {removal.current:,} {what} removed", metadata)
+    if allowed:
+        return _result(name, True, f"{removal.removed:,} of {removal.current:,} {what} removed "
+                                   f"({removal.limit_text}), approved by allow_removals", metadata)
+    return _result(name, False, f"this sync would remove {removal.removed:,} of {removal.current:,} {what} "
+                                f"({removal.limit_text}); re-run with allow_removals: true to approve", metadata)
 
 
 def issues_result(name: str, issues: list[ImportIssue]) -> dg.AssetCheckResult:

@@ -298,6 +298,24 @@ def people(con, integration: str) -> lists.People:
     return lists.People(contacts, excluded, frozenset(duplicates - set(contacts)), frozenset(read))
 
 
+# -- the deletion guard's "before" ----------------------------------------------------------------
+
+def contact_ids(con, integration: str) -> set[str]:
+    s.ensure_schema(con)
+    return {r[0] for r in con.execute(f'SELECT contact_id FROM "{s.CONTACTS}" WHERE integration = ?',
+                                      [integration]).fetchall()}
+
+
+def memberships(con, integration: str) -> set[tuple[str, str]]:
+    return set(con.execute(f'SELECT list_id, contact_id FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ?',
+                           [integration]).fetchall())
+
+
+def count_rows(con, table: str, integration: str) -> int:
+    s.ensure_schema(con)
+    return con.execute(f'SELECT count(*) FROM "{table}" WHERE integration = ?', [integration]).fetchone()[0]
+
+
 # -- previews ----------------------------------------------------------------------------------
 
 def sample_rows(con, table: str, integration: str, columns: list[str], limit: int = 10) -> list[dict]:
