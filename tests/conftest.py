@@ -3,6 +3,7 @@ files pointing at it, and real Dagster runs of the sync job against a real DuckD
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def _clean_emulator(request):
     yield
     if "emulator" in request.fixturenames:
         request.getfixturevalue("emulator").faults.clear()
+
+
+@pytest.fixture
+def directory_copy(emulator):
+    """The emulator's directory, changeable by the test and restored afterwards."""
+    original = emulator.directory
+    emulator.directory = copy.deepcopy(original)
+    yield emulator.directory
+    emulator.directory = original
 
 
 @pytest.fixture

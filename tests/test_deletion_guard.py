@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import copy
 
-import pytest
-
 from conftest import ALLOW_REMOVALS, expected_contacts, failure_messages, integration
 from entra_pipeline.defs import checks as c
 from test_robustness import check_evaluations
@@ -17,15 +15,6 @@ KEY = "acme"
 # move on, and the contacts and lists wait for the approval.
 CONTACT_TABLES = ("contacts", "excluded_contacts", "distribution_lists", "distribution_list_members",
                   "distribution_list_non_members")
-
-
-@pytest.fixture
-def directory_copy(emulator):
-    """The emulator's directory, changeable by the test and restored afterwards."""
-    original = emulator.directory
-    emulator.directory = copy.deepcopy(original)
-    yield emulator.directory
-    emulator.directory = original
 
 
 def contacts_of(sync) -> dict[str, str]:

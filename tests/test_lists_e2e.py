@@ -3,9 +3,7 @@ why people are not on a list, lists whose group left the directory, available gr
 
 from __future__ import annotations
 
-import copy
 
-import pytest
 
 from conftest import expected_contacts, expected_members, failure_messages, integration, offered_group_ids
 from entra_pipeline.defs import checks as c
@@ -120,23 +118,13 @@ def test_available_groups_lists_what_could_be_selected(make_sync, emulator, dire
     assert rows[a][3] == rows[b][3] == 2
 
 
-@pytest.fixture
-def mutable_emulator(emulator):
-    """The shared emulator, with its directory restored after the test changes it."""
-    original = emulator.directory
-    emulator.directory = copy.deepcopy(original)
-    yield emulator
-    emulator.directory = original
-
-
-def test_a_group_deleted_between_syncs_removes_its_list_and_says_so(make_sync, mutable_emulator, directory):
-    emulator = mutable_emulator
+def test_a_group_deleted_between_syncs_removes_its_list_and_says_so(make_sync, emulator, directory_copy, directory):
     sync = make_sync(integration(KEY, emulator, distribution_lists={"select": "all"}))
     assert sync.run(KEY).success
     victim = directory.special["nested_parent"]
     name = directory.group_by_id(victim)["displayName"]
     assert members_of(sync, victim)
-    changed = emulator.directory
+    changed = directory_copy
     changed.groups = [g for g in changed.groups if g["id"] != victim]
     del changed.members[victim]
     emulator.reindex()

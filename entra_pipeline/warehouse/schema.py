@@ -21,6 +21,7 @@ DISTRIBUTION_LIST_NON_MEMBERS = "distribution_list_non_members"
 AVAILABLE_GROUPS = "available_groups"
 IMPORT_ERRORS = "import_errors"
 DIRECTORY_FIELDS_READ = "directory_fields_read"
+CONTACT_CHANGES = "contact_changes"
 
 SQL_TYPES = {TEXT: "VARCHAR", NUMBER: "DOUBLE", DATE: "DATE", BOOLEAN: "BOOLEAN"}
 
@@ -84,6 +85,11 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "record VARCHAR", "field VARCHAR", "code VARCHAR NOT NULL", "message VARCHAR NOT NULL",
         "created_at TIMESTAMPTZ NOT NULL",
     ), "Per-record problems found by each stage of the latest sync of each integration."),
+    (CONTACT_CHANGES, (
+        "integration VARCHAR NOT NULL", "contact_id VARCHAR NOT NULL", "change VARCHAR NOT NULL",
+        "changes JSON", "run_id VARCHAR NOT NULL", "changed_at TIMESTAMPTZ NOT NULL",
+    ), "History of the synced contacts, appended by every sync that writes them: change is joined, updated "
+       "or left; for updates, changes lists each changed field with its old and new value (as text)."),
     (DIRECTORY_FIELDS_READ, (
         "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "fields VARCHAR[] NOT NULL", *_RUN,
     ), "Which directory fields each stage's current rows carry, so a stage never applies a mapping or "

@@ -196,22 +196,47 @@ def read_for_rules(con, integration: str, contact_fields: list[str], imported_fi
 
 def write_contacts_except(con, integration: str, run_id: str, excluded: Iterable[str]) -> int:
     """Replace an integration's contacts with its mapped contacts minus ``excluded`` contact ids,
-    copied inside DuckDB (every column, custom ones included)."""
-    con.execute(f'DELETE FROM "{s.CONTACTS}" WHERE integration = ?', [integration])
-    con.register("_excluded", pd.DataFrame({"contact_id": list(excluded)}, dtype=object))
+    copied inside DuckDB (every column, custom ones included), and append what changed to
+    ``contact_changes``."""
     # The columns both tables have (custom fields are added to both; this survives a hand-made one).
     shared = [name for (name,) in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND column_name IN "
         "(SELECT column_name FROM information_schema.columns WHERE table_name = ?) ORDER BY ordinal_position",
         [s.MAPPED_CONTACTS, s.CONTACTS]).fetchall() if name not in ("run_id", "synced_at")]
     columns = ", ".join(f'"{name}"' for name in shared)
+    con.execute(f'CREATE OR REPLACE TEMP TABLE _previous_contacts AS SELECT {columns} FROM "{s.CONTACTS}" '
+                "WHERE integration = ?", [integration])
+    con.execute(f'DELETE FROM "{s.CONTACTS}" WHERE integration = ?', [integration])
+    con.register("_excluded", pd.DataFrame({"contact_id": list(excluded)}, dtype=object))
+    now = _now()
     count = con.execute(
         f'INSERT INTO "{s.CONTACTS}" ({columns}, run_id, synced_at) SELECT {columns}, ?, ? '
         f'FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? '
         f"AND contact_id NOT IN (SELECT contact_id FROM _excluded)",
-        [run_id, _now(), integration]).fetchone()[0]
+        [run_id, now, integration]).fetchone()[0]
     con.unregister("_excluded")
+    _record_changes(con, integration, run_id, now, [c for c in shared if c not in ("integration", "contact_id",
+                                                                                   "imported")])
+    con.execute("DROP TABLE _previous_contacts")
     return count
+
+
+def _record_changes(con, integration: str, run_id: str, now, fields: list[str]) -> None:
+    """Append joined / updated (with each changed field's old and new value) / left contacts."""
+    pairs = ", ".join(f"{{'field': '{f}', 'old': CAST(o.\"{f}\" AS VARCHAR), 'new': CAST(n.\"{f}\" AS VARCHAR)}}"
+                      for f in fields)  # validated column names
+    con.execute(f"""
+        INSERT INTO "{s.CONTACT_CHANGES}" (integration, contact_id, change, changes, run_id, changed_at)
+        SELECT ?, coalesce(n.contact_id, o.contact_id),
+               CASE WHEN o.contact_id IS NULL THEN 'joined' WHEN n.contact_id IS NULL THEN 'left' ELSE 'updated' END,
+               CASE WHEN o.contact_id IS NOT NULL AND n.contact_id IS NOT NULL
+                    THEN to_json(list_filter([{pairs}], lambda x: x.old IS DISTINCT FROM x.new)) END,
+               ?, ?
+        FROM (SELECT * FROM "{s.CONTACTS}" WHERE integration = ?) n
+        FULL OUTER JOIN _previous_contacts o ON o.contact_id = n.contact_id
+        WHERE o.contact_id IS NULL OR n.contact_id IS NULL
+           OR len(list_filter([{pairs}], lambda x: x.old IS DISTINCT FROM x.new)) > 0""",
+                [integration, run_id, now, integration])
 
 
 def write_exclusions(con, integration: str, run_id: str, excluded: list[tuple[dict, str]]) -> int:
