@@ -98,6 +98,12 @@ def test_case_sensitive_exclusion_keeps_lower_case_inactive(synced, directory):
     assert lower, "the demo directory should hold 'inactive' in lower case"
     kept = {row[0] for row in sync.query("SELECT source_id FROM contacts")}
     assert lower <= kept
+    # ... while exactly the enabled members with "Inactive" are excluded by that rule.
+    upper = {u["id"] for u in directory.users if u["mail"] and u["accountEnabled"] and u["userType"] == "Member"
+             and u["onPremisesExtensionAttributes"]["extensionAttribute1"] == "Inactive"}
+    assert upper and not upper & kept
+    on_leave = {r[0] for r in sync.query("SELECT source_id FROM excluded_contacts WHERE rule = 'On leave'")}
+    assert on_leave == upper
 
 
 def test_contact_fields_follow_the_default_mapping(synced, directory):

@@ -153,7 +153,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE),
-        description="Directory groups (/groups) and each group's direct members (/groups/{id}/members). "
+        description="Directory groups (/groups) and each group's direct members (/groups/{id}/members, read "
+                    "20 pages at a time through JSON $batch). "
                     "Replaces this integration's rows of raw_graph_groups and raw_graph_group_members in "
                     "one transaction.",
     )

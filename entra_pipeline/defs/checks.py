@@ -62,8 +62,8 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         "Directory users without a usable Unique Contact ID (empty, or not an email address when the ID "
         "is the email). They are not imported; fix them in the directory."),
     UNIQUE_CONTACT_IDS_DISTINCT: (s.MAPPED_CONTACTS, False,
-        "Users sharing one Unique Contact ID. The user with the smallest object id is kept; every user "
-        "involved is listed in import_errors."),
+        "Users sharing one Unique Contact ID. An enabled member account is kept first, then the smallest "
+        "object id; every user involved is listed in import_errors."),
     CONTACT_VALUES_VALID: (s.MAPPED_CONTACTS, False,
         "Directory values that do not fit their contact field's type (for example a text attribute mapped to "
         "the true/false field account_enabled). The contact is imported with that field empty."),
