@@ -1,7 +1,8 @@
-"""Command line: ``python -m entra_pipeline sync | check-config | demo-tenant stop``.
+"""Command line: ``python -m entra_pipeline sync | preview | check-config | demo-tenant stop``.
 
 ``sync`` runs the same Dagster job as the schedules, one run per integration, recorded in the
-Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary.
+Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary. ``preview``
+runs the preview job: what a sync would change, without changing contacts or lists.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def _summary(database: str, key: str) -> str:
             f'SELECT code, count(*) FROM "{s.IMPORT_ERRORS}" WHERE integration = ? GROUP BY code ORDER BY code',
             [key]).fetchall()
         error_text = ", ".join(f"{code} {n:,}" for code, n in errors) or "none"
-        return (f"  contacts {count(s.CONTACTS):,} (excluded {count(s.EXCLUDED_CONTACTS):,}), "
+        run = con.execute(f'SELECT read_mode, contacts_added, contacts_updated, contacts_removed, graph_requests '
+                          f'FROM "{s.SYNC_RUNS}" WHERE integration = ? ORDER BY finished_at DESC LIMIT 1',
+                          [key]).fetchone()
+        last = (f"  last committed run: {run[0] or '?'} read, contacts +{run[1] or 0:,} ~{run[2] or 0:,} "
+                f"-{run[3] or 0:,}, {run[4] or 0:,} Graph requests\n") if run else ""
+        return (f"{last}  contacts {count(s.CONTACTS):,} (excluded {count(s.EXCLUDED_CONTACTS):,}), "
                 f"lists {count(s.DISTRIBUTION_LISTS):,} with {count(s.DISTRIBUTION_LIST_MEMBERS):,} memberships, "
                 f"directory users {count(s.RAW_GRAPH_USERS):,}, groups {count(s.RAW_GRAPH_GROUPS):,}\n"
                 f"  import errors: {error_text}")
@@ -52,14 +58,14 @@ def _summary(database: str, key: str) -> str:
         con.close()
 
 
-def sync(keys: list[str], allow_removals: bool = False) -> int:
+def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = False, preview: bool = False) -> int:
     import dagster as dg
 
-    from entra_pipeline.definitions import SYNC_JOB, build_defs
+    from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
     from entra_pipeline.warehouse import warehouse_path
 
     defs = build_defs()
-    job = defs.resolve_job_def(SYNC_JOB)
+    job = defs.resolve_job_def(PREVIEW_JOB if preview else SYNC_JOB)
     all_keys = load_integrations().keys
     unknown = [k for k in keys if k not in all_keys]
     if unknown:
@@ -69,33 +75,53 @@ def sync(keys: list[str], allow_removals: bool = False) -> int:
     failed = 0
     for key in keys or all_keys:
         started = time.monotonic()
-        print(f"sync {key}: running", flush=True)
-        run_config = dict(QUIET)
-        if allow_removals:
+        verb = "preview" if preview else "sync"
+        print(f"{verb} {key}: running", flush=True)
+        run_config: dict = {**QUIET, "ops": {}}
+        if allow_removals and not preview:
             # The operator's approval of this run's removals (the deletion guard), for these steps only.
-            run_config["ops"] = {step: {"config": {"allow_removals": True}}
-                                 for step in ("filtered_contacts", "distribution_lists")}
+            run_config["ops"].update({step: {"config": {"allow_removals": True}}
+                                      for step in ("filtered_contacts", "distribution_lists")})
+        if full_resync:
+            run_config["ops"].update({step: {"config": {"full_resync": True}}
+                                      for step in ("raw_graph_users", "raw_graph_groups")})
+        tags = {"integration": key, "started_by": f"entra-pipeline {verb}"}
+        tags.update({name: "true" for name, on in (("allow_removals", allow_removals), ("full_resync", full_resync))
+                     if on})
         result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        run_config=run_config,
-                                        tags={"integration": key, "started_by": "entra-pipeline sync",
-                                              **({"allow_removals": "true"} if allow_removals else {})})
+                                        run_config=run_config, tags=tags)
         seconds = time.monotonic() - started
         checks = result.get_asset_check_evaluations()
         bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
         if result.success:
-            print(f"sync {key}: ok in {seconds:.1f} s (run {result.run_id})")
+            print(f"{verb} {key}: ok in {seconds:.1f} s (run {result.run_id})")
         else:
             failed += 1
-            print(f"sync {key}: FAILED in {seconds:.1f} s (run {result.run_id})")
+            print(f"{verb} {key}: FAILED in {seconds:.1f} s (run {result.run_id})")
             for line in _failure_lines(result):
                 print(f"  {line}")
         for line in bad_checks:
             print(f"  check {line}")
         try:
-            print(_summary(str(warehouse_path()), key))
+            print(_preview_summary(str(warehouse_path()), key) if preview else _summary(str(warehouse_path()), key))
         except Exception as exc:  # noqa: BLE001 - the summary must not hide the sync's own outcome
             print(f"  (no summary: {type(exc).__name__}: {str(exc).splitlines()[0]})")
     return 1 if failed else 0
+
+
+def _preview_summary(database: str, key: str) -> str:
+    import duckdb
+
+    from entra_pipeline.warehouse import schema as s
+
+    con = duckdb.connect(database, read_only=True)
+    try:
+        rows = con.execute(f'SELECT change, count(*) FROM "{s.SYNC_PREVIEW}" WHERE integration = ? '
+                           "GROUP BY change ORDER BY change", [key]).fetchall()
+    finally:
+        con.close()
+    counts = ", ".join(f"{change} {n:,}" for change, n in rows) or "no changes"
+    return f"  would change: {counts}\n  details: SELECT * FROM {s.SYNC_PREVIEW} WHERE integration = '{key}'"
 
 
 def check_config() -> int:
@@ -119,13 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     sync_parser.add_argument("integrations", nargs="*", metavar="KEY")
     sync_parser.add_argument("--allow-removals", action="store_true",
                              help="approve removing more contacts or list memberships than the deletion guard allows")
+    sync_parser.add_argument("--full-resync", action="store_true",
+                             help="read the whole directory (a full delta round) and report what it corrected")
+    preview_parser = commands.add_parser(
+        "preview", help="show what a sync would change (table sync_preview), changing no contact or list")
+    preview_parser.add_argument("integrations", nargs="*", metavar="KEY")
+    preview_parser.add_argument("--full-resync", action="store_true", help="read the whole directory first")
     commands.add_parser("check-config", help="validate the integrations file and secret variables")
     demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
     demo.add_argument("action", choices=["stop"])
     args = parser.parse_args(argv)
     try:
         if args.command == "sync":
-            return sync(args.integrations, args.allow_removals)
+            return sync(args.integrations, args.allow_removals, args.full_resync)
+        if args.command == "preview":
+            return sync(args.integrations, full_resync=args.full_resync, preview=True)
         if args.command == "check-config":
             return check_config()
         from entra_pipeline.demo_tenant import stop_all

@@ -102,6 +102,13 @@ class EntraSource(_Strict):
     max_retries: int = Field(6, ge=0, le=20)
     max_retry_after_seconds: float = Field(120.0, gt=0, le=3600)
     parallel_requests: int = Field(4, ge=1, le=16)
+    #: How the raw assets read the tenant: "delta" (Graph delta queries: a full round the first
+    #: time, then only changes) or "list" (every sync reads everything; for tenants without change
+    #: tracking, such as Azure AD B2C and External ID tenants).
+    read: Literal["delta", "list"] = "delta"
+    #: With delta, a full round at least this often, because delta can miss changes in edge cases
+    #: (null: only when asked for or when Graph expires the delta token).
+    full_sync_every_days: float | None = Field(7.0, gt=0, le=366)
 
     _check_urls = field_validator("graph_base_url", "authority_host")(_https_url)
 

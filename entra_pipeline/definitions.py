@@ -11,12 +11,14 @@ from pathlib import Path
 import dagster as dg
 
 from entra_pipeline.config import config_path, load_integrations
-from entra_pipeline.defs.assets import build_assets
+from entra_pipeline.defs.assets import PREVIEW_ASSET, build_assets
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource
 from entra_pipeline.defs.schedules import build_schedules
+from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import warehouse_path
 
 SYNC_JOB = "entra_sync"
+PREVIEW_JOB = "entra_preview"
 
 
 def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path | None = None,
@@ -25,15 +27,23 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
     integrations = load_integrations(config_file)
     partitions = dg.StaticPartitionsDefinition(integrations.keys)
     assets = build_assets(partitions)
+    sync_assets = [a for a in assets if a.key.path[-1] != PREVIEW_ASSET]
     job = dg.define_asset_job(
-        SYNC_JOB, selection=dg.AssetSelection.assets(*assets),
-        description="Full sync of one integration: users, groups, contacts, exclusions, lists.",
+        SYNC_JOB, selection=dg.AssetSelection.assets(*sync_assets),
+        description="Sync of one integration: users and groups (changes only, or a full round), contacts, "
+                    "exclusions, lists.",
+    )
+    preview = dg.define_asset_job(
+        PREVIEW_JOB, selection=dg.AssetSelection.assets(
+            *(a for a in assets if a.key.path[-1] in (s.RAW_GRAPH_USERS, s.RAW_GRAPH_GROUPS, PREVIEW_ASSET))),
+        description="Preview of a sync of one integration: reads the directory's changes, then reports what "
+                    "the sync would change in contacts and lists (table sync_preview) without changing them.",
     )
     database = Path(warehouse_file) if warehouse_file else warehouse_path()
     database.parent.mkdir(parents=True, exist_ok=True)
     return dg.Definitions(
         assets=assets,
-        jobs=[job],
+        jobs=[job, preview],
         schedules=build_schedules(integrations, job),
         resources={
             "integrations": IntegrationsResource(config_path=str(config_file)),

@@ -4,7 +4,10 @@ in one transaction, so a failed or blocked asset leaves its previous rows intact
 it do not run, and no asset touches another integration.
 """
 
+import json
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterator
 
 import dagster as dg
@@ -13,16 +16,21 @@ from tabulate import tabulate
 from entra_pipeline.config import ConfigError, Integration
 from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource
-from entra_pipeline.graph.client import Collection, GraphClient, GraphError, member_type
+from entra_pipeline.graph import delta
+from entra_pipeline.graph.client import Collection, DeltaExpired, DeltaRound, GraphClient, GraphError, member_type
 from entra_pipeline.transform import exclusions, lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
-from entra_pipeline.transform.fields import graph_select_for, imported_fields_for, manager_expand_for
+from entra_pipeline.transform.fields import (MANAGER_FIELDS, delta_select_for, graph_select_for,
+                                             imported_fields_for, manager_expand_for)
 from entra_pipeline.transform.guard import assess
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import store
 from entra_pipeline.warehouse.store import transaction
 
 GROUP_NAME = "entra_sync"
+PREVIEW_GROUP = "entra_preview"
+PREVIEW_ASSET = "sync_preview"
+PREVIEW_SAMPLE = 25
 PREVIEW_COLUMNS = ["contact_id", "display_name", "department", "country"]
 # directory_fields_read stage name for the contact fields a mapping filled
 MAPPED_CONTACT_FIELDS = "mapped_contacts.contact_fields"
@@ -102,20 +110,179 @@ def _require_fields(con, integration: Integration, stage: str, needed: set[str],
     return available
 
 
-def _checked_write(integration: Integration, results: list[dg.AssetCheckResult],
-                   write: Callable[[], dict], started: float) -> Iterator:
-    """Write only if no blocking check failed; otherwise report the checks and fail the step."""
-    blocked = c.failed_blocking(results)
-    if blocked:
-        yield from results
+class _Blocked(Exception):
+    """A blocking check failed inside a write transaction: roll it back."""
+
+
+class _Stage:
+    """Timing and the sync_run_stages row of one asset execution."""
+
+    def __init__(self, context: dg.AssetExecutionContext, integration: Integration) -> None:
+        self.context, self.integration = context, integration
+        self.started = time.monotonic()
+        self.started_at = datetime.now(timezone.utc)
+        self.name = context.assets_def.key.path[-1]
+
+    def record(self, con, **values) -> None:
+        store.record_stage(con, self.integration.key, self.context.run.run_id, self.name, self.started_at,
+                           **values)
+
+    def blocked(self, results: list[dg.AssetCheckResult]) -> Iterator:
+        """Report the checks and fail the step; nothing is written."""
+        blocked = c.failed_blocking(results)
         reasons = "; ".join(r.description or r.check_name for r in blocked)
-        raise dg.Failure(description=f"integration {integration.key!r}: {reasons}; nothing was written",
+        yield from results
+        raise dg.Failure(description=f"integration {self.integration.key!r}: {reasons}; nothing was written",
                          allow_retries=False)
+
+    def done(self, results: list[dg.AssetCheckResult], metadata: dict) -> dg.MaterializeResult:
+        metadata["seconds"] = round(time.monotonic() - self.started, 3)
+        return dg.MaterializeResult(metadata=metadata, check_results=results)
+
+
+def _checked_write(stage: _Stage, results: list[dg.AssetCheckResult], write: Callable[[], dict]) -> Iterator:
+    """Write only if no blocking check failed; otherwise report the checks and fail the step."""
+    if c.failed_blocking(results):
+        yield from stage.blocked(results)
     write_started = time.monotonic()
     metadata = write()
     metadata["write_seconds"] = round(time.monotonic() - write_started, 3)
-    metadata["seconds"] = round(time.monotonic() - started, 3)
-    yield dg.MaterializeResult(metadata=metadata, check_results=results)
+    yield stage.done(results, metadata)
+
+
+def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: Integration,
+                graph: GraphResource, warehouse: WarehouseResource, fields: set[str]) -> Iterator:
+    """read: list — every user through /users (with $count), replacing the integration's rows."""
+    select, expand = graph_select_for(fields), manager_expand_for(fields)
+    progress = _progress(context)
+    users, graph_meta = _read(integration, graph, "users",
+                              lambda client: client.list_users(select, expand, progress))
+
+    def write() -> dict:
+        with warehouse.get_connection() as con, transaction(con):
+            rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
+            store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                    imported_fields_for(fields))
+            # A later switch back to delta starts with a full round, not from a stale token.
+            store.write_delta_state(con, integration.key, "users", context.run.run_id, None, [], None)
+            stage.record(con, read_mode="full", read_reason="read: list", changes_read=None,
+                         graph_requests=graph_meta["graph_requests"], graph_bytes=graph_meta["graph_bytes"])
+        return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
+                "selected_properties": ", ".join(select), "expand": expand or "", **graph_meta,
+                "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
+
+    with warehouse.get_connection() as con:
+        previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
+    checks = [c.users_complete_result(users, integration.source.page_size),
+              c.directory_not_empty_result(len(users.items), previous)]
+    yield from _checked_write(stage, checks, write)
+
+
+def _list_groups(context: dg.AssetExecutionContext, stage: _Stage, integration: Integration,
+                 graph: GraphResource, warehouse: WarehouseResource) -> Iterator:
+    """read: list — every group through /groups and its members through $batch."""
+    progress = _progress(context)
+
+    def fetch(client: GraphClient) -> tuple[Collection, dict]:
+        groups = client.list_groups(GROUP_SELECT, progress)
+        return groups, client.group_members([g["id"] for g in groups.items], progress)
+
+    (groups, members), graph_meta = _read(integration, graph, "groups", fetch)
+    # A group deleted between listing groups and reading its members is left out, and said.
+    vanished = [g for g in groups.items if members[g["id"]] is None]
+    issues = [ImportIssue(RAW_GROUPS_STAGE, g["id"], None, GROUP_VANISHED,
+                          f"group {g.get('displayName')!r} was deleted while the sync read it; left out")
+              for g in vanished]
+    kept = [g for g in groups.items if members[g["id"]] is not None]
+    read = {g["id"]: members[g["id"]] for g in kept}
+    try:
+        edges = {gid: [(member_type(m), m["id"]) for m in c.items] for gid, c in read.items()}
+    except GraphError as exc:
+        raise dg.Failure(description=f"integration {integration.key!r}: reading group members failed: {exc}",
+                         allow_retries=False) from None
+    kinds = {g["id"]: lists.group_kind(g) for g in kept}
+
+    def write() -> dict:
+        with warehouse.get_connection() as con, transaction(con):
+            n_groups, n_members = store.write_raw_groups(con, integration.key, context.run.run_id,
+                                                         kept, kinds, edges)
+            store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, issues)
+            store.write_delta_state(con, integration.key, "groups", context.run.run_id, None, [], None)
+            stage.record(con, read_mode="full", read_reason="read: list", changes_read=None,
+                         graph_requests=graph_meta["graph_requests"], graph_bytes=graph_meta["graph_bytes"])
+        return {"groups": n_groups, "memberships": n_members, "graph_reported_count": groups.reported_count,
+                "groups_vanished": len(vanished),
+                "groups_by_kind": dg.MetadataValue.json(_counts(kinds.values())), **graph_meta,
+                "preview": _preview(groups.items, ["id", "displayName", "mail", "groupTypes"])}
+
+    check = c.groups_complete_result(groups, read, integration.source.page_size)
+    yield from _checked_write(stage, [check], write)
+
+
+class RawReadConfig(dg.Config):
+    """Run config of the raw assets. ``full_resync`` reads everything this run (a full delta round)
+    instead of the changes since the last sync, and reports what the full read corrected."""
+
+    full_resync: bool = False
+
+
+def _read_plan(integration: Integration, state: store.DeltaState | None, select: list[str],
+               full_resync: bool) -> tuple[bool, str]:
+    """(full round?, why) for a delta read."""
+    if full_resync:
+        return True, "full resync asked for in the run config (full_resync: true)"
+    if state is None:
+        return True, "first delta sync of this integration"
+    if sorted(state.fields) != sorted(select):
+        added = sorted(set(select) - set(state.fields))
+        return True, ("the mapping or exclusions now read other directory properties"
+                      + (f" ({', '.join(added)})" if added else ""))
+    every = integration.source.full_sync_every_days
+    age = datetime.now(timezone.utc) - state.full_round_at
+    if every is not None and age >= timedelta(days=every):
+        return True, (f"periodic full reconciliation: the last full round was {age.days} days ago "
+                      f"(full_sync_every_days: {every:g})")
+    return False, f"changes since the last sync (last full round {state.full_round_at:%Y-%m-%d %H:%M} UTC)"
+
+
+def _delta_read(context: dg.AssetExecutionContext, integration: Integration, graph: GraphResource,
+                resource: str, select: list[str], state: store.DeltaState | None,
+                config: RawReadConfig) -> tuple[DeltaRound, str, dict]:
+    """One delta round, falling back to a full round when Graph has forgotten the token."""
+    full, reason = _read_plan(integration, state, select, config.full_resync)
+    progress = _progress(context)
+    context.log.info(f"{resource}: {'full round' if full else 'incremental'}: {reason}")
+
+    def fetch(client: GraphClient) -> tuple[DeltaRound, str]:
+        if full or state is None:
+            return client.delta_round(resource, select, None, progress), reason
+        try:
+            return client.delta_round(resource, select, state.delta_link, progress), reason
+        except DeltaExpired as exc:
+            why = f"Graph no longer accepts the stored delta token ({exc}); read everything again"
+            context.log.warning(f"integration {integration.key!r}: {resource}: {why}")
+            return client.delta_round(resource, select, None, progress), why
+
+    (round_, why), graph_meta = _read(integration, graph, resource, fetch)
+    graph_meta.update({"read_mode": "full" if round_.full else "incremental", "read_reason": why,
+                       "delta_token_expired": why != reason, "delta_pages": round_.pages,
+                       "delta_items": len(round_.items)})
+    return round_, why, graph_meta
+
+
+def _stage_values(round_: DeltaRound | None, reason: str, change: store.RawChange, graph_meta: dict) -> dict:
+    return {"read_mode": "full" if round_ is None or round_.full else "incremental", "read_reason": reason,
+            "changes_read": len(round_.items) if round_ is not None else None, "added": change.added,
+            "updated": change.updated, "removed": change.removed,
+            "graph_requests": graph_meta.get("graph_requests"), "graph_bytes": graph_meta.get("graph_bytes")}
+
+
+def _change_metadata(round_: DeltaRound, change: store.RawChange, what: str) -> dict:
+    """A full round's counts are what it corrected against the stored rows (drift, or changes
+    since the last sync when the token had expired); an incremental round's are the changes."""
+    prefix = "reconciled_" if round_.full else ""
+    return {f"{prefix}{what}_added": change.added, f"{prefix}{what}_updated": change.updated,
+            f"{prefix}{what}_removed": change.removed}
 
 
 def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
@@ -123,78 +290,100 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY),
-        description="Directory users read from Microsoft Graph (/users, only the properties the mapping "
-                    "and exclusions need). Replaces this integration's rows in one transaction.",
+        description="Directory users read from Microsoft Graph, only the properties the mapping and exclusions "
+                    "need. With read: delta (the default) the first sync is a full /users/delta round and later "
+                    "syncs apply only the changes since the stored deltaLink (a full round again on "
+                    "full_resync, every full_sync_every_days, or when Graph expires the token); with read: list "
+                    "every sync reads /users whole. Rows, deltaLink and history change in one transaction.",
     )
-    def raw_graph_users(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                        graph: GraphResource, warehouse: WarehouseResource):
-        started = time.monotonic()
+    def raw_graph_users(context: dg.AssetExecutionContext, config: RawReadConfig,
+                        integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key)
+        stage = _Stage(context, integration)
         fields = integration.imported_fields()
-        select, expand = graph_select_for(fields), manager_expand_for(fields)
-        progress = _progress(context)
-        users, graph_meta = _read(integration, graph, "users",
-                                  lambda client: client.list_users(select, expand, progress))
-
-        def write() -> dict:
+        if integration.source.read == "list":
+            yield from _list_users(context, stage, integration, graph, warehouse, fields)
+            return
+        select = delta_select_for(fields)
+        with warehouse.get_connection() as con:
+            state = store.delta_state(con, integration.key, "users")
+            previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
+        round_, reason, graph_meta = _delta_read(context, integration, graph, "users", select, state, config)
+        checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_)]
+        if c.failed_blocking(checks):
+            yield from stage.blocked(checks)
+        managers = any(f in MANAGER_FIELDS for f in fields)
+        try:
             with warehouse.get_connection() as con, transaction(con):
-                rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
+                stored = {} if round_.full else store.stored_users(
+                    con, integration.key, list(dict.fromkeys(i["id"] for i in round_.items)))
+                users = delta.apply_users(stored, round_.items)
+                change = store.apply_raw_users(con, integration.key, context.run.run_id, round_.items,
+                                               round_.full, users)
+                checks.append(c.directory_not_empty_result(change.total, previous))
+                if c.failed_blocking(checks):
+                    raise _Blocked
+                if managers:
+                    store.fill_manager_mail(con, integration.key)
                 store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                         imported_fields_for(fields))
-            return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
-                    "selected_properties": ", ".join(select), "expand": expand or "", **graph_meta,
-                    "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
-
-        with warehouse.get_connection() as con:
-            previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
-        checks = [c.users_complete_result(users, integration.source.page_size),
-                  c.directory_not_empty_result(len(users.items), previous)]
-        yield from _checked_write(integration, checks, write, started)
+                store.write_delta_state(con, integration.key, "users", context.run.run_id, round_.delta_link,
+                                        select, None if round_.full else state.full_round_at)
+                stage.record(con, **_stage_values(round_, reason, change, graph_meta))
+                sample = store.sample_rows(con, s.RAW_GRAPH_USERS, integration.key,
+                                           ["id", "user_principal_name", "display_name", "mail"])
+        except _Blocked:
+            yield from stage.blocked(checks)
+        yield stage.done(checks, {"rows": change.total, **_change_metadata(round_, change, "users"),
+                                  "selected_properties": ", ".join(select), **graph_meta,
+                                  "preview": _preview(sample, ["id", "user_principal_name", "display_name",
+                                                               "mail"])})
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE),
-        description="Directory groups (/groups) and each group's direct members (/groups/{id}/members, read "
-                    "20 pages at a time through JSON $batch). "
-                    "Replaces this integration's rows of raw_graph_groups and raw_graph_group_members in "
-                    "one transaction.",
+        description="Directory groups and each group's direct members. With read: delta a full /groups/delta "
+                    "round (members selected: members@delta) the first time, then only changed groups and "
+                    "membership additions and removals; with read: list /groups plus every group's "
+                    "/members read 20 pages at a time through JSON $batch. Groups, memberships and deltaLink "
+                    "change in one transaction.",
     )
-    def raw_graph_groups(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                         graph: GraphResource, warehouse: WarehouseResource):
-        started = time.monotonic()
+    def raw_graph_groups(context: dg.AssetExecutionContext, config: RawReadConfig,
+                         integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key)
-        progress = _progress(context)
-
-        def fetch(client: GraphClient) -> tuple[Collection, dict]:
-            groups = client.list_groups(GROUP_SELECT, progress)
-            return groups, client.group_members([g["id"] for g in groups.items], progress)
-
-        (groups, members), graph_meta = _read(integration, graph, "groups", fetch)
-        # A group deleted between listing groups and reading its members is left out, and said.
-        vanished = [g for g in groups.items if members[g["id"]] is None]
-        issues = [ImportIssue(RAW_GROUPS_STAGE, g["id"], None, GROUP_VANISHED,
-                              f"group {g.get('displayName')!r} was deleted while the sync read it; left out")
-                  for g in vanished]
-        kept = [g for g in groups.items if members[g["id"]] is not None]
-        read = {g["id"]: members[g["id"]] for g in kept}
-        try:
-            edges = {gid: [(member_type(m), m["id"]) for m in c.items] for gid, c in read.items()}
-        except GraphError as exc:
-            raise dg.Failure(description=f"integration {integration.key!r}: reading group members failed: {exc}",
-                             allow_retries=False) from None
-        kinds = {g["id"]: lists.group_kind(g) for g in kept}
-
-        def write() -> dict:
-            with warehouse.get_connection() as con, transaction(con):
-                n_groups, n_members = store.write_raw_groups(con, integration.key, context.run.run_id,
-                                                             kept, kinds, edges)
-                store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, issues)
-            return {"groups": n_groups, "memberships": n_members, "graph_reported_count": groups.reported_count,
-                    "groups_vanished": len(vanished),
-                    "groups_by_kind": dg.MetadataValue.json(_counts(kinds.values())), **graph_meta,
-                    "preview": _preview(groups.items, ["id", "displayName", "mail", "groupTypes"])}
-
-        check = c.groups_complete_result(groups, read, integration.source.page_size)
-        yield from _checked_write(integration, [check], write, started)
+        stage = _Stage(context, integration)
+        if integration.source.read == "list":
+            yield from _list_groups(context, stage, integration, graph, warehouse)
+            return
+        select = [*GROUP_SELECT, "members"]
+        with warehouse.get_connection() as con:
+            state = store.delta_state(con, integration.key, "groups")
+        round_, reason, graph_meta = _delta_read(context, integration, graph, "groups", select, state, config)
+        checks = [c.delta_complete_result(c.RAW_GROUPS_COMPLETE, "groups", round_)]
+        if c.failed_blocking(checks):
+            yield from stage.blocked(checks)
+        with warehouse.get_connection() as con, transaction(con):
+            ids = list(dict.fromkeys(i["id"] for i in round_.items))
+            stored, stored_members = ({}, {}) if round_.full else store.stored_groups(con, integration.key, ids)
+            try:
+                groups, members = delta.apply_groups(stored, stored_members, round_.items)
+            except GraphError as exc:
+                raise dg.Failure(description=f"integration {integration.key!r}: reading groups failed: {exc}",
+                                 allow_retries=False) from None
+            kinds = {gid: lists.group_kind(g) for gid, g in groups.items() if g is not None}
+            change = store.apply_raw_groups(con, integration.key, context.run.run_id, round_.full, groups,
+                                            members, kinds)
+            store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, [])
+            store.write_delta_state(con, integration.key, "groups", context.run.run_id, round_.delta_link,
+                                    select, None if round_.full else state.full_round_at)
+            stage.record(con, **_stage_values(round_, reason, change, graph_meta))
+            memberships = store.count_rows(con, s.RAW_GRAPH_GROUP_MEMBERS, integration.key)
+            sample = store.sample_rows(con, s.RAW_GRAPH_GROUPS, integration.key, ["id", "display_name", "mail", "kind"])
+        prefix = "reconciled_" if round_.full else ""
+        yield stage.done(checks, {"groups": change.total, "memberships": memberships,
+                                  **_change_metadata(round_, change, "groups"),
+                                  f"{prefix}memberships_added": change.memberships_added,
+                                  f"{prefix}memberships_removed": change.memberships_removed, **graph_meta,
+                                  "preview": _preview(sample, ["id", "display_name", "mail", "kind"])})
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[raw_graph_users],
@@ -206,83 +395,21 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def mapped_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                         warehouse: WarehouseResource):
-        started = time.monotonic()
         integration = integrations.get(context.partition_key)
-        plan = mapping.plan_for(integration.mapping)
-        unique_id = integration.mapping.unique_id
-        undecided = integration.mapping.undecided_extension_attributes()
-        custom = {name: f.type for name, f in integration.mapping.custom_fields.items()}
-        # One connection: the mapping runs in DuckDB into a temporary table, the checks read it, and
-        # only then (if nothing blocks) is it written.
-        with warehouse.get_connection() as con:
-            available = _require_fields(con, integration, s.RAW_GRAPH_USERS, integration.imported_fields())
-            conflicts = s.custom_column_conflicts(con, custom)
-            if conflicts:
-                raise dg.Failure(description=f"integration {integration.key!r}: {conflicts[0]}; nothing was written",
-                                 allow_retries=False)
-            result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available))
-            checks = [c.users_mapped_result(result.users_read, result.contacts),
-                      c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
-                      c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
-                      c.issues_result(c.CONTACT_VALUES_VALID, result.issues),
-                      c.extension_attributes_result(undecided,
-                                                    store.extension_value_counts(con, integration.key, undecided))]
-
-            def write() -> dict:
-                with transaction(con):
-                    rows = store.write_mapped_contacts(con, integration.key, context.run.run_id, plan, custom)
-                    store.replace_issues(con, integration.key, mapping.STAGE, context.run.run_id, result.issues)
-                    # The imported column carries what the raw read selected; the contact columns what
-                    # this mapping fed.
-                    store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, context.run.run_id, available)
-                    store.write_fields_read(con, integration.key, MAPPED_CONTACT_FIELDS, context.run.run_id,
-                                            [p.contact_field for p in plan if p.source])
-                return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
-                        "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
-                        "custom_fields": ", ".join(f"{n} ({t})" for n, t in custom.items()),
-                        "preview": _preview(result.sample, PREVIEW_COLUMNS)}
-
-            yield from _checked_write(integration, checks, write, started)
+        yield from _run_stage(context, warehouse, integration, _mapped_stage, SyncRunConfig())
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[mapped_contacts],
         check_specs=c.specs(c.EXCLUSIONS_KEEP_CONTACTS, c.CONTACT_REMOVALS_WITHIN_LIMIT),
         description="The synced contacts: mapped contacts that no exclusion rule removed (table contacts), and "
                     "who was excluded by which rule (table excluded_contacts). Replaces this integration's "
-                    "rows of both in one transaction, and in the same transaction takes people who are no "
-                    "longer contacts off every list.",
+                    "rows of both in one transaction, appends who joined, changed or left to contact_changes, "
+                    "and in the same transaction takes people who are no longer contacts off every list.",
     )
     def filtered_contacts(context: dg.AssetExecutionContext, config: SyncRunConfig,
                           integrations: IntegrationsResource, warehouse: WarehouseResource):
-        started = time.monotonic()
         integration = integrations.get(context.partition_key)
-        rules = integration.exclusions.all_rules()
-        imported_needed = sorted(set().union(*(r.imported_fields() for r in rules)))
-        contact_needed = sorted(set().union(*(r.contact_fields() for r in rules)))
-        with warehouse.get_connection() as con:
-            _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
-            _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(contact_needed), "mapped_contacts")
-            mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed)
-            current = store.contact_ids(con, integration.key)
-        result = exclusions.apply_exclusions(mapped, rules)
-        guard = integration.deletion_guard
-        removal = assess(current, (m["contact_id"] for m in result.kept), guard.max_removed, guard.max_removed_percent)
-
-        def write() -> dict:
-            with warehouse.get_connection() as con, transaction(con):
-                rows = store.write_contacts_except(con, integration.key, context.run.run_id,
-                                                   (c["contact_id"] for c, _ in result.excluded))
-                store.write_exclusions(con, integration.key, context.run.run_id, result.excluded)
-                pruned = store.prune_list_members(con, integration.key)
-                sample = store.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
-            return {"rows": rows, "excluded": len(result.excluded), "list_members_removed": pruned,
-                    "preview": _preview(sample, PREVIEW_COLUMNS),
-                    "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
-                    "rules": dg.MetadataValue.json([r.name for r in rules])}
-
-        checks = [c.contacts_kept_result(len(mapped), len(result.kept)),
-                  c.removal_result(c.CONTACT_REMOVALS_WITHIN_LIMIT, "contacts", removal, config.allow_removals)]
-        yield from _checked_write(integration, checks, write, started)
+        yield from _run_stage(context, warehouse, integration, _filtered_stage, config)
 
     @dg.asset(
         **common, kinds={"duckdb"}, deps=[filtered_contacts, raw_graph_groups],
@@ -293,48 +420,183 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
     )
     def distribution_lists(context: dg.AssetExecutionContext, config: SyncRunConfig,
                            integrations: IntegrationsResource, warehouse: WarehouseResource):
-        started = time.monotonic()
         integration = integrations.get(context.partition_key)
-        selection = integration.distribution_lists
-        custom_imported = sorted(set().union(*(d.when.imported_fields() for d in selection.custom)))
-        custom_contact = sorted(set().union(*(d.when.contact_fields() for d in selection.custom)))
+        yield from _run_stage(context, warehouse, integration, _lists_stage, config)
+
+    @dg.asset(
+        partitions_def=partitions, group_name=PREVIEW_GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+        deps=[raw_graph_users, raw_graph_groups],
+        description="Preview (dry run) of a sync from the raw tables as they are: which contacts would join, "
+                    "change (which fields) or leave, who would be excluded or no longer excluded, which lists "
+                    "and list memberships would come or go, and which blocking check would stop the sync. "
+                    "Computed inside a transaction that is rolled back, so the contact and list tables stay "
+                    "byte-identical; the report replaces this integration's rows of sync_preview.",
+    )
+    def sync_preview(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
+                     warehouse: WarehouseResource):
+        integration = integrations.get(context.partition_key)
+        stage = _Stage(context, integration)
+        run_id = context.run.run_id
         with warehouse.get_connection() as con:
-            groups, edges = store.read_raw_groups(con, integration.key)
-            people = store.people(con, integration.key)
-            previous = store.previous_lists(con, integration.key)
-            current_members = store.memberships(con, integration.key)
-            contacts = []
-            if selection.custom:
-                _require_fields(con, integration, s.MAPPED_CONTACTS, set(custom_imported))
-                _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(custom_contact), "mapped_contacts")
-                contacts = store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
-        result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
-        custom = lists.custom_lists(contacts, selection.custom)
-        all_lists = result.lists + custom.lists
-        issues = result.issues + lists.removed_lists(previous, all_lists, groups, result.issues)
-        selected = {l["source_group_id"] for l in result.lists}
-        available = lists.available_groups(groups, edges, selected)
-        guard = integration.deletion_guard
-        removal = assess(current_members, result.members + custom.members, guard.max_removed,
-                         guard.max_removed_percent)
-        checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues),
-                  c.removal_result(c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT, "list memberships", removal,
-                                   config.allow_removals)]
+            with store.rolled_back(con):  # the preview never changes the synced tables
+                before = store.preview_state(con, integration.key)
+                would_block: list[dg.AssetCheckResult] = []
+                for compute in (_mapped_stage, _filtered_stage, _lists_stage):
+                    outcome = compute(con, integration, run_id, SyncRunConfig())
+                    would_block += c.failed_blocking(outcome.checks)
+                    outcome.write(con)
+                rows = store.preview_rows(con, integration.key, run_id, before)
+            rows += [("check_would_block", None, None, {"check": r.check_name, "description": r.description})
+                     for r in would_block]
+            with transaction(con):
+                store.write_preview(con, integration.key, run_id, rows)
+        counts = _counts(kind for kind, *_ in rows)
+        context.log.info(f"preview of {integration.key!r}: " + (", ".join(f"{n:,} {k}" for k, n in counts.items())
+                                                               or "no changes"))
+        table = [{"change": k, "contact_id": cid, "list_id": lid, "details": json.dumps(d)[:80] if d else ""}
+                 for k, cid, lid, d in rows[:PREVIEW_SAMPLE]]
+        return stage.done([], {"changes": len(rows), "changes_by_kind": dg.MetadataValue.json(counts),
+                               "would_block": ", ".join(r.check_name for r in would_block) or "nothing",
+                               "report": _preview(table, ["change", "contact_id", "list_id", "details"],
+                                                  PREVIEW_SAMPLE)})
 
-        def write() -> dict:
-            with warehouse.get_connection() as con, transaction(con):
-                n_lists, n_members = store.write_lists(con, integration.key, context.run.run_id, all_lists,
-                                                       result.members + custom.members, result.non_members)
-                store.write_available_groups(con, integration.key, context.run.run_id, available)
-                store.replace_issues(con, integration.key, lists.STAGE, context.run.run_id, issues)
-            return {"lists": n_lists, "memberships": n_members, "custom_lists": len(custom.lists),
-                    "non_members": len(result.non_members), "available_groups": len(available),
-                    "import_errors": len(issues),
-                    "lists_by_kind": dg.MetadataValue.json(_counts(l["kind"] for l in all_lists)),
-                    "preview": _preview(sorted(all_lists, key=lambda l: -l["member_count"]),
-                                        ["display_name", "kind", "member_count", "users_excluded",
-                                         "users_without_contact_id", "nested_groups"])}
+    return [raw_graph_users, raw_graph_groups, mapped_contacts, filtered_contacts, distribution_lists,
+            sync_preview]
 
-        yield from _checked_write(integration, checks, write, started)
 
-    return [raw_graph_users, raw_graph_groups, mapped_contacts, filtered_contacts, distribution_lists]
+@dataclass
+class _Outcome:
+    """A stage's result before it is written: its checks, what its write does, and the numbers
+    for sync_run_stages (added/updated/removed)."""
+
+    checks: list[dg.AssetCheckResult]
+    write: Callable[..., dict]
+    stage_values: Callable[[], dict] = dict
+
+
+def _run_stage(context: dg.AssetExecutionContext, warehouse: WarehouseResource, integration: Integration,
+               compute: Callable[..., _Outcome], config: SyncRunConfig) -> Iterator:
+    """Compute a stage on one connection; if no blocking check fails, write it in one transaction
+    together with its sync_run_stages row."""
+    stage = _Stage(context, integration)
+    with warehouse.get_connection() as con:
+        outcome = compute(con, integration, context.run.run_id, config)
+        if c.failed_blocking(outcome.checks):
+            yield from stage.blocked(outcome.checks)
+        write_started = time.monotonic()
+        with transaction(con):
+            metadata = outcome.write(con)
+            stage.record(con, **outcome.stage_values())
+        metadata["write_seconds"] = round(time.monotonic() - write_started, 3)
+    yield stage.done(outcome.checks, metadata)
+
+
+def _mapped_stage(con, integration: Integration, run_id: str, config: SyncRunConfig) -> _Outcome:
+    # The mapping runs in DuckDB into a temporary table of this connection; the checks read it, and
+    # only then (if nothing blocks) is it written.
+    plan = mapping.plan_for(integration.mapping)
+    unique_id = integration.mapping.unique_id
+    undecided = integration.mapping.undecided_extension_attributes()
+    custom = {name: f.type for name, f in integration.mapping.custom_fields.items()}
+    available = _require_fields(con, integration, s.RAW_GRAPH_USERS, integration.imported_fields())
+    conflicts = s.custom_column_conflicts(con, custom)
+    if conflicts:
+        raise dg.Failure(description=f"integration {integration.key!r}: {conflicts[0]}; nothing was written",
+                         allow_retries=False)
+    result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available))
+    checks = [c.users_mapped_result(result.users_read, result.contacts),
+              c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
+              c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
+              c.issues_result(c.CONTACT_VALUES_VALID, result.issues),
+              c.extension_attributes_result(undecided, store.extension_value_counts(con, integration.key, undecided))]
+
+    def write(con) -> dict:
+        rows = store.write_mapped_contacts(con, integration.key, run_id, plan, custom)
+        store.replace_issues(con, integration.key, mapping.STAGE, run_id, result.issues)
+        # The imported column carries what the raw read selected; the contact columns what this
+        # mapping fed.
+        store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, run_id, available)
+        store.write_fields_read(con, integration.key, MAPPED_CONTACT_FIELDS, run_id,
+                                [p.contact_field for p in plan if p.source])
+        return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
+                "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
+                "custom_fields": ", ".join(f"{n} ({t})" for n, t in custom.items()),
+                "preview": _preview(result.sample, PREVIEW_COLUMNS)}
+
+    return _Outcome(checks, write)
+
+
+def _filtered_stage(con, integration: Integration, run_id: str, config: SyncRunConfig) -> _Outcome:
+    rules = integration.exclusions.all_rules()
+    imported_needed = sorted(set().union(*(r.imported_fields() for r in rules)))
+    contact_needed = sorted(set().union(*(r.contact_fields() for r in rules)))
+    _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
+    _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(contact_needed), "mapped_contacts")
+    mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed)
+    current = store.contact_ids(con, integration.key)
+    result = exclusions.apply_exclusions(mapped, rules)
+    guard = integration.deletion_guard
+    removal = assess(current, (m["contact_id"] for m in result.kept), guard.max_removed, guard.max_removed_percent)
+    checks = [c.contacts_kept_result(len(mapped), len(result.kept)),
+              c.removal_result(c.CONTACT_REMOVALS_WITHIN_LIMIT, "contacts", removal, config.allow_removals)]
+    changes: dict[str, int] = {}
+
+    def write(con) -> dict:
+        rows = store.write_contacts_except(con, integration.key, run_id, (c["contact_id"] for c, _ in result.excluded))
+        store.write_exclusions(con, integration.key, run_id, result.excluded)
+        pruned = store.prune_list_members(con, integration.key)
+        sample = store.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
+        changes.update(store.change_counts(con, integration.key, run_id))
+        return {"rows": rows, "excluded": len(result.excluded), "list_members_removed": pruned,
+                "contacts_joined": changes.get("joined", 0), "contacts_updated": changes.get("updated", 0),
+                "contacts_left": changes.get("left", 0), "preview": _preview(sample, PREVIEW_COLUMNS),
+                "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
+                "rules": dg.MetadataValue.json([r.name for r in rules])}
+
+    return _Outcome(checks, write, lambda: {"added": changes.get("joined", 0), "updated": changes.get("updated", 0),
+                                            "removed": changes.get("left", 0)})
+
+
+def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConfig) -> _Outcome:
+    selection = integration.distribution_lists
+    custom_imported = sorted(set().union(*(d.when.imported_fields() for d in selection.custom)))
+    custom_contact = sorted(set().union(*(d.when.contact_fields() for d in selection.custom)))
+    groups, edges = store.read_raw_groups(con, integration.key)
+    people = store.people(con, integration.key)
+    previous = store.previous_lists(con, integration.key)
+    current_members = store.memberships(con, integration.key)
+    contacts = []
+    if selection.custom:
+        _require_fields(con, integration, s.MAPPED_CONTACTS, set(custom_imported))
+        _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(custom_contact), "mapped_contacts")
+        contacts = store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
+    result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
+    custom = lists.custom_lists(contacts, selection.custom)
+    all_lists = result.lists + custom.lists
+    members = result.members + custom.members
+    issues = result.issues + lists.removed_lists(previous, all_lists, groups, result.issues)
+    selected = {l["source_group_id"] for l in result.lists}
+    available = lists.available_groups(groups, edges, selected)
+    guard = integration.deletion_guard
+    removal = assess(current_members, members, guard.max_removed, guard.max_removed_percent)
+    checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues),
+              c.removal_result(c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT, "list memberships", removal,
+                               config.allow_removals)]
+    new_members = set(members)
+
+    def write(con) -> dict:
+        n_lists, n_members = store.write_lists(con, integration.key, run_id, all_lists, members, result.non_members)
+        store.write_available_groups(con, integration.key, run_id, available)
+        store.replace_issues(con, integration.key, lists.STAGE, run_id, issues)
+        return {"lists": n_lists, "memberships": n_members, "custom_lists": len(custom.lists),
+                "memberships_added": len(new_members - current_members),
+                "memberships_removed": len(current_members - new_members),
+                "non_members": len(result.non_members), "available_groups": len(available),
+                "import_errors": len(issues),
+                "lists_by_kind": dg.MetadataValue.json(_counts(l["kind"] for l in all_lists)),
+                "preview": _preview(sorted(all_lists, key=lambda l: -l["member_count"]),
+                                    ["display_name", "kind", "member_count", "users_excluded",
+                                     "users_without_contact_id", "nested_groups"])}
+
+    return _Outcome(checks, write, lambda: {"added": len(new_members - current_members),
+                                            "removed": len(current_members - new_members)})

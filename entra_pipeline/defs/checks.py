@@ -13,7 +13,7 @@ chosen per check:
 
 import dagster as dg
 
-from entra_pipeline.graph.client import Collection
+from entra_pipeline.graph.client import Collection, DeltaRound
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.guard import Removal
@@ -36,8 +36,9 @@ NO_LIST_REMOVED = "no_list_removed"
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
 
-_COMPLETE = ("Paging reached every object Graph counted ($count), for {what}. A read that stopped early "
-             "writes nothing and blocks the rest of the sync; a read Graph gave no count for warns.")
+_COMPLETE = ("The read of {what} is whole: a delta round reached Graph's deltaLink, a list read reached every "
+             "object Graph counted ($count). A read that stopped early writes nothing and blocks the rest of "
+             "the sync; a list read Graph gave no count for warns.")
 
 # check name -> (asset, blocking, description)
 CHECKS: dict[str, tuple[str, bool, str]] = {
@@ -162,6 +163,17 @@ def groups_complete_result(groups: Collection, members: dict[str, Collection], p
         return _no_count(RAW_GROUPS_COMPLETE, "groups or group members", meta)
     return _result(RAW_GROUPS_COMPLETE, True,
                    f"read {len(groups.items):,} groups and {len(members):,} member lists as Graph counted", meta)
+
+
+def delta_complete_result(name: str, what: str, round_: DeltaRound) -> dg.AssetCheckResult:
+    """A delta round is whole only when its last page carried the deltaLink."""
+    kind = "full round" if round_.full else "changes"
+    meta = {"pages": round_.pages, "items": len(round_.items), "round": kind}
+    if not round_.complete:
+        return _result(name, False, f"paging stopped early: the {what} delta round ({kind}) ended on page "
+                                    f"{round_.pages} without a nextLink or deltaLink", meta)
+    return _result(name, True, f"{what} delta round ({kind}) complete: {len(round_.items):,} items on "
+                               f"{round_.pages:,} pages, ending with a deltaLink", meta)
 
 
 def users_mapped_result(directory_users: int, contacts: int) -> dg.AssetCheckResult:

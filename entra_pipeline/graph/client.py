@@ -54,6 +54,15 @@ class GraphError(RuntimeError):
         self.request_id = request_id
 
 
+class DeltaExpired(GraphError):
+    """Graph no longer knows the stored delta state (400 syncStateNotFound, 410 resyncRequired):
+    a full round has to start again."""
+
+
+#: Graph's codes for a delta token it can no longer use.
+DELTA_RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
+
+
 class _TimeoutSession(requests.Session):
     """A session whose every request has a timeout, including MSAL's token requests: MSAL takes
     no timeout of its own when it is handed an http_client."""
@@ -115,6 +124,23 @@ class Collection:
     items: list[dict]
     reported_count: int | None
     pages: int
+
+
+@dataclass
+class DeltaRound:
+    """One round of a delta query: every page from the start (or the stored deltaLink) up to the
+    page carrying the next ``@odata.deltaLink``.
+
+    ``items`` are Graph's objects in page order (changed properties only, ``@removed`` entries,
+    ``members@delta`` / ``manager@delta``); an object may appear more than once. ``complete`` is
+    False when a page carried neither nextLink nor deltaLink: the round was cut short and must not
+    be applied as if it were whole."""
+
+    items: list[dict]
+    delta_link: str | None
+    pages: int
+    full: bool
+    complete: bool
 
 
 class GraphClient:
@@ -298,6 +324,51 @@ class GraphClient:
     def list_groups(self, select: Iterable[str], progress: Progress | None = None) -> Collection:
         return self.list_collection("groups", {"$select": ",".join(select)}, count=True,
                                     label="groups", progress=progress)
+
+    # -- delta queries ---------------------------------------------------------------------
+    def delta_round(self, resource: str, select: Iterable[str], delta_link: str | None = None,
+                    progress: Progress | None = None) -> DeltaRound:
+        """Read one delta round of ``users`` or ``groups``: from scratch (``delta_link`` None: every
+        object, Graph's full round) or the changes since ``delta_link``.
+
+        ``$select`` is sent on the first request of a full round only: Graph carries it in the
+        tokens. Raises DeltaExpired when Graph no longer accepts the token."""
+        if delta_link is None:
+            url, query = f"{self.base}/{resource}/delta", {"$select": ",".join(select)}
+        else:
+            self._relative(delta_link, f"{resource} delta")  # never send the token to another host
+            url, query = delta_link, None
+        label = f"{resource} ({'full round' if delta_link is None else 'changes'})"
+        items: list[dict] = []
+        pages = 0
+        while True:
+            try:
+                body = self.get_json(url, query)
+            except GraphError as exc:
+                if exc.code in DELTA_RESYNC_CODES or exc.status == 410:
+                    raise DeltaExpired(str(exc), status=exc.status, code=exc.code,
+                                       request_id=exc.request_id) from None
+                raise
+            pages += 1
+            what = f"GET {_describe(url)}"
+            value = body.get("value")
+            if not isinstance(value, list):
+                raise GraphError(f"{what}: response has no 'value' list (delta page {pages})")
+            for item in value:
+                _check_delta_item(item, what, pages)
+            items.extend(value)
+            if progress is not None:
+                progress(label, len(items), None)
+            next_link, delta = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
+            if next_link is not None:
+                self._relative(next_link, what)
+                url, query = next_link, None
+                continue
+            if delta is not None:
+                self._relative(delta, what)
+            with self._stats_lock:
+                self.stats.pages += pages
+            return DeltaRound(items, delta, pages, delta_link is None, delta is not None)
 
     # -- JSON batching ---------------------------------------------------------------------
     def batch_get(self, relative_urls: list[str], headers: dict[str, str] | None = None) -> list[dict]:
@@ -516,6 +587,23 @@ class GraphClient:
         return None if next_link is None else self._relative(next_link, what)
 
 
+def _check_delta_item(item: object, what: str, page: int) -> None:
+    """A delta item needs a string id; its ``*@delta`` lists need ids and types (or @removed)."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+        raise GraphError(f"{what}: delta page {page} has an item without a string 'id': "
+                         f"{_short(json.dumps(item, default=str), 120)}")
+    for key in ("members@delta", "manager@delta"):
+        links = item.get(key)
+        if links is None:
+            continue
+        if not isinstance(links, list) or not all(
+                isinstance(l, dict) and isinstance(l.get("id"), str) and l["id"]
+                and (isinstance(l.get("@odata.type"), str) or isinstance(l.get("@removed"), dict))
+                for l in links):
+            raise GraphError(f"{what}: delta page {page}: {key} of {item['id']!r} is not a list of "
+                             f"objects with an id and an @odata.type: {_short(json.dumps(links, default=str), 120)}")
+
+
 def member_type(item: dict) -> str:
     """``#microsoft.graph.user`` -> ``user``; GraphError for an item without a Graph type."""
     odata_type = item.get("@odata.type")
@@ -586,5 +674,5 @@ def _error_from(response: requests.Response, what: str, method: str = "GET") -> 
     )
 
 
-__all__ = ["AuthError", "BATCH_LIMIT", "Collection", "GraphClient", "GraphError", "GraphSettings",
+__all__ = ["AuthError", "BATCH_LIMIT", "Collection", "DeltaExpired", "DeltaRound", "GraphClient", "GraphError", "GraphSettings",
            "GraphStats", "member_type"]

@@ -5,7 +5,8 @@ Imported fields are what the sync reads about a user:
 - ``extensionAttribute1``..``extensionAttribute15``: the on-premises extension attributes, which
   Graph returns inside one ``onPremisesExtensionAttributes`` object and cannot select singly;
 - directory extensions (custom fields) ``extension_{appIdWithoutHyphens}_{name}``;
-- ``managerId`` and ``managerMail``: the user's manager, read with ``$expand=manager``.
+- ``managerId`` and ``managerMail``: the user's manager, read with ``$expand=manager`` (list
+  reads) or as ``manager@delta`` plus the manager's own ``mail`` (delta reads).
 
 Contact fields are what the warehouse stores: built-in fields with fixed types, plus custom
 fields an integration creates with a type (Text, Number or Date).
@@ -126,6 +127,15 @@ def graph_select_for(fields: Iterable[str]) -> list[str]:
         if name in MANAGER_FIELDS:
             continue
         select.add(EXTENSION_CONTAINER if name in EXTENSION_ATTRIBUTES else name)
+    return sorted(select)
+
+
+def delta_select_for(fields: Iterable[str]) -> list[str]:
+    """The ``$select`` of a users delta round returning ``fields``: delta has no ``$expand``, so
+    the manager comes as ``manager@delta`` (an id) and its mail from the users' own ``mail``."""
+    select = set(graph_select_for(fields))
+    if any(name in MANAGER_FIELDS for name in fields):
+        select |= {"manager", "mail"}
     return sorted(select)
 
 

@@ -22,6 +22,10 @@ AVAILABLE_GROUPS = "available_groups"
 IMPORT_ERRORS = "import_errors"
 DIRECTORY_FIELDS_READ = "directory_fields_read"
 CONTACT_CHANGES = "contact_changes"
+DELTA_STATE = "delta_state"
+SYNC_RUN_STAGES = "sync_run_stages"
+SYNC_RUNS = "sync_runs"  # a view over sync_run_stages
+SYNC_PREVIEW = "sync_preview"
 
 SQL_TYPES = {TEXT: "VARCHAR", NUMBER: "DOUBLE", DATE: "DATE", BOOLEAN: "BOOLEAN"}
 
@@ -90,11 +94,55 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "changes JSON", "run_id VARCHAR NOT NULL", "changed_at TIMESTAMPTZ NOT NULL",
     ), "History of the synced contacts, appended by every sync that writes them: change is joined, updated "
        "or left; for updates, changes lists each changed field with its old and new value (as text)."),
+    (DELTA_STATE, (
+        "integration VARCHAR NOT NULL", "resource VARCHAR NOT NULL", "delta_link VARCHAR NOT NULL",
+        "fields VARCHAR[] NOT NULL", "full_round_at TIMESTAMPTZ NOT NULL", *_RUN,
+    ), "Where the next incremental read of each integration's users and groups starts: Graph's deltaLink, "
+       "written in the same transaction as the raw rows it describes; fields are the properties the round "
+       "selected, full_round_at when the last full round ran."),
+    (SYNC_RUN_STAGES, (
+        "integration VARCHAR NOT NULL", "run_id VARCHAR NOT NULL", "stage VARCHAR NOT NULL",
+        "started_at TIMESTAMPTZ NOT NULL", "finished_at TIMESTAMPTZ NOT NULL",
+        "read_mode VARCHAR", "read_reason VARCHAR", "changes_read INTEGER", "added INTEGER",
+        "updated INTEGER", "removed INTEGER", "graph_requests INTEGER", "graph_bytes BIGINT",
+    ), "One row per committed stage of every sync run, written in the stage's own transaction (a failed or "
+       "blocked stage writes nothing, here included: see the Dagster run for why); read_mode full or incremental with its reason for the raw stages; added/updated/removed "
+       "are users or groups for the raw stages, contacts for filtered_contacts, list memberships for "
+       "distribution_lists."),
+    (SYNC_PREVIEW, (
+        "integration VARCHAR NOT NULL", "run_id VARCHAR NOT NULL", "change VARCHAR NOT NULL",
+        "contact_id VARCHAR", "list_id VARCHAR", "details JSON", "created_at TIMESTAMPTZ NOT NULL",
+    ), "The latest preview (dry run) of each integration: what a sync would change, without changing it. "
+       "change is contact_joined, contact_updated (details: each field's old and new value), contact_left, "
+       "contact_excluded, contact_no_longer_excluded, list_added, list_removed, list_member_added or "
+       "list_member_removed; plus one row per blocking check the sync would fail (check_would_block)."),
     (DIRECTORY_FIELDS_READ, (
         "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "fields VARCHAR[] NOT NULL", *_RUN,
     ), "Which directory fields each stage's current rows carry, so a stage never applies a mapping or "
        "exclusion to fields that were not read."),
 )
+
+
+# One row per sync run and integration, from its stages' rows.
+SYNC_RUNS_VIEW = f"""
+CREATE OR REPLACE VIEW "{SYNC_RUNS}" AS
+SELECT integration, run_id,
+       min(started_at) AS started_at, max(finished_at) AS finished_at,
+       round(epoch(max(finished_at) - min(started_at)), 3) AS seconds,
+       string_agg(stage, ', ' ORDER BY started_at) AS stages_committed,
+       any_value(read_mode) FILTER (WHERE stage = 'raw_graph_users') AS read_mode,
+       any_value(read_reason) FILTER (WHERE stage = 'raw_graph_users') AS read_reason,
+       sum(changes_read) FILTER (WHERE stage LIKE 'raw_%') AS directory_changes_read,
+       any_value(added) FILTER (WHERE stage = 'filtered_contacts') AS contacts_added,
+       any_value(updated) FILTER (WHERE stage = 'filtered_contacts') AS contacts_updated,
+       any_value(removed) FILTER (WHERE stage = 'filtered_contacts') AS contacts_removed,
+       any_value(added) FILTER (WHERE stage = 'distribution_lists') AS list_members_added,
+       any_value(removed) FILTER (WHERE stage = 'distribution_lists') AS list_members_removed,
+       sum(graph_requests) AS graph_requests, sum(graph_bytes) AS graph_bytes
+FROM "{SYNC_RUN_STAGES}" GROUP BY integration, run_id
+"""
+SYNC_RUNS_COMMENT = ("One row per sync run and integration (a view over sync_run_stages): full or incremental, "
+                     "contacts and list memberships added/updated/removed, Graph requests and duration.")
 
 
 def ensure_schema(con) -> None:
@@ -108,6 +156,9 @@ def ensure_schema(con) -> None:
         for column in columns:
             if "NOT NULL" not in column:
                 con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS {column}')
+    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [SYNC_RUNS]).fetchone()[0]:
+        con.execute(SYNC_RUNS_VIEW)
+        con.execute(f"COMMENT ON VIEW \"{SYNC_RUNS}\" IS '{SYNC_RUNS_COMMENT}'")
 
 
 def custom_column_conflicts(con, fields: dict[str, str]) -> list[str]:

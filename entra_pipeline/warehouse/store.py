@@ -20,17 +20,42 @@ from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.warehouse import schema as s
 
 
+_IN_TRANSACTION: set[int] = set()  # id() of connections inside transaction()
+
+
 @contextmanager
 def transaction(con) -> Iterator:
-    """BEGIN ... COMMIT, or ROLLBACK on any exception (including KeyboardInterrupt)."""
+    """BEGIN ... COMMIT, or ROLLBACK on any exception (including KeyboardInterrupt).
+
+    Inside another ``transaction`` or ``rolled_back`` on the same connection it joins the outer
+    one (the preview runs every stage's write inside ``rolled_back``)."""
+    if id(con) in _IN_TRANSACTION:
+        yield con
+        return
     con.execute("BEGIN TRANSACTION")
+    _IN_TRANSACTION.add(id(con))
     try:
         s.ensure_schema(con)
         yield con
     except BaseException:
+        _IN_TRANSACTION.discard(id(con))
         con.execute("ROLLBACK")
         raise
+    _IN_TRANSACTION.discard(id(con))
     con.execute("COMMIT")
+
+
+@contextmanager
+def rolled_back(con) -> Iterator:
+    """A transaction that is always rolled back: what happens inside is never committed."""
+    con.execute("BEGIN TRANSACTION")
+    _IN_TRANSACTION.add(id(con))
+    try:
+        s.ensure_schema(con)
+        yield con
+    finally:
+        _IN_TRANSACTION.discard(id(con))
+        con.execute("ROLLBACK")
 
 
 def _now() -> datetime:
@@ -39,6 +64,10 @@ def _now() -> datetime:
 
 def _replace(con, table: str, integration: str, frame: pd.DataFrame) -> int:
     con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
+    return _insert(con, table, frame)
+
+
+def _insert(con, table: str, frame: pd.DataFrame) -> int:
     if frame.empty:
         return 0
     columns = ", ".join(f'"{c}"' for c in frame.columns)
@@ -74,35 +103,218 @@ def replace_issues(con, integration: str, stage: str, run_id: str, issues: Itera
 
 # -- raw -------------------------------------------------------------------------------------
 
-def write_raw_users(con, integration: str, run_id: str, users: list[dict]) -> int:
+_USER_COLUMNS = ["id", "user_principal_name", "display_name", "mail", "data"]
+_GROUP_COLUMNS = ["id", "display_name", "mail", "kind", "mail_enabled", "security_enabled", "group_types", "data"]
+_EDGE_COLUMNS = ["group_id", "member_id", "member_type"]
+
+
+def _user_frame(integration: str, run_id: str, users: Iterable[dict]) -> pd.DataFrame:
     rows = [
         {"id": u["id"], "user_principal_name": u.get("userPrincipalName"), "display_name": u.get("displayName"),
          "mail": u.get("mail"), "data": json.dumps(u, ensure_ascii=False)}
         for u in users
     ]
-    frame = _frame(rows, ["id", "user_principal_name", "display_name", "mail", "data"], integration, run_id)
-    return _replace(con, s.RAW_GRAPH_USERS, integration, frame)
+    return _frame(rows, _USER_COLUMNS, integration, run_id)
 
 
-def write_raw_groups(con, integration: str, run_id: str, groups: list[dict], kinds: dict[str, str],
-                     edges: dict[str, list[tuple[str, str]]]) -> tuple[int, int]:
-    group_rows = [
+def _group_frame(integration: str, run_id: str, groups: Iterable[dict], kinds: dict[str, str]) -> pd.DataFrame:
+    rows = [
         {"id": g["id"], "display_name": g.get("displayName"), "mail": g.get("mail"), "kind": kinds[g["id"]],
          "mail_enabled": g.get("mailEnabled"), "security_enabled": g.get("securityEnabled"),
          "group_types": list(g.get("groupTypes") or []), "data": json.dumps(g, ensure_ascii=False)}
         for g in groups
     ]
-    member_rows = [
-        {"group_id": group_id, "member_id": member_id, "member_type": member_type}
-        for group_id, members in edges.items()
-        for member_type, member_id in members
-    ]
-    n_groups = _replace(con, s.RAW_GRAPH_GROUPS, integration, _frame(
-        group_rows, ["id", "display_name", "mail", "kind", "mail_enabled", "security_enabled", "group_types", "data"],
-        integration, run_id))
-    n_members = _replace(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, _frame(
-        member_rows, ["group_id", "member_id", "member_type"], integration, run_id))
+    return _frame(rows, _GROUP_COLUMNS, integration, run_id)
+
+
+def _edge_frame(integration: str, run_id: str, edges: dict[str, list[tuple[str, str]]]) -> pd.DataFrame:
+    columns = {"group_id": [], "member_id": [], "member_type": []}
+    for group_id, members in edges.items():
+        for member_type, member_id in members:
+            columns["group_id"].append(group_id)
+            columns["member_id"].append(member_id)
+            columns["member_type"].append(member_type)
+    return _frame(columns, _EDGE_COLUMNS, integration, run_id)
+
+
+def write_raw_users(con, integration: str, run_id: str, users: list[dict]) -> int:
+    return _replace(con, s.RAW_GRAPH_USERS, integration, _user_frame(integration, run_id, users))
+
+
+def write_raw_groups(con, integration: str, run_id: str, groups: list[dict], kinds: dict[str, str],
+                     edges: dict[str, list[tuple[str, str]]]) -> tuple[int, int]:
+    n_groups = _replace(con, s.RAW_GRAPH_GROUPS, integration, _group_frame(integration, run_id, groups, kinds))
+    n_members = _replace(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, _edge_frame(integration, run_id, edges))
     return n_groups, n_members
+
+
+# -- raw, from delta rounds ---------------------------------------------------------------------
+
+@dataclass
+class RawChange:
+    """What applying one delta round changed in a raw table (compared with the stored rows)."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    total: int = 0
+    memberships_added: int = 0
+    memberships_removed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _stored_json(con, table: str, integration: str, ids: list[str] | None) -> dict[str, dict]:
+    """id -> parsed JSON of an integration's raw rows (only ``ids``, or all with None)."""
+    if ids is None:
+        rows = con.execute(f'SELECT id, data FROM "{table}" WHERE integration = ?', [integration]).fetchall()
+    else:
+        rows = con.execute(f'SELECT id, data FROM "{table}" WHERE integration = ? AND list_contains(?, id)',
+                           [integration, ids]).fetchall()
+    return {i: json.loads(d) for i, d in rows}
+
+
+def _delete_ids(con, table: str, integration: str, column: str, ids: list[str]) -> None:
+    if ids:
+        con.execute(f'DELETE FROM "{table}" WHERE integration = ? AND list_contains(?, "{column}")',
+                    [integration, ids])
+
+
+def _compare(before: dict[str, dict], after: dict[str, dict | None]) -> RawChange:
+    change = RawChange()
+    for oid, new in after.items():
+        old = before.get(oid)
+        if new is None:
+            change.removed += old is not None
+        elif old is None:
+            change.added += 1
+        elif old != new:
+            change.updated += 1
+    return change
+
+
+def apply_raw_users(con, integration: str, run_id: str, items: list[dict], full: bool,
+                    users: dict[str, dict | None]) -> RawChange:
+    """Write the users a delta round touched (``users``: id -> user now, None if removed; see
+    graph.delta.apply_users). A full round replaces the integration's rows: every stored user
+    it did not return is removed. Counts compare with the rows stored before."""
+    if full:
+        before = _stored_json(con, s.RAW_GRAPH_USERS, integration, None)
+        after: dict[str, dict | None] = {uid: None for uid in before}
+        after.update(users)
+        change = _compare(before, after)
+        write_raw_users(con, integration, run_id, [u for u in users.values() if u is not None])
+    else:
+        ids = list(users)
+        change = _compare(_stored_json(con, s.RAW_GRAPH_USERS, integration, ids), users)
+        _delete_ids(con, s.RAW_GRAPH_USERS, integration, "id", ids)
+        _insert(con, s.RAW_GRAPH_USERS, _user_frame(integration, run_id, (u for u in users.values() if u)))
+    change.total = count_rows(con, s.RAW_GRAPH_USERS, integration)
+    return change
+
+
+def fill_manager_mail(con, integration: str) -> int:
+    """Give every user's ``manager`` the manager's current mail from the raw users (delta names
+    the manager by id only). A manager who is not a user of the tenant (an orgContact) keeps none."""
+    return con.execute(f"""
+        UPDATE "{s.RAW_GRAPH_USERS}" AS u
+        SET data = json_merge_patch(u.data, json_object('manager', json_object('id', m.id, 'mail', m.mail)))
+        FROM "{s.RAW_GRAPH_USERS}" AS m
+        WHERE u.integration = ? AND m.integration = ? AND m.id = json_extract_string(u.data, '$.manager.id')
+          AND (json_extract_string(u.data, '$.manager.mail') IS DISTINCT FROM m.mail
+               OR json_exists(u.data, '$.manager.mail') IS NOT TRUE)""",
+                       [integration, integration]).fetchone()[0]
+
+
+def apply_raw_groups(con, integration: str, run_id: str, full: bool, groups: dict[str, dict | None],
+                     members: dict[str, dict[str, str]], kinds: dict[str, str]) -> RawChange:
+    """Write the groups a delta round touched and their direct members (see
+    graph.delta.apply_groups); a full round replaces the integration's groups and memberships."""
+    ids = None if full else list(groups)
+    before = _stored_json(con, s.RAW_GRAPH_GROUPS, integration, ids)
+    edges_before = _stored_edges(con, integration, ids)
+    after: dict[str, dict | None] = dict.fromkeys(before) if full else {}
+    after.update(groups)
+    change = _compare(before, after)
+    for gid in after:
+        old, new = edges_before.get(gid, {}), members.get(gid, {})
+        change.memberships_added += sum(1 for m in new if m not in old)
+        change.memberships_removed += sum(1 for m in old if m not in new)
+    kept = {gid: g for gid, g in groups.items() if g is not None}
+    edges = {gid: [(t, m) for m, t in members.get(gid, {}).items()] for gid in kept}
+    if full:
+        write_raw_groups(con, integration, run_id, list(kept.values()), kinds, edges)
+    else:
+        touched = list(groups)
+        gone = [gid for gid, g in groups.items() if g is None]
+        _delete_ids(con, s.RAW_GRAPH_GROUPS, integration, "id", touched)
+        _delete_ids(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, "group_id", touched)
+        # A removed group is no longer a member of any other group either.
+        _delete_ids(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, "member_id", gone)
+        _insert(con, s.RAW_GRAPH_GROUPS, _group_frame(integration, run_id, kept.values(), kinds))
+        _insert(con, s.RAW_GRAPH_GROUP_MEMBERS, _edge_frame(integration, run_id, edges))
+    change.total = count_rows(con, s.RAW_GRAPH_GROUPS, integration)
+    return change
+
+
+def _stored_edges(con, integration: str, group_ids: list[str] | None) -> dict[str, dict[str, str]]:
+    query = f'SELECT group_id, member_id, member_type FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?'
+    params: list = [integration]
+    if group_ids is not None:
+        query += " AND list_contains(?, group_id)"
+        params.append(group_ids)
+    edges: dict[str, dict[str, str]] = {}
+    for gid, mid, mtype in con.execute(query, params).fetchall():
+        edges.setdefault(gid, {})[mid] = mtype
+    return edges
+
+
+def stored_groups(con, integration: str, group_ids: list[str]) -> tuple[dict[str, dict], dict[str, dict[str, str]]]:
+    """The stored JSON and direct members of some groups (what a delta round patches)."""
+    return (_stored_json(con, s.RAW_GRAPH_GROUPS, integration, group_ids),
+            _stored_edges(con, integration, group_ids))
+
+
+def stored_users(con, integration: str, user_ids: list[str]) -> dict[str, dict]:
+    return _stored_json(con, s.RAW_GRAPH_USERS, integration, user_ids)
+
+
+@dataclass
+class DeltaState:
+    delta_link: str
+    fields: list[str]
+    full_round_at: datetime
+
+
+def delta_state(con, integration: str, resource: str) -> DeltaState | None:
+    """Where the next incremental read of ``users`` or ``groups`` starts, if anywhere."""
+    s.ensure_schema(con)
+    row = con.execute(f'SELECT delta_link, fields, full_round_at FROM "{s.DELTA_STATE}" '
+                      "WHERE integration = ? AND resource = ?", [integration, resource]).fetchone()
+    return DeltaState(row[0], list(row[1]), row[2]) if row else None
+
+
+def write_delta_state(con, integration: str, resource: str, run_id: str, delta_link: str | None,
+                      fields: list[str], full_round_at: datetime | None) -> None:
+    """Store the next round's start (None: forget it, so the next read is a full round)."""
+    con.execute(f'DELETE FROM "{s.DELTA_STATE}" WHERE integration = ? AND resource = ?', [integration, resource])
+    if delta_link is not None:
+        con.execute(f'INSERT INTO "{s.DELTA_STATE}" VALUES (?, ?, ?, ?, ?, ?, ?)',
+                    [integration, resource, delta_link, sorted(fields), full_round_at or _now(), run_id, _now()])
+
+
+def record_stage(con, integration: str, run_id: str, stage: str, started_at: datetime, *,
+                 read_mode: str | None = None, read_reason: str | None = None, changes_read: int | None = None,
+                 added: int | None = None, updated: int | None = None, removed: int | None = None,
+                 graph_requests: int | None = None, graph_bytes: int | None = None) -> None:
+    """One sync_run_stages row (a re-executed step replaces its row)."""
+    s.ensure_schema(con)
+    con.execute(f'DELETE FROM "{s.SYNC_RUN_STAGES}" WHERE integration = ? AND run_id = ? AND stage = ?',
+                [integration, run_id, stage])
+    con.execute(f'INSERT INTO "{s.SYNC_RUN_STAGES}" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                [integration, run_id, stage, started_at, _now(), read_mode, read_reason, changes_read,
+                 added, updated, removed, graph_requests, graph_bytes])
 
 
 def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[tuple[str, str]]]]:
@@ -349,3 +561,62 @@ def sample_rows(con, table: str, integration: str, columns: list[str], limit: in
     cursor = con.execute(f'SELECT {quoted} FROM "{table}" WHERE integration = ? ORDER BY 1 LIMIT ?',
                          [integration, limit])
     return [dict(zip(columns, row)) for row in cursor.fetchall()]
+
+
+# -- preview -------------------------------------------------------------------------------------
+
+@dataclass
+class PreviewState:
+    """What the preview compares against: the committed exclusions, lists and memberships."""
+
+    excluded: dict[str, str]
+    lists: dict[str, str]
+    members: set[tuple[str, str]]
+
+
+def preview_state(con, integration: str) -> PreviewState:
+    excluded = dict(con.execute(f'SELECT contact_id, rule FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ?',
+                                [integration]).fetchall())
+    return PreviewState(excluded, previous_lists(con, integration), memberships(con, integration))
+
+
+def change_counts(con, integration: str, run_id: str) -> dict[str, int]:
+    """joined / updated / left -> how many contact_changes rows ``run_id`` appended."""
+    return dict(con.execute(f'SELECT change, count(*) FROM "{s.CONTACT_CHANGES}" WHERE integration = ? '
+                            "AND run_id = ? GROUP BY change", [integration, run_id]).fetchall())
+
+
+def preview_rows(con, integration: str, run_id: str, before: PreviewState) -> list[tuple]:
+    """(change, contact_id, list_id, details) for everything the stages written on ``con`` under
+    ``run_id`` changed compared with ``before`` (call inside the transaction, before rolling back)."""
+    rows: list[tuple] = []
+    for change, contact_id, details in con.execute(
+            f'SELECT change, contact_id, changes FROM "{s.CONTACT_CHANGES}" WHERE integration = ? AND run_id = ? '
+            "ORDER BY contact_id", [integration, run_id]).fetchall():
+        rows.append((f"contact_{change}", contact_id, None,
+                     {"fields": json.loads(details)} if details else None))
+    after = preview_state(con, integration)
+    for contact_id in sorted(after.excluded.keys() - before.excluded.keys()):
+        rows.append(("contact_excluded", contact_id, None, {"rule": after.excluded[contact_id]}))
+    for contact_id in sorted(before.excluded.keys() - after.excluded.keys()):
+        rows.append(("contact_no_longer_excluded", contact_id, None, {"rule": before.excluded[contact_id]}))
+    for list_id in sorted(after.lists.keys() - before.lists.keys()):
+        rows.append(("list_added", None, list_id, {"display_name": after.lists[list_id]}))
+    for list_id in sorted(before.lists.keys() - after.lists.keys()):
+        rows.append(("list_removed", None, list_id, {"display_name": before.lists[list_id]}))
+    for list_id, contact_id in sorted(after.members - before.members):
+        rows.append(("list_member_added", contact_id, list_id, None))
+    for list_id, contact_id in sorted(before.members - after.members):
+        rows.append(("list_member_removed", contact_id, list_id, None))
+    return rows
+
+
+def write_preview(con, integration: str, run_id: str, rows: list[tuple]) -> int:
+    """Replace the integration's preview report."""
+    con.execute(f'DELETE FROM "{s.SYNC_PREVIEW}" WHERE integration = ?', [integration])
+    now = _now()
+    if rows:
+        con.executemany(f'INSERT INTO "{s.SYNC_PREVIEW}" VALUES (?, ?, ?, ?, ?, ?, ?)',
+                        [(integration, run_id, kind, cid, lid, json.dumps(d) if d is not None else None, now)
+                         for kind, cid, lid, d in rows])
+    return len(rows)
