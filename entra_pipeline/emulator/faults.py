@@ -79,7 +79,9 @@ class FaultInjector:
         """Drop ``@odata.nextLink`` from the next ``times`` matching pages that would have one.
 
         The response is otherwise normal (200, a full page), which is exactly
-        what a paging-completeness check has to catch.
+        what a paging-completeness check has to catch. On ``/users/delta`` and
+        ``/groups/delta`` every page matches and loses its link, nextLink or
+        deltaLink: the page carries neither.
         """
         self._check_times(times)
         fault = Fault(TRUNCATE_PAGING, path=path, method=method, remaining=times)

@@ -10,6 +10,7 @@ One server answers both roles, so ``Emulator.base_url`` is the authority host
     GET  /v1.0/groups[/{id}]
     GET  /v1.0/groups/{id}/members[/microsoft.graph.{type}]
     GET  /v1.0/groups/{id}/transitiveMembers[/microsoft.graph.{type}]
+    GET  /v1.0/users/delta, /v1.0/groups/delta                delta queries (below)
 
 Collections honour ``$select``, ``$filter``, ``$top`` (1..999, default 100),
 ``$count`` with ``ConsistencyLevel: eventual`` and opaque, HMAC-signed
@@ -60,6 +61,52 @@ back inside a 200 batch. A fault on the path ``/v1.0/$batch`` (method
 requests served (a batch is one); ``batched_request_count`` and
 ``batched_request_log`` count and record the sub-requests.
 
+Delta queries (``/users/delta``, ``/groups/delta``; also inside ``$batch``).
+The first request of a round may carry ``$select`` (users: user properties
+plus ``manager``; groups: group properties plus ``members``; without it the
+default properties); the server then computes the whole round at once (a
+snapshot) and keeps it under a random id (LRU of ``delta_rounds_kept`` = 16).
+Pages hold ``delta_page_size`` (200) objects; every page but the last has
+``@odata.nextLink`` (``.../{resource}/delta?$skiptoken=``), the last one
+``@odata.deltaLink`` (``?$deltatoken=``). Tokens are opaque, HMAC-signed and
+carry the ``$select`` (a ``$select`` sent with a token is ignored), the
+change-log version of the snapshot and their issue time. Shapes::
+
+    {"id", <selected properties>}                                   new / changed
+    {"id", "@removed": {"reason": "changed"}}                       soft-deleted (also in a first round)
+    {"id", "@removed": {"reason": "deleted"}}                       hard-deleted
+    "manager@delta": [{"@odata.type", "id"}]                        set or changed
+    "manager@delta": [{"@odata.type", "id", "@removed": {"reason": "deleted"}}]   removed
+    "members@delta": [{"@odata.type", "id"[, "@removed": {"reason": "deleted"}]}, ...]
+
+A later round lists objects created or restored since the token in full,
+updated ones with ``id`` and only the selected properties whose value differs
+(or ``manager@delta``), groups whose membership changed with ``id`` and the
+net ``members@delta`` additions and removals; an object created and deleted
+in between is reported removed. A page holds at most
+``delta_members_per_page`` (1000) member entries: a larger group continues
+on the next page(s) as ``{"id", "members@delta"}`` with the next slice.
+``$top``, ``$orderby``, ``$expand``, ``$count``, ``$search`` are 400
+``Request_UnsupportedQuery``; ``$filter`` is 400 (not emulated). A malformed
+or tampered token is 400 ``Request_BadRequest``; one of another emulator,
+or a skiptoken whose round was evicted, 400 ``syncStateNotFound``. Tokens
+older than ``delta_token_lifetime`` (7 days), or issued before
+``expire_delta_tokens()``, ``reindex()`` or a new ``directory``, are expired:
+410 ``resyncRequired`` with ``Location: {base}/v1.0/{resource}/delta[?$select=...]``,
+or 400 ``syncStateNotFound`` when ``delta_expiry_status = 400``.
+``TRUNCATE_PAGING`` faults drop a delta page's nextLink or deltaLink.
+
+Change API (thread-safe; visible at once on every endpoint and recorded for
+delta): ``add_user(user)``, ``update_user(id, changes)``, ``set_manager(id,
+manager_id | None)``, ``soft_delete_user(id)``, ``restore_user(id)``,
+``hard_delete_user(id)``, ``add_group(group, members=())``,
+``update_group(id, changes)``, ``delete_group(id, soft=False)``,
+``restore_group(id)``, ``add_member(group_id, member_id)``,
+``remove_member(group_id, member_id)``. Unknown ids raise ``KeyError``,
+invalid changes ``ValueError``, before anything changes. Deleting a user
+removes it from its groups and unlinks its direct reports; restoring brings
+both back with its own manager (see :mod:`.delta`).
+
 ``$orderby``, ``$search`` and other ``$expand`` values are answered
 with 400 (not emulated). Filtered id lists are computed once per
 (directory generation, resource, filter) and paged by offset, so each page
@@ -95,7 +142,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
-from urllib.parse import parse_qsl, unquote, unquote_plus
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
 import trustme
 
@@ -108,6 +155,18 @@ from .directory import (
     TENANT_DOMAIN,
     USER_TYPE,
     Directory,
+)
+from .delta import (
+    DELTA,
+    GROUPS,
+    SKIP,
+    USERS,
+    ChangeTracker,
+    DeltaToken,
+    Selection,
+    TokenCodec,
+    TokenError,
+    paginate,
 )
 from .faults import STATUS, TRUNCATE_PAGING, Fault, FaultInjector
 from .odata import (
@@ -164,9 +223,16 @@ _FAULT_CODES = {
 }
 
 _IDENTITY_PATH_RE = re.compile(r"^/[^/]+/(?:v2\.0/\.well-known/|oauth2/|discovery/)")
-_QUERY_OPTIONS = {"$select", "$filter", "$top", "$count", "$skiptoken", "$skip", "$orderby",
+_QUERY_OPTIONS = {"$select", "$filter", "$top", "$count", "$skiptoken", "$deltatoken", "$skip", "$orderby",
                   "$search", "$expand", "$format"}
-_NOT_EMULATED = {"$orderby", "$search", "$format"}
+_NOT_EMULATED = ("$orderby", "$search", "$format")
+#: Query options Graph rejects on delta queries (``$filter`` is answered "not emulated" separately).
+_DELTA_UNSUPPORTED = ("$top", "$orderby", "$expand", "$count", "$search", "$format")
+#: Defaults of the delta attributes of :class:`Emulator`.
+DELTA_PAGE_SIZE = 200
+DELTA_MEMBERS_PER_PAGE = 1000
+DELTA_TOKEN_LIFETIME = 7 * 24 * 3600
+DELTA_ROUNDS_KEPT = 16
 # Graph expands at most 20 members and gives no nextLink for them (graph-facts.md).
 EXPAND_MEMBERS_LIMIT = 20
 _EXPAND_RE = re.compile(r"^\s*members\s*(?:\(\s*\$select\s*=\s*([^)]*)\))?\s*$", re.IGNORECASE)
@@ -222,6 +288,18 @@ class _Response:
     status: int
     body: bytes
     headers: list[tuple[str, str]]
+
+
+@dataclass
+class _DeltaRound:
+    """One delta round, computed whole at its first request and paged from memory."""
+
+    round_id: bytes
+    resource: str
+    select: str | None
+    seq: int
+    version: int  # change-log version of the snapshot: what its deltaLink resumes from
+    pages: list[list[dict]]
 
 
 class _GraphError(Exception):
@@ -371,8 +449,9 @@ class Emulator:
     """The demo tenant: Microsoft identity platform + Graph v1.0 over real HTTPS.
 
     ``start()`` returns once the port is bound; requests are served on
-    background daemon threads. Replace :attr:`directory` or mutate it and call
-    :meth:`reindex` to change what Graph returns between syncs.
+    background daemon threads. Change what Graph returns with the change API
+    (``add_user`` ..., tracked by delta queries), or replace :attr:`directory`
+    or mutate it and call :meth:`reindex` (both expire every delta token).
     """
 
     def __init__(
@@ -409,9 +488,26 @@ class Emulator:
         self.batched_request_log: list[tuple[str, str, int]] = []
         self.batched_request_count = 0
         self.connection_count = 0  # TLS connections accepted (keep-alive reuse shows here)
+        #: Objects per delta page (Graph does not document its size).
+        self.delta_page_size = DELTA_PAGE_SIZE
+        #: ``members@delta`` entries per groups delta page; a larger group continues on the next page.
+        self.delta_members_per_page = DELTA_MEMBERS_PER_PAGE
+        #: Seconds a delta token (deltaLink or skiptoken) stays valid after it was issued.
+        self.delta_token_lifetime: float = DELTA_TOKEN_LIFETIME
+        #: Status for an expired delta token: 410 (resyncRequired + Location) or 400 (syncStateNotFound).
+        self.delta_expiry_status = 410
+        #: Delta rounds kept server-side (LRU); a skiptoken of an evicted round is 400 syncStateNotFound.
+        self.delta_rounds_kept = DELTA_ROUNDS_KEPT
 
         self._state_lock = threading.Lock()
+        # Serialises the change API, delta rounds and directory replacement (taken before _state_lock).
+        self._change_lock = threading.RLock()
         self._directory = directory
+        self._tracker = ChangeTracker(directory)
+        self._delta_codec = TokenCodec()
+        self._delta_rounds: OrderedDict[bytes, _DeltaRound] = OrderedDict()
+        self._delta_seq = 0  # the last round's number
+        self._delta_min_seq = 1  # rounds numbered below are expired (expire_delta_tokens, reindex)
         self._generation = 1
         self._cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -438,16 +534,109 @@ class Emulator:
 
     @directory.setter
     def directory(self, value: Directory) -> None:
+        """Serve another directory: its recycle bin starts empty and every delta token expires."""
         value.reindex()
-        with self._state_lock:
-            self._directory = value
-            self._generation += 1
+        with self._change_lock:
+            with self._state_lock:
+                self._directory = value
+                self._generation += 1
+            self._tracker = ChangeTracker(value, self._tracker.version)
+            self._invalidate_delta_tokens()
 
     def reindex(self) -> None:
-        """Call after mutating ``directory`` in place; new requests see the change."""
-        with self._state_lock:
-            self._directory.reindex()
-            self._generation += 1
+        """Call after mutating ``directory`` in place; new requests see the change.
+
+        The change log cannot see in-place changes, so every delta token issued
+        so far expires (410 ``resyncRequired``): clients start a full round.
+        """
+        with self._change_lock:
+            with self._state_lock:
+                self._directory.reindex()
+                self._generation += 1
+            self._invalidate_delta_tokens()
+
+    def expire_delta_tokens(self) -> None:
+        """Expire every delta token issued so far (deltaLinks and skiptokens of running rounds)."""
+        with self._change_lock:
+            self._invalidate_delta_tokens()
+
+    def _invalidate_delta_tokens(self) -> None:
+        self._delta_min_seq = self._delta_seq + 1
+        self._tracker.clear_log()  # no valid token can reach back before now
+
+    # -- change API ------------------------------------------------------------
+
+    def _change(self, method: str, *args):
+        with self._change_lock:
+            result = getattr(self._tracker, method)(*args)
+            with self._state_lock:
+                self._generation += 1  # cached id lists of collections are recomputed
+        return result
+
+    def add_user(self, user: dict) -> dict:
+        """Create a user; returns a copy of it as stored.
+
+        ``user`` needs ``id`` (a GUID not used by any object) and a unique
+        ``userPrincipalName``; other keys are user properties the schema knows
+        (case-insensitive names). Missing :data:`~.directory.USER_PROPERTIES`
+        are ``None`` (lists ``[]``), except ``accountEnabled`` True, ``userType``
+        ``"Member"`` and all 15 ``onPremisesExtensionAttributes`` (given ones merged).
+        """
+        return self._change("add_user", user)
+
+    def update_user(self, user_id: str, changes: dict) -> dict:
+        """Set top-level properties (None allowed); ``onPremisesExtensionAttributes`` is merged.
+
+        Only values that differ are recorded; returns a copy of the user.
+        """
+        return self._change("update_user", user_id, changes)
+
+    def set_manager(self, user_id: str, manager_id: str | None) -> None:
+        """Set a user's manager (an active user or an orgContact) or remove it with None."""
+        self._change("set_manager", user_id, manager_id)
+
+    def soft_delete_user(self, user_id: str) -> None:
+        """Move a user to the recycle bin: it leaves its groups; its reports lose their manager."""
+        self._change("soft_delete_user", user_id)
+
+    def restore_user(self, user_id: str) -> dict:
+        """Bring a soft-deleted user back with its memberships, manager and reports (where they still exist)."""
+        return self._change("restore_user", user_id)
+
+    def hard_delete_user(self, user_id: str) -> None:
+        """Delete a user for good, active or soft-deleted."""
+        self._change("hard_delete_user", user_id)
+
+    def add_group(self, group: dict, members=()) -> dict:
+        """Create a group (``id`` GUID and ``displayName`` required) with the given direct member ids.
+
+        Missing properties: ``mailEnabled`` False, ``securityEnabled`` True,
+        ``groupTypes`` [], ``createdDateTime`` now, the rest None.
+        """
+        return self._change("add_group", group, list(members) if not isinstance(members, str) else members)
+
+    def update_group(self, group_id: str, changes: dict) -> dict:
+        """Set top-level group properties; returns a copy of the group."""
+        return self._change("update_group", group_id, changes)
+
+    def delete_group(self, group_id: str, soft: bool = False) -> None:
+        """Delete a group (from the recycle bin too); ``soft`` moves an active one to the recycle bin.
+
+        It leaves the groups it was a member of either way.
+        """
+        self._change("delete_group", group_id, soft)
+
+    def restore_group(self, group_id: str) -> dict:
+        """Bring a soft-deleted group back with the members and parent groups that still exist."""
+        return self._change("restore_group", group_id)
+
+    def add_member(self, group_id: str, member_id: str) -> None:
+        """Add a user, group or other directory object as a direct member (ValueError if it is one)."""
+        self._change("add_member", group_id, member_id)
+
+    def remove_member(self, group_id: str, member_id: str) -> None:
+        """Remove a direct member (KeyError if it is not one)."""
+        self._change("remove_member", group_id, member_id)
 
     @property
     def graph_url(self) -> str:
@@ -835,8 +1024,16 @@ class Emulator:
                 raise _GraphError(405, "Request_BadRequest",
                                   "Specified HTTP method is not allowed for the request target. "
                                   "(The demo-tenant emulator is read-only.)")
+            if handler != self._delta:  # delta answers its options itself
+                for key in _NOT_EMULATED:
+                    if key in request.params:
+                        raise bad_request(f"Query option '{key}' is not supported by the demo-tenant emulator.")
+                if "$deltatoken" in request.params:
+                    raise bad_request("Query option '$deltatoken' is only valid on /users/delta and "
+                                      "/groups/delta.")
             if "$expand" in request.params and handler not in (self._list_groups, self._get_group,
-                                                               self._list_users, self._get_user):
+                                                               self._list_users, self._get_user,
+                                                               self._delta):
                 raise bad_request("Query option '$expand' is not supported here by the demo-tenant emulator.")
             with self._state_lock:
                 directory, generation = self._directory, self._generation
@@ -934,8 +1131,8 @@ class Emulator:
     def _route(self, segments: list[str]) -> tuple[Callable, tuple]:
         """Map path segments below /v1.0 to a handler.
 
-        Routing is by segment so fixed names can be added before the id
-        catch-all later (``users/delta``, ``groups/delta``).
+        Routing is by segment: fixed names (``users/delta``, ``groups/delta``)
+        come before the id catch-all.
         """
         lowered = [s.lower() for s in segments]
         if not segments or segments == [""]:
@@ -945,7 +1142,10 @@ class Emulator:
             raise _GraphError(400, "BadRequest", f"Resource not found for the segment '{segments[0]}'.")
         if len(segments) == 1:
             return (self._list_users if resource == "users" else self._list_groups), ()
-        # (delta would be matched here, before the id catch-all)
+        if lowered[1] == "delta":
+            if len(segments) == 2:
+                return self._delta, (USERS if resource == "users" else GROUPS,)
+            raise _GraphError(400, "BadRequest", f"Resource not found for the segment '{segments[2]}'.")
         if segments[1] == "":
             raise _GraphError(400, "BadRequest", "Resource not found for the segment ''.")
         if len(segments) == 2:
@@ -974,9 +1174,6 @@ class Emulator:
             params[key] = value
         if "$skip" in params:
             raise bad_request("'$skip' is not supported by the service. Page with @odata.nextLink instead.")
-        for key in _NOT_EMULATED:
-            if key in params:
-                raise bad_request(f"Query option '{key}' is not supported by the demo-tenant emulator.")
         request.params = params
 
     # -- Graph: query helpers ---------------------------------------------------
@@ -1318,3 +1515,120 @@ class Emulator:
             filter_needs_advanced=True,
             resource_units=5 if transitive else 3,
         )
+
+    # -- Graph: delta queries ----------------------------------------------------
+
+    def _delta(self, request: _Request, directory: Directory, generation: int, resource: str) -> _Response:
+        """``GET /v1.0/users/delta`` and ``/v1.0/groups/delta`` (see the module docstring)."""
+        params = request.params
+        for key in _DELTA_UNSUPPORTED:
+            if key in params:
+                raise unsupported(f"Query option '{key}' is not supported with delta queries on {resource}: "
+                                  "Graph's delta accepts $select (first request only) and the "
+                                  "$skiptoken/$deltatoken of its own links.")
+        if "$filter" in params:
+            raise bad_request("$filter on delta queries is not emulated by the demo-tenant emulator "
+                              "(Graph allows only 'id eq' there).")
+        skiptoken, deltatoken = params.get("$skiptoken"), params.get("$deltatoken")
+        if skiptoken is not None and deltatoken is not None:
+            raise bad_request("A delta request carries either $skiptoken or $deltatoken, not both.")
+        if skiptoken is not None:
+            token = self._delta_token(skiptoken, "$skiptoken", SKIP, resource)
+            with self._change_lock:
+                round_ = self._delta_rounds.get(token.round_id)
+                if round_ is not None:
+                    self._delta_rounds.move_to_end(token.round_id)
+            if round_ is None or token.page >= len(round_.pages):
+                raise _GraphError(400, "syncStateNotFound",
+                                  "The sync state of this delta round is no longer available (the server "
+                                  "keeps only recent rounds): start again without a token.")
+            return self._delta_page(request, round_, token.page)
+        if deltatoken is not None:
+            token = self._delta_token(deltatoken, "$deltatoken", DELTA, resource)
+            round_ = self._delta_round(resource, token.select, token.version)
+        else:
+            round_ = self._delta_round(resource, params.get("$select"), None)
+        return self._delta_page(request, round_, 0)
+
+    def _delta_token(self, text: str, option: str, kind: int, resource: str) -> DeltaToken:
+        try:
+            token = self._delta_codec.decode(text)
+        except TokenError as exc:
+            if exc.foreign:
+                raise _GraphError(400, "syncStateNotFound",
+                                  f"The {option} was not issued by this server (another emulator "
+                                  "instance?): start a new round without a token.") from None
+            raise bad_request(f"Invalid {option}: it is malformed or was tampered with.") from None
+        if token.kind != kind or token.resource != resource:
+            raise bad_request(f"Invalid {option}: it was not issued for this kind of request on /{resource}/delta.")
+        expired = (token.seq < self._delta_min_seq
+                   or time.time() * 1000 - token.issued_ms > self.delta_token_lifetime * 1000)
+        if expired:
+            if self.delta_expiry_status == 400:
+                raise _GraphError(400, "syncStateNotFound",
+                                  f"The {option} has expired: start a new round without a token.")
+            location = f"{self.base_url}/v1.0/{resource}/delta"
+            if token.select is not None:
+                location += "?$select=" + quote(token.select, safe=",()")
+            raise _GraphError(410, "resyncRequired",
+                              f"The {option} has expired: resync required. Start a new round at the "
+                              "Location URL.", [("Location", location)])
+        return token
+
+    def _delta_selection(self, resource: str, directory: Directory, select: str | None) -> Selection:
+        if resource == USERS:
+            schema = user_schema(directory.extension_property)
+            navigation = "manager"
+        else:
+            schema = group_schema()
+            navigation = "members"
+        if select is None:
+            return Selection(schema.defaults, False)
+        parts = [part.strip() for part in select.split(",")]
+        wanted = any(part.lower() == navigation for part in parts)
+        rest = [part for part in parts if part.lower() != navigation]
+        if wanted and not rest:
+            return Selection(("id",), True)  # "$select=members": id plus the navigation property
+        return Selection(resolve_select(schema, ",".join(rest), collection=True), wanted)
+
+    def _delta_round(self, resource: str, select: str | None, since: int | None) -> _DeltaRound:
+        page_size, per_page = int(self.delta_page_size), int(self.delta_members_per_page)
+        if page_size < 1 or per_page < 1:
+            raise ValueError("delta_page_size and delta_members_per_page must be at least 1")
+        with self._change_lock:
+            tracker = self._tracker
+            selection = self._delta_selection(resource, tracker.directory, select)
+            if resource == USERS:
+                entries = tracker.user_round(selection, since)
+            else:
+                entries = tracker.group_round(selection, since)
+            self._delta_seq += 1
+            round_ = _DeltaRound(secrets.token_bytes(16), resource, select, self._delta_seq,
+                                 tracker.version, [])
+        round_.pages = paginate(entries, page_size, per_page)
+        with self._change_lock:
+            self._delta_rounds[round_.round_id] = round_
+            while len(self._delta_rounds) > max(1, int(self.delta_rounds_kept)):
+                self._delta_rounds.popitem(last=False)
+        return round_
+
+    def _delta_page(self, request: _Request, round_: _DeltaRound, index: int) -> _Response:
+        last = index == len(round_.pages) - 1
+        payload: dict = {"@odata.context": self._context(round_.resource, round_.select)}
+        if self.faults.take(TRUNCATE_PAGING, request.method, request.path) is None:
+            token = DeltaToken(
+                kind=DELTA if last else SKIP, resource=round_.resource, seq=round_.seq,
+                issued_ms=int(time.time() * 1000), version=round_.version,
+                round_id=b"" if last else round_.round_id, page=0 if last else index + 1,
+                select=round_.select,
+            )
+            encoded = self._delta_codec.encode(token)
+            link = f"{self.base_url}/v1.0/{round_.resource}/delta?"
+            if last:
+                payload["@odata.deltaLink"] = f"{link}$deltatoken={encoded}"
+            else:
+                payload["@odata.nextLink"] = f"{link}$skiptoken={encoded}"
+        payload["value"] = round_.pages[index]
+        headers = self._common_headers(request, GRAPH_CONTENT_TYPE)
+        headers += [("OData-Version", "4.0"), ("x-ms-resource-unit", "1")]
+        return _Response(200, _json(payload), headers)
