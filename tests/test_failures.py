@@ -44,11 +44,11 @@ def test_503_and_504_are_retried(make_sync, emulator, directory):
 
 def test_persistent_503_fails_with_request_id_and_writes_nothing(first_sync, emulator):
     before, content_before = first_sync.snapshot(), first_sync.snapshot(content_only=True)
-    emulator.faults.add(503, path="/v1.0/users", times=100)
+    emulator.faults.add(503, path="/v1.0/users/delta", times=100)
     result = first_sync.run("acme")
     assert not result.success
     [message] = failure_messages(result)
-    assert ("integration 'acme': reading users failed: GET /v1.0/users: HTTP 503 ServiceUnavailable after 4 "
+    assert ("integration 'acme': reading users failed: GET /v1.0/users/delta: HTTP 503 ServiceUnavailable after 4 "
             "retries: The service is temporarily unavailable. Please retry later. (request-id ") in message
     assert "request-id none" not in message
     # raw_graph_groups succeeded in the same run and re-committed the same directory content.
@@ -83,18 +83,24 @@ def test_missing_secret_variable_names_it(first_sync, monkeypatch):
     assert first_sync.snapshot() == before
 
 
-def test_lost_page_blocks_the_sync_and_writes_nothing(first_sync, emulator):
-    before = first_sync.snapshot()
-    emulator.faults.truncate_paging("/v1.0/users", times=1)
-    result = first_sync.run("acme")
+@pytest.mark.parametrize("read, path, message", [
+    ("list", "/v1.0/users", "paging stopped early: read 999 users but Graph counted 2,800"),
+    ("delta", "/v1.0/users/delta", "paging stopped early: the users delta round (changes) ended on page 1 "
+                                   "without a nextLink or deltaLink"),
+])
+def test_lost_page_blocks_the_sync_and_writes_nothing(make_sync, emulator, read, path, message):
+    sync = make_sync(integration("acme", emulator, source={"read": read}))
+    assert sync.run("acme").success
+    before = sync.snapshot()
+    emulator.faults.truncate_paging(path, times=1)
+    result = sync.run("acme")
     assert not result.success
     outcomes = check_outcomes(result)
     assert outcomes[c.RAW_USERS_COMPLETE] is False
     assert "raw_graph_users" not in materialized(result)
     assert not {"mapped_contacts", "filtered_contacts", "distribution_lists"} & materialized(result)
-    assert any("paging stopped early: read 999 users but Graph counted 2,800; nothing was written" in m
-               for m in failure_messages(result))
-    first_sync.unchanged_except(before, first_sync.snapshot(), {"raw_graph_groups", "raw_graph_group_members"})
+    assert any(f"{message}; nothing was written" in m for m in failure_messages(result))
+    sync.unchanged_except(before, sync.snapshot(), {"raw_graph_groups", "raw_graph_group_members"})
 
 
 def test_unique_id_mapped_to_an_empty_field_blocks_before_contacts_change(first_sync, emulator):

@@ -141,8 +141,6 @@ def test_default_mapping_fills_every_built_in_field(make_sync, emulator, directo
     sync = make_sync(integration(KEY, emulator))
     result = run_ok(sync)
 
-    users = step_metadata(result, "raw_graph_users")
-    assert users["expand"] == ""  # the manager is not mapped by default: no $expand
     assert selected(result) == sorted({"id", *DEFAULTS.values(), "onPremisesExtensionAttributes"})
 
     mapped, contacts = expected_mapped(directory), expected_contacts(directory)
@@ -505,8 +503,9 @@ def test_rule_on_a_date_contact_field_matches_the_iso_date(make_sync, emulator, 
 
 # -- 8. the manager --------------------------------------------------------------------------
 
-def test_manager_is_read_with_expand(make_sync, emulator, directory):
-    sync = make_sync(integration(KEY, emulator, mapping={
+def test_manager_is_read_with_expand_by_list_reads(make_sync, emulator, directory):
+    # read: list reads the manager with $expand (delta reads: test_delta.test_manager_fields_through_delta).
+    sync = make_sync(integration(KEY, emulator, source={"read": "list"}, mapping={
         "fields": {"managerId": "manager_id", "managerMail": "manager_email"}}))
     result = run_ok(sync)
     users = step_metadata(result, "raw_graph_users")

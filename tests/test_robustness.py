@@ -156,13 +156,13 @@ EXPIRED = {"error": {"code": "InvalidAuthenticationToken",
 
 def test_a_rejected_token_is_renewed_once(make_sync, emulator, directory):
     sync = make_sync(integration("acme", emulator))
-    fault = emulator.faults.add(401, path="/v1.0/users", times=1, body=EXPIRED)
+    fault = emulator.faults.add(401, path="/v1.0/users/delta", times=1, body=EXPIRED)
     result = sync.run("acme")
     assert result.success, failure_messages(result)
     assert fault.hits == 1
     meta = step_metadata(result, "raw_graph_users")
     assert meta["graph_token_requests"] == 2
-    assert meta["graph_requests"] == 4  # three pages, and the one refused
+    assert meta["graph_requests"] == meta["delta_pages"] + 1  # every page, and the one refused
     assert meta["graph_retries"] == 0
     assert step_metadata(result, "raw_graph_groups")["graph_token_requests"] == 1
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)
@@ -170,12 +170,12 @@ def test_a_rejected_token_is_renewed_once(make_sync, emulator, directory):
 
 def test_a_token_rejected_twice_fails_naming_the_request(make_sync, emulator):
     sync = make_sync(integration("acme", emulator))
-    emulator.faults.add(401, path="/v1.0/users", times=2, body=EXPIRED)
+    emulator.faults.add(401, path="/v1.0/users/delta", times=2, body=EXPIRED)
     result = sync.run("acme")
     assert not result.success
     [message] = failure_messages(result)
     assert re.search(
-        r"integration 'acme': reading users failed: GET /v1\.0/users: HTTP 401 InvalidAuthenticationToken: "
+        r"integration 'acme': reading users failed: GET /v1\.0/users/delta: HTTP 401 InvalidAuthenticationToken: "
         rf"Lifetime validation failed, the token is expired\. \(request-id {REQUEST_ID}\)", message), message
     assert materialized(result) == {"raw_graph_groups"}
     assert sync.query("SELECT count(*) FROM raw_graph_users") == [(0,)]
@@ -183,7 +183,9 @@ def test_a_token_rejected_twice_fails_naming_the_request(make_sync, emulator):
 
 # -- 4. a member list cut short ----------------------------------------------------------------
 
-def test_member_list_cut_short_blocks_the_groups(first_sync, emulator, directory):
+def test_member_list_cut_short_blocks_the_groups(make_sync, emulator, directory):
+    first_sync = make_sync(integration("acme", emulator, source={"read": "list"}))
+    assert first_sync.run("acme").success
     before = first_sync.snapshot()
     group_id = directory.special["all_employees"]
     direct = len(directory.members[group_id])
@@ -218,7 +220,7 @@ def test_group_deleted_while_reading_is_left_out_and_said(make_sync, emulator, d
     vanished = sorted(g["id"] for g in directory.groups if g["mailEnabled"] and g["id"] not in nested
                       and g["id"] not in special and expected_members(directory, g["id"], contacts))[0]
     name = directory.group_by_id(vanished)["displayName"]
-    sync = make_sync(integration("acme", emulator))
+    sync = make_sync(integration("acme", emulator, source={"read": "list"}))
     fault = emulator.faults.add(404, path=f"/v1.0/groups/{vanished}/members", times=1)
     result = sync.run("acme")
     assert result.success, failure_messages(result)

@@ -178,8 +178,27 @@ def test_non_user_members_are_counted_not_listed(synced, directory):
     assert count == sum(expected_types.values()) > 0
 
 
-def test_materialization_metadata_shows_paging_and_cost(synced, directory):
+def test_materialization_metadata_shows_delta_paging_and_cost(synced, emulator, directory):
     _, result, requests = synced
+    users = step_metadata(result, "raw_graph_users")
+    assert (users["read_mode"], users["rows"], users["delta_items"]) == ("full", len(directory.users),
+                                                                        len(directory.users))
+    assert users["delta_pages"] == users["graph_requests"] == -(-len(directory.users) // emulator.delta_page_size)
+    groups = step_metadata(result, "raw_graph_groups")
+    assert (groups["read_mode"], groups["groups"]) == ("full", len(directory.groups))
+    assert groups["memberships"] == sum(len(m) for m in directory.members.values())
+    assert groups["delta_pages"] == groups["graph_requests"]
+    # Each of the two Graph-reading steps makes MSAL fetch openid-configuration once and one token.
+    assert requests == users["graph_requests"] + groups["graph_requests"] + 2 * 2
+    assert "userPrincipalName" in users["selected_properties"]
+
+
+def test_list_read_metadata_shows_paging_and_cost(make_sync, emulator, directory):
+    sync = make_sync(integration("acme", emulator, source={"read": "list"}))
+    before = emulator.request_count
+    result = sync.run("acme")
+    assert result.success
+    requests = emulator.request_count - before
     users = step_metadata(result, "raw_graph_users")
     assert users["rows"] == len(directory.users) == users["graph_reported_count"]
     assert users["pages"] == 3  # 2,800 users at 999 a page
@@ -199,7 +218,7 @@ def test_materialization_metadata_shows_paging_and_cost(synced, directory):
 
 
 def test_smaller_pages_give_the_same_contacts(make_sync, emulator, directory):
-    sync = make_sync(integration("small", emulator, source={"page_size": 250}))
+    sync = make_sync(integration("small", emulator, source={"page_size": 250, "read": "list"}))
     result = sync.run("small")
     assert result.success, failure_messages(result)
     assert step_metadata(result, "raw_graph_users")["pages"] == 12  # 2,800 users at 250 a page
