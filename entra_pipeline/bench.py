@@ -1,9 +1,14 @@
-"""``make bench``: a full sync of generated tenants through the same job, measured.
+"""``make bench``: syncs of generated tenants through the same job, measured.
 
-For each size the demo tenant (the Graph emulator, its own process) is started first, so its
-directory generation is not counted; then the sync runs in a fresh child process, which reports
-wall time, per-step time, Graph requests, bytes and its peak RSS. Results go to stdout and to
+For each size the Graph emulator is started in this process first (so its directory generation
+is not counted), then a first sync (a full delta round) runs in a fresh child process, which
+reports wall time, per-step time, Graph requests, bytes and its peak RSS. Then 1% of the users
+are changed through the emulator's change API (updates, new, soft- and hard-deleted users, group
+moves) and a second, incremental sync runs the same way. Results go to stdout and to
 ``docs/benchmarks.md``.
+
+The benchmark is a harness like the tests: it drives the emulator directly; the pipeline code it
+measures never imports the emulator.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import yaml
 from entra_pipeline.config import PROJECT_ROOT
 
 SIZES = [(10_000, 500), (100_000, 5_000)]
-TARGET = "full sync of 100k users and 5k groups in at most 60 s wall and 2 GB peak RSS"
+TARGET = ("full sync of 100k users and 5k groups in at most 60 s wall and 2 GB peak RSS; an incremental sync "
+          "after 1% of the users changed in at most 10% of the full sync's time and Graph requests")
 # Earlier figures for 100k users / 5k groups on this kind of machine, for comparison.
 HISTORY = [
     ("2026-11-26", "core sync, plain default mapping, one request per member page (issue 2)", 17.4, 1000),
@@ -35,15 +41,22 @@ SECRET_ENV = "ENTRA_BENCH_CLIENT_SECRET"
 DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 
 
-def _config(users: int, groups: int) -> dict:
+TENANT_ID = "00000000-0000-0000-0000-0000000be7c4"
+CLIENT_ID = "00000000-0000-0000-0000-00000000c11e"
+CHANGED_SHARE = 0.01
+
+
+def _config(users: int, groups: int, base_url: str, ca_path: str) -> dict:
     return {"integrations": [{
         "key": "bench",
         "title": f"Benchmark {users:,} users / {groups:,} groups",
         "source": {
-            "tenant_id": "00000000-0000-0000-0000-0000000be7c4",
-            "client_id": "00000000-0000-0000-0000-00000000c11e",
+            "tenant_id": TENANT_ID,
+            "client_id": CLIENT_ID,
             "client_secret_env": SECRET_ENV,
-            "demo_tenant": {"users": users, "groups": groups, "seed": 1},
+            "graph_base_url": base_url,
+            "authority_host": base_url,
+            "ca_bundle": ca_path,
         },
         # As an administrator would set it up: every extension attribute decided, typed custom
         # fields (Text, Number, Date), the built-in exclusions plus one rule.
@@ -91,109 +104,159 @@ def _child(config: str, warehouse: str, demo_dir: str) -> None:
     }))
 
 
-def _vm_hwm_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
+def _sync(config_path: Path, warehouse: Path, demo_dir: Path, what: str) -> dict:
+    child = subprocess.run(
+        [sys.executable, "-m", "entra_pipeline.bench", "--child", str(config_path), str(warehouse), str(demo_dir)],
+        capture_output=True, text=True, check=False,
+    )
+    lines = [l for l in child.stdout.splitlines() if l.startswith("{")]
+    if child.returncode != 0 or not lines:
+        raise SystemExit(f"benchmark {what} failed:\n{child.stderr[-3000:]}")
+    measured = json.loads(lines[-1])
+    if not measured["success"]:
+        raise SystemExit(f"benchmark {what} did not succeed:\n{child.stderr[-3000:]}")
+    return measured
+
+
+def change_users(emulator, share: float = CHANGED_SHARE, seed: int = 2) -> dict[str, int]:
+    """Change ``share`` of the users as a working day would: 60% updated (department, title or an
+    extension attribute), 10% new (each joining a group), 10% soft-deleted, 10% hard-deleted and
+    10% moved from one group to another."""
+    import random
+
+    rng = random.Random(seed)
+    directory = emulator.directory
+    total = max(10, round(len(directory.users) * share))
+    picked = rng.sample([u["id"] for u in directory.users], total)
+    tenth = total // 10
+    updates, soft, hard, moves = (picked[:total - 4 * tenth], picked[-4 * tenth:-3 * tenth],
+                                  picked[-3 * tenth:-2 * tenth], picked[-2 * tenth:-tenth])
+    groups = [g["id"] for g in directory.groups if directory.members.get(g["id"])]
+    for n, uid in enumerate(updates):
+        change = [{"department": f"Reorganised {n % 7}"}, {"jobTitle": f"Senior title {n % 5}"},
+                  {"onPremisesExtensionAttributes": {"extensionAttribute2": f"Division {n % 3}"}}][n % 3]
+        emulator.update_user(uid, change)
+    for uid in soft:
+        emulator.soft_delete_user(uid)
+    for uid in hard:
+        emulator.hard_delete_user(uid)
+    for uid in moves:
+        member_of = [g for g in groups if ("#microsoft.graph.user", uid) in directory.members[g]]
+        if member_of:
+            emulator.remove_member(member_of[0], uid)
+        emulator.add_member(rng.choice([g for g in groups if g not in member_of]), uid)
+    for n in range(tenth):
+        user = emulator.add_user({
+            "id": f"00000000-0000-4000-8000-{n:012d}", "userPrincipalName": f"bench.new{n}@contoso.com",
+            "displayName": f"Bench New {n}", "givenName": "Bench", "surname": f"New {n}",
+            "mail": f"bench.new{n}@contoso.com", "department": "Sales", "country": "DE"})
+        emulator.add_member(rng.choice(groups), user["id"])
+    return {"users_changed": total, "updated": len(updates), "new": tenth, "soft_deleted": len(soft),
+            "hard_deleted": len(hard), "moved": len(moves)}
 
 
 def run_size(users: int, groups: int, workdir: Path) -> dict:
-    from entra_pipeline.config import DemoTenant
-    from entra_pipeline.demo_tenant import ensure_demo_tenant, stop_all
+    from entra_pipeline.emulator.directory import generate_directory
+    from entra_pipeline.emulator.server import Emulator
 
-    config_path = workdir / f"bench-{users}.yaml"
-    config = _config(users, groups)
-    config_path.write_text(yaml.safe_dump(config))
-    source = config["integrations"][0]["source"]
-    demo_dir = workdir / "demo"
     started = time.monotonic()
-    endpoint = ensure_demo_tenant(DemoTenant(**source["demo_tenant"]), tenant_id=source["tenant_id"],
-                                  client_id=source["client_id"], client_secret=os.environ[SECRET_ENV],
-                                  root=demo_dir)
+    emulator = Emulator(generate_directory(users=users, groups=groups, seed=1), tenant_id=TENANT_ID,
+                        client_id=CLIENT_ID, client_secret=os.environ[SECRET_ENV], cert_dir=workdir / f"certs-{users}")
+    emulator.start()
     emulator_start = time.monotonic() - started
     try:
-        child = subprocess.run(
-            [sys.executable, "-m", "entra_pipeline.bench", "--child", str(config_path),
-             str(workdir / f"warehouse-{users}.duckdb"), str(demo_dir)],
-            capture_output=True, text=True, check=False,
-        )
-        emulator_rss = _vm_hwm_mb(endpoint.pid)
+        config_path = workdir / f"bench-{users}.yaml"
+        config_path.write_text(yaml.safe_dump(_config(users, groups, emulator.base_url, emulator.ca_path)))
+        warehouse, demo_dir = workdir / f"warehouse-{users}.duckdb", workdir / "demo"
+        full = _sync(config_path, warehouse, demo_dir, f"full sync of {users:,} users")
+        changes = change_users(emulator)
+        incremental = _sync(config_path, warehouse, demo_dir, f"incremental sync of {users:,} users")
+        emulator_rss = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     finally:
-        stop_all(demo_dir)
-    lines = [l for l in child.stdout.splitlines() if l.startswith("{")]
-    if child.returncode != 0 or not lines:
-        raise SystemExit(f"benchmark sync of {users:,} users failed:\n{child.stderr[-3000:]}")
-    measured = json.loads(lines[-1])
-    if not measured["success"]:
-        raise SystemExit(f"benchmark sync of {users:,} users did not succeed:\n{child.stderr[-3000:]}")
-    measured.update(users=users, groups=groups, emulator_start_s=round(emulator_start, 2),
-                    emulator_peak_rss_mb=emulator_rss)
-    return measured
+        emulator.stop()
+    for measured in (full, incremental):
+        measured.update(users=users, groups=groups, emulator_start_s=round(emulator_start, 2),
+                        emulator_peak_rss_mb=emulator_rss)
+    return {"full": full, "incremental": incremental, "changes": changes}
 
 
 def _graph_total(measured: dict, key: str) -> int:
     return sum(m.get(key, 0) for m in measured["metadata"].values())
 
 
-def _row(m: dict) -> str:
+def _row(m: dict, kind: str) -> str:
     md = m["metadata"]
-    return (f"| {m['users']:,} | {m['groups']:,} | {m['wall_s']:.1f} | {m['peak_rss_mb']:,.0f} | "
+    return (f"| {m['users']:,} | {m['groups']:,} | {kind} | {m['wall_s']:.1f} | {m['peak_rss_mb']:,.0f} | "
             f"{_graph_total(m, 'graph_requests'):,} | {_graph_total(m, 'graph_bytes') / 1e6:,.1f} | "
+            f"{md.get('raw_graph_users', {}).get('delta_items', 0):,} | "
+            f"{md.get('raw_graph_groups', {}).get('delta_items', 0):,} | "
             f"{md.get('raw_graph_groups', {}).get('memberships', 0):,} | "
-            f"{md.get('raw_graph_groups', {}).get('graph_batched_requests', 0):,} | "
-            f"{md.get('raw_graph_groups', {}).get('graph_requests', 0):,} | "
             f"{md.get('filtered_contacts', {}).get('rows', 0):,} | {md.get('distribution_lists', {}).get('lists', 0):,} | "
             f"{m['emulator_peak_rss_mb'] or 0:,.0f} |")
+
+
+def ratios(size: dict) -> tuple[float, float]:
+    """Incremental sync's share of the full sync: (wall time, Graph requests)."""
+    full, inc = size["full"], size["incremental"]
+    return (inc["wall_s"] / full["wall_s"],
+            _graph_total(inc, "graph_requests") / max(_graph_total(full, "graph_requests"), 1))
 
 
 def write_doc(results: list[dict]) -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    runs = [(size[kind], kind) for size in results for kind in ("full", "incremental")]
+    steps = sorted(results[0]["full"]["steps_s"])
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`python -m entra_pipeline.bench`): a full sync of a generated demo tenant "
-        "through the same Dagster job as `make sync`, the Graph emulator running in its own process over "
-        "HTTPS on the same machine. Wall time is the job's run (not the emulator's start); peak RSS is the "
-        "sync process's.",
+        "Written by `make bench` (`python -m entra_pipeline.bench`): for each size, a first sync of a generated "
+        "tenant (a full delta round) through the same Dagster job as `make sync`, then 1% of the users changed "
+        "in the emulator and an incremental sync. The Graph emulator serves over HTTPS from the benchmark's "
+        "own process on the same machine; each sync runs in a fresh child process. Wall time is the job's run; "
+        "peak RSS is the sync process's.",
         "",
         f"Target: {TARGET}.",
         "",
-        "Earlier 100k-user figures: " + "; ".join(f"{day} {what}: {wall} s, {rss:,} MB" for day, what, wall, rss in HISTORY)
-        + ". The benchmark now maps typed custom fields (Text, Number, Date) from extension attributes "
-        "with every one decided, and applies the built-in exclusions plus one rule.",
+        "Earlier 100k-user full-sync figures: "
+        + "; ".join(f"{day} {what}: {wall} s, {rss:,} MB" for day, what, wall, rss in HISTORY)
+        + ". The benchmark maps typed custom fields (Text, Number, Date) from extension attributes with every "
+        "one decided, and applies the built-in exclusions plus one rule.",
         "",
         f"Last run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, {cpu}, "
         f"Python {platform.python_version()}.",
         "",
-        "| users | groups | wall s | peak RSS MB | Graph requests | Graph MB | memberships | member pages | "
-        "group requests | contacts | lists | emulator RSS MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        *(_row(m) for m in results),
+        "| users | groups | sync | wall s | peak RSS MB | Graph requests | Graph MB | user changes read | "
+        "group changes read | memberships | contacts | lists | emulator process RSS MB |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(_row(m, kind) for m, kind in runs),
+        "",
+        "Incremental sync as a share of the full sync (target: at most 10% of each):",
+        "",
+        "| users | users changed | time | Graph requests |",
+        "|---:|---|---:|---:|",
+        *(f"| {size['full']['users']:,} | {size['changes']['users_changed']:,} ("
+          + ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in size["changes"].items() if k != "users_changed")
+          + f") | {ratios(size)[0]:.1%} | {ratios(size)[1]:.1%} |" for size in results),
         "",
         "Seconds per step:",
         "",
-        "| users | " + " | ".join(sorted(results[0]["steps_s"])) + " |",
-        "|---:|" + "---:|" * len(results[0]["steps_s"]),
-        *(f"| {m['users']:,} | " + " | ".join(f"{m['steps_s'][k]:.1f}" for k in sorted(m["steps_s"])) + " |"
-          for m in results),
+        "| users | sync | " + " | ".join(steps) + " |",
+        "|---:|---|" + "---:|" * len(steps),
+        *(f"| {m['users']:,} | {kind} | " + " | ".join(f"{m['steps_s'].get(k, 0):.2f}" for k in steps) + " |"
+          for m, kind in runs),
         "",
         "Where the cost is:",
         "",
-        "- Member pages: one per 999 members of each group (the floor without delta); group requests: the "
-        "HTTP requests of raw_graph_groups, its /groups pages included.",
-        "- Graph requests: users and groups in pages of 999, then every group's members through JSON "
-        "`$batch` (20 member pages a request, 4 requests in flight): ceil(groups / 20) batches for first "
-        "pages plus rounds of nextLinks for groups over 999 members. The floor without delta is one "
-        "member page per 999 members per group; batching carries 20 of them per round trip.",
-        "- `raw_graph_users` parses Graph's JSON pages in Python and stores each user's JSON; peak RSS is "
-        "reached there and in `raw_graph_groups` (every membership edge as a Python tuple).",
+        "- The first sync reads `/users/delta` and `/groups/delta` (members selected) from scratch: pages of "
+        "users, and groups with their members inline (a large group's members spread over several pages); "
+        "the emulator's page sizes are `delta_page_size` 200 objects and `delta_members_per_page` 1,000 "
+        "members (Graph documents neither). It stores both deltaLinks.",
+        "- The incremental sync asks Graph only for what changed since those deltaLinks and patches the raw "
+        "tables; the stages after the raw ones recompute from the raw tables in DuckDB.",
         "- `mapped_contacts` runs in DuckDB (one SQL statement; each user's JSON parsed once), "
-        "`filtered_contacts` reads only the fields its rules test and copies kept contacts inside DuckDB.",
+        "`filtered_contacts` reads only the fields its rules test and copies kept contacts inside DuckDB, "
+        "`distribution_lists` flattens nested groups in Python.",
         "- The job runs its steps one after another in one process (`execute_in_process`), as `make sync` does.",
         "",
     ]
@@ -219,11 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="entra-bench-") as tmp:
         for users, groups in sizes:
             print(f"bench: {users:,} users, {groups:,} groups ...", flush=True)
-            measured = run_size(users, groups, Path(tmp))
-            results.append(measured)
-            print(f"  wall {measured['wall_s']:.1f} s, peak RSS {measured['peak_rss_mb']:,.0f} MB, "
-                  f"Graph requests {_graph_total(measured, 'graph_requests'):,}, "
-                  f"{_graph_total(measured, 'graph_bytes') / 1e6:,.1f} MB; steps {measured['steps_s']}", flush=True)
+            size = run_size(users, groups, Path(tmp))
+            results.append(size)
+            for kind in ("full", "incremental"):
+                measured = size[kind]
+                print(f"  {kind}: wall {measured['wall_s']:.1f} s, peak RSS {measured['peak_rss_mb']:,.0f} MB, "
+                      f"Graph requests {_graph_total(measured, 'graph_requests'):,}, "
+                      f"{_graph_total(measured, 'graph_bytes') / 1e6:,.1f} MB; steps {measured['steps_s']}",
+                      flush=True)
+            time_share, request_share = ratios(size)
+            print(f"  incremental after {size['changes']['users_changed']:,} changed users: {time_share:.1%} of the "
+                  f"full sync's time, {request_share:.1%} of its Graph requests", flush=True)
     if not args.no_doc:
         write_doc(results)
         print(f"wrote {DOC.relative_to(PROJECT_ROOT)}")

@@ -139,12 +139,17 @@ class Sync:
 
     def unchanged_except(self, before: dict, after: dict, renewed: set[str]) -> None:
         """Tables in ``renewed`` were rewritten by a step that succeeded; all others are byte-equal.
-        A step that succeeded also logged itself (sync_run_stages, the sync_runs view over it), and
-        a raw step stored its delta state."""
+        A step that succeeded also logged itself (sync_run_stages, the sync_runs view over it), a
+        raw step stored its delta state, and the incremental stages their bookkeeping."""
         if renewed:
             renewed = renewed | {"sync_run_stages", "sync_runs"}
         if renewed & {"raw_graph_users", "raw_graph_groups"}:
             renewed = renewed | {"delta_state"}
+        # The incremental stages' bookkeeping: change logs, consumed positions, the mapped ids.
+        if renewed & {"raw_graph_users", "mapped_contacts", "contacts"}:
+            renewed = renewed | {"stage_state", "stage_changes"}
+        if "mapped_contacts" in renewed:
+            renewed = renewed | {"mapped_user_ids"}
         assert set(after) == set(before)
         for table in before:
             if table not in renewed:

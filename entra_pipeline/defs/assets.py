@@ -4,6 +4,7 @@ in one transaction, so a failed or blocked asset leaves its previous rows intact
 it do not run, and no asset touches another integration.
 """
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from entra_pipeline.warehouse.store import transaction
 GROUP_NAME = "entra_sync"
 PREVIEW_GROUP = "entra_preview"
 PREVIEW_ASSET = "sync_preview"
+FILTERED_STAGE = "filtered_contacts"
 PREVIEW_SAMPLE = 25
 PREVIEW_COLUMNS = ["contact_id", "display_name", "department", "country"]
 # directory_fields_read stage name for the contact fields a mapping filled
@@ -161,6 +163,7 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
     def write() -> dict:
         with warehouse.get_connection() as con, transaction(con):
             rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
+            store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, None)
             store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                     imported_fields_for(fields))
             # A later switch back to delta starts with a full round, not from a stale token.
@@ -323,8 +326,8 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 checks.append(c.directory_not_empty_result(change.total, previous))
                 if c.failed_blocking(checks):
                     raise _Blocked
-                if managers:
-                    store.fill_manager_mail(con, integration.key)
+                changed = change.changed_ids | (store.fill_manager_mail(con, integration.key) if managers else set())
+                store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, changed)
                 store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                         imported_fields_for(fields))
                 store.write_delta_state(con, integration.key, "users", context.run.run_id, round_.delta_link,
@@ -491,6 +494,27 @@ def _run_stage(context: dg.AssetExecutionContext, warehouse: WarehouseResource, 
     yield stage.done(outcome.checks, metadata)
 
 
+#: Above this share of changed rows an incremental stage recomputes everything (cheaper then).
+INCREMENTAL_LIMIT = 0.25
+
+
+def _fingerprint(*parts) -> str:
+    """What a stage's rows were made with (configuration): another one means recompute all."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def _incremental_input(con, integration: Integration, producer: str, consumer: str,
+                       fingerprint: str) -> tuple[set[str] | None, int]:
+    """(the producer's object ids changed since the consumer last ran, or None when the consumer
+    has to recompute everything; the producer's log position to record as consumed)."""
+    changed, seq = store.changes_since(con, integration.key, producer, consumer)
+    if changed is None or store.fingerprint(con, integration.key, consumer) != fingerprint:
+        return None, seq
+    if len(changed) > INCREMENTAL_LIMIT * max(store.count_rows(con, producer, integration.key), 1):
+        return None, seq
+    return changed, seq
+
+
 def _mapped_stage(con, integration: Integration, run_id: str, config: SyncRunConfig) -> _Outcome:
     # The mapping runs in DuckDB into a temporary table of this connection; the checks read it, and
     # only then (if nothing blocks) is it written.
@@ -503,7 +527,10 @@ def _mapped_stage(con, integration: Integration, run_id: str, config: SyncRunCon
     if conflicts:
         raise dg.Failure(description=f"integration {integration.key!r}: {conflicts[0]}; nothing was written",
                          allow_retries=False)
-    result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available))
+    fingerprint = _fingerprint(plan, unique_id, sorted(available), custom)
+    changed, seq = _incremental_input(con, integration, s.RAW_GRAPH_USERS, s.MAPPED_CONTACTS, fingerprint)
+    result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available), changed)
+    candidates = result.candidates
     checks = [c.users_mapped_result(result.users_read, result.contacts),
               c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
               c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
@@ -511,14 +538,18 @@ def _mapped_stage(con, integration: Integration, run_id: str, config: SyncRunCon
               c.extension_attributes_result(undecided, store.extension_value_counts(con, integration.key, undecided))]
 
     def write(con) -> dict:
-        rows = store.write_mapped_contacts(con, integration.key, run_id, plan, custom)
-        store.replace_issues(con, integration.key, mapping.STAGE, run_id, result.issues)
+        rows = store.write_mapped_contacts(con, integration.key, run_id, plan, custom, candidates)
+        store.replace_issues(con, integration.key, mapping.STAGE, run_id, result.issues, candidates)
+        store.log_changes(con, integration.key, s.MAPPED_CONTACTS, run_id, candidates)
+        store.consumed(con, integration.key, s.MAPPED_CONTACTS, s.RAW_GRAPH_USERS, run_id, seq, fingerprint)
         # The imported column carries what the raw read selected; the contact columns what this
         # mapping fed.
         store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, run_id, available)
         store.write_fields_read(con, integration.key, MAPPED_CONTACT_FIELDS, run_id,
                                 [p.contact_field for p in plan if p.source])
-        return {"rows": rows, "directory_users": result.users_read, "import_errors": len(result.issues),
+        return {"rows": rows, "mode": "full" if candidates is None else "incremental",
+                "users_mapped": result.users_read if candidates is None else len(candidates),
+                "directory_users": result.users_read, "import_errors": len(result.issues),
                 "errors_by_code": dg.MetadataValue.json(_counts(i.code for i in result.issues)),
                 "custom_fields": ", ".join(f"{n} ({t})" for n, t in custom.items()),
                 "preview": _preview(result.sample, PREVIEW_COLUMNS)}
@@ -532,25 +563,42 @@ def _filtered_stage(con, integration: Integration, run_id: str, config: SyncRunC
     contact_needed = sorted(set().union(*(r.contact_fields() for r in rules)))
     _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
     _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(contact_needed), "mapped_contacts")
-    mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed)
-    current = store.contact_ids(con, integration.key)
+    fingerprint = _fingerprint(integration.exclusions.model_dump_json(), imported_needed, contact_needed)
+    only, seq = _incremental_input(con, integration, s.MAPPED_CONTACTS, FILTERED_STAGE, fingerprint)
+    mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed, source_ids=only)
     result = exclusions.apply_exclusions(mapped, rules)
     guard = integration.deletion_guard
-    removal = assess(current, (m["contact_id"] for m in result.kept), guard.max_removed, guard.max_removed_percent)
-    checks = [c.contacts_kept_result(len(mapped), len(result.kept)),
+    if only is None:
+        current = store.contact_ids(con, integration.key)
+        total, mapped_total, kept_total = len(current), len(mapped), len(result.kept)
+    else:
+        # Only the contacts of changed directory users can change: weigh them against the whole.
+        current = store.contacts_of(con, integration.key, only)
+        total = store.count_rows(con, s.CONTACTS, integration.key)
+        mapped_total = store.count_rows(con, s.MAPPED_CONTACTS, integration.key)
+        kept_total = total - len(current) + len(result.kept)
+    removal = assess(current, (m["contact_id"] for m in result.kept), guard.max_removed, guard.max_removed_percent,
+                     total)
+    checks = [c.contacts_kept_result(mapped_total, kept_total),
               c.removal_result(c.CONTACT_REMOVALS_WITHIN_LIMIT, "contacts", removal, config.allow_removals)]
     changes: dict[str, int] = {}
 
     def write(con) -> dict:
-        rows = store.write_contacts_except(con, integration.key, run_id, (c["contact_id"] for c, _ in result.excluded))
-        store.write_exclusions(con, integration.key, run_id, result.excluded)
+        store.write_contacts_except(con, integration.key, run_id, (c["contact_id"] for c, _ in result.excluded),
+                                    only)
+        store.write_exclusions(con, integration.key, run_id, result.excluded, only)
         pruned = store.prune_list_members(con, integration.key)
+        store.consumed(con, integration.key, FILTERED_STAGE, s.MAPPED_CONTACTS, run_id, seq, fingerprint)
         sample = store.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
         changes.update(store.change_counts(con, integration.key, run_id))
-        return {"rows": rows, "excluded": len(result.excluded), "list_members_removed": pruned,
+        excluded = dict(con.execute(f'SELECT rule, count(*) FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ? '
+                                    "GROUP BY rule ORDER BY rule", [integration.key]).fetchall())
+        return {"rows": kept_total, "mode": "full" if only is None else "incremental",
+                "contacts_evaluated": len(mapped), "excluded": sum(excluded.values()),
+                "list_members_removed": pruned,
                 "contacts_joined": changes.get("joined", 0), "contacts_updated": changes.get("updated", 0),
                 "contacts_left": changes.get("left", 0), "preview": _preview(sample, PREVIEW_COLUMNS),
-                "excluded_by_rule": dg.MetadataValue.json(_counts(rule for _, rule in result.excluded)),
+                "excluded_by_rule": dg.MetadataValue.json(excluded),
                 "rules": dg.MetadataValue.json([r.name for r in rules])}
 
     return _Outcome(checks, write, lambda: {"added": changes.get("joined", 0), "updated": changes.get("updated", 0),

@@ -21,13 +21,17 @@ class Removal:
 
 
 def assess(current: Iterable[Hashable], new: Iterable[Hashable], max_removed: int | None,
-           max_removed_percent: float | None) -> Removal:
-    """What replacing ``current`` with ``new`` removes, against the limits (None: no limit)."""
+           max_removed_percent: float | None, total: int | None = None) -> Removal:
+    """What replacing ``current`` with ``new`` removes, against the limits (None: no limit).
+
+    An incremental stage passes only the part that changes as ``current`` / ``new`` and the size
+    of the whole as ``total``, which the percentage is taken of."""
     current_set, new_set = set(current), set(new)
+    size = len(current_set) if total is None else total
     gone = sorted(current_set - new_set, key=str)
     over = []
     if max_removed is not None and len(gone) > max_removed:
         over.append(f"more than {max_removed:,}")
-    if max_removed_percent is not None and current_set and len(gone) * 100 > max_removed_percent * len(current_set):
-        over.append(f"more than {max_removed_percent:g} % of {len(current_set):,}")
-    return Removal(len(current_set), len(gone), gone[:SAMPLE], bool(over), " and ".join(over))
+    if max_removed_percent is not None and size and len(gone) * 100 > max_removed_percent * size:
+        over.append(f"more than {max_removed_percent:g} % of {size:,}")
+    return Removal(size, len(gone), gone[:SAMPLE], bool(over), " and ".join(over))

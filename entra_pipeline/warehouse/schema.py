@@ -26,6 +26,9 @@ DELTA_STATE = "delta_state"
 SYNC_RUN_STAGES = "sync_run_stages"
 SYNC_RUNS = "sync_runs"  # a view over sync_run_stages
 SYNC_PREVIEW = "sync_preview"
+MAPPED_USER_IDS = "mapped_user_ids"
+STAGE_STATE = "stage_state"
+STAGE_CHANGES = "stage_changes"
 
 SQL_TYPES = {TEXT: "VARCHAR", NUMBER: "DOUBLE", DATE: "DATE", BOOLEAN: "BOOLEAN"}
 
@@ -116,6 +119,20 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
        "change is contact_joined, contact_updated (details: each field's old and new value), contact_left, "
        "contact_excluded, contact_no_longer_excluded, list_added, list_removed, list_member_added or "
        "list_member_removed; plus one row per blocking check the sync would fail (check_would_block)."),
+    (MAPPED_USER_IDS, (
+        "integration VARCHAR NOT NULL", "source_id VARCHAR NOT NULL", "contact_id VARCHAR NOT NULL",
+    ), "Every directory user's Unique Contact ID as the mapping made it, duplicates included: an incremental "
+       "mapping re-ranks everyone sharing an ID with a changed user."),
+    (STAGE_STATE, (
+        "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "consumed_seq BIGINT", "produced_seq BIGINT",
+        "fingerprint VARCHAR", *_RUN,
+    ), "Bookkeeping of incremental stages: how far each stage has consumed the change log of the stage "
+       "before it, how far its own log goes, and a fingerprint of the configuration its rows were made with "
+       "(a different one means a full recompute)."),
+    (STAGE_CHANGES, (
+        "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "seq BIGINT NOT NULL", "object_id VARCHAR",
+    ), "Change log between stages: the directory object ids whose rows a stage changed, per write (seq); "
+       "object_id NULL means every row may have changed. Pruned once the next stage has consumed it."),
     (DIRECTORY_FIELDS_READ, (
         "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "fields VARCHAR[] NOT NULL", *_RUN,
     ), "Which directory fields each stage's current rows carry, so a stage never applies a mapping or "

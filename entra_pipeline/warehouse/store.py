@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
@@ -88,9 +88,16 @@ def _frame(data: list[dict] | dict[str, list], columns: list[str], integration: 
     return frame
 
 
-def replace_issues(con, integration: str, stage: str, run_id: str, issues: Iterable[ImportIssue]) -> int:
-    """Replace one stage's import errors for an integration."""
-    con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ?', [integration, stage])
+def replace_issues(con, integration: str, stage: str, run_id: str, issues: Iterable[ImportIssue],
+                   records: set[str] | None = None) -> int:
+    """Replace one stage's import errors for an integration (only those about ``records``, with
+    an incremental stage: ``issues`` are then the new ones about them)."""
+    if records is None:
+        con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ?', [integration, stage])
+    else:
+        con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? AND list_contains(?, record)',
+                    [integration, stage, sorted(records)])
+        issues = [i for i in issues if i.record in records]
     rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
     if rows:
         con.executemany(
@@ -160,9 +167,7 @@ class RawChange:
     total: int = 0
     memberships_added: int = 0
     memberships_removed: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+    changed_ids: set[str] = field(default_factory=set)  # added, updated or removed
 
 
 def _stored_json(con, table: str, integration: str, ids: list[str] | None) -> dict[str, dict]:
@@ -170,27 +175,39 @@ def _stored_json(con, table: str, integration: str, ids: list[str] | None) -> di
     if ids is None:
         rows = con.execute(f'SELECT id, data FROM "{table}" WHERE integration = ?', [integration]).fetchall()
     else:
-        rows = con.execute(f'SELECT id, data FROM "{table}" WHERE integration = ? AND list_contains(?, id)',
-                           [integration, ids]).fetchall()
+        _id_table(con, "_stored_ids", ids)
+        rows = con.execute(f'SELECT id, data FROM "{table}" WHERE integration = ? '
+                           "AND id IN (SELECT id FROM _stored_ids)", [integration]).fetchall()
     return {i: json.loads(d) for i, d in rows}
 
 
-def _delete_ids(con, table: str, integration: str, column: str, ids: list[str]) -> None:
-    if ids:
-        con.execute(f'DELETE FROM "{table}" WHERE integration = ? AND list_contains(?, "{column}")',
-                    [integration, ids])
+def _delete_ids(con, table: str, integration: str, column: str, ids: Iterable[str]) -> None:
+    _id_table(con, "_delete_ids", ids)
+    con.execute(f'DELETE FROM "{table}" WHERE integration = ? AND "{column}" IN (SELECT id FROM _delete_ids)',
+                [integration])
+
+
+def _comparable(obj: dict | None) -> dict | None:
+    # The manager's mail is filled in after the patch (fill_manager_mail): compare without it.
+    if obj is None or "mail" not in (obj.get("manager") or {}):
+        return obj
+    return {**obj, "manager": {k: v for k, v in obj["manager"].items() if k != "mail"}}
 
 
 def _compare(before: dict[str, dict], after: dict[str, dict | None]) -> RawChange:
     change = RawChange()
     for oid, new in after.items():
-        old = before.get(oid)
+        old, new = _comparable(before.get(oid)), _comparable(new)
         if new is None:
-            change.removed += old is not None
+            if old is not None:
+                change.removed += 1
+                change.changed_ids.add(oid)
         elif old is None:
             change.added += 1
+            change.changed_ids.add(oid)
         elif old != new:
             change.updated += 1
+            change.changed_ids.add(oid)
     return change
 
 
@@ -214,17 +231,18 @@ def apply_raw_users(con, integration: str, run_id: str, items: list[dict], full:
     return change
 
 
-def fill_manager_mail(con, integration: str) -> int:
+def fill_manager_mail(con, integration: str) -> set[str]:
     """Give every user's ``manager`` the manager's current mail from the raw users (delta names
-    the manager by id only). A manager who is not a user of the tenant (an orgContact) keeps none."""
-    return con.execute(f"""
+    the manager by id only); the ids of the users changed. A manager who is not a user of the
+    tenant (an orgContact) keeps none."""
+    return {r[0] for r in con.execute(f"""
         UPDATE "{s.RAW_GRAPH_USERS}" AS u
         SET data = json_merge_patch(u.data, json_object('manager', json_object('id', m.id, 'mail', m.mail)))
         FROM "{s.RAW_GRAPH_USERS}" AS m
         WHERE u.integration = ? AND m.integration = ? AND m.id = json_extract_string(u.data, '$.manager.id')
           AND (json_extract_string(u.data, '$.manager.mail') IS DISTINCT FROM m.mail
-               OR json_exists(u.data, '$.manager.mail') IS NOT TRUE)""",
-                       [integration, integration]).fetchone()[0]
+               OR json_exists(u.data, '$.manager.mail') IS NOT TRUE)
+        RETURNING u.id""", [integration, integration]).fetchall()}
 
 
 def apply_raw_groups(con, integration: str, run_id: str, full: bool, groups: dict[str, dict | None],
@@ -262,8 +280,8 @@ def _stored_edges(con, integration: str, group_ids: list[str] | None) -> dict[st
     query = f'SELECT group_id, member_id, member_type FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?'
     params: list = [integration]
     if group_ids is not None:
-        query += " AND list_contains(?, group_id)"
-        params.append(group_ids)
+        _id_table(con, "_edge_groups", group_ids)
+        query += " AND group_id IN (SELECT id FROM _edge_groups)"
     edges: dict[str, dict[str, str]] = {}
     for gid, mid, mtype in con.execute(query, params).fetchall():
         edges.setdefault(gid, {})[mid] = mtype
@@ -343,32 +361,82 @@ class MappingSummary:
     contacts: int
     issues: list[ImportIssue]
     sample: list[dict]
+    #: With an incremental mapping: the users re-mapped (changed ones, and everyone sharing a
+    #: Unique Contact ID with one of them, before or after). None: every user was mapped.
+    candidates: set[str] | None = None
+
+
+def _id_table(con, name: str, ids: Iterable[str]) -> None:
+    """A temporary one-column table ``name(id)`` holding ``ids``."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT unnest(?::VARCHAR[]) AS id", [sorted(set(ids))])
+
+
+def _raw_subset(con, integration: str) -> None:
+    """TEMP TABLE _raw_subset: the raw users whose ids are in TEMP TABLE _candidates."""
+    con.execute(f'CREATE OR REPLACE TEMP TABLE _raw_subset AS SELECT * FROM "{s.RAW_GRAPH_USERS}" '
+                "WHERE integration = ? AND id IN (SELECT id FROM _candidates)", [integration])
 
 
 def map_raw_users(con, integration: str, plan: list[mapping.FieldPlan], unique_id: str,
-                  imported_fields: list[str]) -> MappingSummary:
+                  imported_fields: list[str], changed: set[str] | None = None) -> MappingSummary:
     """Run the mapping inside DuckDB into a temporary table (nothing is written to the warehouse
-    yet) and return what the checks need: counts, import issues and a sample."""
-    sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, s.RAW_GRAPH_USERS)
+    yet) and return what the checks need: counts, import issues and a sample.
+
+    With ``changed`` (user ids changed or removed since the last mapping) only those users are
+    mapped again, plus every user sharing a Unique Contact ID with one of them before or after
+    the change, so duplicate ranks come out exactly as a full mapping would make them."""
+    table = s.RAW_GRAPH_USERS
+    candidates = None
+    if changed is not None:
+        _id_table(con, "_candidates", changed)
+        _raw_subset(con, integration)
+        sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, "_raw_subset")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _mapped_changed AS SELECT contact_id FROM ({sql})", params)
+        candidates = {r[0] for r in con.execute(f"""
+            SELECT id FROM _candidates
+            UNION SELECT source_id FROM "{s.MAPPED_USER_IDS}" WHERE integration = ? AND contact_id IN (
+                SELECT contact_id FROM _mapped_changed WHERE contact_id IS NOT NULL
+                UNION SELECT contact_id FROM "{s.MAPPED_USER_IDS}"
+                      WHERE integration = ? AND source_id IN (SELECT id FROM _candidates))""",
+                                                      [integration, integration]).fetchall()}
+        _id_table(con, "_candidates", candidates)
+        _raw_subset(con, integration)
+        table = "_raw_subset"
+    sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, table)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {MAPPED_WORK} AS {sql}", params)
     users, contacts = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE contact_id IS NOT NULL AND _dup_rank = 1) FROM {MAPPED_WORK}"
     ).fetchone()
     issues = mapping.issues_from_rows(plan, unique_id, con.execute(
         mapping.problems_query(plan, unique_id, MAPPED_WORK)).fetchall())
+    if candidates is not None:
+        # Totals for the checks: the untouched users as they are, the candidates as re-mapped.
+        users = count_rows(con, s.RAW_GRAPH_USERS, integration)
+        contacts += con.execute(f'SELECT count(*) FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? '
+                                "AND source_id NOT IN (SELECT id FROM _candidates)", [integration]).fetchone()[0]
+        kept = [ImportIssue(*row) for row in con.execute(
+            f'SELECT stage, record, field, code, message FROM "{s.IMPORT_ERRORS}" WHERE integration = ? '
+            "AND stage = ? AND record NOT IN (SELECT id FROM _candidates) ORDER BY record, code, field",
+            [integration, mapping.STAGE]).fetchall()]
+        issues = sorted(kept + issues, key=lambda i: (i.record or "", i.code, i.field or ""))
     columns = ["contact_id", "display_name", "department", "country"]
     sample = [dict(zip(columns, row)) for row in con.execute(
         f"SELECT {', '.join(columns)} FROM {MAPPED_WORK} WHERE contact_id IS NOT NULL AND _dup_rank = 1 "
         "ORDER BY contact_id LIMIT 10").fetchall()]
-    return MappingSummary(users, contacts, issues, sample)
+    return MappingSummary(users, contacts, issues, sample, candidates)
 
 
 def write_mapped_contacts(con, integration: str, run_id: str, plan: list[mapping.FieldPlan],
-                          custom_fields: dict[str, str]) -> int:
-    """Replace an integration's mapped contacts with the result of ``map_raw_users`` on this
-    connection; custom fields (name -> type) become typed columns."""
+                          custom_fields: dict[str, str], candidates: set[str] | None = None) -> int:
+    """Replace an integration's mapped contacts (only the ``candidates`` of an incremental
+    mapping, if given) with the result of ``map_raw_users`` on this connection; custom fields
+    (name -> type) become typed columns. The rows written."""
     s.ensure_custom_columns(con, custom_fields)
-    con.execute(f'DELETE FROM "{s.MAPPED_CONTACTS}" WHERE integration = ?', [integration])
+    only = "" if candidates is None else " AND source_id IN (SELECT id FROM _candidates)"
+    for table in (s.MAPPED_CONTACTS, s.MAPPED_USER_IDS):
+        con.execute(f'DELETE FROM "{table}" WHERE integration = ?{only}', [integration])
+    con.execute(f'INSERT INTO "{s.MAPPED_USER_IDS}" SELECT ?, _source_id, contact_id FROM {MAPPED_WORK} '
+                "WHERE contact_id IS NOT NULL", [integration])
     fields = ", ".join(f'"{p.contact_field}"' for p in plan)
     return con.execute(
         f'INSERT INTO "{s.MAPPED_CONTACTS}" BY NAME SELECT ? AS integration, contact_id, _source_id AS source_id, '
@@ -388,14 +456,18 @@ def extension_value_counts(con, integration: str, attributes: list[str]) -> dict
 
 
 def read_for_rules(con, integration: str, contact_fields: list[str], imported_fields: list[str],
-                   table: str = s.MAPPED_CONTACTS) -> list[dict]:
+                   table: str = s.MAPPED_CONTACTS, source_ids: set[str] | None = None) -> list[dict]:
     """Contacts with only what rules test: the named contact fields and the named imported fields
-    (parsed from the ``imported`` JSON by DuckDB, not in Python)."""
+    (parsed from the ``imported`` JSON by DuckDB, not in Python); only ``source_ids``, if given."""
     paths = [f'$."{name}"' for name in imported_fields]  # names are validated field names
     columns = "".join(f', "{name}"' for name in contact_fields)
+    only = ""
+    if source_ids is not None:
+        _id_table(con, "_rule_sources", source_ids)
+        only = " AND source_id IN (SELECT id FROM _rule_sources)"
     rows = con.execute(
         f'SELECT contact_id, source_id{columns}, json_extract(imported, ?::VARCHAR[]) '
-        f'FROM "{table}" WHERE integration = ? ORDER BY contact_id',
+        f'FROM "{table}" WHERE integration = ?{only} ORDER BY contact_id',
         [paths, integration]).fetchall()
     contacts = []
     for row in rows:
@@ -406,34 +478,39 @@ def read_for_rules(con, integration: str, contact_fields: list[str], imported_fi
     return contacts
 
 
-def write_contacts_except(con, integration: str, run_id: str, excluded: Iterable[str]) -> int:
+def write_contacts_except(con, integration: str, run_id: str, excluded: Iterable[str],
+                          source_ids: set[str] | None = None) -> int:
     """Replace an integration's contacts with its mapped contacts minus ``excluded`` contact ids,
     copied inside DuckDB (every column, custom ones included), and append what changed to
-    ``contact_changes``."""
+    ``contact_changes``. With ``source_ids`` only the contacts of those directory users are
+    replaced (an incremental sync: everyone else is unchanged). The rows written."""
     # The columns both tables have (custom fields are added to both; this survives a hand-made one).
     shared = [name for (name,) in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND column_name IN "
         "(SELECT column_name FROM information_schema.columns WHERE table_name = ?) ORDER BY ordinal_position",
         [s.MAPPED_CONTACTS, s.CONTACTS]).fetchall() if name not in ("run_id", "synced_at")]
     columns = ", ".join(f'"{name}"' for name in shared)
+    only = ""
+    if source_ids is not None:
+        _id_table(con, "_contact_sources", source_ids)
+        only = " AND source_id IN (SELECT id FROM _contact_sources)"
     con.execute(f'CREATE OR REPLACE TEMP TABLE _previous_contacts AS SELECT {columns} FROM "{s.CONTACTS}" '
-                "WHERE integration = ?", [integration])
-    con.execute(f'DELETE FROM "{s.CONTACTS}" WHERE integration = ?', [integration])
-    con.register("_excluded", pd.DataFrame({"contact_id": list(excluded)}, dtype=object))
+                f"WHERE integration = ?{only}", [integration])
+    con.execute(f'DELETE FROM "{s.CONTACTS}" WHERE integration = ?{only}', [integration])
+    _id_table(con, "_excluded", excluded)
     now = _now()
     count = con.execute(
         f'INSERT INTO "{s.CONTACTS}" ({columns}, run_id, synced_at) SELECT {columns}, ?, ? '
-        f'FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? '
-        f"AND contact_id NOT IN (SELECT contact_id FROM _excluded)",
+        f'FROM "{s.MAPPED_CONTACTS}" WHERE integration = ?{only} '
+        f"AND contact_id NOT IN (SELECT id FROM _excluded)",
         [run_id, now, integration]).fetchone()[0]
-    con.unregister("_excluded")
     _record_changes(con, integration, run_id, now, [c for c in shared if c not in ("integration", "contact_id",
-                                                                                   "imported")])
+                                                                                   "imported")], only)
     con.execute("DROP TABLE _previous_contacts")
     return count
 
 
-def _record_changes(con, integration: str, run_id: str, now, fields: list[str]) -> None:
+def _record_changes(con, integration: str, run_id: str, now, fields: list[str], only: str = "") -> None:
     """Append joined / updated (with each changed field's old and new value) / left contacts."""
     pairs = ", ".join(f"{{'field': '{f}', 'old': CAST(o.\"{f}\" AS VARCHAR), 'new': CAST(n.\"{f}\" AS VARCHAR)}}"
                       for f in fields)  # validated column names
@@ -444,17 +521,29 @@ def _record_changes(con, integration: str, run_id: str, now, fields: list[str]) 
                CASE WHEN o.contact_id IS NOT NULL AND n.contact_id IS NOT NULL
                     THEN to_json(list_filter([{pairs}], lambda x: x.old IS DISTINCT FROM x.new)) END,
                ?, ?
-        FROM (SELECT * FROM "{s.CONTACTS}" WHERE integration = ?) n
+        FROM (SELECT * FROM "{s.CONTACTS}" WHERE integration = ?{only}) n
         FULL OUTER JOIN _previous_contacts o ON o.contact_id = n.contact_id
         WHERE o.contact_id IS NULL OR n.contact_id IS NULL
            OR len(list_filter([{pairs}], lambda x: x.old IS DISTINCT FROM x.new)) > 0""",
                 [integration, run_id, now, integration])
 
 
-def write_exclusions(con, integration: str, run_id: str, excluded: list[tuple[dict, str]]) -> int:
+def write_exclusions(con, integration: str, run_id: str, excluded: list[tuple[dict, str]],
+                     source_ids: set[str] | None = None) -> int:
+    """Replace an integration's exclusions (only those of ``source_ids``, if given)."""
     rows = [{"contact_id": c["contact_id"], "source_id": c["source_id"], "rule": rule} for c, rule in excluded]
-    return _replace(con, s.EXCLUDED_CONTACTS, integration,
-                    _frame(rows, ["contact_id", "source_id", "rule"], integration, run_id))
+    frame = _frame(rows, ["contact_id", "source_id", "rule"], integration, run_id)
+    if source_ids is None:
+        return _replace(con, s.EXCLUDED_CONTACTS, integration, frame)
+    _delete_ids(con, s.EXCLUDED_CONTACTS, integration, "source_id", source_ids)
+    return _insert(con, s.EXCLUDED_CONTACTS, frame)
+
+
+def contacts_of(con, integration: str, source_ids: set[str]) -> set[str]:
+    """Contact ids of the current contacts that come from ``source_ids``."""
+    _id_table(con, "_of_sources", source_ids)
+    return {r[0] for r in con.execute(f'SELECT contact_id FROM "{s.CONTACTS}" WHERE integration = ? '
+                                      "AND source_id IN (SELECT id FROM _of_sources)", [integration]).fetchall()}
 
 
 def prune_list_members(con, integration: str) -> int:
@@ -620,3 +709,68 @@ def write_preview(con, integration: str, run_id: str, rows: list[tuple]) -> int:
                         [(integration, run_id, kind, cid, lid, json.dumps(d) if d is not None else None, now)
                          for kind, cid, lid, d in rows])
     return len(rows)
+
+
+# -- incremental stages: change log and bookkeeping ------------------------------------------------
+
+@dataclass
+class StageState:
+    consumed_seq: int | None
+    produced_seq: int
+    fingerprint: str | None
+
+
+def stage_state(con, integration: str, stage: str) -> StageState | None:
+    s.ensure_schema(con)
+    row = con.execute(f'SELECT consumed_seq, produced_seq, fingerprint FROM "{s.STAGE_STATE}" '
+                      "WHERE integration = ? AND stage = ?", [integration, stage]).fetchone()
+    return StageState(row[0], row[1] or 0, row[2]) if row else None
+
+
+def _save_state(con, integration: str, stage: str, run_id: str, state: StageState) -> None:
+    con.execute(f'DELETE FROM "{s.STAGE_STATE}" WHERE integration = ? AND stage = ?', [integration, stage])
+    con.execute(f'INSERT INTO "{s.STAGE_STATE}" VALUES (?, ?, ?, ?, ?, ?, ?)',
+                [integration, stage, state.consumed_seq, state.produced_seq, state.fingerprint, run_id, _now()])
+
+
+def log_changes(con, integration: str, stage: str, run_id: str, object_ids: Iterable[str] | None) -> None:
+    """Append what a stage's write changed to its change log (None: everything may have changed)."""
+    state = stage_state(con, integration, stage) or StageState(None, 0, None)
+    ids = None if object_ids is None else sorted(set(object_ids))
+    if ids == []:
+        return
+    state.produced_seq += 1
+    _save_state(con, integration, stage, run_id, state)
+    frame = pd.DataFrame({"integration": integration, "stage": stage, "seq": state.produced_seq,
+                          "object_id": ids if ids is not None else [None]})
+    _insert(con, s.STAGE_CHANGES, frame)
+
+
+def changes_since(con, integration: str, producer: str, consumer: str) -> tuple[set[str] | None, int]:
+    """(object ids the producer changed since the consumer last consumed its log, or None when the
+    consumer must recompute everything; the producer's latest seq)."""
+    produced = stage_state(con, integration, producer)
+    consumed = stage_state(con, integration, consumer)
+    latest = produced.produced_seq if produced else 0
+    if produced is None or consumed is None or consumed.consumed_seq is None:
+        return None, latest
+    rows = con.execute(f'SELECT DISTINCT object_id FROM "{s.STAGE_CHANGES}" WHERE integration = ? AND stage = ? '
+                       "AND seq > ?", [integration, producer, consumed.consumed_seq]).fetchall()
+    ids = {r[0] for r in rows}
+    return (None if None in ids else ids), latest
+
+
+def consumed(con, integration: str, consumer: str, producer: str, run_id: str, seq: int,
+             fingerprint: str) -> None:
+    """The consumer has applied the producer's log up to ``seq`` with this configuration; the
+    consumed part of the log is dropped (each log has one consumer)."""
+    state = stage_state(con, integration, consumer) or StageState(None, 0, None)
+    state.consumed_seq, state.fingerprint = seq, fingerprint
+    _save_state(con, integration, consumer, run_id, state)
+    con.execute(f'DELETE FROM "{s.STAGE_CHANGES}" WHERE integration = ? AND stage = ? AND seq <= ?',
+                [integration, producer, seq])
+
+
+def fingerprint(con, integration: str, stage: str) -> str | None:
+    state = stage_state(con, integration, stage)
+    return state.fingerprint if state else None
