@@ -366,9 +366,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             yield from stage.blocked(checks)
         with warehouse.get_connection() as con, transaction(con):
             ids = list(dict.fromkeys(i["id"] for i in round_.items))
-            stored, stored_members = ({}, {}) if round_.full else store.stored_groups(con, integration.key, ids)
+            stored = {} if round_.full else store.stored_groups(con, integration.key, ids)
             try:
-                groups, members = delta.apply_groups(stored, stored_members, round_.items)
+                groups, members = delta.apply_groups(stored, round_.items)
             except GraphError as exc:
                 raise dg.Failure(description=f"integration {integration.key!r}: reading groups failed: {exc}",
                                  allow_retries=False) from None

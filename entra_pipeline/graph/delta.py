@@ -48,15 +48,17 @@ def apply_users(stored: dict[str, dict], items: Iterable[dict]) -> dict[str, dic
     return out
 
 
-def apply_groups(stored: dict[str, dict], stored_members: dict[str, dict[str, str]],
-                 items: Iterable[dict]) -> tuple[dict[str, dict | None], dict[str, dict[str, str]]]:
-    """The groups ``items`` touch as they are now (None: removed) and their direct members
-    (member id -> member type such as ``user`` or ``group``).
+def apply_groups(stored: dict[str, dict], items: Iterable[dict]
+                 ) -> tuple[dict[str, dict | None], dict[str, dict[str, str | None]]]:
+    """The groups ``items`` touch as they are now (None: removed), and the round's net membership
+    changes per group: member id -> member type (``user``, ``group``, ...) when added, None when
+    removed (the last mention of a member wins).
 
-    ``stored`` / ``stored_members`` hold (at least) those groups as stored before. A group split
-    over several pages arrives as several items: their ``members@delta`` slices are merged."""
+    ``stored`` holds (at least) those groups as stored before. A group split over several pages
+    arrives as several items: their ``members@delta`` slices are merged. In a full round every
+    member is an addition."""
     groups: dict[str, dict | None] = {}
-    members: dict[str, dict[str, str]] = {}
+    members: dict[str, dict[str, str | None]] = {}
     for item in items:
         gid = item["id"]
         if REMOVED in item:
@@ -67,11 +69,7 @@ def apply_groups(stored: dict[str, dict], stored_members: dict[str, dict[str, st
         group = dict(current) if current is not None else {}
         _patch(group, item)
         groups[gid] = group
-        if gid not in members:
-            members[gid] = dict(stored_members.get(gid, {})) if current is not None else {}
+        ops = members.setdefault(gid, {})
         for link in item.get(MEMBERS_DELTA) or ():
-            if REMOVED in link:
-                members[gid].pop(link["id"], None)
-            else:
-                members[gid][link["id"]] = member_type(link)
+            ops[link["id"]] = None if REMOVED in link else member_type(link)
     return groups, members

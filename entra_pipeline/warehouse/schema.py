@@ -162,8 +162,22 @@ SYNC_RUNS_COMMENT = ("One row per sync run and integration (a view over sync_run
                      "contacts and list memberships added/updated/removed, Graph requests and duration.")
 
 
+def _schema_current(con) -> bool:
+    """Every table with its comment and built-in columns, and the view, already exist."""
+    columns = set(con.execute("SELECT table_name, column_name FROM duckdb_columns() "
+                              "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
+    comments = dict(con.execute("SELECT table_name, comment FROM duckdb_tables() "
+                                "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
+    return (all(comments.get(name) == comment and all((name, c.split()[0]) in columns for c in cols)
+                for name, cols, comment in TABLES)
+            and (SYNC_RUNS, "read_mode") in columns)
+
+
 def ensure_schema(con) -> None:
-    """Create missing tables and built-in columns (idempotent; safe at the start of every write)."""
+    """Create missing tables and built-in columns (idempotent; safe at the start of every write;
+    two catalog queries when nothing is missing)."""
+    if _schema_current(con):
+        return
     for name, columns, comment in TABLES:
         con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({", ".join(columns)})')
         con.execute(f"COMMENT ON TABLE \"{name}\" IS '{comment.replace(chr(39), chr(39) * 2)}'")
@@ -173,9 +187,8 @@ def ensure_schema(con) -> None:
         for column in columns:
             if "NOT NULL" not in column:
                 con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS {column}')
-    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = ?", [SYNC_RUNS]).fetchone()[0]:
-        con.execute(SYNC_RUNS_VIEW)
-        con.execute(f"COMMENT ON VIEW \"{SYNC_RUNS}\" IS '{SYNC_RUNS_COMMENT}'")
+    con.execute(SYNC_RUNS_VIEW)
+    con.execute(f"COMMENT ON VIEW \"{SYNC_RUNS}\" IS '{SYNC_RUNS_COMMENT}'")
 
 
 def custom_column_conflicts(con, fields: dict[str, str]) -> list[str]:

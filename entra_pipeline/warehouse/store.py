@@ -246,52 +246,63 @@ def fill_manager_mail(con, integration: str) -> set[str]:
 
 
 def apply_raw_groups(con, integration: str, run_id: str, full: bool, groups: dict[str, dict | None],
-                     members: dict[str, dict[str, str]], kinds: dict[str, str]) -> RawChange:
-    """Write the groups a delta round touched and their direct members (see
-    graph.delta.apply_groups); a full round replaces the integration's groups and memberships."""
+                     members: dict[str, dict[str, str | None]], kinds: dict[str, str]) -> RawChange:
+    """Write the groups a delta round touched and its membership changes (see
+    graph.delta.apply_groups). A full round replaces the integration's groups and memberships; an
+    incremental one deletes and inserts single memberships (replays are harmless)."""
     ids = None if full else list(groups)
     before = _stored_json(con, s.RAW_GRAPH_GROUPS, integration, ids)
-    edges_before = _stored_edges(con, integration, ids)
     after: dict[str, dict | None] = dict.fromkeys(before) if full else {}
     after.update(groups)
     change = _compare(before, after)
-    for gid in after:
-        old, new = edges_before.get(gid, {}), members.get(gid, {})
-        change.memberships_added += sum(1 for m in new if m not in old)
-        change.memberships_removed += sum(1 for m in old if m not in new)
     kept = {gid: g for gid, g in groups.items() if g is not None}
-    edges = {gid: [(t, m) for m, t in members.get(gid, {}).items()] for gid in kept}
     if full:
+        old_edges = _stored_edges(con, integration)
+        edges = {gid: [(t, m) for m, t in members.get(gid, {}).items() if t is not None] for gid in kept}
+        new_pairs = {(gid, m) for gid, links in edges.items() for _, m in links}
+        old_pairs = {(gid, m) for gid, links in old_edges.items() for m in links}
+        change.memberships_added, change.memberships_removed = len(new_pairs - old_pairs), len(old_pairs - new_pairs)
         write_raw_groups(con, integration, run_id, list(kept.values()), kinds, edges)
     else:
-        touched = list(groups)
         gone = [gid for gid, g in groups.items() if g is None]
-        _delete_ids(con, s.RAW_GRAPH_GROUPS, integration, "id", touched)
-        _delete_ids(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, "group_id", touched)
-        # A removed group is no longer a member of any other group either.
-        _delete_ids(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, "member_id", gone)
+        ops = [(gid, m, t) for gid, links in members.items() if gid in kept for m, t in links.items()]
+        con.execute("CREATE OR REPLACE TEMP TABLE _member_ops AS SELECT unnest(?::VARCHAR[]) AS group_id, "
+                    "unnest(?::VARCHAR[]) AS member_id, unnest(?::VARCHAR[]) AS member_type",
+                    [[o[0] for o in ops], [o[1] for o in ops], [o[2] for o in ops]])
+        _id_table(con, "_gone_groups", gone)
+        edges = f'"{s.RAW_GRAPH_GROUP_MEMBERS}"'
+        change.memberships_added, change.memberships_removed = con.execute(f"""
+            SELECT count(*) FILTER (WHERE o.member_type IS NOT NULL AND e.group_id IS NULL),
+                   count(*) FILTER (WHERE o.member_type IS NULL AND e.group_id IS NOT NULL)
+            FROM _member_ops o LEFT JOIN {edges} e
+              ON e.integration = ? AND e.group_id = o.group_id AND e.member_id = o.member_id""",
+                                                                           [integration]).fetchone()
+        # A removed group loses its members and is no longer a member of any other group.
+        change.memberships_removed += con.execute(
+            f"DELETE FROM {edges} WHERE integration = ? AND (group_id IN (SELECT id FROM _gone_groups) "
+            "OR member_id IN (SELECT id FROM _gone_groups))", [integration]).fetchone()[0]
+        con.execute(f"DELETE FROM {edges} e WHERE integration = ? AND EXISTS (SELECT 1 FROM _member_ops o "
+                    "WHERE o.group_id = e.group_id AND o.member_id = e.member_id)", [integration])
+        con.execute(f"INSERT INTO {edges} SELECT ?, group_id, member_id, member_type, ?, ? FROM _member_ops "
+                    "WHERE member_type IS NOT NULL", [integration, run_id, _now()])
+        _delete_ids(con, s.RAW_GRAPH_GROUPS, integration, "id", groups)
         _insert(con, s.RAW_GRAPH_GROUPS, _group_frame(integration, run_id, kept.values(), kinds))
-        _insert(con, s.RAW_GRAPH_GROUP_MEMBERS, _edge_frame(integration, run_id, edges))
     change.total = count_rows(con, s.RAW_GRAPH_GROUPS, integration)
     return change
 
 
-def _stored_edges(con, integration: str, group_ids: list[str] | None) -> dict[str, dict[str, str]]:
-    query = f'SELECT group_id, member_id, member_type FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?'
-    params: list = [integration]
-    if group_ids is not None:
-        _id_table(con, "_edge_groups", group_ids)
-        query += " AND group_id IN (SELECT id FROM _edge_groups)"
+def _stored_edges(con, integration: str) -> dict[str, dict[str, str]]:
     edges: dict[str, dict[str, str]] = {}
-    for gid, mid, mtype in con.execute(query, params).fetchall():
+    for gid, mid, mtype in con.execute(
+            f'SELECT group_id, member_id, member_type FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?',
+            [integration]).fetchall():
         edges.setdefault(gid, {})[mid] = mtype
     return edges
 
 
-def stored_groups(con, integration: str, group_ids: list[str]) -> tuple[dict[str, dict], dict[str, dict[str, str]]]:
-    """The stored JSON and direct members of some groups (what a delta round patches)."""
-    return (_stored_json(con, s.RAW_GRAPH_GROUPS, integration, group_ids),
-            _stored_edges(con, integration, group_ids))
+def stored_groups(con, integration: str, group_ids: list[str]) -> dict[str, dict]:
+    """The stored JSON of some groups (what a delta round patches)."""
+    return _stored_json(con, s.RAW_GRAPH_GROUPS, integration, group_ids)
 
 
 def stored_users(con, integration: str, user_ids: list[str]) -> dict[str, dict]:
