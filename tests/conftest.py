@@ -146,7 +146,7 @@ class Sync:
         if renewed & {"raw_graph_users", "raw_graph_groups"}:
             renewed = renewed | {"delta_state"}
         # The incremental stages' bookkeeping: change logs, consumed positions, the mapped ids.
-        if renewed & {"raw_graph_users", "mapped_contacts", "contacts"}:
+        if renewed & {"raw_graph_users", "raw_graph_groups", "mapped_contacts", "contacts"}:
             renewed = renewed | {"stage_state", "stage_changes"}
         if "mapped_contacts" in renewed:
             renewed = renewed | {"mapped_user_ids"}

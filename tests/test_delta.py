@@ -166,6 +166,9 @@ def test_changes_are_applied_incrementally(sync, tenant):
     assert (users_meta["users_added"], users_meta["users_updated"], users_meta["users_removed"]) == (1, 2, 2)
     groups_meta = metadata(result, "raw_graph_groups")
     assert groups_meta["read_mode"] == "incremental"
+    assert [metadata(result, step)["mode"] for step in ("mapped_contacts", "filtered_contacts",
+                                                        "distribution_lists")] == ["incremental"] * 3
+    assert metadata(result, "distribution_lists")["lists_rebuilt"] == 0
     assert_matches_directory(sync, tenant.directory)
     members = group_lists(sync)[group["id"]]
     assert {"new.person@contoso.com", kept[joiner_into_group["id"]]} <= members
@@ -566,3 +569,54 @@ def test_a_changed_rule_recomputes_every_contact(sync, tenant, make_sync):
     assert metadata(result, "mapped_contacts")["mode"] == "incremental"
     assert metadata(result, "filtered_contacts")["mode"] == "full"
     assert not {cid for (cid,) in stricter.query("SELECT contact_id FROM contacts WHERE department = 'Sales'")}
+
+
+def test_nested_group_changes_rebuild_the_lists_containing_them(sync, tenant, tmp_path):
+    synced(sync)
+    directory = tenant.directory
+    offered = [g["id"] for g in directory.groups if g["mailEnabled"]]
+    parent, child = offered[0], offered[1]
+    holder, nested = next((gid, oid) for gid, members in directory.members.items() for t, oid in members
+                          if t == GROUP and gid != parent)
+    tenant.add_member(parent, child)                                   # a group nested into another
+    tenant.remove_member(holder, nested)                               # and one taken out
+    tenant.update_group(offered[2], {"displayName": "Renamed list"})   # a list renamed
+    result = synced(sync, ALLOW_REMOVALS)
+    meta = metadata(result, "distribution_lists")
+    # parent and the renamed list, plus every selected list that contains parent or holder
+    rebuilt = ({parent, offered[2]} | {g for g in offered if (GROUP, parent) in directory.transitive_members(g)
+                                       or (GROUP, holder) in directory.transitive_members(g)})
+    assert (meta["mode"], meta["lists_rebuilt"]) == ("incremental", len(rebuilt | ({holder} & set(offered))))
+    assert_matches_directory(sync, directory)
+    assert_same_as_fresh_sync(sync, tenant, tmp_path, "fresh-nested")
+
+
+def test_custom_lists_follow_changed_contacts(tenant, make_sync, tmp_path):
+    custom = {"select": "all", "custom": [{"name": "Sales team", "when": {"contact_field": "department",
+                                                                          "equals": "Sales"}}]}
+    sync = make_sync(integration("acme", tenant, distribution_lists=custom))
+    synced(sync)
+    kept = expected_contacts(tenant.directory)
+    joining, leaving = None, None
+    for uid in kept:
+        department = tenant.directory.user_by_id(uid)["department"]
+        if department != "Sales" and joining is None:
+            joining = uid
+        elif department == "Sales" and leaving is None:
+            leaving = uid
+    tenant.update_user(joining, {"department": "Sales"})
+    tenant.update_user(leaving, {"department": "Finance"})
+    result = synced(sync)
+    assert metadata(result, "distribution_lists")["mode"] == "incremental"
+    members = {cid for (cid,) in sync.query("SELECT contact_id FROM distribution_list_members "
+                                            "WHERE list_id = 'custom:sales-team'")}
+    expected = {cid for uid, cid in kept.items() if tenant.directory.user_by_id(uid)["department"] == "Sales"}
+    assert members == expected and kept[joining] in members and kept[leaving] not in members
+    assert sync.query("SELECT member_count FROM distribution_lists WHERE list_id = 'custom:sales-team'") == [
+        (len(expected),)]
+    fresh = Sync(write_config(tmp_path / "fresh.yaml", integration("acme", tenant, distribution_lists=custom)),
+                 tmp_path / "fresh.duckdb")
+    synced(fresh)
+    ours, theirs = sync.snapshot(content_only=True), fresh.snapshot(content_only=True)
+    for table in FRESH_EQUAL:
+        assert ours[table] == theirs[table], table

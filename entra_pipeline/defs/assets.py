@@ -32,6 +32,9 @@ GROUP_NAME = "entra_sync"
 PREVIEW_GROUP = "entra_preview"
 PREVIEW_ASSET = "sync_preview"
 FILTERED_STAGE = "filtered_contacts"
+# distribution_lists consumes two change logs: the raw groups' and the contacts'.
+LISTS_FROM_GROUPS = "distribution_lists:groups"
+LISTS_FROM_CONTACTS = "distribution_lists:contacts"
 PREVIEW_SAMPLE = 25
 PREVIEW_COLUMNS = ["contact_id", "display_name", "department", "country"]
 # directory_fields_read stage name for the contact fields a mapping filled
@@ -210,6 +213,7 @@ def _list_groups(context: dg.AssetExecutionContext, stage: _Stage, integration: 
             n_groups, n_members = store.write_raw_groups(con, integration.key, context.run.run_id,
                                                          kept, kinds, edges)
             store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, issues)
+            store.log_changes(con, integration.key, s.RAW_GRAPH_GROUPS, context.run.run_id, None)
             store.write_delta_state(con, integration.key, "groups", context.run.run_id, None, [], None)
             stage.record(con, read_mode="full", read_reason="read: list", changes_read=None,
                          graph_requests=graph_meta["graph_requests"], graph_bytes=graph_meta["graph_bytes"])
@@ -375,6 +379,9 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
             kinds = {gid: lists.group_kind(g) for gid, g in groups.items() if g is not None}
             change = store.apply_raw_groups(con, integration.key, context.run.run_id, round_.full, groups,
                                             members, kinds)
+            store.log_changes(con, integration.key, s.RAW_GRAPH_GROUPS, context.run.run_id,
+                              None if change.structure_changed is None else
+                              [*(f"g:{g}" for g in change.structure_changed), *(f"u:{u}" for u in change.users_moved)])
             store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, [])
             store.write_delta_state(con, integration.key, "groups", context.run.run_id, round_.delta_link,
                                     select, None if round_.full else state.full_round_at)
@@ -503,14 +510,15 @@ def _fingerprint(*parts) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _incremental_input(con, integration: Integration, producer: str, consumer: str,
-                       fingerprint: str) -> tuple[set[str] | None, int]:
+def _incremental_input(con, integration: Integration, producer: str, consumer: str, fingerprint: str,
+                       table: str) -> tuple[set[str] | None, int]:
     """(the producer's object ids changed since the consumer last ran, or None when the consumer
-    has to recompute everything; the producer's log position to record as consumed)."""
+    has to recompute everything; the producer's log position to record as consumed). ``table``
+    is what the share of changes is measured against."""
     changed, seq = store.changes_since(con, integration.key, producer, consumer)
     if changed is None or store.fingerprint(con, integration.key, consumer) != fingerprint:
         return None, seq
-    if len(changed) > INCREMENTAL_LIMIT * max(store.count_rows(con, producer, integration.key), 1):
+    if len(changed) > INCREMENTAL_LIMIT * max(store.count_rows(con, table, integration.key), 1):
         return None, seq
     return changed, seq
 
@@ -528,7 +536,8 @@ def _mapped_stage(con, integration: Integration, run_id: str, config: SyncRunCon
         raise dg.Failure(description=f"integration {integration.key!r}: {conflicts[0]}; nothing was written",
                          allow_retries=False)
     fingerprint = _fingerprint(plan, unique_id, sorted(available), custom)
-    changed, seq = _incremental_input(con, integration, s.RAW_GRAPH_USERS, s.MAPPED_CONTACTS, fingerprint)
+    changed, seq = _incremental_input(con, integration, s.RAW_GRAPH_USERS, s.MAPPED_CONTACTS, fingerprint,
+                                      s.RAW_GRAPH_USERS)
     result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available), changed)
     candidates = result.candidates
     checks = [c.users_mapped_result(result.users_read, result.contacts),
@@ -564,7 +573,8 @@ def _filtered_stage(con, integration: Integration, run_id: str, config: SyncRunC
     _require_fields(con, integration, s.MAPPED_CONTACTS, set(imported_needed))
     _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(contact_needed), "mapped_contacts")
     fingerprint = _fingerprint(integration.exclusions.model_dump_json(), imported_needed, contact_needed)
-    only, seq = _incremental_input(con, integration, s.MAPPED_CONTACTS, FILTERED_STAGE, fingerprint)
+    only, seq = _incremental_input(con, integration, s.MAPPED_CONTACTS, FILTERED_STAGE, fingerprint,
+                                   s.MAPPED_CONTACTS)
     mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed, source_ids=only)
     result = exclusions.apply_exclusions(mapped, rules)
     guard = integration.deletion_guard
@@ -587,6 +597,7 @@ def _filtered_stage(con, integration: Integration, run_id: str, config: SyncRunC
         store.write_contacts_except(con, integration.key, run_id, (c["contact_id"] for c, _ in result.excluded),
                                     only)
         store.write_exclusions(con, integration.key, run_id, result.excluded, only)
+        store.log_changes(con, integration.key, FILTERED_STAGE, run_id, only)
         pruned = store.prune_list_members(con, integration.key)
         store.consumed(con, integration.key, FILTERED_STAGE, s.MAPPED_CONTACTS, run_id, seq, fingerprint)
         sample = store.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
@@ -609,42 +620,155 @@ def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConf
     selection = integration.distribution_lists
     custom_imported = sorted(set().union(*(d.when.imported_fields() for d in selection.custom)))
     custom_contact = sorted(set().union(*(d.when.contact_fields() for d in selection.custom)))
-    groups, edges = store.read_raw_groups(con, integration.key)
-    people = store.people(con, integration.key)
-    previous = store.previous_lists(con, integration.key)
-    current_members = store.memberships(con, integration.key)
-    contacts = []
     if selection.custom:
         _require_fields(con, integration, s.MAPPED_CONTACTS, set(custom_imported))
         _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(custom_contact), "mapped_contacts")
-        contacts = store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
+    fingerprint = _fingerprint(selection.model_dump_json(), custom_imported, custom_contact)
+    moved, groups_seq = _incremental_input(con, integration, s.RAW_GRAPH_GROUPS, LISTS_FROM_GROUPS, fingerprint,
+                                           s.RAW_GRAPH_USERS)
+    people_changed, contacts_seq = _incremental_input(con, integration, FILTERED_STAGE, LISTS_FROM_CONTACTS,
+                                                      fingerprint, s.RAW_GRAPH_USERS)
+    groups = store.read_groups(con, integration.key)
+    previous = store.previous_lists(con, integration.key)
+    if moved is None or people_changed is None:
+        plan = _all_lists(con, integration, run_id, groups, custom_contact, custom_imported)
+    else:
+        plan = _changed_lists(con, integration, run_id, groups, previous, moved | people_changed, custom_contact,
+                              custom_imported)
+    issues = plan.selection_issues + lists.removed_lists(previous, [{"list_id": l} for l in plan.list_ids], groups,
+                                                         plan.selection_issues)
+    available = lists.available_groups(groups, store.direct_member_counts(con, integration.key), plan.selected)
+    guard = integration.deletion_guard
+    removal = assess(plan.current, plan.members, guard.max_removed, guard.max_removed_percent, plan.total)
+    checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues),
+              c.removal_result(c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT, "list memberships", removal,
+                               config.allow_removals)]
+    added, removed = len(plan.members - plan.current), len(plan.current - plan.members)
+
+    def write(con) -> dict:
+        plan.write(con)
+        store.write_available_groups(con, integration.key, run_id, available)
+        store.replace_issues(con, integration.key, lists.STAGE, run_id, issues)
+        store.consumed(con, integration.key, LISTS_FROM_GROUPS, s.RAW_GRAPH_GROUPS, run_id, groups_seq, fingerprint)
+        store.consumed(con, integration.key, LISTS_FROM_CONTACTS, FILTERED_STAGE, run_id, contacts_seq, fingerprint)
+        all_lists = [dict(zip(("display_name", "kind", "member_count", "users_excluded", "users_without_contact_id",
+                               "nested_groups"), row)) for row in con.execute(
+            f'SELECT display_name, kind, member_count, users_excluded, users_without_contact_id, nested_groups '
+            f'FROM "{s.DISTRIBUTION_LISTS}" WHERE integration = ? ORDER BY member_count DESC, list_id',
+            [integration.key]).fetchall()]
+        return {"lists": len(all_lists), "mode": plan.mode, "lists_rebuilt": plan.rebuilt,
+                "users_reconsidered": plan.users,
+                "memberships": store.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key),
+                "custom_lists": len(selection.custom), "memberships_added": added, "memberships_removed": removed,
+                "non_members": store.count_rows(con, s.DISTRIBUTION_LIST_NON_MEMBERS, integration.key),
+                "available_groups": len(available), "import_errors": len(issues),
+                "lists_by_kind": dg.MetadataValue.json(_counts(l["kind"] for l in all_lists)),
+                "preview": _preview(all_lists, ["display_name", "kind", "member_count", "users_excluded",
+                                                "users_without_contact_id", "nested_groups"])}
+
+    return _Outcome(checks, write, lambda: {"added": added, "removed": removed})
+
+
+@dataclass
+class _ListPlan:
+    """What distribution_lists will write: the memberships before (``current``, of the part that
+    changes) and after (``members``), the whole's size before, and the write itself."""
+
+    mode: str
+    selected: set[str]
+    list_ids: set[str]
+    selection_issues: list[ImportIssue]
+    current: set[tuple[str, str]]
+    members: set[tuple[str, str]]
+    total: int
+    write: Callable
+    rebuilt: int
+    users: int
+
+
+def _all_lists(con, integration: Integration, run_id: str, groups: list[dict], custom_contact: list[str],
+               custom_imported: list[str]) -> _ListPlan:
+    """Every list resolved from every group and contact (first run, changed configuration, a
+    full read, or too many changes)."""
+    selection = integration.distribution_lists
+    edges = {g["id"]: [] for g in groups}
+    edges.update(store.read_edges(con, integration.key))
+    people = store.people(con, integration.key)
+    current = store.memberships(con, integration.key)
+    contacts = (store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
+                if selection.custom else [])
     result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
     custom = lists.custom_lists(contacts, selection.custom)
     all_lists = result.lists + custom.lists
     members = result.members + custom.members
-    issues = result.issues + lists.removed_lists(previous, all_lists, groups, result.issues)
-    selected = {l["source_group_id"] for l in result.lists}
-    available = lists.available_groups(groups, edges, selected)
-    guard = integration.deletion_guard
-    removal = assess(current_members, members, guard.max_removed, guard.max_removed_percent)
-    checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues),
-              c.removal_result(c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT, "list memberships", removal,
-                               config.allow_removals)]
-    new_members = set(members)
 
-    def write(con) -> dict:
-        n_lists, n_members = store.write_lists(con, integration.key, run_id, all_lists, members, result.non_members)
-        store.write_available_groups(con, integration.key, run_id, available)
-        store.replace_issues(con, integration.key, lists.STAGE, run_id, issues)
-        return {"lists": n_lists, "memberships": n_members, "custom_lists": len(custom.lists),
-                "memberships_added": len(new_members - current_members),
-                "memberships_removed": len(current_members - new_members),
-                "non_members": len(result.non_members), "available_groups": len(available),
-                "import_errors": len(issues),
-                "lists_by_kind": dg.MetadataValue.json(_counts(l["kind"] for l in all_lists)),
-                "preview": _preview(sorted(all_lists, key=lambda l: -l["member_count"]),
-                                    ["display_name", "kind", "member_count", "users_excluded",
-                                     "users_without_contact_id", "nested_groups"])}
+    def write(con) -> None:
+        store.write_lists(con, integration.key, run_id, all_lists, members, result.non_members)
 
-    return _Outcome(checks, write, lambda: {"added": len(new_members - current_members),
-                                            "removed": len(current_members - new_members)})
+    return _ListPlan("full", {l["source_group_id"] for l in result.lists}, {l["list_id"] for l in all_lists},
+                     result.issues, current, set(members), len(current), write, len(all_lists), len(people.read))
+
+
+def _changed_lists(con, integration: Integration, run_id: str, groups: list[dict], previous: dict[str, str],
+                   changed: set[str], custom_contact: list[str], custom_imported: list[str]) -> _ListPlan:
+    """Only what changed since the last lists write. ``changed`` holds ``g:<group id>`` for groups
+    whose shape changed (rebuilt whole, with every list containing them) and the directory user
+    ids whose memberships or contact status may have changed (``u:<id>`` from group changes,
+    plain ids from the contact stages): their rows are recomputed in every other list."""
+    selection = integration.distribution_lists
+    selected_groups, selection_issues = lists.select_groups(groups, selection.select, selection.ids,
+                                                            selection.names)
+    selected = {g["id"] for g in selected_groups}
+    custom_ids = {lists.custom_list_id(d.name) for d in selection.custom}
+    parents = store.group_parents(con, integration.key)
+    structural = {x[2:] for x in changed if x.startswith("g:")}
+    users = {x[2:] if x.startswith("u:") else x for x in changed if not x.startswith("g:")}
+    rebuild = (lists.reachable(parents, structural) & selected) | (selected - previous.keys())
+    drop = rebuild | (previous.keys() - selected - custom_ids)
+
+    rebuilt = lists.ResolvedLists()
+    if rebuild:
+        children: dict[str, set[str]] = {}
+        for child, ups in parents.items():
+            for parent in ups:
+                children.setdefault(parent, set()).add(child)
+        closure = lists.reachable(children, rebuild)
+        edges = {gid: [] for gid in closure}
+        edges.update(store.read_edges(con, integration.key, closure))
+        in_closure = {m for links in edges.values() for t, m in links if t == lists.USER}
+        rebuilt = lists.resolve_groups([g for g in selected_groups if g["id"] in rebuild], edges,
+                                       store.people(con, integration.key, in_closure))
+
+    people = store.people(con, integration.key, users)
+    direct = store.user_groups(con, integration.key, users)
+    lists_of_group: dict[str, set[str]] = {}
+    members: set[tuple[str, str]] = set()
+    non_members: set[tuple[str, str, str, str]] = set()
+    contacts: set[str] = set()
+    for user in users:
+        on = set()
+        for group in direct.get(user, ()):
+            if group not in lists_of_group:
+                lists_of_group[group] = (lists.reachable(parents, [group]) & selected) - rebuild
+            on |= lists_of_group[group]
+        if user in people.contacts:
+            contacts.add(people.contacts[user])
+            members |= {(list_id, people.contacts[user]) for list_id in on}
+        else:
+            reason = lists.why_not_member(user, people)
+            non_members |= {(list_id, user, lists.USER, reason) for list_id in on}
+    if selection.custom:
+        changed_contacts = store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS,
+                                                source_ids=users)
+        members |= set(lists.custom_lists(changed_contacts, selection.custom).members)
+    current = store.list_rows_of(con, integration.key, contacts, drop)
+    members |= set(rebuilt.members)
+    non_members |= set(rebuilt.non_members)
+
+    def write(con) -> None:
+        store.write_list_changes(con, integration.key, run_id, rebuilt.lists, drop, contacts, users, members,
+                                 non_members)
+
+    return _ListPlan("incremental", selected, selected | custom_ids, selection_issues, current, members,
+                     store.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key), write, len(rebuilt.lists),
+                     len(users))

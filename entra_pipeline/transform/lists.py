@@ -136,7 +136,15 @@ def resolve_lists(
     that are not users, are counted per list and listed in ``non_members`` with the reason.
     """
     selected, issues = select_groups(groups, select, ids, names)
-    result = ResolvedLists(issues=issues)
+    result = resolve_groups(selected, edges, people)
+    result.issues = issues
+    return result
+
+
+def resolve_groups(selected: list[dict], edges: dict[str, list[tuple[str, str]]], people: People) -> ResolvedLists:
+    """The lists of these groups (see ``resolve_lists``); ``edges`` must hold every group reachable
+    from them."""
+    result = ResolvedLists()
     for group in selected:
         users, others, nested = _flatten(group["id"], edges)
         contacts = sorted({people.contacts[u] for u in users if u in people.contacts})
@@ -162,6 +170,20 @@ def resolve_lists(
         result.non_members.extend((group["id"], u, USER, reason) for u, reason in sorted(reasons.items()))
         result.non_members.extend((group["id"], oid, kind, f"not a user ({kind})") for oid, kind in sorted(others.items()))
     return result
+
+
+def reachable(links: dict[str, set[str]], start: Iterable[str]) -> set[str]:
+    """``start`` and every group reachable from it through ``links`` (group id -> groups): with
+    parents, every group containing one of them; with children, every group nested in them.
+    Cycle-safe."""
+    seen = set(start)
+    stack = list(seen)
+    while stack:
+        for linked in links.get(stack.pop(), ()):
+            if linked not in seen:
+                seen.add(linked)
+                stack.append(linked)
+    return seen
 
 
 def custom_lists(contacts: list[dict], definitions: list) -> ResolvedLists:
@@ -231,10 +253,11 @@ def _flatten(root: str, edges: dict[str, list[tuple[str, str]]]) -> tuple[set[st
     return users, others, len(seen) - 1
 
 
-def available_groups(groups: list[dict], edges: dict[str, list[tuple[str, str]]], selected: set[str]) -> list[dict]:
-    """Every group that could be a list, for analysts choosing what to select."""
+def available_groups(groups: list[dict], direct_members: dict[str, int], selected: set[str]) -> list[dict]:
+    """Every group that could be a list, for analysts choosing what to select
+    (``direct_members``: group id -> how many direct members it has)."""
     offered = [g for g in groups if group_kind(g) in OFFERED_KINDS]
     names = Counter((g.get("displayName") or "").strip() for g in offered)
     return [{"group_id": g["id"], "display_name": g.get("displayName"), "mail": (g.get("mail") or "").lower() or None,
-             "kind": group_kind(g), "direct_members": len(edges.get(g["id"], ())), "selected": g["id"] in selected,
+             "kind": group_kind(g), "direct_members": direct_members.get(g["id"], 0), "selected": g["id"] in selected,
              "same_name_groups": names[(g.get("displayName") or "").strip()]} for g in offered]

@@ -168,6 +168,10 @@ class RawChange:
     memberships_added: int = 0
     memberships_removed: int = 0
     changed_ids: set[str] = field(default_factory=set)  # added, updated or removed
+    #: Groups whose shape changed (properties, added, removed, non-user members) and users whose
+    #: direct memberships changed: what an incremental distribution_lists needs. None: anything.
+    structure_changed: set[str] | None = None
+    users_moved: set[str] | None = None
 
 
 def _stored_json(con, table: str, integration: str, ids: list[str] | None) -> dict[str, dict]:
@@ -277,6 +281,15 @@ def apply_raw_groups(con, integration: str, run_id: str, full: bool, groups: dic
             FROM _member_ops o LEFT JOIN {edges} e
               ON e.integration = ? AND e.group_id = o.group_id AND e.member_id = o.member_id""",
                                                                            [integration]).fetchone()
+        moved = con.execute(f"""
+            SELECT o.group_id, o.member_id, coalesce(o.member_type, e.member_type) AS member_type
+            FROM _member_ops o LEFT JOIN {edges} e
+              ON e.integration = ? AND e.group_id = o.group_id AND e.member_id = o.member_id
+            UNION ALL SELECT group_id, member_id, 'group' FROM {edges}
+            WHERE integration = ? AND member_id IN (SELECT id FROM _gone_groups)""",
+                            [integration, integration]).fetchall()
+        change.users_moved = {m for _, m, t in moved if t == "user"}
+        change.structure_changed = set(change.changed_ids) | {g for g, _, t in moved if t != "user"}
         # A removed group loses its members and is no longer a member of any other group.
         change.memberships_removed += con.execute(
             f"DELETE FROM {edges} WHERE integration = ? AND (group_id IN (SELECT id FROM _gone_groups) "
@@ -346,17 +359,57 @@ def record_stage(con, integration: str, run_id: str, stage: str, started_at: dat
                  added, updated, removed, graph_requests, graph_bytes])
 
 
-def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[tuple[str, str]]]]:
-    groups = [json.loads(r[0]) for r in con.execute(
+def read_groups(con, integration: str) -> list[dict]:
+    """Every group's Graph JSON, by display name."""
+    return [json.loads(r[0]) for r in con.execute(
         f'SELECT data FROM "{s.RAW_GRAPH_GROUPS}" WHERE integration = ? ORDER BY display_name, id',
         [integration]).fetchall()]
-    edges: dict[str, list[tuple[str, str]]] = {g["id"]: [] for g in groups}
+
+
+def read_edges(con, integration: str, group_ids: Iterable[str] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """group id -> its direct members as (member type, object id); only ``group_ids``, if given."""
+    only = ""
+    if group_ids is not None:
+        _id_table(con, "_edge_groups", group_ids)
+        only = " AND group_id IN (SELECT id FROM _edge_groups)"
+    edges: dict[str, list[tuple[str, str]]] = {}
     for group_id, member_type, member_id in con.execute(
-        f'SELECT group_id, member_type, member_id FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?',
-        [integration],
-    ).fetchall():
+            f'SELECT group_id, member_type, member_id FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?{only}',
+            [integration]).fetchall():
         edges.setdefault(group_id, []).append((member_type, member_id))
+    return edges
+
+
+def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[tuple[str, str]]]]:
+    groups = read_groups(con, integration)
+    edges: dict[str, list[tuple[str, str]]] = {g["id"]: [] for g in groups}
+    edges.update(read_edges(con, integration))
     return groups, edges
+
+
+def group_parents(con, integration: str) -> dict[str, set[str]]:
+    """Nested group id -> the groups it is a direct member of."""
+    parents: dict[str, set[str]] = {}
+    for parent, child in con.execute(f'SELECT group_id, member_id FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" '
+                                     "WHERE integration = ? AND member_type = 'group'", [integration]).fetchall():
+        parents.setdefault(child, set()).add(parent)
+    return parents
+
+
+def user_groups(con, integration: str, user_ids: Iterable[str]) -> dict[str, set[str]]:
+    """User id -> the groups it is a direct member of."""
+    _id_table(con, "_member_users", user_ids)
+    groups: dict[str, set[str]] = {}
+    for group_id, member_id in con.execute(
+            f'SELECT group_id, member_id FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ? '
+            "AND member_id IN (SELECT id FROM _member_users)", [integration]).fetchall():
+        groups.setdefault(member_id, set()).add(group_id)
+    return groups
+
+
+def direct_member_counts(con, integration: str) -> dict[str, int]:
+    return dict(con.execute(f'SELECT group_id, count(*) FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ? '
+                            "GROUP BY group_id", [integration]).fetchall())
 
 
 # -- contacts --------------------------------------------------------------------------------
@@ -610,6 +663,59 @@ def write_lists(con, integration: str, run_id: str, lists: list[dict], members: 
     return n_lists, n_members
 
 
+def write_list_changes(con, integration: str, run_id: str, rebuilt: list[dict], drop: set[str],
+                       contacts: set[str], users: set[str], members: set[tuple[str, str]],
+                       non_members: set[tuple[str, str, str, str]]) -> None:
+    """An incremental distribution_lists write. Lists in ``drop`` lose every row, ``rebuilt``
+    lists (also in ``drop``) are written whole; in the other lists the rows of ``contacts``
+    (members) and of ``users`` (non-members) are replaced by ``members`` / ``non_members``. Every
+    list's counts are then recounted from its rows (nested and non-user counts only change with
+    a rebuild)."""
+    _id_table(con, "_drop_lists", drop)
+    _id_table(con, "_changed_contacts", contacts)
+    _id_table(con, "_changed_users", users)
+    for table in (s.DISTRIBUTION_LISTS, s.DISTRIBUTION_LIST_MEMBERS, s.DISTRIBUTION_LIST_NON_MEMBERS):
+        con.execute(f'DELETE FROM "{table}" WHERE integration = ? AND list_id IN (SELECT id FROM _drop_lists)',
+                    [integration])
+    con.execute(f'DELETE FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ? '
+                "AND contact_id IN (SELECT id FROM _changed_contacts)", [integration])
+    con.execute(f'DELETE FROM "{s.DISTRIBUTION_LIST_NON_MEMBERS}" WHERE integration = ? AND object_type = ? '
+                "AND object_id IN (SELECT id FROM _changed_users)", [integration, lists.USER])
+    rows = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in rebuilt]
+    _insert(con, s.DISTRIBUTION_LISTS, _frame(rows, _LIST_COLUMNS, integration, run_id))
+    pairs = sorted(members)
+    _insert(con, s.DISTRIBUTION_LIST_MEMBERS, _frame({"list_id": [p[0] for p in pairs], "contact_id": [p[1] for p in pairs]},
+                                                     ["list_id", "contact_id"], integration, run_id))
+    names = ["list_id", "object_id", "object_type", "reason"]
+    rows_ = sorted(non_members)
+    _insert(con, s.DISTRIBUTION_LIST_NON_MEMBERS, _frame({n: [r[i] for r in rows_] for i, n in enumerate(names)},
+                                                         names, integration, run_id))
+    con.execute(f"""
+        UPDATE "{s.DISTRIBUTION_LISTS}" AS l SET
+            member_count = coalesce(m.n, 0), users_excluded = coalesce(x.excluded, 0),
+            users_without_contact_id = coalesce(x.other, 0),
+            users_not_contacts = coalesce(x.excluded, 0) + coalesce(x.other, 0)
+        FROM (SELECT list_id FROM "{s.DISTRIBUTION_LISTS}" WHERE integration = ?) k
+        LEFT JOIN (SELECT list_id, count(*) AS n FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ?
+                   GROUP BY list_id) m USING (list_id)
+        LEFT JOIN (SELECT list_id, count(*) FILTER (WHERE reason LIKE 'excluded:%') AS excluded,
+                          count(*) FILTER (WHERE reason NOT LIKE 'excluded:%') AS other
+                   FROM "{s.DISTRIBUTION_LIST_NON_MEMBERS}" WHERE integration = ? AND object_type = ?
+                   GROUP BY list_id) x USING (list_id)
+        WHERE l.integration = ? AND l.list_id = k.list_id""",
+                [integration, integration, integration, lists.USER, integration])
+
+
+def list_rows_of(con, integration: str, contacts: set[str], lists_: set[str]) -> set[tuple[str, str]]:
+    """Current (list, contact) rows of ``contacts``, and every row of ``lists_``."""
+    _id_table(con, "_rows_contacts", contacts)
+    _id_table(con, "_rows_lists", lists_)
+    return set(con.execute(
+        f'SELECT list_id, contact_id FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ? '
+        "AND (contact_id IN (SELECT id FROM _rows_contacts) OR list_id IN (SELECT id FROM _rows_lists))",
+        [integration]).fetchall())
+
+
 def write_available_groups(con, integration: str, run_id: str, rows: list[dict]) -> int:
     columns = ["group_id", "display_name", "mail", "kind", "direct_members", "selected", "same_name_groups"]
     return _replace(con, s.AVAILABLE_GROUPS, integration, _frame(rows, columns, integration, run_id))
@@ -621,17 +727,24 @@ def previous_lists(con, integration: str) -> dict[str, str]:
                             [integration]).fetchall())
 
 
-def people(con, integration: str) -> lists.People:
-    """What the contact stages decided about each directory user (see transform.lists.People)."""
+def people(con, integration: str, user_ids: Iterable[str] | None = None) -> lists.People:
+    """What the contact stages decided about each directory user (only ``user_ids``, if given;
+    see transform.lists.People)."""
+    only = {"source_id": "", "record": "", "id": ""}
+    if user_ids is not None:
+        _id_table(con, "_people", user_ids)
+        only = {c: f" AND {c} IN (SELECT id FROM _people)" for c in only}
     contacts = dict(con.execute(
-        f'SELECT source_id, contact_id FROM "{s.CONTACTS}" WHERE integration = ?', [integration]).fetchall())
+        f'SELECT source_id, contact_id FROM "{s.CONTACTS}" WHERE integration = ?{only["source_id"]}',
+        [integration]).fetchall())
     excluded = dict(con.execute(
-        f'SELECT source_id, rule FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ?', [integration]).fetchall())
+        f'SELECT source_id, rule FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ?{only["source_id"]}',
+        [integration]).fetchall())
     duplicates = {r[0] for r in con.execute(
-        f'SELECT record FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? AND code = ?',
+        f'SELECT record FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? AND code = ?{only["record"]}',
         [integration, mapping.STAGE, mapping.DUPLICATE_UNIQUE_ID]).fetchall()}
     read = {r[0] for r in con.execute(
-        f'SELECT id FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ?', [integration]).fetchall()}
+        f'SELECT id FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ?{only["id"]}', [integration]).fetchall()}
     return lists.People(contacts, excluded, frozenset(duplicates - set(contacts)), frozenset(read))
 
 
