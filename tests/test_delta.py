@@ -620,3 +620,18 @@ def test_custom_lists_follow_changed_contacts(tenant, make_sync, tmp_path):
     ours, theirs = sync.snapshot(content_only=True), fresh.snapshot(content_only=True)
     for table in FRESH_EQUAL:
         assert ours[table] == theirs[table], table
+
+
+def test_a_delta_link_for_another_graph_endpoint_is_never_followed(sync, tenant):
+    synced(sync)
+    # As if the Graph URL had changed since (another cloud, or a demo tenant restarted elsewhere).
+    con = duckdb.connect(str(sync.warehouse))
+    con.execute("UPDATE delta_state SET delta_link = replace(delta_link, '127.0.0.1', 'graph.example.invalid')")
+    con.close()
+    result = synced(sync)
+    for step in ("raw_graph_users", "raw_graph_groups"):
+        meta = metadata(result, step)
+        assert meta["read_mode"] == "full"
+        assert meta["read_reason"].startswith("the stored deltaLink points to another Graph endpoint")
+    assert_matches_directory(sync, tenant.directory)
+    assert all("graph.example.invalid" not in link for (link,) in sync.query("SELECT delta_link FROM delta_state"))

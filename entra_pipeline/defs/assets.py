@@ -263,6 +263,12 @@ def _delta_read(context: dg.AssetExecutionContext, integration: Integration, gra
     def fetch(client: GraphClient) -> tuple[DeltaRound, str]:
         if full or state is None:
             return client.delta_round(resource, select, None, progress), reason
+        if not client.serves(state.delta_link):
+            # The token must never go to another host: the Graph endpoint changed, read everything.
+            why = ("the stored deltaLink points to another Graph endpoint (the Graph URL changed, or the demo "
+                   "tenant restarted); read everything again")
+            context.log.warning(f"integration {integration.key!r}: {resource}: {why}")
+            return client.delta_round(resource, select, None, progress), why
         try:
             return client.delta_round(resource, select, state.delta_link, progress), reason
         except DeltaExpired as exc:

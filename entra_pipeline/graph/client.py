@@ -326,6 +326,10 @@ class GraphClient:
                                     label="groups", progress=progress)
 
     # -- delta queries ---------------------------------------------------------------------
+    def serves(self, url: str) -> bool:
+        """Whether ``url`` (a stored deltaLink) belongs to this client's Graph endpoint."""
+        return _origin(url) == self._origin and urlsplit(url).path.startswith(urlsplit(self.base).path + "/")
+
     def delta_round(self, resource: str, select: Iterable[str], delta_link: str | None = None,
                     progress: Progress | None = None) -> DeltaRound:
         """Read one delta round of ``users`` or ``groups``: from scratch (``delta_link`` None: every
