@@ -350,9 +350,9 @@ def test_changed_mapping_needs_a_full_round(sync, tenant, make_sync):
     assert meta["read_reason"].startswith("the mapping or exclusions now read other directory properties")
 
 
-def test_manager_fields_through_delta(tenant, make_sync):
-    sync = make_sync(integration("acme", tenant, mapping={"fields": {"managerMail": "manager_email",
-                                                                     "managerId": "manager_id"}}))
+def test_manager_fields_through_delta(tenant, make_sync, tmp_path):
+    mapping = {"fields": {"managerMail": "manager_email", "managerId": "manager_id"}}
+    sync = make_sync(integration("acme", tenant, mapping=mapping))
     synced(sync)
     directory = tenant.directory
     kept = expected_contacts(directory)
@@ -378,6 +378,19 @@ def test_manager_fields_through_delta(tenant, make_sync):
     tenant.set_manager(user, None)
     synced(sync)
     assert sync.query("SELECT manager_id, manager_email FROM contacts WHERE source_id = ?", [user]) == [(None, None)]
+    # A sync with nothing changed re-maps nobody (managers without mail included) ...
+    quiet = synced(sync)
+    assert (metadata(quiet, "mapped_contacts")["mode"], metadata(quiet, "mapped_contacts")["users_mapped"]) == (
+        "incremental", 0)
+    assert any(directory.manager(uid) and directory.manager(uid)[0] == USER and manager_mail(uid) is None
+               for uid in kept)
+    # ... and every table is what a first sync of the same directory writes.
+    fresh = Sync(write_config(tmp_path / "fresh.yaml", integration("acme", tenant, mapping=mapping)),
+                 tmp_path / "fresh.duckdb")
+    synced(fresh)
+    ours, theirs = sync.snapshot(content_only=True), fresh.snapshot(content_only=True)
+    for table in FRESH_EQUAL:
+        assert ours[table] == theirs[table], table
 
 
 # -- guards ----------------------------------------------------------------------------------------
@@ -569,6 +582,33 @@ def test_a_changed_rule_recomputes_every_contact(sync, tenant, make_sync):
     assert metadata(result, "mapped_contacts")["mode"] == "incremental"
     assert metadata(result, "filtered_contacts")["mode"] == "full"
     assert not {cid for (cid,) in stricter.query("SELECT contact_id FROM contacts WHERE department = 'Sales'")}
+    assert stricter.query("SELECT count(*) FROM contacts WHERE department = 'Sales'") == [(0,)]
+    assert stricter.query("SELECT count(*) FROM excluded_contacts WHERE rule = 'No sales'")[0][0] > 0
+
+
+def test_many_changes_recompute_everything_with_the_same_result(sync, tenant, tmp_path):
+    synced(sync)
+    users = [u["id"] for u in tenant.directory.users]
+    for n, uid in enumerate(users[: len(users) // 3]):  # a third of the users: above the 25% limit
+        tenant.update_user(uid, {"jobTitle": f"Title {n % 4}"})
+    result = synced(sync)
+    assert metadata(result, "raw_graph_users")["read_mode"] == "incremental"
+    assert [metadata(result, step)["mode"] for step in ("mapped_contacts", "filtered_contacts")] == ["full"] * 2
+    assert_same_as_fresh_sync(sync, tenant, tmp_path, "fresh-many")
+
+
+def test_switching_from_list_reads_to_delta_starts_with_a_full_round(tenant, make_sync, tmp_path):
+    listing = make_sync(integration("acme", tenant, source={"read": "list"}))
+    synced(listing)
+    assert listing.query("SELECT count(*) FROM delta_state") == [(0,)]
+    kept = expected_contacts(tenant.directory)
+    tenant.hard_delete_user(next(iter(kept)))
+    delta_sync = make_sync(integration("acme", tenant))
+    result = synced(delta_sync)
+    assert metadata(result, "raw_graph_users")["read_reason"] == "first delta sync of this integration"
+    assert metadata(result, "raw_graph_users")["reconciled_users_removed"] == 1
+    assert_matches_directory(delta_sync, tenant.directory)
+    assert_same_as_fresh_sync(delta_sync, tenant, tmp_path, "fresh-switch")
 
 
 def test_nested_group_changes_rebuild_the_lists_containing_them(sync, tenant, tmp_path):

@@ -331,13 +331,14 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                 stored = {} if round_.full else store.stored_users(
                     con, integration.key, list(dict.fromkeys(i["id"] for i in round_.items)))
                 users = delta.apply_users(stored, round_.items)
+                if managers:
+                    users = store.with_manager_mail(con, integration.key, users, round_.full)
                 change = store.apply_raw_users(con, integration.key, context.run.run_id, round_.items,
                                                round_.full, users)
                 checks.append(c.directory_not_empty_result(change.total, previous))
                 if c.failed_blocking(checks):
                     raise _Blocked
-                changed = change.changed_ids | (store.fill_manager_mail(con, integration.key) if managers else set())
-                store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, changed)
+                store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, change.changed_ids)
                 store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                         imported_fields_for(fields))
                 store.write_delta_state(con, integration.key, "users", context.run.run_id, round_.delta_link,
@@ -492,18 +493,20 @@ class _Outcome:
 
 def _run_stage(context: dg.AssetExecutionContext, warehouse: WarehouseResource, integration: Integration,
                compute: Callable[..., _Outcome], config: SyncRunConfig) -> Iterator:
-    """Compute a stage on one connection; if no blocking check fails, write it in one transaction
-    together with its sync_run_stages row."""
+    """Compute a stage and, if no blocking check fails, write it with its sync_run_stages row, all
+    in one transaction: the write is based on exactly the rows the computation read."""
     stage = _Stage(context, integration)
-    with warehouse.get_connection() as con:
-        outcome = compute(con, integration, context.run.run_id, config)
-        if c.failed_blocking(outcome.checks):
-            yield from stage.blocked(outcome.checks)
-        write_started = time.monotonic()
-        with transaction(con):
+    try:
+        with warehouse.get_connection() as con, transaction(con):
+            outcome = compute(con, integration, context.run.run_id, config)
+            if c.failed_blocking(outcome.checks):
+                raise _Blocked
+            write_started = time.monotonic()
             metadata = outcome.write(con)
             stage.record(con, **outcome.stage_values())
-        metadata["write_seconds"] = round(time.monotonic() - write_started, 3)
+            metadata["write_seconds"] = round(time.monotonic() - write_started, 3)
+    except _Blocked:
+        yield from stage.blocked(outcome.checks)
     yield stage.done(outcome.checks, metadata)
 
 

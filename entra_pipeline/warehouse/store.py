@@ -95,8 +95,9 @@ def replace_issues(con, integration: str, stage: str, run_id: str, issues: Itera
     if records is None:
         con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ?', [integration, stage])
     else:
-        con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? AND list_contains(?, record)',
-                    [integration, stage, sorted(records)])
+        _id_table(con, "_issue_records", records)
+        con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? '
+                    "AND record IN (SELECT id FROM _issue_records)", [integration, stage])
         issues = [i for i in issues if i.record in records]
     rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
     if rows:
@@ -191,17 +192,10 @@ def _delete_ids(con, table: str, integration: str, column: str, ids: Iterable[st
                 [integration])
 
 
-def _comparable(obj: dict | None) -> dict | None:
-    # The manager's mail is filled in after the patch (fill_manager_mail): compare without it.
-    if obj is None or "mail" not in (obj.get("manager") or {}):
-        return obj
-    return {**obj, "manager": {k: v for k, v in obj["manager"].items() if k != "mail"}}
-
-
 def _compare(before: dict[str, dict], after: dict[str, dict | None]) -> RawChange:
     change = RawChange()
     for oid, new in after.items():
-        old, new = _comparable(before.get(oid)), _comparable(new)
+        old = before.get(oid)
         if new is None:
             if old is not None:
                 change.removed += 1
@@ -235,18 +229,34 @@ def apply_raw_users(con, integration: str, run_id: str, items: list[dict], full:
     return change
 
 
-def fill_manager_mail(con, integration: str) -> set[str]:
-    """Give every user's ``manager`` the manager's current mail from the raw users (delta names
-    the manager by id only); the ids of the users changed. A manager who is not a user of the
-    tenant (an orgContact) keeps none."""
-    return {r[0] for r in con.execute(f"""
-        UPDATE "{s.RAW_GRAPH_USERS}" AS u
-        SET data = json_merge_patch(u.data, json_object('manager', json_object('id', m.id, 'mail', m.mail)))
-        FROM "{s.RAW_GRAPH_USERS}" AS m
-        WHERE u.integration = ? AND m.integration = ? AND m.id = json_extract_string(u.data, '$.manager.id')
-          AND (json_extract_string(u.data, '$.manager.mail') IS DISTINCT FROM m.mail
-               OR json_exists(u.data, '$.manager.mail') IS NOT TRUE)
-        RETURNING u.id""", [integration, integration]).fetchall()}
+def with_manager_mail(con, integration: str, users: dict[str, dict | None], full: bool) -> dict[str, dict | None]:
+    """Give each user's ``manager`` the manager's mail, as ``$expand=manager`` would: delta names
+    the manager by id only. ``users`` are the users a round touched (all of them in a full
+    round); returned with, in an incremental round, the untouched users whose manager's mail the
+    round changed (or whose manager it removed), so they are rewritten too. A manager who is not
+    a user of the tenant (an orgContact) has no mail here."""
+    mails = {uid: (u or {}).get("mail") for uid, u in users.items()}
+    if not full:
+        wanted = {(u.get("manager") or {}).get("id") for u in users.values() if u} - set(users) - {None}
+        _id_table(con, "_managers", wanted)
+        mails.update(con.execute(f'SELECT id, mail FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? '
+                                 "AND id IN (SELECT id FROM _managers)", [integration]).fetchall())
+        # Reports of a touched user whose mail changed or who left keep the manager's mail current.
+        _id_table(con, "_touched", users)
+        for uid, data in con.execute(
+                f'SELECT id, data FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? '
+                "AND id NOT IN (SELECT id FROM _touched) "
+                "AND json_extract_string(data, '$.manager.id') IN (SELECT id FROM _touched)",
+                [integration]).fetchall():
+            report = json.loads(data)
+            manager = report["manager"]
+            if "mail" not in manager or manager["mail"] != mails.get(manager["id"]):
+                users[uid] = report
+    for user in users.values():
+        manager = (user or {}).get("manager")
+        if manager:
+            user["manager"] = {"id": manager["id"], "mail": mails.get(manager["id"])}
+    return users
 
 
 def apply_raw_groups(con, integration: str, run_id: str, full: bool, groups: dict[str, dict | None],
@@ -887,7 +897,9 @@ def changes_since(con, integration: str, producer: str, consumer: str) -> tuple[
 def consumed(con, integration: str, consumer: str, producer: str, run_id: str, seq: int,
              fingerprint: str) -> None:
     """The consumer has applied the producer's log up to ``seq`` with this configuration; the
-    consumed part of the log is dropped (each log has one consumer)."""
+    consumed part of the log is dropped. Each log has exactly one consumer (raw_graph_users ->
+    mapped_contacts -> filtered_contacts -> distribution_lists, raw_graph_groups ->
+    distribution_lists): a second one would miss what the first dropped."""
     state = stage_state(con, integration, consumer) or StageState(None, 0, None)
     state.consumed_seq, state.fingerprint = seq, fingerprint
     _save_state(con, integration, consumer, run_id, state)
