@@ -587,8 +587,19 @@ class Integration(_Strict):
         return value
 
 
+class RunSettings(_Strict):
+    """How Dagster retries a Graph read that failed for a passing reason (throttled or unavailable
+    after the client's own retries, a dropped connection): ``step_retries`` more attempts of the
+    step, ``step_retry_delay_seconds`` apart, doubling. Configuration and authentication errors
+    are never retried."""
+
+    step_retries: int = Field(2, ge=0, le=10)
+    step_retry_delay_seconds: float = Field(60.0, ge=0, le=3600)
+
+
 class IntegrationsFile(_Strict):
     integrations: list[Integration] = Field(min_length=1)
+    runs: RunSettings = Field(default_factory=RunSettings)
 
     @field_validator("integrations")
     @classmethod

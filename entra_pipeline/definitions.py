@@ -26,7 +26,7 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
     config_file = Path(config_file) if config_file else config_path()
     integrations = load_integrations(config_file)
     partitions = dg.StaticPartitionsDefinition(integrations.keys)
-    assets = build_assets(partitions)
+    assets = build_assets(partitions, integrations.runs)
     sync_assets = [a for a in assets if a.key.path[-1] != PREVIEW_ASSET]
     job = dg.define_asset_job(
         SYNC_JOB, selection=dg.AssetSelection.assets(*sync_assets),

@@ -96,8 +96,11 @@ ALLOW_REMOVALS = {"ops": {asset: {"config": {"allow_removals": True}}
                           for asset in ("filtered_contacts", "distribution_lists")}}
 
 
-def write_config(path: Path, *integrations: dict) -> Path:
-    path.write_text(yaml.safe_dump({"integrations": list(integrations)}, sort_keys=False), encoding="utf-8")
+def write_config(path: Path, *integrations: dict, runs: dict | None = None) -> Path:
+    """An integrations file; Dagster's step retries are off unless ``runs`` says otherwise, so a
+    test of a failure sees that failure, not a retry of it a minute later."""
+    document = {"integrations": list(integrations), "runs": runs or {"step_retries": 0}}
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
 
 

@@ -316,3 +316,14 @@ def test_a_group_really_named_like_a_header_can_be_selected(tmp_path):
     config.write_text(GOOD.replace("    schedule:", "    distribution_lists:\n      select: csv\n      csv: lists.csv\n"
                                                      "      csv_header_check: false\n    schedule:"))
     assert load_integrations(config).get("main").distribution_lists.names == ["Name", "Sales"]
+
+
+def test_sync_settings_defaults_and_errors():
+    cfg = parse_integrations(GOOD)
+    main = cfg.get("main")
+    assert (main.source.read, main.source.full_sync_every_days) == ("delta", 7.0)
+    assert (cfg.runs.step_retries, cfg.runs.step_retry_delay_seconds) == (2, 60.0)
+    assert error_of(GOOD + "runs:\n  step_retries: -1\n") == (
+        "cfg.yaml: field 'runs.step_retries': Input should be greater than or equal to 0")
+    assert error_of(GOOD.replace("client_secret_env: MAIN_SECRET", "client_secret_env: MAIN_SECRET\n      read: poll")) \
+        == "cfg.yaml: integration 'main', field 'source.read': Input should be 'delta' or 'list'"

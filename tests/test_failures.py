@@ -147,3 +147,29 @@ def test_selected_list_names_missing_or_ambiguous_warn(make_sync, emulator, dire
     assert sync.query("SELECT list_id FROM distribution_lists") == [(directory.special["nested_parent"],)]
     errors = sync.query("SELECT record, code FROM import_errors WHERE stage = 'distribution_lists' ORDER BY code")
     assert errors == [(name, "list_name_ambiguous"), ("No Such List", "list_not_found")]
+
+
+def test_a_read_that_stays_unavailable_is_retried_by_dagster_later(tmp_path, secret_env, emulator, directory):
+    from conftest import Sync, write_config
+
+    config = write_config(tmp_path / "integrations.yaml", integration("acme", emulator),
+                          runs={"step_retries": 1, "step_retry_delay_seconds": 0})
+    sync = Sync(config, tmp_path / "warehouse.duckdb")
+    # Every attempt of the client (1 + max_retries 4) is answered 503: the step fails, transiently.
+    emulator.faults.add(503, path="/v1.0/users/delta", times=5)
+    result = sync.run("acme")
+    assert result.success, failure_messages(result)
+    retried = [e.step_key for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried == ["raw_graph_users"]
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)
+
+
+def test_a_wrong_secret_is_not_retried_by_dagster(tmp_path, emulator, monkeypatch):
+    from conftest import SECRET_ENV, Sync, write_config
+
+    monkeypatch.setenv(SECRET_ENV, "definitely-the-wrong-secret-123")
+    config = write_config(tmp_path / "integrations.yaml", integration("acme", emulator),
+                          runs={"step_retries": 2, "step_retry_delay_seconds": 0})
+    result = Sync(config, tmp_path / "warehouse.duckdb").run("acme")
+    assert not result.success
+    assert [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"] == []

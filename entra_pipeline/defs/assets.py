@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import dagster as dg
 from tabulate import tabulate
 
-from entra_pipeline.config import ConfigError, Integration
+from entra_pipeline.config import ConfigError, Integration, RunSettings
 from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource
 from entra_pipeline.graph import delta
@@ -87,8 +87,10 @@ def _read(integration: Integration, graph: GraphResource, what: str,
     except ConfigError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except Exception as exc:  # noqa: BLE001 - reported as one line naming the integration
+        # Only a passing Graph condition is worth the step's RetryPolicy; anything else would
+        # fail the same way again.
         raise dg.Failure(description=f"integration {integration.key!r}: reading {what} failed: {exc}",
-                         allow_retries=False) from None
+                         allow_retries=bool(getattr(exc, "transient", False))) from None
     metadata = {**{f"graph_{k}": v for k, v in client.stats.as_dict().items()},
                 "graph_seconds": round(time.monotonic() - started, 3)}
     return result, metadata
@@ -298,11 +300,18 @@ def _change_metadata(round_: DeltaRound, change: store.RawChange, what: str) -> 
             f"{prefix}{what}_removed": change.removed}
 
 
-def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_assets(partitions: dg.PartitionsDefinition,
+                 runs: RunSettings | None = None) -> list[dg.AssetsDefinition]:
     common = dict(partitions_def=partitions, group_name=GROUP_NAME, pool=WAREHOUSE_POOL)
+    runs = runs or RunSettings()
+    # On the Graph readers only: the client has retried each request already; this retries the
+    # whole read later, when a throttled or unavailable tenant may have recovered.
+    graph_retry = dg.RetryPolicy(max_retries=runs.step_retries, delay=runs.step_retry_delay_seconds,
+                                 backoff=dg.Backoff.EXPONENTIAL) if runs.step_retries else None
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY),
+        retry_policy=graph_retry,
         description="Directory users read from Microsoft Graph, only the properties the mapping and exclusions "
                     "need. With read: delta (the default) the first sync is a full /users/delta round and later "
                     "syncs apply only the changes since the stored deltaLink (a full round again on "
@@ -354,7 +363,7 @@ def build_assets(partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinitio
                                                                "mail"])})
 
     @dg.asset(
-        **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE),
+        **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_GROUPS_COMPLETE), retry_policy=graph_retry,
         description="Directory groups and each group's direct members. With read: delta a full /groups/delta "
                     "round (members selected: members@delta) the first time, then only changed groups and "
                     "membership additions and removals; with read: list /groups plus every group's "

@@ -13,6 +13,7 @@ DEMO_CLIENT_SECRET = "demo-client-secret"
 CLIENT_SECRET_ENV = "ENTRA_EMULATOR_CLIENT_SECRET"
 
 from .directory import Directory, generate_directory  # noqa: E402
+from .faults import FaultProfile  # noqa: E402
 from .server import Emulator  # noqa: E402
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "DEMO_TENANT_ID",
     "Directory",
     "Emulator",
+    "FaultProfile",
     "generate_directory",
 ]

@@ -1,4 +1,4 @@
-"""Fault injection for the emulator: scripted errors and broken paging.
+"""Fault injection for the emulator: scripted errors, broken paging and a random profile.
 
 Tests arm faults between requests; the server consumes them as matching
 requests arrive. All methods are thread-safe because the server answers on
@@ -10,18 +10,106 @@ sub-response's status, Graph error body and ``Retry-After`` header, while the
 batch itself stays 200. The batch request is matched as ``POST /v1.0/$batch``,
 before its sub-requests, so a fault with no path (or path ``/v1.0``) and no
 method hits the batch request, not a sub-request.
+
+Random profile (reliability runs): ``faults.profile = FaultProfile(seed=7,
+throttle=0.1, ...)`` makes a seeded fraction of Graph requests (paths under
+``/v1.0/``, ``$batch`` included; never the identity endpoints) fail. Every
+such request takes exactly one draw from ``random.Random(seed)`` (under a
+lock), whether or not a scripted fault answers it; the draw picks at most one
+kind, by cumulative probability in the order of :data:`REQUEST_KINDS`:
+
+- ``throttle``: 429 ``TooManyRequests`` with ``Retry-After: retry_after_seconds``;
+- ``unavailable`` / ``gateway_timeout``: 503 ``ServiceUnavailable`` / 504
+  ``GatewayTimeout``, the lower half of the kind's probability band with
+  ``Retry-After``, the upper half without;
+- ``drop``: the normal response's status line and headers (full
+  ``Content-Length``), half its body, then the connection is shut down;
+- ``malformed``: the normal response (200 for a valid request) with its body
+  cut to half and ``Content-Length`` matching the cut body (the connection
+  stays usable);
+- ``slow``: the normal response, sent after ``slow_seconds``.
+
+Each sub-request a ``$batch`` runs (its outer request not answered with an
+error) takes one draw of its own: with probability ``batch_throttle`` it is answered 429 with
+``Retry-After`` in its sub-response. Scripted faults win over the profile (the
+draw is still taken, so the profile's sequence depends only on the request
+sequence). Same seed and same request sequence give the same faults;
+concurrent requests draw in arrival order. ``profile_hits`` counts the faults
+the profile injected per kind (:data:`PROFILE_KINDS`); assigning a profile
+restarts its random sequence and zeroes the counts, ``profile = None`` stops it
+(counts kept), :meth:`FaultInjector.clear` removes scripted faults and the
+profile and zeroes the counts.
 """
 
 from __future__ import annotations
 
+import math
+import random
 import threading
 from dataclasses import dataclass
 
-__all__ = ["Fault", "FaultInjector"]
+__all__ = ["Fault", "FaultInjector", "FaultProfile", "ProfileFault"]
 
 #: Kinds of fault. "status" answers with an error; "truncate_paging" drops @odata.nextLink.
 STATUS = "status"
 TRUNCATE_PAGING = "truncate_paging"
+
+#: Request-level kinds of the random profile, in the order their probability bands are laid out.
+REQUEST_KINDS = ("throttle", "unavailable", "gateway_timeout", "drop", "malformed", "slow")
+#: Every kind ``profile_hits`` counts.
+PROFILE_KINDS = REQUEST_KINDS + ("batch_throttle",)
+#: HTTP status of the error kinds.
+PROFILE_STATUS = {"throttle": 429, "unavailable": 503, "gateway_timeout": 504, "batch_throttle": 429}
+
+
+@dataclass(frozen=True)
+class FaultProfile:
+    """Probabilities (0..1) of each random fault per Graph request; see the module docstring.
+
+    ``throttle + unavailable + gateway_timeout + drop + malformed + slow`` must
+    not exceed 1 (one draw picks at most one). ``batch_throttle`` applies to
+    each ``$batch`` sub-request separately.
+    """
+
+    seed: int = 0
+    throttle: float = 0.0
+    unavailable: float = 0.0
+    gateway_timeout: float = 0.0
+    drop: float = 0.0
+    malformed: float = 0.0
+    slow: float = 0.0
+    slow_seconds: float = 0.5
+    batch_throttle: float = 0.0
+    retry_after_seconds: int = 1
+
+    def __post_init__(self) -> None:
+        for name in PROFILE_KINDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability between 0 and 1, got {value!r}")
+        total = sum(getattr(self, name) for name in REQUEST_KINDS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"the request-level probabilities add up to {total:g}, more than 1")
+        if isinstance(self.slow_seconds, bool) or not isinstance(self.slow_seconds, (int, float)) \
+                or not (0.0 <= self.slow_seconds and math.isfinite(self.slow_seconds)):
+            raise ValueError("slow_seconds must be a finite number of seconds >= 0")
+        if isinstance(self.retry_after_seconds, bool) or not isinstance(self.retry_after_seconds, int) \
+                or self.retry_after_seconds < 0:
+            raise ValueError("retry_after_seconds must be an integer >= 0 (Retry-After is whole seconds)")
+
+
+@dataclass(frozen=True)
+class ProfileFault:
+    """What one draw of the profile decided: a kind of :data:`PROFILE_KINDS` and how to answer.
+
+    ``status`` is set for the error kinds (429, 503, 504), ``retry_after`` when
+    the answer carries ``Retry-After``, ``seconds`` for ``slow``.
+    """
+
+    kind: str
+    status: int = 0
+    retry_after: int | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -44,11 +132,14 @@ class Fault:
 
 
 class FaultInjector:
-    """The faults armed on one emulator; see :meth:`add` and :meth:`truncate_paging`."""
+    """The faults of one emulator: scripted (:meth:`add`, :meth:`truncate_paging`) and :attr:`profile`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._profile: FaultProfile | None = None
+        self._rng = random.Random(0)
+        self._hits = dict.fromkeys(PROFILE_KINDS, 0)
 
     def add(
         self,
@@ -90,8 +181,73 @@ class FaultInjector:
         return fault
 
     def clear(self) -> None:
+        """Remove every scripted fault and the random profile; zero ``profile_hits``."""
         with self._lock:
             self._faults.clear()
+            self._profile = None
+            self._hits = dict.fromkeys(PROFILE_KINDS, 0)
+
+    # -- random profile -----------------------------------------------------------
+
+    @property
+    def profile(self) -> FaultProfile | None:
+        """The random fault profile, or None (the default: no random faults)."""
+        return self._profile
+
+    @profile.setter
+    def profile(self, value: FaultProfile | None) -> None:
+        if value is not None and not isinstance(value, FaultProfile):
+            raise TypeError("profile must be a FaultProfile or None")
+        with self._lock:
+            self._profile = value
+            if value is not None:
+                self._rng = random.Random(value.seed)
+                self._hits = dict.fromkeys(PROFILE_KINDS, 0)
+
+    @property
+    def profile_hits(self) -> dict[str, int]:
+        """Faults the profile injected so far, per kind (every kind present, 0 if none); a copy."""
+        with self._lock:
+            return dict(self._hits)
+
+    def draw(self) -> ProfileFault | None:
+        """One draw for one Graph request: the fault the profile picked, or None.
+
+        Without a profile nothing is drawn. The caller reports a fault it
+        actually injected with :meth:`record` (a scripted fault may win).
+        """
+        with self._lock:
+            profile = self._profile
+            if profile is None:
+                return None
+            u = self._rng.random()
+        low = 0.0
+        for kind in REQUEST_KINDS:
+            p = getattr(profile, kind)
+            if u < low + p:
+                retry_after = None
+                if kind == "throttle" or (kind in ("unavailable", "gateway_timeout") and u < low + p / 2):
+                    retry_after = profile.retry_after_seconds
+                return ProfileFault(kind, PROFILE_STATUS.get(kind, 0), retry_after,
+                                    profile.slow_seconds if kind == "slow" else 0.0)
+            low += p
+        return None
+
+    def draw_batch(self) -> ProfileFault | None:
+        """One draw for one ``$batch`` sub-request: a ``batch_throttle`` 429, or None."""
+        with self._lock:
+            profile = self._profile
+            if profile is None:
+                return None
+            u = self._rng.random()
+        if u < profile.batch_throttle:
+            return ProfileFault("batch_throttle", 429, profile.retry_after_seconds)
+        return None
+
+    def record(self, fault: ProfileFault) -> None:
+        """Count a profile fault that was injected (``profile_hits``)."""
+        with self._lock:
+            self._hits[fault.kind] = self._hits.get(fault.kind, 0) + 1
 
     @property
     def pending(self) -> list[Fault]:

@@ -61,6 +61,22 @@ back inside a 200 batch. A fault on the path ``/v1.0/$batch`` (method
 requests served (a batch is one); ``batched_request_count`` and
 ``batched_request_log`` count and record the sub-requests.
 
+``faults.profile = FaultProfile(seed, throttle=..., ...)`` (:mod:`.faults`)
+adds seeded random faults to Graph requests (``/v1.0/...``, never the
+identity endpoints): 429 with ``Retry-After``, 503/504 with or without it,
+a response cut off mid-body with the connection shut down (``drop``), a body
+cut to half with a matching ``Content-Length`` (``malformed``), a delay
+(``slow``), and 429 sub-responses inside a 200 ``$batch``
+(``batch_throttle``). Scripted faults win; ``faults.profile_hits`` counts
+what the profile injected.
+
+Access tokens are honoured for ``token_ttl`` seconds (``expire_tokens()``
+ends them at once); then Graph answers 401 ``InvalidAuthenticationToken``
+"Lifetime validation failed, the token is expired.". ``token_reported_ttl``
+(default None: ``token_ttl``) is the ``expires_in`` the token endpoint
+reports: set it above ``token_ttl`` and a client (MSAL caches until 5 minutes
+before ``expires_in``) keeps using a token the server already rejects.
+
 Delta queries (``/users/delta``, ``/groups/delta``; also inside ``$batch``).
 The first request of a round may carry ``$select`` (users: user properties
 plus ``manager``; groups: group properties plus ``members``; without it the
@@ -168,7 +184,7 @@ from .delta import (
     TokenError,
     paginate,
 )
-from .faults import STATUS, TRUNCATE_PAGING, Fault, FaultInjector
+from .faults import STATUS, TRUNCATE_PAGING, Fault, FaultInjector, ProfileFault
 from .odata import (
     EntitySchema,
     ODataError,
@@ -288,6 +304,7 @@ class _Response:
     status: int
     body: bytes
     headers: list[tuple[str, str]]
+    drop: bool = False  # profile "drop": send half the body, then shut the connection down
 
 
 @dataclass
@@ -440,7 +457,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
+        if response.drop:
+            self._drop(response.body)
+            return
         self.wfile.write(response.body)
+
+    def _drop(self, body: bytes) -> None:
+        """Send the headers and half of ``body``, then shut the connection down without the rest."""
+        self.close_connection = True  # never reused: the client sees an incomplete body
+        try:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            # No TLS close_notify: the peer sees the TCP stream end mid-body, as on a dropped link.
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the client went away first; nothing left to do
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -465,6 +496,7 @@ class Emulator:
         port: int = 0,
         cert_dir: str | Path | None = None,
         token_ttl: int = 3599,
+        token_reported_ttl: int | None = None,
         idle_timeout: float | None = None,
     ) -> None:
         self.tenant_id = tenant_id.lower()
@@ -474,7 +506,11 @@ class Emulator:
         self._requested_port = port
         self._cert_dir = Path(cert_dir) if cert_dir is not None else None
         self._owns_cert_dir = False
+        #: Seconds an access token is honoured after it was issued.
         self.token_ttl = int(token_ttl)
+        #: ``expires_in`` told to the client; None: ``token_ttl``. Larger than ``token_ttl``, the
+        #: client caches a token the server rejects later (401 InvalidAuthenticationToken, expired).
+        self.token_reported_ttl: int | None = None if token_reported_ttl is None else int(token_reported_ttl)
         self.idle_timeout = idle_timeout
         self.faults = FaultInjector()
         #: Page-size cap for ``/users?$expand=manager`` (None: honour ``$top`` up to 999).
@@ -745,9 +781,14 @@ class Emulator:
                            str(uuid.uuid4()), client_request_id)
         identity = _IDENTITY_PATH_RE.match(path) is not None
         try:
+            # One profile draw per Graph request, taken even when a scripted fault wins.
+            drawn = self.faults.draw() if not identity and path.startswith("/v1.0/") else None
             fault = self.faults.take(STATUS, request.method, path)
             if fault is not None:
+                drawn = None
                 response = self._fault_response(request, fault, identity)
+            elif drawn is not None and drawn.status:
+                response = self._fault_response(request, self._profile_fault(drawn), False)
             elif identity:
                 response = self._identity(request)
             elif path == "/v1.0" or path.startswith("/v1.0/"):
@@ -758,12 +799,26 @@ class Emulator:
                     400, "BadRequest", f"Invalid version: {version}. The demo-tenant emulator serves v1.0 only."))
         except Exception:
             log.exception("emulator: internal error on %s %s", method, target)
+            drawn = None
             response = self._graph_error(request, _GraphError(500, "UnknownError", "Internal emulator error."))
+        if drawn is not None:
+            self.faults.record(drawn)
+            if drawn.kind == "drop":
+                response.drop = True
+            elif drawn.kind == "malformed":
+                response.body = response.body[: len(response.body) // 2]
+            elif drawn.kind == "slow":
+                time.sleep(drawn.seconds)
         with self._state_lock:
             self.request_count += 1
             self.request_log.append((request.method, target, response.status))
         self._last_activity = time.monotonic()
         return response
+
+    @staticmethod
+    def _profile_fault(drawn: ProfileFault) -> Fault:
+        """The scripted-fault equivalent of a profile error (429/503/504), answered the same way."""
+        return Fault(STATUS, status=drawn.status, retry_after=drawn.retry_after, remaining=None)
 
     def _plain_error(self, status: int, message: str) -> _Response:
         with self._state_lock:
@@ -965,10 +1020,11 @@ class Emulator:
             for t in stale:
                 del self._tokens[t]
             self._tokens[token] = now + self.token_ttl
+        reported = self.token_ttl if self.token_reported_ttl is None else self.token_reported_ttl
         return self._identity_json(request, {
             "token_type": "Bearer",
-            "expires_in": self.token_ttl,
-            "ext_expires_in": self.token_ttl,
+            "expires_in": reported,
+            "ext_expires_in": reported,
             "access_token": token,
         })
 
@@ -1110,6 +1166,7 @@ class Emulator:
         sub = _Request(method, target, path, query, sub_headers, b"", str(uuid.uuid4()),
                        sub_headers.get("client-request-id") or str(uuid.uuid4()))
         try:
+            drawn = self.faults.draw_batch()  # one draw per sub-request, like the outer request
             if "://" in url or url.startswith("//"):
                 response = self._graph_error(sub, _GraphError(
                     400, "BadRequest", f"Invalid request URL '{url}': URLs in a batch must be relative to "
@@ -1118,6 +1175,9 @@ class Emulator:
                 fault = self.faults.take(STATUS, method, path)
                 if fault is not None:
                     response = self._fault_response(sub, fault, False)
+                elif drawn is not None:
+                    self.faults.record(drawn)
+                    response = self._fault_response(sub, self._profile_fault(drawn), False)
                 else:
                     response = self._graph(sub, batched=True)
         except Exception:

@@ -3,7 +3,8 @@
 - Paging follows ``@odata.nextLink`` until it is absent and never computes skip tokens.
 - Transient answers (429, 500, 502, 503, 504, connection errors) are retried by urllib3's
   ``Retry``: ``Retry-After`` is honoured when Graph sends it (429, 503 and 504), otherwise capped
-  exponential backoff with jitter.
+  exponential backoff with jitter. A connection dropped in the middle of a body, and a success
+  whose JSON is cut short, are retried here the same number of times.
 - A rejected access token (401) is renewed once and the request repeated.
 - Every failure is one ``GraphError`` naming the request (method, path) and Graph's request-id.
 - ``batch_get`` sends GETs through JSON batching (``POST /v1.0/$batch``, at most 20 a request);
@@ -41,23 +42,31 @@ Progress = Callable[[str, int, int | None], None]
 BATCH_LIMIT = 20
 #: Sub-responses that are retried (re-batched) by ``batch_get``.
 RETRY_SUB_STATUS = frozenset({429, 500, 502, 503, 504})
+#: Statuses that say "try again later".
+TRANSIENT_STATUS = RETRY_SUB_STATUS
 
 
 class GraphError(RuntimeError):
     """A Graph request failed for good; the message is one line with path and request-id."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 request_id: str | None = None) -> None:
+                 request_id: str | None = None, transient: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.request_id = request_id
+        #: Worth trying again later (throttled, unavailable, connection lost), after the
+        #: client's own retries gave up.
+        self.transient = status in TRANSIENT_STATUS if transient is None else transient
 
 
 class DeltaExpired(GraphError):
     """Graph no longer knows the stored delta state (400 syncStateNotFound, 410 resyncRequired):
     a full round has to start again."""
 
+
+# A body cut short after the headers arrived (a connection dropped mid-answer).
+_BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
 
 #: Graph's codes for a delta token it can no longer use.
 DELTA_RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
@@ -207,12 +216,13 @@ class GraphClient:
 
     def _send(self, method: str, url: str, *, params: dict | None = None, headers: dict | None = None,
               json_body: dict | None = None) -> requests.Response:
-        """One request with a valid token (renewed once on a 401), retried by urllib3; raises
-        GraphError only when no answer came at all."""
+        """One request with a valid token (renewed once on a 401), retried by urllib3 until the
+        headers arrive and here when the body is cut short; raises GraphError only when no whole
+        answer came at all."""
         token = self._token()
-        for attempt in (1, 2):
-            if attempt == 2:
-                token = self._token(rejected=token)
+        renewed = False
+        cut_short = 0
+        while True:
             request_headers = {
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
@@ -222,14 +232,50 @@ class GraphClient:
             try:
                 response = self.session.request(method, url, params=params, headers=request_headers,
                                                 json=json_body)
+            except _BODY_ERRORS as exc:
+                # urllib3 retries only until the headers arrive; a connection dropped in the
+                # middle of the body is retried here, as often as max_retries allows.
+                cut_short += 1
+                if cut_short > self.settings.max_retries:
+                    raise GraphError(f"{method} {_describe(url)}: the connection dropped in the middle of the "
+                                     f"answer {cut_short} times: {type(exc).__name__}: {_short(str(exc))}",
+                                     transient=True) from None
+                self._pause(cut_short)
+                continue
             except requests.RequestException as exc:
                 raise GraphError(f"{method} {_describe(url)} failed after retries: {type(exc).__name__}: "
-                                 f"{_short(str(exc))}") from None
+                                 f"{_short(str(exc))}", transient=True) from None
             self._count(response)
-            if response.status_code == 401 and attempt == 1 and _error_code(response) == "InvalidAuthenticationToken":
-                continue  # renew the token once: it may have expired or been revoked mid-run
-            break
-        return response
+            if response.status_code == 401 and not renewed and _error_code(response) == "InvalidAuthenticationToken":
+                renewed = True  # renew the token once: it may have expired or been revoked mid-run
+                token = self._token(rejected=token)
+                continue
+            return response
+
+    def _pause(self, attempt: int) -> None:
+        """Count a retry and wait: capped exponential backoff with jitter."""
+        with self._stats_lock:
+            self.stats.retries += 1
+        factor = self.settings.backoff_factor
+        time.sleep(min(30.0, factor * 2 ** (attempt - 1)) + random.uniform(0, factor))
+
+    def _request_json(self, method: str, url: str, *, params: dict | None = None, headers: dict | None = None,
+                      json_body: dict | None = None) -> tuple[requests.Response, dict | None]:
+        """``_send``, and the answer's JSON object when it succeeded (None for an error status).
+        A success whose body is not whole JSON (cut by a proxy) is asked for again; after
+        max_retries it is one GraphError naming the request."""
+        what = f"{method} {_describe(url)}"
+        for attempt in range(1, self.settings.max_retries + 2):
+            response = self._send(method, url, params=params, headers=headers, json_body=json_body)
+            if response.status_code >= 400:
+                return response, None
+            try:
+                return response, self._json_object(response, what)
+            except GraphError:
+                if attempt > self.settings.max_retries:
+                    raise
+                self._pause(attempt)
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _json_object(response: requests.Response, what: str) -> dict:
@@ -249,10 +295,10 @@ class GraphClient:
 
     def get_json(self, url: str, params: dict | None = None, headers: dict | None = None) -> dict:
         """GET a Graph URL and return its JSON object, or raise GraphError."""
-        response = self._send("GET", url, params=params, headers=headers)
-        if response.status_code >= 400:
+        response, body = self._request_json("GET", url, params=params, headers=headers)
+        if body is None:
             raise _error_from(response, _describe(url))
-        return self._json_object(response, f"GET {_describe(url)}")
+        return body
 
     def _count(self, response: requests.Response) -> None:
         retries = getattr(response.raw, "retries", None)
@@ -459,13 +505,13 @@ class GraphClient:
             if headers:
                 request["headers"] = dict(headers)
             requests_.append(request)
-        response = self._send("POST", f"{self.base}/$batch", json_body={"requests": requests_})
-        if response.status_code >= 400:
+        response, body = self._request_json("POST", f"{self.base}/$batch", json_body={"requests": requests_})
+        if body is None:
             raise _error_from(response, f"{_describe(self.base)}/$batch", "POST")
         with self._stats_lock:
             self.stats.batched_requests += len(urls)
         rid = response.headers.get("request-id", "none")
-        answers = self._json_object(response, what).get("responses")
+        answers = body.get("responses")
         if not isinstance(answers, list):
             raise GraphError(f"{what}: answer has no 'responses' list (request-id {rid})")
         by_id: dict[str, dict] = {}
