@@ -7,7 +7,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The demo tenant's app secret; a real integration names its own variable in data/integrations.yaml.
 export ENTRA_DEMO_CLIENT_SECRET ?= demo-client-secret
 
-.PHONY: setup sync test bench ui emulator clean
+.PHONY: setup sync test bench reliability ui emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m entra_pipeline.bench
+
+# Seeded fault runs and SIGKILL runs compared with a clean run; writes docs/reliability.md (not part of `make test`).
+reliability: setup
+	$(BIN)/python -m entra_pipeline.reliability
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml

@@ -1,4 +1,4 @@
-"""Command line: ``python -m entra_pipeline sync | preview | check-config | demo-tenant stop``.
+"""Command line: ``python -m entra_pipeline sync | preview | query | check-config | demo-tenant stop``.
 
 ``sync`` runs the same Dagster job as the schedules, one run per integration, recorded in the
 Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary. ``preview``
@@ -124,6 +124,28 @@ def _preview_summary(database: str, key: str) -> str:
     return f"  would change: {counts}\n  details: SELECT * FROM {s.SYNC_PREVIEW} WHERE integration = '{key}'"
 
 
+def query(sql: str, wait_seconds: float) -> int:
+    """Run one SQL statement on the warehouse read-only and print the result: waits while a sync
+    writes, and holds the file only as long as the query runs."""
+    import duckdb
+
+    from entra_pipeline.warehouse import connect, warehouse_path
+
+    try:
+        con = connect(warehouse_path(), read_only=True, wait_seconds=wait_seconds)
+    except duckdb.IOException as exc:
+        print(f"{warehouse_path()}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        print(con.sql(sql))
+    except duckdb.Error as exc:
+        print(f"query failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    finally:
+        con.close()
+    return 0
+
+
 def check_config() -> int:
     integrations = load_integrations()
     problems = 0
@@ -151,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         "preview", help="show what a sync would change (table sync_preview), changing no contact or list")
     preview_parser.add_argument("integrations", nargs="*", metavar="KEY")
     preview_parser.add_argument("--full-resync", action="store_true", help="read the whole directory first")
+    query_parser = commands.add_parser("query", help="run one SQL query on the warehouse, read-only")
+    query_parser.add_argument("sql")
+    query_parser.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                              help="how long to wait while a sync holds the warehouse (default 300)")
     commands.add_parser("check-config", help="validate the integrations file and secret variables")
     demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
     demo.add_argument("action", choices=["stop"])
@@ -162,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             return sync(args.integrations, full_resync=args.full_resync, preview=True)
         if args.command == "check-config":
             return check_config()
+        if args.command == "query":
+            return query(args.sql, args.wait)
         from entra_pipeline.demo_tenant import stop_all
 
         print(f"stopped {stop_all()} demo tenant(s)")

@@ -85,6 +85,18 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
         runs = instance.get_runs()
     assert [(r.job_name, r.tags.get("dagster/partition"), r.is_success) for r in runs] == [(SYNC_JOB, "demo", True)]
 
+    # The demo tenant is still running: a preview reads the (no) changes and would change nothing.
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "preview", "demo"], env=demo_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "preview demo: ok" in proc.stdout and "would change: no changes" in proc.stdout
+    # An analyst's query, read-only.
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "query",
+                           "SELECT read_mode, contacts_added FROM sync_runs WHERE integration = 'demo'"],
+                          env=demo_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "full" in proc.stdout and f"{len(expected)}" in proc.stdout
+
 
 def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
     proc = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",

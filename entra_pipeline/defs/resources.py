@@ -12,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 from entra_pipeline.config import Integration, IntegrationsFile, load_integrations
 from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.graph.client import GraphClient, GraphSettings
+from entra_pipeline.warehouse import LOCK_WAIT_SECONDS, connect
 
 # Every asset that writes the DuckDB file claims this pool, so concurrent runs take turns instead
 # of failing on DuckDB's single-writer lock. The limit is set in dagster-instance.yaml (concurrency.pools).
@@ -58,13 +59,17 @@ class GraphResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(DuckDBResource):
-    """dagster-duckdb's resource, with the connection closed even when the body raises: a leaked
-    connection would keep DuckDB's file lock until the traceback is collected."""
+    """dagster-duckdb's resource, waiting for another process's lock on the file instead of
+    failing (an analyst's read-only session, another integration's run; see warehouse.connect),
+    and with the connection closed even when the body raises: a leaked connection would keep the
+    file lock until the traceback is collected."""
+
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS
 
     @contextmanager
     def get_connection(self) -> Iterator:
-        with super().get_connection() as con:
-            try:
-                yield con
-            finally:
-                con.close()
+        con = connect(self.database, wait_seconds=self.lock_wait_seconds, config=self.connection_config)
+        try:
+            yield con
+        finally:
+            con.close()

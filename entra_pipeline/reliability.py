@@ -1,0 +1,312 @@
+"""``make reliability``: does the sync give the same warehouse under faults and after being killed?
+
+Fault runs: each syncs a fresh warehouse from the demo-sized tenant while the emulator answers a
+seeded share of Graph requests with 429 (with Retry-After), 503 (with and without Retry-After) or a
+connection dropped in the middle of the body, and access tokens expire long before the client
+expects; the warehouse must equal a clean run's, table by table.
+
+Kill runs: each starts from a copy of a synced warehouse, changes the directory, and SIGKILLs a
+sync at a seeded moment. Every table must then be exactly as before the run or exactly as after
+an uninterrupted run (each stage commits its tables in one transaction), and the next sync must
+succeed and give the uninterrupted run's warehouse.
+
+Like the benchmark this is a harness: it drives the emulator directly; the pipeline code it
+exercises never imports the emulator. Figures go to stdout and ``docs/reliability.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from entra_pipeline.config import PROJECT_ROOT
+
+SECRET_ENV = "ENTRA_RELIABILITY_CLIENT_SECRET"
+TENANT_ID = "00000000-0000-0000-0000-0000000a11ab"
+CLIENT_ID = "00000000-0000-0000-0000-00000000c11e"
+DOC = PROJECT_ROOT / "docs" / "reliability.md"
+USERS, GROUPS = 3000, 120
+FAULTS = {"throttle": 0.10, "unavailable": 0.03, "drop": 0.01}
+# The token the client caches says it lives an hour; the emulator rejects it after a few seconds,
+# so every fault run meets 401 InvalidAuthenticationToken mid-run.
+TOKEN_TTL_SECONDS, TOKEN_REPORTED_TTL_SECONDS = 3, 3600
+# Tables that record the run rather than the directory (compared separately or not at all).
+RUN_LOG = {"sync_run_stages", "sync_runs", "delta_state", "stage_state", "stage_changes", "sync_preview"}
+RUN_COLUMNS = {"run_id", "synced_at", "created_at", "changed_at", "started_at", "finished_at"}
+
+
+def _config(base_url: str, ca_path: str) -> dict:
+    return {"runs": {"step_retries": 0}, "integrations": [{
+        "key": "reliability", "title": "Reliability runs",
+        "source": {"tenant_id": TENANT_ID, "client_id": CLIENT_ID, "client_secret_env": SECRET_ENV,
+                   "graph_base_url": base_url, "authority_host": base_url, "ca_bundle": ca_path,
+                   "max_retries": 6, "max_retry_after_seconds": 5},
+        "mapping": {"fields": {**{f"extensionAttribute{i}": "skip" for i in range(1, 16)},
+                               "extensionAttribute2": "division", "managerMail": "manager_email"},
+                    "custom_fields": {"division": "Text"}},
+        "exclusions": {"rules": [{"name": "On leave", "field": "extensionAttribute1", "equals": "Inactive"}]},
+        "distribution_lists": {"select": "all",
+                               "custom": [{"name": "Sales", "when": {"contact_field": "department",
+                                                                      "equals": "Sales"}}]},
+    }]}
+
+
+# The order the in-process executor runs the sync's steps in (it logs it; checked by the harness).
+STEP_ORDER = ["raw_graph_groups", "raw_graph_users", "mapped_contacts", "filtered_contacts", "distribution_lists"]
+
+
+def _child(config: str, warehouse: str, steps: str = "") -> None:
+    """One sync (or only ``steps``, comma-separated), as ``make sync`` runs it; prints a JSON line
+    when it ends."""
+    import dagster as dg
+
+    from entra_pipeline.definitions import SYNC_JOB, build_defs
+
+    defs = build_defs(config, warehouse)
+    selection = [dg.AssetKey(step) for step in steps.split(",")] if steps else None
+    result = defs.resolve_job_def(SYNC_JOB).execute_in_process(
+        partition_key="reliability", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        asset_selection=selection)
+    order = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    failures = [e.step_key for e in result.get_step_failure_events()]
+    print(json.dumps({"success": result.success, "failed_steps": failures, "order": order}), flush=True)
+
+
+def _sync(config: Path, warehouse: Path, kill_after: float | None = None, steps: list[str] | None = None) -> dict:
+    command = [sys.executable, "-m", "entra_pipeline.reliability", "--child", str(config), str(warehouse),
+               ",".join(steps or [])]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if kill_after is not None:
+        try:
+            child.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGKILL)
+            child.communicate()
+            return {"killed": True}
+    out, err = child.communicate()
+    lines = [l for l in out.splitlines() if l.startswith("{")]
+    if not lines:
+        return {"killed": kill_after is not None, "success": False, "error": err[-2000:]}
+    return {"killed": False, **json.loads(lines[-1])}
+
+
+def snapshot(warehouse: Path) -> dict[str, list[str]]:
+    """Every directory-derived table's rows, without run ids and timestamps, sorted."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
+        result = {}
+        for table in tables:
+            if table in RUN_LOG:
+                continue
+            columns = [r[0] for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? ORDER BY column_index",
+                [table]).fetchall() if r[0] not in RUN_COLUMNS]
+            quoted = ", ".join(f'"{c}"' for c in columns)
+            result[table] = sorted(map(repr, con.execute(f'SELECT {quoted} FROM "{table}"').fetchall()))
+        return result
+    finally:
+        con.close()
+
+
+def _differences(a: dict, b: dict) -> list[str]:
+    return sorted(t for t in set(a) | set(b) if a.get(t) != b.get(t))
+
+
+def fault_runs(emulator, workdir: Path, config: Path, clean: dict, runs: int) -> list[dict]:
+    from entra_pipeline.emulator.faults import FaultProfile
+
+    results = []
+    for n in range(1, runs + 1):
+        warehouse = workdir / f"fault-{n}.duckdb"
+        emulator.faults.profile = FaultProfile(seed=n, **FAULTS)
+        started = time.monotonic()
+        outcome = _sync(config, warehouse)
+        seconds = time.monotonic() - started
+        hits = dict(emulator.faults.profile_hits)
+        emulator.faults.clear()
+        differing = _differences(snapshot(warehouse), clean) if outcome.get("success") else ["(sync failed)"]
+        results.append({"run": n, "success": bool(outcome.get("success")), "identical": not differing,
+                        "differing": differing, "faults": hits, "seconds": round(seconds, 1),
+                        "failed_steps": outcome.get("failed_steps", [])})
+        print(f"  fault run {n}: {'identical' if not differing else 'DIFFERENT: ' + ', '.join(differing)} "
+              f"({hits}, {seconds:.1f} s)", flush=True)
+    return results
+
+
+def _change(emulator, rng: random.Random) -> None:
+    """A few ordinary changes: updates, a new user, a deletion, a group move."""
+    directory = emulator.directory
+    users = [u["id"] for u in directory.users]
+    for uid in rng.sample(users, 20):
+        emulator.update_user(uid, {"jobTitle": f"Title {rng.randrange(50)}"})
+    emulator.hard_delete_user(rng.choice(users))
+    groups = [g["id"] for g in directory.groups if directory.members.get(g["id"])]
+    new = emulator.add_user({"id": f"00000000-0000-4000-8000-{rng.randrange(10**12):012d}",
+                             "userPrincipalName": f"kill.{rng.randrange(10**9)}@contoso.com",
+                             "displayName": "Kill Run", "mail": f"kill.{rng.randrange(10**9)}@contoso.com"})
+    emulator.add_member(rng.choice(groups), new["id"])
+
+
+def kill_runs(emulator, workdir: Path, config: Path, base: Path, runs: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    results = []
+    for n in range(1, runs + 1):
+        _change(emulator, rng)
+        before = snapshot(base)
+        reference, killed = workdir / f"ref-{n}.duckdb", workdir / f"kill-{n}.duckdb"
+        for target in (reference, killed):
+            shutil.copyfile(base, target)
+        # The committed states a killed run may leave: before it, and after each step in turn.
+        states = [before]
+        for step in STEP_ORDER:
+            outcome = _sync(config, reference, steps=[step])
+            if not outcome.get("success"):
+                raise SystemExit(f"reference step {step} of kill run {n} failed: {outcome}")
+            states.append(snapshot(reference))
+        after = states[-1]
+        kill_after = rng.uniform(0.5, 6.0)
+        outcome = _sync(config, killed, kill_after)
+        if not outcome.get("killed") and outcome.get("order") != STEP_ORDER:
+            raise SystemExit(f"the sync ran its steps as {outcome.get('order')}, not {STEP_ORDER}")
+        state = snapshot(killed)
+        matches = [k for k, s in enumerate(states) if not _differences(state, s)]
+        resumed = _sync(config, killed)
+        differing = _differences(snapshot(killed), after) if resumed.get("success") else ["(next sync failed)"]
+        ok = bool(matches) and not differing
+        last = ("nothing" if matches[-1] == 0 else STEP_ORDER[matches[-1] - 1]) if matches else None
+        results.append({"run": n, "kill_after_s": round(kill_after, 2), "killed": outcome.get("killed", False),
+                        "last_committed": last, "next_sync_ok": bool(resumed.get("success")),
+                        "next_sync_identical": not differing, "ok": ok})
+        print(f"  kill run {n}: killed at {kill_after:.2f} s ({'killed' if outcome.get('killed') else 'had finished'}), "
+              f"warehouse as committed after: {last or 'NONE OF THE COMMITTED STATES'}, next sync "
+              f"{'identical' if not differing else 'DIFFERENT: ' + ', '.join(differing)}", flush=True)
+        # The next kill run starts from this run's result: directory and warehouse move on together.
+        shutil.copyfile(reference, base)
+    return results
+
+
+def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds: float) -> str:
+    faults_total: dict[str, int] = {}
+    for r in fault_results:
+        for kind, count in r["faults"].items():
+            faults_total[kind] = faults_total.get(kind, 0) + count
+    identical = sum(r["identical"] for r in fault_results)
+    kills_ok = sum(r["ok"] for r in kill_results)
+    killed = sum(r["killed"] for r in kill_results)
+    lines = [
+        "# Reliability",
+        "",
+        "Written by `make reliability` (`python -m entra_pipeline.reliability`). "
+        f"Tenant: {USERS:,} users, {GROUPS:,} groups (the emulator, seed 1), the mapping with a custom field "
+        "and the manager's mail, an exclusion rule, every group list plus a custom list.",
+        "",
+        f"Last run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores. "
+        f"A clean sync takes {clean_seconds:.1f} s (child process, imports included).",
+        "",
+        "## Fault runs",
+        "",
+        f"Each syncs a fresh warehouse while the emulator answers a seeded share of Graph requests with "
+        f"429 + Retry-After ({FAULTS['throttle']:.0%}), 503 with or without Retry-After "
+        f"({FAULTS['unavailable']:.0%}) or a connection dropped mid-body ({FAULTS['drop']:.0%}), and tokens "
+        f"the client believes valid for {TOKEN_REPORTED_TTL_SECONDS // 60} minutes are rejected after "
+        f"{TOKEN_TTL_SECONDS} s. Compared with a clean run, table by table (run ids, timestamps and the "
+        "run log left out).",
+        "",
+        f"**{identical}/{len(fault_results)} identical to the clean run.** Faults injected in all: "
+        + ", ".join(f"{n:,} {k}" for k, n in sorted(faults_total.items())) + ".",
+        "",
+        "| run | identical | faults | seconds | failed steps |",
+        "|---:|---|---|---:|---|",
+        *(f"| {r['run']} | {'yes' if r['identical'] else 'NO: ' + ', '.join(r['differing'])} | "
+          f"{', '.join(f'{k} {v}' for k, v in sorted(r['faults'].items())) or 'none'} | {r['seconds']} | "
+          f"{', '.join(r['failed_steps']) or '-'} |" for r in fault_results),
+        "",
+        "## Kill runs",
+        "",
+        "Each changes the directory (20 updated users, a deleted one, a new one joining a group), then "
+        "SIGKILLs a sync started from the last synced warehouse at a seeded moment between 0.5 and 6 s "
+        "(the child process needs about 2 s to start). The killed warehouse must equal one of the states "
+        "the run commits (before it, or after each of its steps in turn, as the same changes synced "
+        "step by step give them), and the next sync must give the uninterrupted run's warehouse.",
+        "",
+        f"**{kills_ok}/{len(kill_results)} kill runs left only whole tables and recovered** "
+        f"({killed} were killed mid-run; the others had finished before the signal).",
+        "",
+        "| run | killed at s | killed | warehouse as committed after | next sync identical |",
+        "|---:|---:|---|---|---|",
+        *(f"| {r['run']} | {r['kill_after_s']} | {'yes' if r['killed'] else 'finished'} | "
+          f"{r['last_committed'] or 'NONE of the committed states'} | "
+          f"{'yes' if r['next_sync_identical'] else 'NO'} |" for r in kill_results),
+        "",
+    ]
+    text = "\n".join(lines)
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WAREHOUSE", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--fault-runs", type=int, default=20)
+    parser.add_argument("--kill-runs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/reliability.md")
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(*args.child)
+        return 0
+    from entra_pipeline.emulator.directory import generate_directory
+    from entra_pipeline.emulator.server import Emulator
+
+    os.environ.setdefault(SECRET_ENV, "reliability-client-secret")
+    with tempfile.TemporaryDirectory(prefix="entra-reliability-") as tmp:
+        workdir = Path(tmp)
+        emulator = Emulator(generate_directory(users=USERS, groups=GROUPS, seed=args.seed), tenant_id=TENANT_ID,
+                            client_id=CLIENT_ID, client_secret=os.environ[SECRET_ENV], cert_dir=workdir / "certs",
+                            token_ttl=TOKEN_TTL_SECONDS)
+        emulator.token_reported_ttl = TOKEN_REPORTED_TTL_SECONDS
+        emulator.start()
+        try:
+            config = workdir / "integrations.yaml"
+            config.write_text(yaml.safe_dump(_config(emulator.base_url, emulator.ca_path)))
+            base = workdir / "clean.duckdb"
+            started = time.monotonic()
+            outcome = _sync(config, base)
+            clean_seconds = time.monotonic() - started
+            if not outcome.get("success"):
+                raise SystemExit(f"the clean sync failed: {outcome}")
+            clean = snapshot(base)
+            print(f"clean sync: {clean_seconds:.1f} s; {args.fault_runs} fault runs ...", flush=True)
+            faults = fault_runs(emulator, workdir, config, clean, args.fault_runs)
+            print(f"{args.kill_runs} kill runs ...", flush=True)
+            kills = kill_runs(emulator, workdir, config, base, args.kill_runs, args.seed)
+        finally:
+            emulator.stop()
+    identical = sum(r["identical"] for r in faults)
+    recovered = sum(r["ok"] for r in kills)
+    print(f"fault runs identical to a clean run: {identical}/{len(faults)}; kill runs whole and recovered: "
+          f"{recovered}/{len(kills)}")
+    if not args.no_doc:
+        write_doc(faults, kills, clean_seconds)
+        print(f"wrote {DOC.relative_to(PROJECT_ROOT)}")
+    return 0 if identical == len(faults) and recovered == len(kills) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

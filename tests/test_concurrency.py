@@ -1,0 +1,69 @@
+"""Several integrations syncing at once, in separate processes, into one warehouse file, while an
+analyst's read-only session keeps querying it: nobody sees a lock error, nothing is lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from conftest import SECRET, SECRET_ENV, expected_contacts, integration, write_config
+from entra_pipeline.warehouse import connect
+
+KEYS = ["alpha", "beta", "gamma", "delta"]
+RUN = """
+import sys, dagster as dg
+from entra_pipeline.definitions import SYNC_JOB, build_defs
+defs = build_defs(sys.argv[1], sys.argv[2])
+result = defs.resolve_job_def(SYNC_JOB).execute_in_process(
+    partition_key=sys.argv[3], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+sys.exit(0 if result.success else 1)
+"""
+
+
+def test_four_integrations_sync_at_once_while_an_analyst_reads(tmp_path, emulator, directory):
+    config = write_config(tmp_path / "integrations.yaml", *(integration(key, emulator) for key in KEYS))
+    warehouse = tmp_path / "warehouse.duckdb"
+    env = {**os.environ, SECRET_ENV: SECRET}
+    reads, errors, stop = [], [], threading.Event()
+
+    def analyst() -> None:
+        while not stop.is_set():
+            try:
+                if warehouse.exists():
+                    con = connect(warehouse, read_only=True, wait_seconds=120)
+                    try:
+                        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+                        reads.append(con.execute("SELECT count(*) FROM contacts").fetchone()[0]
+                                     if "contacts" in tables else 0)
+                    finally:
+                        con.close()
+            except Exception as exc:  # noqa: BLE001 - every error is a finding
+                errors.append(f"{type(exc).__name__}: {exc}")
+            time.sleep(0.05)
+
+    reader = threading.Thread(target=analyst)
+    reader.start()
+    try:
+        syncs = [subprocess.Popen([sys.executable, "-c", RUN, str(config), str(warehouse), key], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for key in KEYS]
+        outcomes = [(proc.wait(timeout=600), proc.stderr.read()) for proc in syncs]
+    finally:
+        stop.set()
+        reader.join()
+
+    assert [code for code, _ in outcomes] == [0] * len(KEYS), [err[-2000:] for code, err in outcomes if code]
+    assert not any("lock" in err.lower() and "error" in err.lower() for _, err in outcomes)
+    assert errors == []
+    assert len(reads) > 10 and max(reads) > 0  # the analyst kept reading while the syncs ran
+    con = connect(warehouse, read_only=True)
+    try:
+        for key in KEYS:
+            rows = dict(con.execute("SELECT source_id, contact_id FROM contacts WHERE integration = ?",
+                                    [key]).fetchall())
+            assert rows == expected_contacts(directory), key
+            assert con.execute("SELECT count(*) FROM sync_runs WHERE integration = ?", [key]).fetchone()[0] == 1
+    finally:
+        con.close()
