@@ -162,7 +162,8 @@ def _change(emulator, rng: random.Random) -> None:
     emulator.add_member(rng.choice(groups), new["id"])
 
 
-def kill_runs(emulator, workdir: Path, config: Path, base: Path, runs: int, seed: int) -> list[dict]:
+def kill_runs(emulator, workdir: Path, config: Path, base: Path, runs: int, seed: int,
+              window: float) -> list[dict]:
     rng = random.Random(seed)
     results = []
     for n in range(1, runs + 1):
@@ -179,7 +180,7 @@ def kill_runs(emulator, workdir: Path, config: Path, base: Path, runs: int, seed
                 raise SystemExit(f"reference step {step} of kill run {n} failed: {outcome}")
             states.append(snapshot(reference))
         after = states[-1]
-        kill_after = rng.uniform(0.5, 6.0)
+        kill_after = rng.uniform(0.5, window)
         outcome = _sync(config, killed, kill_after)
         if not outcome.get("killed") and outcome.get("order") != STEP_ORDER:
             raise SystemExit(f"the sync ran its steps as {outcome.get('order')}, not {STEP_ORDER}")
@@ -212,8 +213,9 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
         "# Reliability",
         "",
         "Written by `make reliability` (`python -m entra_pipeline.reliability`). "
-        f"Tenant: {USERS:,} users, {GROUPS:,} groups (the emulator, seed 1), the mapping with a custom field "
-        "and the manager's mail, an exclusion rule, every group list plus a custom list.",
+        f"Tenant: {USERS:,} users, {GROUPS:,} groups (the emulator, seed 1, delta pages of 50 objects and "
+        "200 members), the mapping with a custom field and the manager's mail, an exclusion rule, every "
+        "group list plus a custom list.",
         "",
         f"Last run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores. "
         f"A clean sync takes {clean_seconds:.1f} s (child process, imports included).",
@@ -239,8 +241,9 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
         "## Kill runs",
         "",
         "Each changes the directory (20 updated users, a deleted one, a new one joining a group), then "
-        "SIGKILLs a sync started from the last synced warehouse at a seeded moment between 0.5 and 6 s "
-        "(the child process needs about 2 s to start). The killed warehouse must equal one of the states "
+        "SIGKILLs a sync started from the last synced warehouse at a seeded moment between 0.5 s and the "
+        "clean sync's duration (the child process needs about 2 s to start). The killed warehouse must "
+        "equal one of the states "
         "the run commits (before it, or after each of its steps in turn, as the same changes synced "
         "step by step give them), and the next sync must give the uninterrupted run's warehouse.",
         "",
@@ -281,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                             client_id=CLIENT_ID, client_secret=os.environ[SECRET_ENV], cert_dir=workdir / "certs",
                             token_ttl=TOKEN_TTL_SECONDS)
         emulator.token_reported_ttl = TOKEN_REPORTED_TTL_SECONDS
+        # Small delta pages: more requests per sync, so each run meets more faults.
+        emulator.delta_page_size, emulator.delta_members_per_page = 50, 200
         emulator.start()
         try:
             config = workdir / "integrations.yaml"
@@ -295,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clean sync: {clean_seconds:.1f} s; {args.fault_runs} fault runs ...", flush=True)
             faults = fault_runs(emulator, workdir, config, clean, args.fault_runs)
             print(f"{args.kill_runs} kill runs ...", flush=True)
-            kills = kill_runs(emulator, workdir, config, base, args.kill_runs, args.seed)
+            # Kills land anywhere from the child's start-up to the end of an uninterrupted sync.
+            kills = kill_runs(emulator, workdir, config, base, args.kill_runs, args.seed, clean_seconds)
         finally:
             emulator.stop()
     identical = sum(r["identical"] for r in faults)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from typing import Callable
 from dataclasses import dataclass
 
 __all__ = ["Fault", "FaultInjector", "FaultProfile", "ProfileFault"]
@@ -53,6 +54,8 @@ __all__ = ["Fault", "FaultInjector", "FaultProfile", "ProfileFault"]
 #: Kinds of fault. "status" answers with an error; "truncate_paging" drops @odata.nextLink.
 STATUS = "status"
 TRUNCATE_PAGING = "truncate_paging"
+#: "rewrite": the real answer, passed through a function the test gives (broken Graph answers).
+REWRITE = "rewrite"
 
 #: Request-level kinds of the random profile, in the order their probability bands are laid out.
 REQUEST_KINDS = ("throttle", "unavailable", "gateway_timeout", "drop", "malformed", "slow")
@@ -124,6 +127,10 @@ class Fault:
     retry_after: int | None = None
     body: dict | None = None
     hits: int = 0
+    #: For "rewrite": the parsed JSON answer (None if it is not JSON) -> the new body (dict or
+    #: list as JSON, str or bytes as they are), with ``content_type`` replacing the answer's.
+    transform: Callable[[object], object] | None = None
+    content_type: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -162,6 +169,19 @@ class FaultInjector:
         self._check_times(times)
         fault = Fault(STATUS, path=path, method=method, remaining=times, status=status,
                       retry_after=retry_after, body=body)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def rewrite(self, path: str, transform: Callable[[object], object], *, times: int | None = 1,
+                method: str | None = "GET", status: int | None = None, content_type: str | None = None) -> Fault:
+        """Pass the next ``times`` answers to matching Graph requests through ``transform`` (the
+        parsed JSON answer -> the body to send instead; dicts and lists go out as JSON, str and
+        bytes as they are), optionally with another ``status`` and ``content_type``: an item
+        without ``id``, a ``null`` where a list belongs, a proxy's HTML page."""
+        self._check_times(times)
+        fault = Fault(REWRITE, path=path, method=method, remaining=times, status=status or 0,
+                      transform=transform, content_type=content_type)
         with self._lock:
             self._faults.append(fault)
         return fault

@@ -61,6 +61,10 @@ back inside a 200 batch. A fault on the path ``/v1.0/$batch`` (method
 requests served (a batch is one); ``batched_request_count`` and
 ``batched_request_log`` count and record the sub-requests.
 
+``faults.rewrite(path, transform, times=, status=, content_type=)`` passes the
+next matching Graph answers (outside ``$batch``) through a test's function:
+broken answers such as an item without ``id`` or a proxy's HTML page.
+
 ``faults.profile = FaultProfile(seed, throttle=..., ...)`` (:mod:`.faults`)
 adds seeded random faults to Graph requests (``/v1.0/...``, never the
 identity endpoints): 429 with ``Retry-After``, 503/504 with or without it,
@@ -184,7 +188,7 @@ from .delta import (
     TokenError,
     paginate,
 )
-from .faults import STATUS, TRUNCATE_PAGING, Fault, FaultInjector, ProfileFault
+from .faults import REWRITE, STATUS, TRUNCATE_PAGING, Fault, FaultInjector, ProfileFault
 from .odata import (
     EntitySchema,
     ODataError,
@@ -801,6 +805,9 @@ class Emulator:
             log.exception("emulator: internal error on %s %s", method, target)
             drawn = None
             response = self._graph_error(request, _GraphError(500, "UnknownError", "Internal emulator error."))
+        rewrite = None if identity else self.faults.take(REWRITE, request.method, path)
+        if rewrite is not None:
+            self._rewrite(response, rewrite)
         if drawn is not None:
             self.faults.record(drawn)
             if drawn.kind == "drop":
@@ -814,6 +821,21 @@ class Emulator:
             self.request_log.append((request.method, target, response.status))
         self._last_activity = time.monotonic()
         return response
+
+    @staticmethod
+    def _rewrite(response: _Response, fault: Fault) -> None:
+        """A scripted "rewrite" fault: the answer's body through the test's function."""
+        try:
+            parsed = json.loads(response.body)
+        except ValueError:
+            parsed = None
+        body = fault.transform(parsed)
+        response.body = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else _json(body)
+        if fault.status:
+            response.status = fault.status
+        if fault.content_type:
+            response.headers = [(k, v) for k, v in response.headers if k.lower() != "content-type"]
+            response.headers.append(("Content-Type", fault.content_type))
 
     @staticmethod
     def _profile_fault(drawn: ProfileFault) -> Fault:
