@@ -476,3 +476,19 @@ def test_check_config_names_the_unset_secret_variable(tmp_path, emulator):
         f"{unset} (source.client_secret_env) is not set",
     ]
     assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_a_token_that_expires_during_long_retries_is_renewed_again(make_sync, emulator, directory):
+    # One request outlives two tokens: throttled (Retry-After 6 s), its token expired, renewed;
+    # throttled again, the new token expired too, renewed again; then it is answered.
+    sync = make_sync(integration("acme", emulator, source={"max_retry_after_seconds": 10}))
+    faults = []
+    for _ in range(2):
+        faults.append(emulator.faults.add(429, path="/v1.0/users/delta", times=1, retry_after=6))
+        faults.append(emulator.faults.add(401, path="/v1.0/users/delta", times=1, body=EXPIRED))
+    result = sync.run("acme")
+    assert result.success, failure_messages(result)
+    assert [f.hits for f in faults] == [1, 1, 1, 1]
+    meta = step_metadata(result, "raw_graph_users")
+    assert meta["graph_token_requests"] == 3  # the first token and two renewals
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)

@@ -5,7 +5,9 @@
   ``Retry``: ``Retry-After`` is honoured when Graph sends it (429, 503 and 504), otherwise capped
   exponential backoff with jitter. A connection dropped in the middle of a body, and a success
   whose JSON is cut short, are retried here the same number of times.
-- A rejected access token (401) is renewed once and the request repeated.
+- A rejected access token (401) is renewed and the request repeated; a token rejected right
+  after it was renewed is not renewed again (a sign-in problem, reported), one that expired
+  during a long run of retries is.
 - Every failure is one ``GraphError`` naming the request (method, path) and Graph's request-id.
 - ``batch_get`` sends GETs through JSON batching (``POST /v1.0/$batch``, at most 20 a request);
   sub-requests answered 429/500/502/503/504 are re-batched and retried, waiting for the largest
@@ -64,6 +66,9 @@ class DeltaExpired(GraphError):
     """Graph no longer knows the stored delta state (400 syncStateNotFound, 410 resyncRequired):
     a full round has to start again."""
 
+
+#: A token rejected within this many seconds of being renewed is not renewed again.
+FRESH_TOKEN_SECONDS = 5.0
 
 # A body cut short after the headers arrived (a connection dropped mid-answer).
 _BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
@@ -216,12 +221,12 @@ class GraphClient:
 
     def _send(self, method: str, url: str, *, params: dict | None = None, headers: dict | None = None,
               json_body: dict | None = None) -> requests.Response:
-        """One request with a valid token (renewed once on a 401), retried by urllib3 until the
+        """One request with a valid token (renewed on a 401, see FRESH_TOKEN_SECONDS), retried by urllib3 until the
         headers arrive and here when the body is cut short; raises GraphError only when no whole
         answer came at all."""
         token = self._token()
-        renewed = False
-        cut_short = 0
+        renewed_at: float | None = None
+        renewals = cut_short = 0
         while True:
             request_headers = {
                 "Authorization": f"Bearer {token}",
@@ -246,10 +251,16 @@ class GraphClient:
                 raise GraphError(f"{method} {_describe(url)} failed after retries: {type(exc).__name__}: "
                                  f"{_short(str(exc))}", transient=True) from None
             self._count(response)
-            if response.status_code == 401 and not renewed and _error_code(response) == "InvalidAuthenticationToken":
-                renewed = True  # renew the token once: it may have expired or been revoked mid-run
-                token = self._token(rejected=token)
-                continue
+            if response.status_code == 401 and _error_code(response) == "InvalidAuthenticationToken":
+                # The token expired or was revoked mid-run: renew it and ask again. A token Graph
+                # rejects as soon as it was issued is not renewed again (a sign-in problem), but
+                # one that expired during a long run of retries (Retry-After waits) is.
+                fresh = renewed_at is not None and time.monotonic() - renewed_at < FRESH_TOKEN_SECONDS
+                if not fresh and renewals <= self.settings.max_retries:
+                    renewals += 1
+                    renewed_at = time.monotonic()
+                    token = self._token(rejected=token)
+                    continue
             return response
 
     def _pause(self, attempt: int) -> None:
