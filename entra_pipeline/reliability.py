@@ -241,8 +241,8 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
         "## Kill runs",
         "",
         "Each changes the directory (20 updated users, a deleted one, a new one joining a group), then "
-        "SIGKILLs a sync started from the last synced warehouse at a seeded moment between 0.5 s and the "
-        "clean sync's duration (the child process needs about 2 s to start). The killed warehouse must "
+        "SIGKILLs a sync started from the last synced warehouse at a seeded moment between 0.5 s and 90% "
+        "of the clean sync's duration (the child process needs about 2 s to start). The killed warehouse must "
         "equal one of the states "
         "the run commits (before it, or after each of its steps in turn, as the same changes synced "
         "step by step give them), and the next sync must give the uninterrupted run's warehouse.",
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             faults = fault_runs(emulator, workdir, config, clean, args.fault_runs)
             print(f"{args.kill_runs} kill runs ...", flush=True)
             # Kills land anywhere from the child's start-up to the end of an uninterrupted sync.
-            kills = kill_runs(emulator, workdir, config, base, args.kill_runs, args.seed, clean_seconds)
+            kills = kill_runs(emulator, workdir, config, base, args.kill_runs, args.seed, 0.9 * clean_seconds)
         finally:
             emulator.stop()
     identical = sum(r["identical"] for r in faults)
