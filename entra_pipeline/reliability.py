@@ -230,12 +230,12 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
         "run log left out).",
         "",
         f"**{identical}/{len(fault_results)} identical to the clean run.** Faults injected in all: "
-        + ", ".join(f"{n:,} {k}" for k, n in sorted(faults_total.items())) + ".",
+        + ", ".join(f"{n:,} {k}" for k, n in sorted(faults_total.items()) if n) + ".",
         "",
         "| run | identical | faults | seconds | failed steps |",
         "|---:|---|---|---:|---|",
         *(f"| {r['run']} | {'yes' if r['identical'] else 'NO: ' + ', '.join(r['differing'])} | "
-          f"{', '.join(f'{k} {v}' for k, v in sorted(r['faults'].items())) or 'none'} | {r['seconds']} | "
+          f"{', '.join(f'{k} {v}' for k, v in sorted(r['faults'].items()) if v) or 'none'} | {r['seconds']} | "
           f"{', '.join(r['failed_steps']) or '-'} |" for r in fault_results),
         "",
         "## Kill runs",

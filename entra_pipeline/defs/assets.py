@@ -1,7 +1,8 @@
 """The sync, left to right: raw Graph users and groups -> mapped contacts -> filtered contacts ->
-distribution lists. One partition per integration; each asset replaces its own integration's rows
-in one transaction, so a failed or blocked asset leaves its previous rows intact, the assets after
-it do not run, and no asset touches another integration.
+distribution lists. One partition per integration; each asset brings its own integration's rows up
+to date in one transaction (all of them, or only what the change log says changed), so a failed or
+blocked asset leaves its previous rows intact, the assets after it do not run, and no asset
+touches another integration.
 """
 
 import hashlib
@@ -416,8 +417,10 @@ def build_assets(partitions: dg.PartitionsDefinition,
         check_specs=c.specs(c.DIRECTORY_USERS_MAPPED, c.CONTACTS_HAVE_UNIQUE_ID, c.UNIQUE_CONTACT_IDS_DISTINCT,
                             c.CONTACT_VALUES_VALID, c.EXTENSION_ATTRIBUTES_DECIDED),
         description="Every directory user with a usable Unique Contact ID, mapped to contact fields (emails "
-                    "lower-cased). Users without one, and duplicates, become import errors. Replaces this "
-                    "integration's rows and mapping errors in one transaction.",
+                    "lower-cased). Users without one, and duplicates, become import errors. Maps the users "
+                    "changed since it last ran (and everyone sharing a Unique Contact ID with them), or all "
+                    "of them after a full read or a mapping change; rows and mapping errors change in one "
+                    "transaction.",
     )
     def mapped_contacts(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                         warehouse: WarehouseResource):
@@ -428,9 +431,10 @@ def build_assets(partitions: dg.PartitionsDefinition,
         **common, kinds={"duckdb"}, deps=[mapped_contacts],
         check_specs=c.specs(c.EXCLUSIONS_KEEP_CONTACTS, c.CONTACT_REMOVALS_WITHIN_LIMIT),
         description="The synced contacts: mapped contacts that no exclusion rule removed (table contacts), and "
-                    "who was excluded by which rule (table excluded_contacts). Replaces this integration's "
-                    "rows of both in one transaction, appends who joined, changed or left to contact_changes, "
-                    "and in the same transaction takes people who are no longer contacts off every list.",
+                    "who was excluded by which rule (table excluded_contacts). Applies the exclusions to the "
+                    "contacts that changed (all of them after a rule change) and updates both tables in one "
+                    "transaction, appends who joined, changed or left to contact_changes, and in the same "
+                    "transaction takes people who are no longer contacts off every list.",
     )
     def filtered_contacts(context: dg.AssetExecutionContext, config: SyncRunConfig,
                           integrations: IntegrationsResource, warehouse: WarehouseResource):
@@ -442,7 +446,9 @@ def build_assets(partitions: dg.PartitionsDefinition,
         check_specs=c.specs(c.SELECTED_LISTS_RESOLVED, c.NO_LIST_REMOVED, c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT),
         description="Selected directory groups as distribution lists, resolved to contacts: nested groups "
                     "flattened (cycle-safe), only synced contacts as members. Lists change in Entra ID, not "
-                    "here. Replaces this integration's lists, members and list errors in one transaction.",
+                    "here. Rebuilds the lists whose groups changed shape and recomputes the people whose "
+                    "memberships or contact status changed (everything after a full read or a selection "
+                    "change); lists, members and list errors change in one transaction.",
     )
     def distribution_lists(context: dg.AssetExecutionContext, config: SyncRunConfig,
                            integrations: IntegrationsResource, warehouse: WarehouseResource):
