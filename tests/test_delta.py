@@ -385,12 +385,7 @@ def test_manager_fields_through_delta(tenant, make_sync, tmp_path):
     assert any(directory.manager(uid) and directory.manager(uid)[0] == USER and manager_mail(uid) is None
                for uid in kept)
     # ... and every table is what a first sync of the same directory writes.
-    fresh = Sync(write_config(tmp_path / "fresh.yaml", integration("acme", tenant, mapping=mapping)),
-                 tmp_path / "fresh.duckdb")
-    synced(fresh)
-    ours, theirs = sync.snapshot(content_only=True), fresh.snapshot(content_only=True)
-    for table in FRESH_EQUAL:
-        assert ours[table] == theirs[table], table
+    assert_same_as_fresh_sync(sync, tenant, tmp_path, "fresh", mapping=mapping)
 
 
 # -- guards ----------------------------------------------------------------------------------------
@@ -529,9 +524,11 @@ FRESH_EQUAL = ["raw_graph_users", "raw_graph_groups", "raw_graph_group_members",
                "distribution_list_members", "distribution_list_non_members", "import_errors"]
 
 
-def assert_same_as_fresh_sync(sync: Sync, tenant, tmp_path, name: str) -> None:
-    """Every derived table equals what a first sync of the same directory writes."""
-    fresh = Sync(write_config(tmp_path / f"{name}.yaml", integration("acme", tenant)), tmp_path / f"{name}.duckdb")
+def assert_same_as_fresh_sync(sync: Sync, tenant, tmp_path, name: str, **overrides) -> None:
+    """Every derived table equals what a first sync of the same directory writes (with the same
+    integration ``overrides``)."""
+    fresh = Sync(write_config(tmp_path / f"{name}.yaml", integration("acme", tenant, **overrides)),
+                 tmp_path / f"{name}.duckdb")
     synced(fresh)
     ours, theirs = sync.snapshot(content_only=True), fresh.snapshot(content_only=True)
     for table in FRESH_EQUAL:
@@ -654,12 +651,7 @@ def test_custom_lists_follow_changed_contacts(tenant, make_sync, tmp_path):
     assert members == expected and kept[joining] in members and kept[leaving] not in members
     assert sync.query("SELECT member_count FROM distribution_lists WHERE list_id = 'custom:sales-team'") == [
         (len(expected),)]
-    fresh = Sync(write_config(tmp_path / "fresh.yaml", integration("acme", tenant, distribution_lists=custom)),
-                 tmp_path / "fresh.duckdb")
-    synced(fresh)
-    ours, theirs = sync.snapshot(content_only=True), fresh.snapshot(content_only=True)
-    for table in FRESH_EQUAL:
-        assert ours[table] == theirs[table], table
+    assert_same_as_fresh_sync(sync, tenant, tmp_path, "fresh", distribution_lists=custom)
 
 
 def test_a_delta_link_for_another_graph_endpoint_is_never_followed(sync, tenant):
