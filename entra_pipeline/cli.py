@@ -1,4 +1,5 @@
-"""Command line: ``python -m entra_pipeline sync | preview | query | check-config | demo-tenant stop``.
+"""Command line: ``python -m entra_pipeline sync | preview | query | delete-integration | check-config |
+demo-tenant stop``.
 
 ``sync`` runs the same Dagster job as the schedules, one run per integration, recorded in the
 Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary. ``preview``
@@ -146,6 +147,39 @@ def query(sql: str, wait_seconds: float) -> int:
     return 0
 
 
+def delete_integration(key: str, confirm: str | None) -> int:
+    """Remove one integration's rows from every warehouse table, in one transaction; the other
+    integrations' rows are not touched. Refused without ``--confirm KEY`` repeating the key."""
+    from entra_pipeline.warehouse import connect, store, warehouse_path
+    from entra_pipeline.warehouse.store import transaction
+
+    database = warehouse_path()
+    if not database.exists():
+        print(f"{database}: no warehouse", file=sys.stderr)
+        return 2
+    con = connect(database)
+    try:
+        present = store.integrations_in_warehouse(con)
+        if key not in present:
+            print(f"integration {key!r} has no rows in {database} (present: {', '.join(present) or 'none'})",
+                  file=sys.stderr)
+            return 2
+        if confirm != key:
+            print(f"integration {key!r} holds {present[key]:,} contacts in {database}; this removes its contacts, "
+                  f"lists, errors, history and delta state for good. Repeat the key to confirm: "
+                  f"--confirm {key}", file=sys.stderr)
+            return 2
+        with transaction(con):
+            removed = store.delete_integration(con, key)
+    finally:
+        con.close()
+    configured = key in load_integrations().keys
+    print(f"deleted integration {key!r}: {sum(removed.values()):,} rows from "
+          f"{sum(1 for n in removed.values() if n)} tables"
+          + (f" (it is still in the integrations file: the next sync of {key!r} starts afresh)" if configured else ""))
+    return 0
+
+
 def check_config() -> int:
     integrations = load_integrations()
     problems = 0
@@ -177,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     query_parser.add_argument("sql")
     query_parser.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
                               help="how long to wait while a sync holds the warehouse (default 300)")
+    delete_parser = commands.add_parser(
+        "delete-integration", help="remove one integration's rows from the warehouse (asks for --confirm KEY)")
+    delete_parser.add_argument("integration", metavar="KEY")
+    delete_parser.add_argument("--confirm", metavar="KEY", help="the same key again: the deletion is for good")
     commands.add_parser("check-config", help="validate the integrations file and secret variables")
     demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
     demo.add_argument("action", choices=["stop"])
@@ -190,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_config()
         if args.command == "query":
             return query(args.sql, args.wait)
+        if args.command == "delete-integration":
+            return delete_integration(args.integration, args.confirm)
         from entra_pipeline.demo_tenant import stop_all
 
         print(f"stopped {stop_all()} demo tenant(s)")

@@ -159,7 +159,8 @@ def _checked_write(stage: _Stage, results: list[dg.AssetCheckResult], write: Cal
 
 
 def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: Integration,
-                graph: GraphResource, warehouse: WarehouseResource, fields: set[str]) -> Iterator:
+                graph: GraphResource, warehouse: WarehouseResource, fields: set[str],
+                orphaned: dg.AssetCheckResult) -> Iterator:
     """read: list — every user through /users (with $count), replacing the integration's rows."""
     select, expand = graph_select_for(fields), manager_expand_for(fields)
     progress = _progress(context)
@@ -183,7 +184,7 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
     with warehouse.get_connection() as con:
         previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
     checks = [c.users_complete_result(users, integration.source.page_size),
-              c.directory_not_empty_result(len(users.items), previous)]
+              c.directory_not_empty_result(len(users.items), previous), orphaned]
     yield from _checked_write(stage, checks, write)
 
 
@@ -311,7 +312,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
                                  backoff=dg.Backoff.EXPONENTIAL) if runs.step_retries else None
 
     @dg.asset(
-        **common, kinds={"azure", "duckdb"}, check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY),
+        **common, kinds={"azure", "duckdb"},
+        check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY, c.NO_ORPHANED_DATA),
         retry_policy=graph_retry,
         description="Directory users read from Microsoft Graph, only the properties the mapping and exclusions "
                     "need. With read: delta (the default) the first sync is a full /users/delta round and later "
@@ -321,18 +323,22 @@ def build_assets(partitions: dg.PartitionsDefinition,
     )
     def raw_graph_users(context: dg.AssetExecutionContext, config: RawReadConfig,
                         integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
-        integration = integrations.get(context.partition_key)
+        configured = integrations.load()
+        integration = configured.get(context.partition_key)
         stage = _Stage(context, integration)
         fields = integration.imported_fields()
+        with warehouse.get_connection() as con:
+            orphans = {k: n for k, n in store.integrations_in_warehouse(con).items() if k not in configured.keys}
+        orphaned = c.orphans_result(orphans)
         if integration.source.read == "list":
-            yield from _list_users(context, stage, integration, graph, warehouse, fields)
+            yield from _list_users(context, stage, integration, graph, warehouse, fields, orphaned)
             return
         select = delta_select_for(fields)
         with warehouse.get_connection() as con:
             state = store.delta_state(con, integration.key, "users")
             previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
         round_, reason, graph_meta = _delta_read(context, integration, graph, "users", select, state, config)
-        checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_)]
+        checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), orphaned]
         if c.failed_blocking(checks):
             yield from stage.blocked(checks)
         managers = any(f in MANAGER_FIELDS for f in fields)

@@ -32,6 +32,7 @@ CONTACT_VALUES_VALID = "contact_values_valid"
 EXTENSION_ATTRIBUTES_DECIDED = "extension_attributes_decided"
 SELECTED_LISTS_RESOLVED = "selected_lists_resolved"
 NO_LIST_REMOVED = "no_list_removed"
+NO_ORPHANED_DATA = "no_orphaned_integrations"
 
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
@@ -73,6 +74,10 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         "are undecided this warns, listing them with how many directory users carry a value in each."),
     SELECTED_LISTS_RESOLVED: (s.DISTRIBUTION_LISTS, False,
         "Every configured list (by id, display name or bulk selector file) matched exactly one mail-enabled group."),
+    NO_ORPHANED_DATA: (s.RAW_GRAPH_USERS, False,
+        "Every integration with rows in the warehouse is in the integrations file. Removing an integration "
+        "from the file does not delete its contacts: this warns until they are removed on purpose with "
+        "python -m entra_pipeline delete-integration KEY --confirm KEY."),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, False,
         "No list of the last sync disappeared. A list goes when its group is deleted in the directory, is no "
         "longer selected, or its custom definition is removed; each is reported so nobody misses it."),
@@ -174,6 +179,16 @@ def delta_complete_result(name: str, what: str, round_: DeltaRound) -> dg.AssetC
                                     f"{round_.pages} without a nextLink or deltaLink", meta)
     return _result(name, True, f"{what} delta round ({kind}) complete: {len(round_.items):,} items on "
                                f"{round_.pages:,} pages, ending with a deltaLink", meta)
+
+
+def orphans_result(orphans: dict[str, int]) -> dg.AssetCheckResult:
+    """Integrations with rows in the warehouse that the integrations file no longer has."""
+    listing = ", ".join(f"{key!r} ({n:,} contacts)" for key, n in sorted(orphans.items()))
+    return _result(NO_ORPHANED_DATA, not orphans,
+                   f"the warehouse holds integrations that are not configured: {listing}; delete them with "
+                   "python -m entra_pipeline delete-integration KEY --confirm KEY, or configure them again"
+                   if orphans else "every integration in the warehouse is configured",
+                   {"orphaned": dg.MetadataValue.json(orphans)}, dg.AssetCheckSeverity.WARN)
 
 
 def users_mapped_result(directory_users: int, contacts: int) -> dg.AssetCheckResult:
