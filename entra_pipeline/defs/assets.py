@@ -349,8 +349,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
                 users = delta.apply_users(stored, round_.items)
                 if managers:
                     users = store.with_manager_mail(con, integration.key, users, round_.full)
-                change = store.apply_raw_users(con, integration.key, context.run.run_id, round_.items,
-                                               round_.full, users)
+                change = store.apply_raw_users(con, integration.key, context.run.run_id, round_.full, users)
                 checks.append(c.directory_not_empty_result(change.total, previous))
                 if c.failed_blocking(checks):
                     raise _Blocked

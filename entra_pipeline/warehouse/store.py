@@ -209,8 +209,7 @@ def _compare(before: dict[str, dict], after: dict[str, dict | None]) -> RawChang
     return change
 
 
-def apply_raw_users(con, integration: str, run_id: str, items: list[dict], full: bool,
-                    users: dict[str, dict | None]) -> RawChange:
+def apply_raw_users(con, integration: str, run_id: str, full: bool, users: dict[str, dict | None]) -> RawChange:
     """Write the users a delta round touched (``users``: id -> user now, None if removed; see
     graph.delta.apply_users). A full round replaces the integration's rows: every stored user
     it did not return is removed. Counts compare with the rows stored before."""
@@ -388,13 +387,6 @@ def read_edges(con, integration: str, group_ids: Iterable[str] | None = None) ->
             [integration]).fetchall():
         edges.setdefault(group_id, []).append((member_type, member_id))
     return edges
-
-
-def read_raw_groups(con, integration: str) -> tuple[list[dict], dict[str, list[tuple[str, str]]]]:
-    groups = read_groups(con, integration)
-    edges: dict[str, list[tuple[str, str]]] = {g["id"]: [] for g in groups}
-    edges.update(read_edges(con, integration))
-    return groups, edges
 
 
 def group_parents(con, integration: str) -> dict[str, set[str]]:
