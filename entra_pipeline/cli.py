@@ -1,9 +1,11 @@
-"""Command line: ``python -m entra_pipeline sync | preview | query | delete-integration | check-config |
-demo-tenant stop``.
+"""Command line: ``python -m entra_pipeline sync | preview | query | login | delete-integration |
+check-config | demo-tenant stop``.
 
 ``sync`` runs the same Dagster job as the schedules, one run per integration, recorded in the
 Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary. ``preview``
-runs the preview job: what a sync would change, without changing contacts or lists.
+runs the preview job: what a sync would change, without changing contacts or lists. ``login``
+signs a delegated integration's service account in once (device code); scheduled runs then renew
+its tokens silently.
 """
 
 from __future__ import annotations
@@ -180,13 +182,63 @@ def delete_integration(key: str, confirm: str | None) -> int:
     return 0
 
 
+def login(key: str) -> int:
+    """Device-code sign-in of a delegated integration's service account; the token cache is
+    written readable only by its owner."""
+    from entra_pipeline.defs.resources import GraphResource
+    from entra_pipeline.graph.auth import AuthError
+
+    integration = load_integrations().get(key)
+    if integration.source.auth != "delegated":
+        print(f"integration {key!r} has auth: {integration.source.auth}; login is for auth: delegated "
+              "(a service account that signs in once)", file=sys.stderr)
+        return 2
+    with GraphResource().client(integration) as client:
+        try:
+            username = client.sign_in(show=lambda message: print(message, flush=True))
+        except AuthError as exc:
+            print(f"integration {key!r}: {exc}", file=sys.stderr)
+            return 1
+    print(f"signed in as {username}; the sign-in is kept in {integration.source.token_cache_path} "
+          "(readable only by you). Scheduled syncs renew its tokens on their own.")
+    return 0
+
+
+def _credential_status(integration) -> str:
+    """One line on whether the integration can sign in; ConfigError when it cannot."""
+    from datetime import datetime, timezone
+
+    from entra_pipeline.graph.auth import AuthError, TokenCacheFile
+
+    source = integration.source
+    if source.auth == "client_secret":
+        integration.client_secret()
+        return "secret set"
+    if source.auth == "certificate":
+        _, info = integration.certificate()
+        if info is None:
+            return f"certificate key readable (thumbprint {source.certificate_thumbprint.upper()}; expiry unknown)"
+        days = (info.not_after - datetime.now(timezone.utc)).days
+        if days < 0:
+            raise ConfigError(f"integration {integration.key!r}: certificate {info.thumbprint} expired on "
+                              f"{info.not_after:%Y-%m-%d}")
+        return f"certificate {info.thumbprint} valid until {info.not_after:%Y-%m-%d} ({days} days)"
+    try:
+        accounts = TokenCacheFile(source.token_cache_path, integration.login_command).load().find(
+            "Account")
+    except AuthError as exc:
+        raise ConfigError(f"integration {integration.key!r}: {exc}") from None
+    if not accounts:
+        raise ConfigError(f"integration {integration.key!r}: not signed in; run {integration.login_command}")
+    return f"signed in as {accounts[0].get('username')}"
+
+
 def check_config() -> int:
     integrations = load_integrations()
     problems = 0
     for integration in integrations.integrations:
         try:
-            integration.client_secret()
-            status = "secret set"
+            status = _credential_status(integration)
         except ConfigError as exc:
             status, problems = str(exc), problems + 1
         source = "demo tenant" if integration.source.demo_tenant else integration.source.graph_url
@@ -215,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         "delete-integration", help="remove one integration's rows from the warehouse (asks for --confirm KEY)")
     delete_parser.add_argument("integration", metavar="KEY")
     delete_parser.add_argument("--confirm", metavar="KEY", help="the same key again: the deletion is for good")
-    commands.add_parser("check-config", help="validate the integrations file and secret variables")
+    login_parser = commands.add_parser(
+        "login", help="sign a delegated integration's service account in (device code), once")
+    login_parser.add_argument("integration", metavar="KEY")
+    commands.add_parser("check-config", help="validate the integrations file and each integration's credential")
     demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
     demo.add_argument("action", choices=["stop"])
     args = parser.parse_args(argv)
@@ -228,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_config()
         if args.command == "query":
             return query(args.sql, args.wait)
+        if args.command == "login":
+            return login(args.integration)
         if args.command == "delete-integration":
             return delete_integration(args.integration, args.confirm)
         from entra_pipeline.demo_tenant import stop_all

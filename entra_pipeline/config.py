@@ -6,7 +6,8 @@ when it is loaded; any problem is reported as one line per problem, naming the f
 integration and the field, and nothing runs on an invalid file.
 
 Secrets are never in this file: an integration names the environment variable that holds its
-client secret (``source.client_secret_env``).
+client secret (``source.client_secret_env``) or its private key's password
+(``source.private_key_password_env``); key, certificate and token cache are files named by path.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pydantic import (
 )
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from entra_pipeline.graph.auth import Certificate, ClientSecret, Credential, DelegatedSignIn
+from entra_pipeline.graph.certificates import CertificateError, CertificateInfo, load_certificate_credential
 from entra_pipeline.transform.lists import custom_list_id
 from entra_pipeline.transform.fields import (
     BOOLEAN,
@@ -86,12 +89,42 @@ class DemoTenant(_Strict):
     seed: int = 7
 
 
+# Which source fields belong to which sign-in method (``source.auth``).
+AUTH_FIELDS: dict[str, tuple[str, ...]] = {
+    "client_secret": ("client_secret_env",),
+    "certificate": ("certificate_path", "private_key_path", "certificate_thumbprint", "private_key_password_env"),
+    "delegated": ("token_cache_path",),
+}
+
+
+def _relative_to_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    # A relative path is relative to the integrations file, not to wherever Dagster runs.
+    base = (info.context or {}).get("base_dir")
+    if value is not None and not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value
+
+
 class EntraSource(_Strict):
-    """Where and how to reach one Entra ID tenant through Microsoft Graph (app-only access)."""
+    """Where and how to reach one Entra ID tenant through Microsoft Graph.
+
+    ``auth`` is how the pipeline signs in: ``client_secret`` or ``certificate`` for an app
+    registration with the application permission Directory.Read.All, or ``delegated`` for a
+    service account that signed in once with ``python -m entra_pipeline login KEY`` (delegated
+    Directory.Read.All; the refresh token lives in ``token_cache_path``, mode 0600)."""
 
     tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
     client_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
-    client_secret_env: str = Field(pattern=_ENV_NAME)
+    auth: Literal["client_secret", "certificate", "delegated"] = "client_secret"
+    client_secret_env: str | None = Field(None, pattern=_ENV_NAME)
+    #: PEM certificate (it may also hold the private key); gives the thumbprint and the expiry.
+    certificate_path: Path | None = None
+    #: PEM private key, when it is not in ``certificate_path``.
+    private_key_path: Path | None = None
+    #: SHA-1 thumbprint as the admin center shows it, when there is no certificate file.
+    certificate_thumbprint: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{40}$")
+    private_key_password_env: str | None = Field(None, pattern=_ENV_NAME)
+    token_cache_path: Path | None = None
     cloud: Literal["global", "us_gov", "us_gov_dod", "china"] = "global"
     graph_base_url: str | None = None
     authority_host: str | None = None
@@ -115,13 +148,45 @@ class EntraSource(_Strict):
     @field_validator("ca_bundle")
     @classmethod
     def _ca_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        # A relative path is relative to the integrations file, not to wherever Dagster runs.
-        base = (info.context or {}).get("base_dir")
-        if value is not None and not value.is_absolute() and base is not None:
-            value = Path(base) / value
+        value = _relative_to_file(value, info)
         if value is not None and not value.is_file():
             raise ValueError(f"CA bundle file {str(value)!r} does not exist")
         return value
+
+    @field_validator("certificate_path", "private_key_path")
+    @classmethod
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        value = _relative_to_file(value, info)
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {str(value)!r} does not exist")
+        return value
+
+    @field_validator("token_cache_path")
+    @classmethod
+    def _cache_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        value = _relative_to_file(value, info)
+        if value is not None and value.is_dir():
+            raise ValueError(f"{str(value)!r} is a directory; name the token cache file")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> EntraSource:
+        for method, names in AUTH_FIELDS.items():
+            if method != self.auth:
+                for name in names:
+                    if getattr(self, name) is not None:
+                        raise ValueError(f"{name} is for auth: {method}, but this integration has auth: {self.auth}")
+        if self.auth == "client_secret" and self.client_secret_env is None:
+            raise ValueError("auth: client_secret needs client_secret_env, the environment variable holding the secret")
+        if self.auth == "certificate" and self.certificate_path is None and (
+                self.private_key_path is None or self.certificate_thumbprint is None):
+            raise ValueError("auth: certificate needs certificate_path (PEM certificate, and the key unless "
+                             "private_key_path is given), or private_key_path with certificate_thumbprint")
+        if self.auth == "delegated" and self.token_cache_path is None:
+            raise ValueError("auth: delegated needs token_cache_path, the file that keeps the sign-in (mode 0600)")
+        if self.demo_tenant is not None and self.auth != "client_secret":
+            raise ValueError("the demo tenant signs in with a client secret (auth: client_secret)")
+        return self
 
     @property
     def graph_url(self) -> str:
@@ -575,16 +640,42 @@ class Integration(_Strict):
         return fields
     distribution_lists: ListSelection = Field(default_factory=ListSelection)
 
-    def client_secret(self) -> str:
-        """The client secret from the environment; raises ConfigError naming the variable."""
-        name = self.source.client_secret_env
+    @property
+    def login_command(self) -> str:
+        return f"python -m entra_pipeline login {self.key}"
+
+    def _env(self, field: str) -> str:
+        name = getattr(self.source, field)
         value = os.environ.get(name)
         if not value:
-            raise ConfigError(
-                f"integration {self.key!r}: environment variable {name} "
-                "(source.client_secret_env) is not set"
-            )
+            raise ConfigError(f"integration {self.key!r}: environment variable {name} (source.{field}) is not set")
         return value
+
+    def client_secret(self) -> str:
+        """The client secret from the environment; raises ConfigError naming the variable."""
+        return self._env("client_secret_env")
+
+    def credential(self) -> Credential:
+        """How this integration signs in, with its secret or key loaded; ConfigError naming the
+        integration, the field and the file or variable when it cannot be."""
+        source = self.source
+        if source.auth == "client_secret":
+            return ClientSecret(self.client_secret())
+        if source.auth == "delegated":
+            return DelegatedSignIn(cache_path=source.token_cache_path, login_command=self.login_command)
+        return self.certificate()[0]
+
+    def certificate(self) -> tuple[Certificate, CertificateInfo | None]:
+        """The certificate credential and the certificate's details (None with only a thumbprint)."""
+        source = self.source
+        passphrase = self._env("private_key_password_env") if source.private_key_password_env else None
+        try:
+            return load_certificate_credential(
+                certificate_path=source.certificate_path, private_key_path=source.private_key_path,
+                thumbprint=source.certificate_thumbprint, passphrase=passphrase,
+            )
+        except CertificateError as exc:
+            raise ConfigError(f"integration {self.key!r}, field {exc.field!r}: {exc}") from None
 
 
 class RunSettings(_Strict):

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 import conftest
+from entra_pipeline.graph.auth import ClientSecret
 from entra_pipeline.graph.client import BATCH_LIMIT, GraphClient, GraphError, GraphSettings, member_type
 
 BATCH = "/v1.0/$batch"
@@ -21,7 +22,7 @@ BATCH = "/v1.0/$batch"
 
 def make_client(emulator, **overrides) -> GraphClient:
     settings = dict(graph_url=emulator.base_url, authority_host=emulator.base_url,
-                    tenant_id=conftest.TENANT_ID, client_id=conftest.CLIENT_ID, client_secret=conftest.SECRET,
+                    tenant_id=conftest.TENANT_ID, client_id=conftest.CLIENT_ID, credential=ClientSecret(conftest.SECRET),
                     ca_bundle=str(emulator.ca_path), max_retries=3, backoff_factor=0.01, timeout_seconds=30)
     settings.update(overrides)
     return GraphClient(GraphSettings(**settings))

@@ -97,6 +97,16 @@ def _read(integration: Integration, graph: GraphResource, what: str,
     return result, metadata
 
 
+def _certificate_check(integration: Integration) -> dg.AssetCheckResult:
+    info = None
+    if integration.source.auth == "certificate":
+        try:
+            info = integration.certificate()[1]
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+    return c.certificate_result(integration.source.auth, info, datetime.now(timezone.utc))
+
+
 def _require_fields(con, integration: Integration, stage: str, needed: set[str],
                     asset: str | None = None) -> set[str]:
     """The fields ``stage``'s rows carry; Failure if the configuration needs others (the mapping or
@@ -160,7 +170,7 @@ def _checked_write(stage: _Stage, results: list[dg.AssetCheckResult], write: Cal
 
 def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: Integration,
                 graph: GraphResource, warehouse: WarehouseResource, fields: set[str],
-                orphaned: dg.AssetCheckResult) -> Iterator:
+                context_checks: list[dg.AssetCheckResult]) -> Iterator:
     """read: list — every user through /users (with $count), replacing the integration's rows."""
     select, expand = graph_select_for(fields), manager_expand_for(fields)
     progress = _progress(context)
@@ -184,7 +194,7 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
     with warehouse.get_connection() as con:
         previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
     checks = [c.users_complete_result(users, integration.source.page_size),
-              c.directory_not_empty_result(len(users.items), previous), orphaned]
+              c.directory_not_empty_result(len(users.items), previous), *context_checks]
     yield from _checked_write(stage, checks, write)
 
 
@@ -313,7 +323,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
 
     @dg.asset(
         **common, kinds={"azure", "duckdb"},
-        check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY, c.NO_ORPHANED_DATA),
+        check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY, c.NO_ORPHANED_DATA,
+                            c.CERTIFICATE_NOT_EXPIRING),
         retry_policy=graph_retry,
         description="Directory users read from Microsoft Graph, only the properties the mapping and exclusions "
                     "need. With read: delta (the default) the first sync is a full /users/delta round and later "
@@ -329,16 +340,16 @@ def build_assets(partitions: dg.PartitionsDefinition,
         fields = integration.imported_fields()
         with warehouse.get_connection() as con:
             orphans = {k: n for k, n in store.integrations_in_warehouse(con).items() if k not in configured.keys}
-        orphaned = c.orphans_result(orphans)
+        context_checks = [c.orphans_result(orphans), _certificate_check(integration)]
         if integration.source.read == "list":
-            yield from _list_users(context, stage, integration, graph, warehouse, fields, orphaned)
+            yield from _list_users(context, stage, integration, graph, warehouse, fields, context_checks)
             return
         select = delta_select_for(fields)
         with warehouse.get_connection() as con:
             state = store.delta_state(con, integration.key, "users")
             previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
         round_, reason, graph_meta = _delta_read(context, integration, graph, "users", select, state, config)
-        checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), orphaned]
+        checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), *context_checks]
         if c.failed_blocking(checks):
             yield from stage.blocked(checks)
         managers = any(f in MANAGER_FIELDS for f in fields)

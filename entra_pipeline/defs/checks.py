@@ -11,8 +11,11 @@ chosen per check:
 """
 
 
+from datetime import datetime
+
 import dagster as dg
 
+from entra_pipeline.graph.certificates import CertificateInfo
 from entra_pipeline.graph.client import Collection, DeltaRound
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
@@ -33,6 +36,8 @@ EXTENSION_ATTRIBUTES_DECIDED = "extension_attributes_decided"
 SELECTED_LISTS_RESOLVED = "selected_lists_resolved"
 NO_LIST_REMOVED = "no_list_removed"
 NO_ORPHANED_DATA = "no_orphaned_integrations"
+CERTIFICATE_NOT_EXPIRING = "certificate_not_expiring"
+CERTIFICATE_WARN_DAYS = 30
 
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
@@ -78,6 +83,11 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         "Every integration with rows in the warehouse is in the integrations file. Removing an integration "
         "from the file does not delete its contacts: this warns until they are removed on purpose with "
         "python -m entra_pipeline delete-integration KEY --confirm KEY."),
+    CERTIFICATE_NOT_EXPIRING: (s.RAW_GRAPH_USERS, False,
+        f"The certificate an integration with auth: certificate signs in with is valid for more than "
+        f"{CERTIFICATE_WARN_DAYS} days: upload its successor to the app registration and point "
+        "source.certificate_path at it before then. Also warns when only a thumbprint is configured (expiry "
+        "unknown). Integrations signing in otherwise pass."),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, False,
         "No list of the last sync disappeared. A list goes when its group is deleted in the directory, is no "
         "longer selected, or its custom definition is removed; each is reported so nobody misses it."),
@@ -189,6 +199,27 @@ def orphans_result(orphans: dict[str, int]) -> dg.AssetCheckResult:
                    "python -m entra_pipeline delete-integration KEY --confirm KEY, or configure them again"
                    if orphans else "every integration in the warehouse is configured",
                    {"orphaned": dg.MetadataValue.json(orphans)}, dg.AssetCheckSeverity.WARN)
+
+
+def certificate_result(auth: str, info: CertificateInfo | None, now: datetime) -> dg.AssetCheckResult:
+    """WARN from 30 days before the sign-in certificate expires (Entra refuses it after)."""
+    if auth != "certificate":
+        return _result(CERTIFICATE_NOT_EXPIRING, True, f"signs in with auth: {auth}, no certificate",
+                       {"auth": auth}, dg.AssetCheckSeverity.WARN)
+    if info is None:
+        return _result(CERTIFICATE_NOT_EXPIRING, False, "only certificate_thumbprint is configured, so the "
+                       "certificate's expiry cannot be watched; set source.certificate_path",
+                       {"auth": auth}, dg.AssetCheckSeverity.WARN)
+    days = (info.not_after - now).total_seconds() / 86400
+    metadata = {"auth": auth, "thumbprint": info.thumbprint, "subject": info.subject,
+                "not_after": info.not_after.isoformat(), "days_left": round(days, 1)}
+    if days >= CERTIFICATE_WARN_DAYS:
+        return _result(CERTIFICATE_NOT_EXPIRING, True, f"certificate {info.thumbprint} valid until "
+                       f"{info.not_after:%Y-%m-%d} ({int(days)} days)", metadata, dg.AssetCheckSeverity.WARN)
+    return _result(CERTIFICATE_NOT_EXPIRING, False,
+                   f"certificate {info.thumbprint} expires on {info.not_after:%Y-%m-%d %H:%M} UTC, in {max(int(days), 0)} "
+                   "days: add a new certificate to the app registration and set source.certificate_path to it",
+                   metadata, dg.AssetCheckSeverity.WARN)
 
 
 def users_mapped_result(directory_users: int, contacts: int) -> dg.AssetCheckResult:

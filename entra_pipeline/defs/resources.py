@@ -32,25 +32,26 @@ class IntegrationsResource(dg.ConfigurableResource):
 
 
 class GraphResource(dg.ConfigurableResource):
-    """Opens a Graph client for an integration: secret from its environment variable, and the
-    built-in demo tenant started on demand for integrations that ask for it."""
+    """Opens a Graph client for an integration: its credential (secret or key password from an
+    environment variable, certificate or token cache from a file), and the built-in demo tenant
+    started on demand for integrations that ask for it."""
 
     demo_dir: str | None = None
 
     def client(self, integration: Integration) -> GraphClient:
         source = integration.source
-        secret = integration.client_secret()
+        credential = integration.credential()
         graph_url, authority, ca_bundle = source.graph_url, source.authority_url, source.ca_bundle
         if source.demo_tenant is not None:
             endpoint = ensure_demo_tenant(
                 source.demo_tenant, tenant_id=source.tenant_id, client_id=source.client_id,
-                client_secret=secret, root=Path(self.demo_dir) if self.demo_dir else None,
+                client_secret=integration.client_secret(), root=Path(self.demo_dir) if self.demo_dir else None,
             )
             graph_url = authority = endpoint.base_url
             ca_bundle = endpoint.ca_path
         return GraphClient(GraphSettings(
             graph_url=graph_url, authority_host=authority, tenant_id=source.tenant_id,
-            client_id=source.client_id, client_secret=secret,
+            client_id=source.client_id, credential=credential,
             ca_bundle=str(ca_bundle) if ca_bundle else None, page_size=source.page_size,
             timeout_seconds=source.timeout_seconds, max_retries=source.max_retries,
             max_retry_after_seconds=source.max_retry_after_seconds,

@@ -32,7 +32,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from entra_pipeline.graph.auth import AuthError, ClientSecretTokens
+from entra_pipeline.graph.auth import AppTokens, AuthError, Credential, DelegatedSignIn, DelegatedTokens, \
+    sign_in_with_device_code, token_source
 
 API_VERSION = "v1.0"
 # The user agent names the tool so tenant admins can recognise it in sign-in and audit logs.
@@ -102,7 +103,7 @@ class GraphSettings:
     authority_host: str
     tenant_id: str
     client_id: str
-    client_secret: str = field(repr=False)
+    credential: Credential = field(repr=False)
     ca_bundle: str | None = None
     page_size: int = 999
     timeout_seconds: float = 60.0
@@ -189,7 +190,7 @@ class GraphClient:
         adapter = HTTPAdapter(max_retries=retry, pool_connections=2,
                               pool_maxsize=max(settings.parallel_requests, 2))
         self.session.mount("https://", adapter)
-        self._tokens: ClientSecretTokens | None = None
+        self._tokens: AppTokens | DelegatedTokens | None = None
         self._token_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -202,6 +203,16 @@ class GraphClient:
     def close(self) -> None:
         self.session.close()
 
+    def sign_in(self, show) -> str:
+        """The device-code sign-in of a delegated integration's service account, through this
+        client's session (its CA bundle and retries); returns the signed-in username."""
+        s = self.settings
+        if not isinstance(s.credential, DelegatedSignIn):
+            raise AuthError("only a delegated sign-in (source.auth: delegated) signs in interactively")
+        return sign_in_with_device_code(s.credential, authority_host=s.authority_host, tenant_id=s.tenant_id,
+                                        client_id=s.client_id, graph_url=s.graph_url, session=self.session,
+                                        show=show)
+
     # -- requests --------------------------------------------------------------------------
     def _token(self, rejected: str | None = None) -> str:
         """A valid access token; ``rejected`` is one Graph refused, renewed unless another thread
@@ -209,9 +220,9 @@ class GraphClient:
         with self._token_lock:
             if self._tokens is None:
                 s = self.settings
-                self._tokens = ClientSecretTokens(
-                    authority_host=s.authority_host, tenant_id=s.tenant_id, client_id=s.client_id,
-                    client_secret=s.client_secret, graph_url=s.graph_url, session=self.session,
+                self._tokens = token_source(
+                    s.credential, authority_host=s.authority_host, tenant_id=s.tenant_id, client_id=s.client_id,
+                    graph_url=s.graph_url, session=self.session,
                 )
             token = self._tokens.token()
             if rejected is not None and token == rejected:
