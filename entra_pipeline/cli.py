@@ -224,8 +224,8 @@ def _credential_status(integration) -> str:
                               f"{info.not_after:%Y-%m-%d}")
         return f"certificate {info.thumbprint} valid until {info.not_after:%Y-%m-%d} ({days} days)"
     try:
-        accounts = TokenCacheFile(source.token_cache_path, integration.login_command).load().find(
-            "Account")
+        cache = TokenCacheFile(source.token_cache_path, integration.login_command).load()
+        accounts = list(cache.search(cache.CredentialType.ACCOUNT))
     except AuthError as exc:
         raise ConfigError(f"integration {integration.key!r}: {exc}") from None
     if not accounts:

@@ -91,6 +91,30 @@ def integration(key: str, emulator: Emulator, **overrides) -> dict:
     return entry
 
 
+def self_signed_certificate(common_name: str = "entra-pipeline test", *, days: float = 365, not_before_days: float = 1,
+                            key_size: int = 2048) -> tuple[bytes, bytes]:
+    """A self-signed RSA certificate for an app registration: (private key PEM, certificate PEM),
+    valid from ``not_before_days`` ago for ``days`` from now (negative: already expired)."""
+    from datetime import datetime, timedelta, timezone
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=not_before_days))
+            .not_valid_after(now + timedelta(days=days))
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
 # An operator's approval of one run's mass removal (the deletion guard).
 ALLOW_REMOVALS = {"ops": {asset: {"config": {"allow_removals": True}}
                           for asset in ("filtered_contacts", "distribution_lists")}}

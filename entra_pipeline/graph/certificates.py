@@ -78,8 +78,8 @@ def load_certificate_credential(*, certificate_path: Path | None, private_key_pa
         raise CertificateError(key_field, f"{key_file}: the private key cannot be read (wrong password, or not "
                                           "a PEM private key)") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise CertificateError(key_field, f"{key_file}: the private key is {type(key).__name__.removesuffix('PrivateKey').lstrip('_')}; "
-                                          "Entra ID certificate credentials need an RSA key")
+        raise CertificateError(key_field, f"{key_file}: the private key is not an RSA key; Entra ID certificate "
+                                          "credentials need RSA")
     # MSAL gets the key unencrypted in memory: it would otherwise decrypt it for every assertion.
     plain_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()).decode("ascii")
