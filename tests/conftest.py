@@ -192,6 +192,22 @@ def make_sync(tmp_path, secret_env):
     return make
 
 
+def recorded_text(sync: Sync, results: list[dg.ExecuteInProcessResult], caplog) -> dict[str, str]:
+    """Everything the runs left behind, as text, for secret scans: the serialised Dagster event log
+    (messages, metadata, errors), every captured log record, and every warehouse table."""
+    from dagster._serdes import serialize_value
+
+    events = "\n".join(serialize_value(entry) for r in results for entry in sync.instance.all_logs(r.run_id))
+    logs = "\n".join(f"{record.getMessage()} {record.args!r} {record.exc_text or ''}" for record in caplog.records)
+    con = duckdb.connect(str(sync.warehouse), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        warehouse = "\n".join(repr(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
+    finally:
+        con.close()
+    return {"event log": events, "log records": logs, "warehouse": warehouse}
+
+
 def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     messages = []
     for event in result.get_step_failure_events():

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import logging
 
-import duckdb
-from dagster._serdes import serialize_value
-
-from conftest import SECRET, integration
+from conftest import SECRET, integration, recorded_text
 
 
 def test_no_secret_or_token_in_logs_events_or_the_warehouse(make_sync, emulator, caplog):
@@ -24,17 +21,9 @@ def test_no_secret_or_token_in_logs_events_or_the_warehouse(make_sync, emulator,
     assert len(tokens) >= 3  # one per Graph-reading step and run, plus the renewal
     secrets = [SECRET, *tokens]
 
-    events = "\n".join(serialize_value(entry) for r in results for entry in sync.instance.all_logs(r.run_id))
-    assert "raw_graph_users" in events and len(events) > 10_000
-    logs = "\n".join(f"{record.getMessage()} {record.args!r}" for record in caplog.records)
-    con = duckdb.connect(str(sync.warehouse), read_only=True)
-    try:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-        warehouse = "\n".join(repr(con.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
-    finally:
-        con.close()
-    assert len(warehouse) > 100_000
-    for secret in secrets:
-        assert secret not in events
-        assert secret not in logs
-        assert secret not in warehouse
+    recorded = recorded_text(sync, results, caplog)
+    assert "raw_graph_users" in recorded["event log"] and len(recorded["event log"]) > 10_000
+    assert len(recorded["warehouse"]) > 100_000
+    for place, text in recorded.items():
+        for secret in secrets:
+            assert secret not in text, place

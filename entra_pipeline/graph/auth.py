@@ -16,7 +16,9 @@ raised here contains a secret, a token or a private key.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import stat
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +27,22 @@ from typing import Callable, Union
 
 import msal
 import requests
+
+
+class _MaskGrantCodes(logging.Filter):
+    """MSAL's token cache logs each token request at DEBUG with secrets masked, but not the
+    device code, which anyone could redeem for the tokens while the sign-in is pending."""
+
+    _CODES = re.compile(r'("(?:device_code|code)":\s*)"[^"]*"')
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._CODES.sub(r'\1"********"', a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+# A filter on the logger that creates the record, so it runs before any handler sees it.
+logging.getLogger("msal.token_cache").addFilter(_MaskGrantCodes())
 
 
 class AuthError(RuntimeError):

@@ -1,0 +1,298 @@
+"""Each way of signing in, end to end over HTTPS against the emulator's identity platform: a
+certificate (client assertion), and a delegated service account (device-code login, then silent
+refresh in scheduled runs, then the clear message when the refresh token is gone). Every run
+either syncs the exact contacts or fails with one line and leaves the warehouse as it was; no
+secret, token, device code or private key is left in logs, events or the warehouse."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (expected_contacts, failure_messages, integration, recorded_text, self_signed_certificate,
+                      write_config)
+from entra_pipeline import cli
+from entra_pipeline.config import CONFIG_PATH_ENV
+from entra_pipeline.defs import checks as c
+
+
+
+def _contacts(sync, key: str) -> dict[str, str]:
+    return dict(sync.query("SELECT source_id, contact_id FROM contacts WHERE integration = ?", [key]))
+
+
+def _users_failure(result) -> str:
+    """The one line the raw users step failed with (the groups step fails the same way)."""
+    [message] = [m for m in failure_messages(result) if "reading users failed" in m]
+    return message.removeprefix("dagster._core.definitions.events.Failure: ").strip()
+
+
+def _check(result, name: str):
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
+def _certificate_integration(key: str, emulator, **source) -> dict:
+    return integration(key, emulator, source={"auth": "certificate", "client_secret_env": None, **source})
+
+
+@pytest.fixture
+def registered(emulator):
+    """Certificates registered on the emulator's app for one test, removed after it."""
+    thumbprints: list[str] = []
+
+    def register(cert_pem: bytes) -> str:
+        thumbprints.append(emulator.add_certificate(cert_pem))
+        return thumbprints[-1]
+
+    yield register
+    for thumbprint in thumbprints:
+        emulator.remove_certificate(thumbprint)
+
+
+# -- certificate ---------------------------------------------------------------------------------------
+
+def test_certificate_sign_in_syncs_and_reports_the_expiry(make_sync, emulator, directory, registered, tmp_path,
+                                                          caplog):
+    caplog.set_level(logging.DEBUG)
+    key, cert = self_signed_certificate("contacts-sync", days=400)
+    (tmp_path / "app.pem").write_bytes(key + cert)
+    (tmp_path / "app.pem").chmod(0o600)
+    thumbprint = registered(cert)
+    sync = make_sync(_certificate_integration("certs", emulator, certificate_path=str(tmp_path / "app.pem")))
+    result = sync.run("certs")
+    assert result.success, failure_messages(result)
+    assert _contacts(sync, "certs") == expected_contacts(directory)
+    check = _check(result, c.CERTIFICATE_NOT_EXPIRING)
+    assert check.passed
+    assert check.metadata["thumbprint"].value == thumbprint
+    assert check.description.startswith(f"certificate {thumbprint} valid until ")
+    assert _check(result, c.PRIVATE_KEY_PROTECTED).passed
+    # Neither the key nor any token issued for it is left anywhere.
+    key_lines = [line for line in key.decode().splitlines() if not line.startswith("-----")]
+    for place, text in recorded_text(sync, [result], caplog).items():
+        for secret in key_lines + emulator.issued_credentials():
+            assert secret not in text, place
+
+
+def test_certificate_by_thumbprint_signs_in_but_warns_that_expiry_is_unknown(make_sync, emulator, directory,
+                                                                            registered, tmp_path):
+    key, cert = self_signed_certificate()
+    (tmp_path / "app.key").write_bytes(key)
+    (tmp_path / "app.key").chmod(0o640)
+    thumbprint = registered(cert)
+    sync = make_sync(_certificate_integration("thumb", emulator, private_key_path=str(tmp_path / "app.key"),
+                                              certificate_thumbprint=thumbprint))
+    result = sync.run("thumb")
+    assert result.success, failure_messages(result)
+    assert _contacts(sync, "thumb") == expected_contacts(directory)
+    assert not _check(result, c.CERTIFICATE_NOT_EXPIRING).passed
+    exposed = _check(result, c.PRIVATE_KEY_PROTECTED)
+    assert (exposed.passed, exposed.description) == (
+        False, f"private key file {tmp_path / 'app.key'} can be read by other users (mode 0640); run "
+               f"'chmod 600 {tmp_path / 'app.key'}'")
+
+
+def test_certificate_expiring_within_30_days_warns_but_syncs(make_sync, emulator, directory, registered, tmp_path):
+    key, cert = self_signed_certificate(days=12.5)
+    (tmp_path / "app.pem").write_bytes(key + cert)
+    thumbprint = registered(cert)
+    sync = make_sync(_certificate_integration("soon", emulator, certificate_path=str(tmp_path / "app.pem")))
+    result = sync.run("soon")
+    assert result.success, failure_messages(result)
+    check = _check(result, c.CERTIFICATE_NOT_EXPIRING)
+    assert (check.passed, check.severity.value) == (False, "WARN")
+    assert check.description.startswith(f"certificate {thumbprint} expires on ")
+    assert "in 12 days: add a new certificate to the app registration" in check.description
+    assert _contacts(sync, "soon") == expected_contacts(directory)
+
+
+def test_a_certificate_the_app_does_not_know_fails_cleanly_and_changes_nothing(make_sync, emulator, tmp_path):
+    key, cert = self_signed_certificate()
+    (tmp_path / "app.pem").write_bytes(key + cert)
+    thumbprint = emulator.add_certificate(cert)
+    try:
+        sync = make_sync(_certificate_integration("gone", emulator, certificate_path=str(tmp_path / "app.pem")))
+        assert sync.run("gone").success
+        before = sync.snapshot()
+    finally:
+        emulator.remove_certificate(thumbprint)
+    result = sync.run("gone")
+    assert not result.success
+    message = _users_failure(result)
+    assert "integration 'gone': reading users failed: token request to " in message
+    assert "refused: invalid_client: AADSTS700027" in message
+    assert sync.snapshot() == before
+
+
+# -- delegated: device code, silent refresh, sign in again --------------------------------------------
+
+@pytest.fixture
+def service_account(directory) -> str:
+    """The user the delegated integration signs in as (an enabled member of the directory)."""
+    return next(u["userPrincipalName"] for u in directory.users if u["accountEnabled"] and u["userType"] == "Member")
+
+
+@pytest.fixture
+def fast_device_codes(emulator):
+    interval = emulator.device_code_interval
+    emulator.device_code_interval = 1  # MSAL sleeps this long between polls
+    yield
+    emulator.device_code_interval = interval
+
+
+def _login(key: str) -> tuple[threading.Thread, dict]:
+    """Start ``login KEY`` as an operator would; the test then plays the person at the browser."""
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("rc", cli.main(["login", key])))
+    thread.start()
+    return thread, outcome
+
+
+def _approve_next(emulator, user: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = emulator.pending_device_codes()
+        if pending:
+            emulator.approve_device_code(pending[0], user)
+            return pending[0]
+        time.sleep(0.05)
+    raise AssertionError("no device code was requested")
+
+
+def test_delegated_sign_in_then_silent_refresh_then_sign_in_again(make_sync, emulator, directory, tmp_path,
+                                                                   monkeypatch, capsys, caplog, fast_device_codes,
+                                                                   service_account):
+    caplog.set_level(logging.DEBUG)
+    cache = tmp_path / "tokens" / "svc.json"
+    sync = make_sync(integration("svc", emulator, source={"auth": "delegated", "client_secret_env": None,
+                                                         "token_cache_path": str(cache)}))
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
+
+    # Before anyone signed in, a run says what to do, and writes nothing.
+    first = sync.run("svc")
+    assert not first.success
+    assert _users_failure(first) == (f"integration 'svc': reading users failed: no signed-in account in token "
+                                     f"cache {cache}; sign in with python -m entra_pipeline login svc")
+    assert all(rows == [] for rows in sync.snapshot().values())
+
+    # The one-time sign-in.
+    thread, outcome = _login("svc")
+    user_code = _approve_next(emulator, service_account)
+    thread.join(60)
+    assert outcome == {"rc": 0}
+    printed = capsys.readouterr()
+    assert f"enter the code {user_code} to authenticate" in printed.out
+    assert f"signed in as {service_account}; the sign-in is kept in {cache} (readable only by you)" in printed.out
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+
+    # Scheduled runs: tokens from the cache; after the server expired them, from the refresh token.
+    synced = sync.run("svc")
+    assert synced.success, failure_messages(synced)
+    assert _contacts(sync, "svc") == expected_contacts(directory)
+    cached = cache.read_text()
+    emulator.expire_tokens()
+    refreshed = sync.run("svc")
+    assert refreshed.success, failure_messages(refreshed)
+    assert cache.read_text() != cached  # the new refresh token was kept
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert _contacts(sync, "svc") == expected_contacts(directory)
+
+    # check-config sees the sign-in.
+    assert cli.main(["check-config"]) == 0
+    assert f"svc: Test svc [{emulator.base_url}; cron '0 6 * * *'] signed in as {service_account}" in \
+        capsys.readouterr().out
+
+    # The sign-in is revoked (an admin's revokeSignInSessions): one clear line, nothing changed.
+    before = sync.snapshot()
+    emulator.revoke_sign_in_sessions()
+    emulator.expire_tokens()
+    revoked = sync.run("svc")
+    assert not revoked.success
+    message = _users_failure(revoked)
+    assert message.startswith(f"integration 'svc': reading users failed: the sign-in of {service_account} is no "
+                              "longer valid (invalid_grant: AADSTS50173")
+    assert message.endswith("; sign in again with python -m entra_pipeline login svc")
+    assert sync.snapshot() == before
+
+    # Signing in again repairs it.
+    thread, outcome = _login("svc")
+    _approve_next(emulator, service_account)
+    thread.join(60)
+    assert outcome == {"rc": 0}
+    again = sync.run("svc")
+    assert again.success, failure_messages(again)
+
+    # Nothing secret anywhere: not the refresh or access tokens, not the device codes.
+    issued = emulator.issued_credentials()
+    assert len(issued) >= 8
+    recorded = recorded_text(sync, [first, synced, refreshed, revoked, again], caplog)
+    recorded["console"] = printed.out + printed.err
+    for place, text in recorded.items():
+        for credential in issued:
+            assert credential not in text, place
+
+
+def test_refresh_token_expired_by_inactivity(make_sync, emulator, tmp_path, monkeypatch, capsys, fast_device_codes,
+                                             service_account):
+    cache = tmp_path / "svc.json"
+    sync = make_sync(integration("idle", emulator, source={"auth": "delegated", "client_secret_env": None,
+                                                          "token_cache_path": str(cache)}))
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
+    thread, outcome = _login("idle")
+    _approve_next(emulator, service_account)
+    thread.join(60)
+    assert outcome == {"rc": 0}
+    emulator.expire_refresh_tokens()
+    emulator.expire_tokens()
+    result = sync.run("idle")
+    message = _users_failure(result)
+    assert "is no longer valid (invalid_grant: AADSTS700082" in message
+    assert message.endswith("; sign in again with python -m entra_pipeline login idle")
+    assert all(rows == [] for rows in sync.snapshot().values())
+
+
+def test_login_that_is_declined_or_for_another_method(make_sync, emulator, tmp_path, monkeypatch, capsys,
+                                                      fast_device_codes):
+    cache = tmp_path / "svc.json"
+    sync = make_sync(integration("svc", emulator, source={"auth": "delegated", "client_secret_env": None,
+                                                         "token_cache_path": str(cache)}),
+                     integration("app", emulator))
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
+    thread, outcome = _login("svc")
+    deadline = time.monotonic() + 30
+    while not emulator.pending_device_codes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    emulator.decline_device_code(emulator.pending_device_codes()[0])
+    thread.join(60)
+    assert outcome == {"rc": 1}
+    err = capsys.readouterr().err
+    assert err.startswith("integration 'svc': sign-in not completed: authorization_declined: ")
+    assert not cache.exists()
+    assert cli.main(["login", "app"]) == 2
+    assert capsys.readouterr().err == ("integration 'app' has auth: client_secret; login is for auth: delegated "
+                                       "(a service account that signs in once)\n")
+
+
+def test_a_token_cache_widened_to_other_users_is_refused(make_sync, emulator, tmp_path, monkeypatch,
+                                                         fast_device_codes, service_account):
+    cache = tmp_path / "svc.json"
+    sync = make_sync(integration("svc", emulator, source={"auth": "delegated", "client_secret_env": None,
+                                                         "token_cache_path": str(cache)}))
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
+    thread, outcome = _login("svc")
+    _approve_next(emulator, service_account)
+    thread.join(60)
+    assert outcome == {"rc": 0}
+    os.chmod(cache, 0o644)
+    message = _users_failure(sync.run("svc"))
+    assert message == (f"integration 'svc': reading users failed: token cache {cache} can be read or changed by "
+                       f"other users (mode 0644); run 'chmod 600 {cache}', or delete it and sign in again with "
+                       "python -m entra_pipeline login svc")
