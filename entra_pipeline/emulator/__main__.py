@@ -5,7 +5,9 @@ until SIGTERM/SIGINT (or ``--idle-timeout``) and publishes how to reach it in
 ``{state-dir}/state.json``. ``stop --state-dir DIR`` ends that process.
 
 The client secret is read from ``ENTRA_EMULATOR_CLIENT_SECRET`` and never from
-the command line, because other users can read process lists.
+the command line, because other users can read process lists. ``--certificate
+PEM`` (repeatable) registers a public certificate for certificate credentials;
+device-code sign-ins are approved on the page at ``{base_url}/devicelogin``.
 """
 
 from __future__ import annotations
@@ -94,6 +96,15 @@ def _serve(args: argparse.Namespace) -> int:
         cert_dir=state_dir,
         idle_timeout=args.idle_timeout,
     )
+    thumbprints = []
+    for path in args.certificate or ():
+        try:
+            thumbprints.append(emulator.add_certificate(Path(path).read_bytes()))
+        except (OSError, ValueError) as exc:
+            print(f"Cannot register certificate {path}: {exc}", file=sys.stderr)
+            if owns_state_dir:
+                shutil.rmtree(state_dir, ignore_errors=True)
+            return 2
     stop_requested: list[int] = []
 
     def on_signal(signum, _frame) -> None:
@@ -112,6 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
             "tenant_id": emulator.tenant_id,
             "client_id": emulator.client_id,
             "client_secret_env": CLIENT_SECRET_ENV,
+            "certificate_thumbprints": thumbprints,
+            "device_login_url": f"{emulator.base_url}/devicelogin",
             "users": args.users,
             "groups": args.groups,
             "seed": args.seed,
@@ -133,6 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"  Tenant id       {emulator.tenant_id}\n"
             f"  Client id       {emulator.client_id}\n"
             f"  Client secret   {secret_line}\n"
+            f"  Certificates    {', '.join(thumbprints) or 'none (--certificate PEM registers one)'}\n"
+            f"  Device sign-in  {emulator.base_url}/devicelogin\n"
             f"  Directory       {args.users} users, {args.groups} groups, seed {args.seed}\n"
             f"  State file      {state_path}\n"
             f"Stop with Ctrl+C or: python -m entra_pipeline.emulator stop --state-dir {state_dir}{idle}",
@@ -195,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--client-id", default=DEMO_CLIENT_ID, help="app (client) id (default the demo app)")
     serve.add_argument("--state-dir", help="where state.json and the CA go (default: a new temp dir)")
     serve.add_argument("--idle-timeout", type=float, help="stop after this many seconds without requests")
+    serve.add_argument("--certificate", action="append", metavar="PEM",
+                       help="register this public certificate as a credential of the app (repeatable)")
     stop = commands.add_parser("stop", help="stop the emulator recorded in --state-dir")
     stop.add_argument("--state-dir", required=True)
     stop.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for it to exit")

@@ -4,8 +4,11 @@ One server answers both roles, so ``Emulator.base_url`` is the authority host
 *and* the Graph base URL::
 
     GET  /{tenant}/v2.0/.well-known/openid-configuration     OIDC discovery (MSAL)
-    POST /{tenant}/oauth2/v2.0/token                         client_credentials only
+    POST /{tenant}/oauth2/v2.0/token                         client_credentials (secret or certificate),
+                                                             device_code, refresh_token
+    POST /{tenant}/oauth2/v2.0/devicecode                    device authorization (public client)
     GET  /{tenant}/discovery/v2.0/keys                       empty JWKS (tokens are opaque)
+    GET|POST /devicelogin                                    device sign-in page (verification_uri)
     GET  /v1.0/users[/{id|userPrincipalName}]
     GET  /v1.0/groups[/{id}]
     GET  /v1.0/groups/{id}/members[/microsoft.graph.{type}]
@@ -74,12 +77,67 @@ cut to half with a matching ``Content-Length`` (``malformed``), a delay
 (``batch_throttle``). Scripted faults win; ``faults.profile_hits`` counts
 what the profile injected.
 
-Access tokens are honoured for ``token_ttl`` seconds (``expire_tokens()``
-ends them at once); then Graph answers 401 ``InvalidAuthenticationToken``
-"Lifetime validation failed, the token is expired.". ``token_reported_ttl``
-(default None: ``token_ttl``) is the ``expires_in`` the token endpoint
-reports: set it above ``token_ttl`` and a client (MSAL caches until 5 minutes
-before ``expires_in``) keeps using a token the server already rejects.
+Identity platform (:mod:`.identity`; tested with MSAL Python as the client).
+Errors are Entra's shape ``{"error", "error_description": "AADSTS<code>: ...",
+"error_codes", "timestamp", "trace_id", "correlation_id", "error_uri"}``.
+
+* ``client_credentials`` with ``client_secret`` (post or Basic), or with a
+  certificate: ``client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer``
+  and ``client_assertion``, a JWT signed RS256 or PS256 by a certificate
+  registered with ``add_certificate(cert_pem) -> thumbprint`` (SHA-1, upper-case
+  hex; ``remove_certificate(thumbprint)``). The key is found by the header's
+  ``x5t#S256`` or ``x5t`` (padded or not); ``aud`` must be this tenant's token
+  endpoint, ``iss`` and ``sub`` the client id, ``exp``/``nbf`` current within
+  5 minutes of skew. Refusals are 401 ``invalid_client``: 700027 (key not
+  registered, certificate past notAfter "The key used is expired", bad
+  signature), 700024 (assertion expired or not yet valid), 50027 (malformed JWT,
+  wrong ``aud``), 5002738 (other algorithm), 700021 (``iss``), 50048 (``sub``).
+  Scope must be one ``{resource}/.default``. The answer has no ``scope``.
+* Device code (the app allows public client flows: ``allow_public_client``,
+  default True; False makes a credential-less redemption 401 7000218):
+  ``/devicecode`` (client_id, scope) answers ``device_code``, ``user_code``,
+  ``verification_uri`` (``{base_url}/devicelogin``), ``expires_in``
+  (``device_code_ttl``, 900), ``interval`` (``device_code_interval``, 5; MSAL
+  sleeps that many whole seconds between polls, 0 means a tight loop) and
+  ``message``. Redeeming (grant ``urn:ietf:params:oauth:grant-type:device_code``)
+  is 400 ``authorization_pending`` (70016) until the user acts,
+  ``authorization_declined`` (65004), ``expired_token`` (70019), and
+  ``invalid_grant`` (70000) for an unknown or already redeemed code. Test API:
+  ``pending_device_codes() -> [user_code]``, ``approve_device_code(user_code,
+  user_principal_name)`` (KeyError: no such pending code or user; ValueError:
+  disabled account), ``decline_device_code(user_code)``, ``expire_device_codes()``.
+* ``refresh_token`` (client_id, refresh_token, scope): a new access token and a
+  new refresh token; the old one stays valid until its own expiry, as in Entra.
+  Refresh tokens live ``refresh_token_ttl`` seconds (90 days). 400
+  ``invalid_grant``: 700082 expired (or ``expire_refresh_tokens()``), 50173
+  revoked (``revoke_sign_in_sessions(upn=None)``; access tokens stay valid),
+  9002313 not issued here, 70000 issued to another client, 50034/50057 the user
+  is gone or disabled.
+* Delegated answers carry ``token_type``, ``scope``, ``expires_in``,
+  ``ext_expires_in``, ``access_token``, ``refresh_token`` (only with
+  ``offline_access``), ``id_token`` (with ``openid``; v2.0 claims, HS256-signed
+  by a server key, which MSAL does not verify) and ``client_info`` (with
+  ``client_info=1``) so MSAL stores an account. Scopes are Graph permissions,
+  short (``User.Read``) or qualified by ``https://graph.microsoft.com``,
+  ``base_url`` or Graph's app id; ``{graph}/.default`` grants
+  ``delegated_permissions`` (``User.Read``, ``Directory.Read.All``). ``scope``
+  echoes them in the form sent (which keeps MSAL's cache lookups working), then
+  ``profile openid`` as requested. ``.default`` with other permissions is
+  ``invalid_scope`` 70011; another resource ``invalid_resource`` 500011.
+
+Access tokens (app and delegated alike) are honoured for ``token_ttl`` seconds
+(``expire_tokens()`` ends them all at once); then Graph answers 401
+``InvalidAuthenticationToken`` "Lifetime validation failed, the token is
+expired.". ``token_reported_ttl`` (default None: ``token_ttl``) is the
+``expires_in`` the token endpoint reports: set it above ``token_ttl`` and a
+client (MSAL caches until 5 minutes before ``expires_in``) keeps using a token
+the server already rejects. App tokens may read everything; a delegated token
+without ``Directory.Read.All`` (or ``Directory.ReadWrite.All`` /
+``Directory.AccessAsUser.All``) gets 403 ``Authorization_RequestDenied``
+"Insufficient privileges to complete the operation." on every Graph request.
+``issued_credentials()`` lists every access token, refresh token and device
+code issued (secret-scanning tests); ``_tokens`` maps live access tokens to
+their records.
 
 Delta queries (``/users/delta``, ``/groups/delta``; also inside ``$batch``).
 The first request of a round may carry ``$select`` (users: user properties
@@ -140,6 +198,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import json
 import logging
 import os
@@ -189,6 +248,28 @@ from .delta import (
     paginate,
 )
 from .faults import REWRITE, STATUS, TRUNCATE_PAGING, Fault, FaultInjector, ProfileFault
+from .identity import (
+    CLIENT_ASSERTION_TYPE,
+    DEFAULT_DELEGATED_PERMISSIONS,
+    DEVICE_CODE_GRANT,
+    DEVICE_CODE_INTERVAL,
+    DEVICE_CODE_TTL,
+    GRAPH_READ_PERMISSIONS,
+    GRAPH_RESOURCE,
+    REFRESH_TOKEN_TTL,
+    AccessToken,
+    DelegatedGrant,
+    DeviceAuthorization,
+    IdentityError,
+    KeyCredentials,
+    RefreshGrant,
+    SignedInUser,
+    client_info,
+    duration_text,
+    id_token,
+    parse_delegated_scope,
+    verify_client_assertion,
+)
 from .odata import (
     EntitySchema,
     ODataError,
@@ -330,10 +411,7 @@ class _GraphError(Exception):
         self.headers = headers or []
 
 
-class _IdentityError(Exception):
-    def __init__(self, status: int, error: str, aadsts: int, description: str):
-        super().__init__(description)
-        self.status, self.error, self.aadsts, self.description = status, error, aadsts, description
+_IdentityError = IdentityError
 
 
 class _PagingToken:
@@ -538,6 +616,16 @@ class Emulator:
         self.delta_expiry_status = 410
         #: Delta rounds kept server-side (LRU); a skiptoken of an evicted round is 400 syncStateNotFound.
         self.delta_rounds_kept = DELTA_ROUNDS_KEPT
+        #: The app allows public client flows: device code and refresh without a client credential.
+        self.allow_public_client = True
+        #: Seconds a device code can be redeemed (``expires_in`` of ``/devicecode``).
+        self.device_code_ttl: float = DEVICE_CODE_TTL
+        #: ``interval`` of ``/devicecode``: MSAL sleeps this many whole seconds between polls (0: none).
+        self.device_code_interval: int = DEVICE_CODE_INTERVAL
+        #: Seconds a refresh token stays usable; each refresh issues a new one with a fresh lifetime.
+        self.refresh_token_ttl: float = REFRESH_TOKEN_TTL
+        #: Admin-consented delegated Graph permissions: what ``{graph}/.default`` grants a user.
+        self.delegated_permissions: tuple[str, ...] = DEFAULT_DELEGATED_PERMISSIONS
 
         self._state_lock = threading.Lock()
         # Serialises the change API, delta rounds and directory replacement (taken before _state_lock).
@@ -551,8 +639,16 @@ class Emulator:
         self._generation = 1
         self._cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._tokens: dict[str, float] = {}
+        # Access token -> AccessToken. Under _tokens_lock with the refresh tokens, device codes and
+        # the log of everything issued (issued_credentials()).
+        self._tokens: dict[str, AccessToken] = {}
         self._tokens_lock = threading.Lock()
+        self._refresh_tokens: dict[str, RefreshGrant] = {}
+        self._device_codes: dict[str, DeviceAuthorization] = {}
+        self._user_codes: dict[str, str] = {}  # user code -> device code
+        self._issued: list[str] = []
+        self._key_credentials = KeyCredentials()
+        self._id_token_key = secrets.token_bytes(32)
         self._paging = _PagingToken()
         self._last_activity = time.monotonic()
 
@@ -686,8 +782,82 @@ class Emulator:
     def expire_tokens(self) -> None:
         """Make every issued access token expired (tests of token refresh)."""
         with self._tokens_lock:
-            for token in self._tokens:
-                self._tokens[token] = 0.0
+            for record in self._tokens.values():
+                record.expires = 0.0
+
+    # -- identity test API -------------------------------------------------------
+
+    def add_certificate(self, cert_pem: bytes | str) -> str:
+        """Register a public certificate (PEM) as a key credential of the app; returns its SHA-1
+        thumbprint (upper-case hex). Client assertions signed with its key are then accepted while
+        the certificate is valid (ValueError if ``cert_pem`` is not a certificate)."""
+        return self._key_credentials.add(cert_pem)
+
+    def remove_certificate(self, thumbprint: str) -> None:
+        """Unregister a certificate by its SHA-1 thumbprint (KeyError if it is not registered)."""
+        self._key_credentials.remove(thumbprint)
+
+    def pending_device_codes(self) -> list[str]:
+        """User codes of device sign-ins waiting for the user (not expired, approved or declined)."""
+        now = time.monotonic()
+        with self._tokens_lock:
+            return [d.user_code for d in self._device_codes.values()
+                    if d.state == "pending" and now < d.expires]
+
+    def approve_device_code(self, user_code: str, user_principal_name: str) -> None:
+        """The user enters ``user_code`` and signs in as ``user_principal_name``: the next poll
+        gets tokens. KeyError for an unknown, expired or finished code or an unknown user;
+        ValueError for a disabled account."""
+        with self._state_lock:
+            user = self._directory.user_by_upn(user_principal_name)
+        if user is None:
+            raise KeyError(f"no user {user_principal_name!r} in the directory")
+        if not user.get("accountEnabled", True):
+            raise ValueError(f"the account {user_principal_name!r} is disabled")
+        signed_in = SignedInUser(user["id"], user["userPrincipalName"],
+                                 user.get("displayName") or user["userPrincipalName"])
+        with self._tokens_lock:
+            pending = self._pending_device_code(user_code)
+            pending.state, pending.user = "approved", signed_in
+
+    def decline_device_code(self, user_code: str) -> None:
+        """The user refuses the sign-in: the next poll gets ``authorization_declined``."""
+        with self._tokens_lock:
+            self._pending_device_code(user_code).state = "declined"
+
+    def expire_device_codes(self) -> None:
+        """End every device code now: polls get ``expired_token`` (tests of an abandoned sign-in)."""
+        with self._tokens_lock:
+            for pending in self._device_codes.values():
+                pending.expires = 0.0
+
+    def _pending_device_code(self, user_code: str) -> DeviceAuthorization:
+        device_code = self._user_codes.get(user_code.strip().upper().replace("-", ""))
+        pending = self._device_codes.get(device_code) if device_code else None
+        if pending is None or pending.state != "pending" or time.monotonic() >= pending.expires:
+            raise KeyError(f"no pending device sign-in with user code {user_code!r}")
+        return pending
+
+    def expire_refresh_tokens(self) -> None:
+        """Every refresh token issued so far expires (invalid_grant AADSTS700082, inactivity)."""
+        with self._tokens_lock:
+            for grant in self._refresh_tokens.values():
+                grant.expires = 0.0
+
+    def revoke_sign_in_sessions(self, user_principal_name: str | None = None) -> None:
+        """Graph's revokeSignInSessions: the user's refresh tokens (everyone's with None) are revoked
+        (invalid_grant AADSTS50173); access tokens stay valid until they expire, as in Entra."""
+        wanted = None if user_principal_name is None else user_principal_name.lower()
+        now = time.time()
+        with self._tokens_lock:
+            for grant in self._refresh_tokens.values():
+                if grant.revoked_at is None and (wanted is None or grant.user.user_principal_name.lower() == wanted):
+                    grant.revoked_at = now
+
+    def issued_credentials(self) -> list[str]:
+        """Every access token, refresh token and device code issued so far (secret-scanning tests)."""
+        with self._tokens_lock:
+            return list(self._issued)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -795,6 +965,8 @@ class Emulator:
                 response = self._fault_response(request, self._profile_fault(drawn), False)
             elif identity:
                 response = self._identity(request)
+            elif path == "/devicelogin":
+                response = self._device_login(request)
             elif path == "/v1.0" or path.startswith("/v1.0/"):
                 response = self._graph(request)
             else:
@@ -882,7 +1054,9 @@ class Emulator:
 
     _OIDC_RE = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$")
     _TOKEN_RE = re.compile(r"^/([^/]+)/oauth2/v2\.0/token$")
+    _DEVICECODE_RE = re.compile(r"^/([^/]+)/oauth2/v2\.0/devicecode$")
     _KEYS_RE = re.compile(r"^/([^/]+)/discovery/v2\.0/keys$")
+    _GRANT_TYPES = ("client_credentials", "refresh_token", DEVICE_CODE_GRANT)
 
     def _known_tenant(self, tenant: str) -> bool:
         return unquote(tenant).lower() in (self.tenant_id, INITIAL_DOMAIN, TENANT_DOMAIN)
@@ -893,6 +1067,7 @@ class Emulator:
             for pattern, method, handler in (
                 (self._OIDC_RE, "GET", self._openid_configuration),
                 (self._TOKEN_RE, "POST", self._token),
+                (self._DEVICECODE_RE, "POST", self._devicecode),
                 (self._KEYS_RE, "GET", self._keys),
             ):
                 match = pattern.match(path)
@@ -969,18 +1144,75 @@ class Emulator:
             raise self._unknown_tenant(tenant, "invalid_tenant")
         return self._identity_json(request, {"keys": []})
 
+    @staticmethod
+    def _missing(name: str, status: int = 400, error: str = "invalid_request") -> _IdentityError:
+        return _IdentityError(status, error, 900144,
+                              f"The request body must contain the following parameter: '{name}'.")
+
+    @staticmethod
+    def _form(request: _Request) -> dict[str, str]:
+        try:
+            return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+        except UnicodeDecodeError:
+            return {}
+
+    def _check_client_id(self, form: dict[str, str]) -> str:
+        client_id = form.get("client_id", "")
+        if not client_id:
+            raise self._missing("client_id")
+        if client_id.lower() != self.client_id:
+            raise _IdentityError(
+                400, "unauthorized_client", 700016,
+                f"Application with identifier '{client_id}' was not found in the directory "
+                f"'{INITIAL_DOMAIN}'. This can happen if the application has not been installed by the "
+                "administrator of the tenant or consented to by any user in the tenant. You may have "
+                "sent your authentication request to the wrong tenant.",
+            )
+        return client_id
+
+    def _token_audiences(self, tenant: str) -> set[str]:
+        """What a client assertion's ``aud`` may be: this tenant's token endpoint (v2.0 or v1), by id or domain."""
+        names = {self.tenant_id, INITIAL_DOMAIN, TENANT_DOMAIN, unquote(tenant).lower()}
+        return {f"{self.base_url}/{name}/oauth2{version}/token" for name in names for version in ("/v2.0", "")}
+
+    def _authenticate_client(self, form: dict[str, str], tenant: str, *, required: bool) -> str | None:
+        """Check the client credential: "secret", "certificate", or None for a public client."""
+        secret = form.get("client_secret")
+        assertion, assertion_type = form.get("client_assertion"), form.get("client_assertion_type")
+        if assertion is not None or assertion_type is not None:
+            if secret:
+                raise _IdentityError(400, "invalid_request", 90023,
+                                     "The request presents both 'client_secret' and 'client_assertion'; "
+                                     "send one client credential.")
+            if not assertion_type:
+                raise self._missing("client_assertion_type")
+            if assertion_type != CLIENT_ASSERTION_TYPE:
+                raise _IdentityError(400, "invalid_request", 90023,
+                                     f"The client_assertion_type '{assertion_type}' is not supported: use "
+                                     f"'{CLIENT_ASSERTION_TYPE}'.")
+            if not assertion:
+                raise self._missing("client_assertion", 401, "invalid_client")
+            verify_client_assertion(assertion, self._key_credentials, client_id=self.client_id,
+                                    audiences=self._token_audiences(tenant))
+            return "certificate"
+        if secret:
+            if not hmac.compare_digest(secret.encode("utf-8"), self._client_secret.encode("utf-8")):
+                raise _IdentityError(
+                    401, "invalid_client", 7000215,
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the "
+                    f"client secret value, not the client secret ID, for a secret added to app '{self.client_id}'.",
+                )
+            return "secret"
+        if required or not self.allow_public_client:
+            raise _IdentityError(401, "invalid_client", 7000218,
+                                 "The request body must contain the following parameter: "
+                                 "'client_assertion' or 'client_secret'.")
+        return None
+
     def _token(self, request: _Request, tenant: str) -> _Response:
         if not self._known_tenant(tenant):
             raise self._unknown_tenant(tenant, "invalid_request")
-        try:
-            form = dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            form = {}
-
-        def missing(name: str, status: int = 400, error: str = "invalid_request") -> _IdentityError:
-            return _IdentityError(status, error, 900144,
-                                  f"The request body must contain the following parameter: '{name}'.")
-
+        form = self._form(request)
         basic = request.headers.get("Authorization") or ""
         if basic[:6].lower() == "basic ":
             # client_secret_basic: URL-encoded id and secret in the Authorization header.
@@ -994,61 +1226,210 @@ class Emulator:
 
         grant_type = form.get("grant_type")
         if not grant_type:
-            raise missing("grant_type")
-        if grant_type != "client_credentials":
+            raise self._missing("grant_type")
+        if grant_type not in self._GRANT_TYPES:
             raise _IdentityError(400, "unsupported_grant_type", 70003,
-                                 f"The app requested an unsupported grant type '{grant_type}'. "
-                                 "The demo-tenant emulator supports client_credentials only.")
-        client_id = form.get("client_id", "")
-        if not client_id:
-            raise missing("client_id")
-        if client_id.lower() != self.client_id:
-            raise _IdentityError(
-                400, "unauthorized_client", 700016,
-                f"Application with identifier '{client_id}' was not found in the directory "
-                f"'{INITIAL_DOMAIN}'. This can happen if the application has not been installed by the "
-                "administrator of the tenant or consented to by any user in the tenant. You may have "
-                "sent your authentication request to the wrong tenant.",
-            )
-        if "client_assertion" in form and "client_secret" not in form:
-            raise _IdentityError(401, "invalid_client", 700027,
-                                 "Client assertion failed signature validation: the demo-tenant "
-                                 "emulator has no certificate credentials for this app.")
-        secret = form.get("client_secret")
-        if not secret:
-            raise _IdentityError(401, "invalid_client", 7000218,
-                                 "The request body must contain the following parameter: "
-                                 "'client_assertion' or 'client_secret'.")
-        if not hmac.compare_digest(secret.encode("utf-8"), self._client_secret.encode("utf-8")):
-            raise _IdentityError(
-                401, "invalid_client", 7000215,
-                "Invalid client secret provided. Ensure the secret being sent in the request is the "
-                f"client secret value, not the client secret ID, for a secret added to app '{self.client_id}'.",
-            )
+                                 f"The app requested an unsupported grant type '{grant_type}'. The demo-tenant "
+                                 f"emulator supports {', '.join(self._GRANT_TYPES)}.")
+        client_id = self._check_client_id(form)
+        if grant_type == "client_credentials":
+            return self._client_credentials(request, tenant, form)
+        self._authenticate_client(form, tenant, required=False)
+        if grant_type == "refresh_token":
+            return self._refresh(request, client_id, form)
+        return self._redeem_device_code(request, client_id, form)
+
+    def _client_credentials(self, request: _Request, tenant: str, form: dict[str, str]) -> _Response:
+        self._authenticate_client(form, tenant, required=True)
         scope = form.get("scope", "").strip()
         if not scope:
-            raise missing("scope")
+            raise self._missing("scope")
         if " " in scope or not scope.endswith("/.default"):
             raise _IdentityError(
                 400, "invalid_scope", 1002012,
                 f"The provided value for scope {scope} is not valid. Client credential flows must have "
                 "a scope value with /.default suffixed to the resource identifier (application ID URI).",
             )
+        return self._identity_json(request, self._issue_access_token(None, None))
+
+    def _issue_access_token(self, grant: DelegatedGrant | None, user_id: str | None) -> dict:
+        """A new access token in the registry; the ``token_type``/``expires_in`` part of the answer."""
         token = "emu." + secrets.token_urlsafe(32)
         now = time.monotonic()
         with self._tokens_lock:
             # Forget tokens that expired long ago; recently expired ones still get "expired".
-            stale = [t for t, exp in self._tokens.items() if exp < now - 3600]
+            stale = [t for t, record in self._tokens.items() if record.expires < now - 3600]
             for t in stale:
                 del self._tokens[t]
-            self._tokens[token] = now + self.token_ttl
+            self._tokens[token] = AccessToken(now + self.token_ttl, grant, user_id)
+            self._issued.append(token)
         reported = self.token_ttl if self.token_reported_ttl is None else self.token_reported_ttl
+        payload = {"token_type": "Bearer"}
+        if grant is not None:
+            payload["scope"] = grant.scope
+        payload.update({"expires_in": reported, "ext_expires_in": reported, "access_token": token})
+        return payload
+
+    def _user_tokens(self, form: dict[str, str], client_id: str, user: SignedInUser,
+                     grant: DelegatedGrant, *, refresh: bool) -> dict:
+        """The answer of a delegated grant: access token, then refresh token, id_token, client_info."""
+        payload = self._issue_access_token(grant, user.id)
+        if refresh or grant.offline:
+            token = "emu.rt." + secrets.token_urlsafe(48)
+            with self._tokens_lock:
+                self._refresh_tokens[token] = RefreshGrant(
+                    client_id.lower(), user, grant, time.time(), time.monotonic() + self.refresh_token_ttl)
+                self._issued.append(token)
+            payload["refresh_token"] = token
+        if "openid" in grant.oidc:
+            payload["id_token"] = id_token(self._id_token_key, issuer=f"{self.authority}/v2.0",
+                                           client_id=client_id.lower(), tenant_id=self.tenant_id, user=user)
+        if form.get("client_info") == "1":
+            payload["client_info"] = client_info(user.id, self.tenant_id)
+        return payload
+
+    def _delegated_grant(self, scope: str) -> DelegatedGrant:
+        return parse_delegated_scope(scope, (GRAPH_RESOURCE, GRAPH_APP_ID, self.base_url),
+                                     self.delegated_permissions, INITIAL_DOMAIN)
+
+    def _devicecode(self, request: _Request, tenant: str) -> _Response:
+        if not self._known_tenant(tenant):
+            raise self._unknown_tenant(tenant, "invalid_request")
+        form = self._form(request)
+        client_id = self._check_client_id(form)
+        scope = form.get("scope", "").strip()
+        if not scope:
+            raise self._missing("scope")
+        grant = self._delegated_grant(scope)
+        device_code = "emu.dc." + secrets.token_urlsafe(48)
+        with self._tokens_lock:
+            user_code = DeviceAuthorization.new_user_code()
+            while user_code in self._user_codes:
+                user_code = DeviceAuthorization.new_user_code()
+            self._device_codes[device_code] = DeviceAuthorization(
+                device_code, user_code, client_id.lower(), grant, time.monotonic() + self.device_code_ttl)
+            self._user_codes[user_code] = device_code
+            self._issued.append(device_code)
+        uri = f"{self.base_url}/devicelogin"
         return self._identity_json(request, {
-            "token_type": "Bearer",
-            "expires_in": reported,
-            "ext_expires_in": reported,
-            "access_token": token,
+            "user_code": user_code,
+            "device_code": device_code,
+            "verification_uri": uri,
+            "expires_in": int(self.device_code_ttl),
+            "interval": int(self.device_code_interval),
+            "message": f"To sign in, use a web browser to open the page {uri} and enter the code "
+                       f"{user_code} to authenticate.",
         })
+
+    def _redeem_device_code(self, request: _Request, client_id: str, form: dict[str, str]) -> _Response:
+        device_code = form.get("device_code") or form.get("code")  # MSAL sends both
+        if not device_code:
+            raise self._missing("device_code")
+        with self._tokens_lock:
+            pending = self._device_codes.get(device_code)
+            if pending is None or pending.client_id != client_id.lower():
+                raise _IdentityError(400, "invalid_grant", 70000,
+                                     "Provided grant is invalid or malformed: the device_code is unknown.")
+            if pending.state == "redeemed":
+                # Not in the published table for device codes: plausible.
+                raise _IdentityError(400, "invalid_grant", 70000,
+                                     "Provided grant is invalid or malformed: the device_code was already "
+                                     "redeemed. Start a new device sign-in.")
+            if time.monotonic() >= pending.expires:
+                raise _IdentityError(400, "expired_token", 70019,
+                                     "Verification code expired. Have the user retry the sign-in.")
+            if pending.state == "declined":
+                # Not in the published table for device flow: plausible.
+                raise _IdentityError(400, "authorization_declined", 65004,
+                                     "User declined to consent to access the app.")
+            if pending.state == "pending":
+                raise _IdentityError(400, "authorization_pending", 70016,
+                                     "OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
+            pending.state = "redeemed"
+            user, grant = pending.user, pending.grant
+        return self._identity_json(request, self._user_tokens(form, client_id, user, grant, refresh=False))
+
+    def _refresh(self, request: _Request, client_id: str, form: dict[str, str]) -> _Response:
+        token = form.get("refresh_token")
+        if not token:
+            raise self._missing("refresh_token")
+        with self._tokens_lock:
+            previous = self._refresh_tokens.get(token)
+        if previous is None:
+            raise _IdentityError(400, "invalid_grant", 9002313,
+                                 "Invalid request. Request is malformed or invalid: the refresh_token is not "
+                                 "one this tenant issued.")
+        def when(epoch: float) -> str:
+            return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+        issued = when(previous.issued_at)
+        if previous.client_id != client_id.lower():
+            raise _IdentityError(400, "invalid_grant", 70000,
+                                 "Provided grant is invalid or malformed: the refresh token was issued to "
+                                 "another client.")
+        if previous.revoked_at is not None:
+            raise _IdentityError(
+                400, "invalid_grant", 50173,
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The "
+                f"user might have changed or reset their password. The grant was issued on '{issued}' and "
+                f"the TokensValidFrom date (before which tokens are not valid) for this user is "
+                f"'{when(previous.revoked_at)}'.")
+        if time.monotonic() >= previous.expires:
+            raise _IdentityError(
+                400, "invalid_grant", 700082,
+                f"The refresh token has expired due to inactivity. The token was issued on {issued} and was "
+                f"inactive for {duration_text(self.refresh_token_ttl)}.")
+        with self._state_lock:
+            user = self._directory.user_by_id(previous.user.id)
+        if user is None:
+            raise _IdentityError(400, "invalid_grant", 50034,
+                                 f"The user account {previous.user.user_principal_name} does not exist in "
+                                 f"the {INITIAL_DOMAIN} directory. To sign into this application, the account "
+                                 "must be added to the directory.")
+        if not user.get("accountEnabled", True):
+            raise _IdentityError(400, "invalid_grant", 50057, "The user account is disabled.")
+        scope = form.get("scope", "").strip()
+        grant = self._delegated_grant(scope) if scope else previous.grant
+        # Entra keeps the old refresh token valid until its own expiry: nothing is rotated out.
+        return self._identity_json(request, self._user_tokens(form, client_id, previous.user, grant, refresh=True))
+
+    # -- the device sign-in page ------------------------------------------------
+
+    _DEVICE_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Demo tenant: device sign-in</title></head>
+<body><h1>Demo tenant: device sign-in</h1>{notice}
+<form method="post" action="/devicelogin">
+<p><label>Code <input name="code" autocomplete="off" required></label></p>
+<p><label>Sign in as (userPrincipalName) <input name="username" size="40"></label></p>
+<p><button name="action" value="approve">Sign in</button> <button name="action" value="decline">Decline</button></p>
+</form>
+<p>No password is asked: this is the demo-tenant emulator.</p></body></html>
+"""
+
+    def _device_login(self, request: _Request) -> _Response:
+        """The ``verification_uri`` of device sign-ins: a form to approve or decline one by hand
+        (tests call ``approve_device_code`` / ``decline_device_code`` instead)."""
+        def page(status: int, notice: str = "") -> _Response:
+            body = self._DEVICE_LOGIN_PAGE.format(notice=f"<p>{html.escape(notice)}</p>" if notice else "")
+            return _Response(status, body.encode("utf-8"),
+                             self._common_headers(request, "text/html; charset=utf-8"))
+
+        if request.method == "GET":
+            return page(200)
+        if request.method != "POST":
+            return page(405, "Use GET to see the form and POST to send it.")
+        form = self._form(request)
+        code, username = form.get("code", "").strip(), form.get("username", "").strip()
+        try:
+            if form.get("action") == "decline":
+                self.decline_device_code(code)
+                return page(200, "You declined the sign-in. You can close this window.")
+            if not username:
+                return page(400, "Enter the userPrincipalName to sign in as.")
+            self.approve_device_code(code, username)
+            return page(200, f"You signed in as {username} on the device. You can close this window.")
+        except (KeyError, ValueError) as exc:
+            return page(400, str(exc.args[0]) if exc.args else "The sign-in failed.")
 
     # -- Graph ----------------------------------------------------------------
 
@@ -1077,12 +1458,17 @@ class Emulator:
         if scheme.lower() != "bearer":
             raise _GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.", challenge)
         with self._tokens_lock:
-            expiry = self._tokens.get(token)
+            record = self._tokens.get(token)
+            expiry = None if record is None else record.expires
+            grant = None if record is None else record.grant
         if expiry is None:
             raise _GraphError(401, "InvalidAuthenticationToken", "Access token validation failure.", challenge)
         if time.monotonic() >= expiry:
             raise _GraphError(401, "InvalidAuthenticationToken",
                               "Lifetime validation failed, the token is expired.", challenge)
+        # App tokens carry the app's roles (all it needs); a user's token needs a directory permission.
+        if grant is not None and not grant.names & GRAPH_READ_PERMISSIONS:
+            raise _GraphError(403, "Authorization_RequestDenied", "Insufficient privileges to complete the operation.")
 
     def _graph(self, request: _Request, *, batched: bool = False) -> _Response:
         try:
