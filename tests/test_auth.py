@@ -11,12 +11,10 @@ import os
 import stat
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import (expected_contacts, failure_messages, integration, recorded_text, self_signed_certificate,
-                      write_config)
+from conftest import expected_contacts, failure_messages, integration, recorded_text, self_signed_certificate
 from entra_pipeline import cli
 from entra_pipeline.config import CONFIG_PATH_ENV
 from entra_pipeline.defs import checks as c
@@ -147,33 +145,43 @@ def fast_device_codes(emulator):
     emulator.device_code_interval = interval
 
 
-def _login(key: str) -> tuple[threading.Thread, dict]:
-    """Start ``login KEY`` as an operator would; the test then plays the person at the browser."""
+@pytest.fixture
+def delegated(make_sync, emulator, tmp_path, monkeypatch):
+    """A sync whose integration ``key`` signs in as a service account (plus ``others``), with the
+    login command pointed at its integrations file; returns (sync, token cache path)."""
+    def make(key: str, *others: dict):
+        cache = tmp_path / "tokens" / f"{key}.json"
+        sync = make_sync(integration(key, emulator, source={"auth": "delegated", "client_secret_env": None,
+                                                           "token_cache_path": str(cache)}), *others)
+        monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
+        return sync, cache
+
+    return make
+
+
+def _login(emulator, key: str, approve_as: str | None) -> tuple[int | None, str]:
+    """``login KEY`` as an operator runs it, while the test plays the person at the browser who
+    approves as ``approve_as`` (or declines: None). Returns the exit code and the user code."""
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("rc", cli.main(["login", key])))
     thread.start()
-    return thread, outcome
-
-
-def _approve_next(emulator, user: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pending = emulator.pending_device_codes()
-        if pending:
-            emulator.approve_device_code(pending[0], user)
-            return pending[0]
+    deadline = time.monotonic() + 30
+    while not emulator.pending_device_codes():
+        assert time.monotonic() < deadline, "no device code was requested"
         time.sleep(0.05)
-    raise AssertionError("no device code was requested")
+    [user_code] = emulator.pending_device_codes()
+    if approve_as is None:
+        emulator.decline_device_code(user_code)
+    else:
+        emulator.approve_device_code(user_code, approve_as)
+    thread.join(60)
+    return outcome.get("rc"), user_code
 
 
-def test_delegated_sign_in_then_silent_refresh_then_sign_in_again(make_sync, emulator, directory, tmp_path,
-                                                                   monkeypatch, capsys, caplog, fast_device_codes,
-                                                                   service_account):
+def test_delegated_sign_in_then_silent_refresh_then_sign_in_again(delegated, emulator, directory, capsys, caplog,
+                                                                   fast_device_codes, service_account):
     caplog.set_level(logging.DEBUG)
-    cache = tmp_path / "tokens" / "svc.json"
-    sync = make_sync(integration("svc", emulator, source={"auth": "delegated", "client_secret_env": None,
-                                                         "token_cache_path": str(cache)}))
-    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
+    sync, cache = delegated("svc")
 
     # Before anyone signed in, a run says what to do, and writes nothing.
     first = sync.run("svc")
@@ -183,10 +191,8 @@ def test_delegated_sign_in_then_silent_refresh_then_sign_in_again(make_sync, emu
     assert all(rows == [] for rows in sync.snapshot().values())
 
     # The one-time sign-in.
-    thread, outcome = _login("svc")
-    user_code = _approve_next(emulator, service_account)
-    thread.join(60)
-    assert outcome == {"rc": 0}
+    rc, user_code = _login(emulator, "svc", service_account)
+    assert rc == 0
     printed = capsys.readouterr()
     assert f"enter the code {user_code} to authenticate" in printed.out
     assert f"signed in as {service_account}; the sign-in is kept in {cache} (readable only by you)" in printed.out
@@ -223,10 +229,7 @@ def test_delegated_sign_in_then_silent_refresh_then_sign_in_again(make_sync, emu
     assert sync.snapshot() == before
 
     # Signing in again repairs it.
-    thread, outcome = _login("svc")
-    _approve_next(emulator, service_account)
-    thread.join(60)
-    assert outcome == {"rc": 0}
+    assert _login(emulator, "svc", service_account)[0] == 0
     again = sync.run("svc")
     assert again.success, failure_messages(again)
 
@@ -240,16 +243,9 @@ def test_delegated_sign_in_then_silent_refresh_then_sign_in_again(make_sync, emu
             assert credential not in text, place
 
 
-def test_refresh_token_expired_by_inactivity(make_sync, emulator, tmp_path, monkeypatch, capsys, fast_device_codes,
-                                             service_account):
-    cache = tmp_path / "svc.json"
-    sync = make_sync(integration("idle", emulator, source={"auth": "delegated", "client_secret_env": None,
-                                                          "token_cache_path": str(cache)}))
-    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
-    thread, outcome = _login("idle")
-    _approve_next(emulator, service_account)
-    thread.join(60)
-    assert outcome == {"rc": 0}
+def test_refresh_token_expired_by_inactivity(delegated, emulator, fast_device_codes, service_account):
+    sync, _ = delegated("idle")
+    assert _login(emulator, "idle", service_account)[0] == 0
     emulator.expire_refresh_tokens()
     emulator.expire_tokens()
     result = sync.run("idle")
@@ -259,20 +255,9 @@ def test_refresh_token_expired_by_inactivity(make_sync, emulator, tmp_path, monk
     assert all(rows == [] for rows in sync.snapshot().values())
 
 
-def test_login_that_is_declined_or_for_another_method(make_sync, emulator, tmp_path, monkeypatch, capsys,
-                                                      fast_device_codes):
-    cache = tmp_path / "svc.json"
-    sync = make_sync(integration("svc", emulator, source={"auth": "delegated", "client_secret_env": None,
-                                                         "token_cache_path": str(cache)}),
-                     integration("app", emulator))
-    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
-    thread, outcome = _login("svc")
-    deadline = time.monotonic() + 30
-    while not emulator.pending_device_codes() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    emulator.decline_device_code(emulator.pending_device_codes()[0])
-    thread.join(60)
-    assert outcome == {"rc": 1}
+def test_login_that_is_declined_or_for_another_method(delegated, emulator, capsys, fast_device_codes):
+    _, cache = delegated("svc", integration("app", emulator))
+    assert _login(emulator, "svc", None)[0] == 1
     err = capsys.readouterr().err
     assert err.startswith("integration 'svc': sign-in not completed: authorization_declined: ")
     assert not cache.exists()
@@ -281,16 +266,9 @@ def test_login_that_is_declined_or_for_another_method(make_sync, emulator, tmp_p
                                        "(a service account that signs in once)\n")
 
 
-def test_a_token_cache_widened_to_other_users_is_refused(make_sync, emulator, tmp_path, monkeypatch,
-                                                         fast_device_codes, service_account):
-    cache = tmp_path / "svc.json"
-    sync = make_sync(integration("svc", emulator, source={"auth": "delegated", "client_secret_env": None,
-                                                         "token_cache_path": str(cache)}))
-    monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
-    thread, outcome = _login("svc")
-    _approve_next(emulator, service_account)
-    thread.join(60)
-    assert outcome == {"rc": 0}
+def test_a_token_cache_widened_to_other_users_is_refused(delegated, emulator, fast_device_codes, service_account):
+    sync, cache = delegated("svc")
+    assert _login(emulator, "svc", service_account)[0] == 0
     os.chmod(cache, 0o644)
     message = _users_failure(sync.run("svc"))
     assert message == (f"integration 'svc': reading users failed: token cache {cache} can be read or changed by "
