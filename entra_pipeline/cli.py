@@ -230,7 +230,7 @@ def _credential_status(integration) -> str:
         raise ConfigError(f"integration {integration.key!r}: {exc}") from None
     if not accounts:
         raise ConfigError(f"integration {integration.key!r}: not signed in; run {integration.login_command}")
-    return f"signed in as {accounts[0].get('username')}"
+    return f"signed in as {accounts[0].get('username')} (per the token cache; the next sync verifies it)"
 
 
 def check_config() -> int:

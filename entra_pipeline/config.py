@@ -76,8 +76,9 @@ class _Strict(BaseModel):
 def _https_url(value: str | None) -> str | None:
     if value is None:
         return None
-    if not re.fullmatch(r"https://[^/\s?#]+(/[^\s?#]*)?", value):
-        raise ValueError(f"must be an https:// URL without query, got {value!r}")
+    # No user info either: "https://login.microsoftonline.com@evil.example" is a host of evil.example.
+    if not re.fullmatch(r"https://[^/\s?#@]+(/[^\s?#@]*)?", value):
+        raise ValueError(f"must be an https:// URL without query or user name, got {value!r}")
     return value.rstrip("/")
 
 
@@ -144,6 +145,14 @@ class EntraSource(_Strict):
     full_sync_every_days: float | None = Field(7.0, gt=0, le=366)
 
     _check_urls = field_validator("graph_base_url", "authority_host")(_https_url)
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _one_tenant(cls, value: str) -> str:
+        # These let whoever signs in choose the tenant; an integration reads one directory.
+        if value.lower() in ("common", "organizations", "consumers"):
+            raise ValueError(f"{value!r} is not one tenant; give the tenant ID or its domain name")
+        return value
 
     @field_validator("ca_bundle")
     @classmethod
@@ -697,10 +706,18 @@ class IntegrationsFile(_Strict):
     def _unique_keys(cls, value: list[Integration]) -> list[Integration]:
         seen: set[str] = set()
         types: dict[str, tuple[str, str]] = {}
+        caches: dict[Path, str] = {}
         for integration in value:
             if integration.key in seen:
                 raise ValueError(f"duplicate integration key {integration.key!r}")
             seen.add(integration.key)
+            # One sign-in per cache: a login for one integration would replace the other's.
+            cache = integration.source.token_cache_path
+            if cache is not None:
+                other = caches.setdefault(cache.resolve(), integration.key)
+                if other != integration.key:
+                    raise ValueError(f"integrations {other!r} and {integration.key!r} share the token cache "
+                                     f"{str(cache)!r}; give each its own token_cache_path")
             # Custom fields are columns of the shared contacts table: one name, one type.
             for name, custom in integration.mapping.custom_fields.items():
                 other = types.setdefault(name, (custom.type, integration.key))

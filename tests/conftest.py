@@ -115,6 +115,13 @@ def self_signed_certificate(common_name: str = "entra-pipeline test", *, days: f
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
+def write_private(path: Path, data: bytes) -> Path:
+    """A key file as an administrator keeps it: readable by its owner only."""
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
 # An operator's approval of one run's mass removal (the deletion guard).
 ALLOW_REMOVALS = {"ops": {asset: {"config": {"allow_removals": True}}
                           for asset in ("filtered_contacts", "distribution_lists")}}

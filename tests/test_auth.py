@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import expected_contacts, failure_messages, integration, recorded_text, self_signed_certificate
+from conftest import (expected_contacts, failure_messages, integration, recorded_text, self_signed_certificate,
+                      write_private)
 from entra_pipeline import cli
 from entra_pipeline.config import CONFIG_PATH_ENV
 from entra_pipeline.defs import checks as c
@@ -60,8 +61,7 @@ def test_certificate_sign_in_syncs_and_reports_the_expiry(make_sync, emulator, d
                                                           caplog):
     caplog.set_level(logging.DEBUG)
     key, cert = self_signed_certificate("contacts-sync", days=400)
-    (tmp_path / "app.pem").write_bytes(key + cert)
-    (tmp_path / "app.pem").chmod(0o600)
+    write_private(tmp_path / "app.pem", key + cert)
     thumbprint = registered(cert)
     sync = make_sync(_certificate_integration("certs", emulator, certificate_path=str(tmp_path / "app.pem")))
     result = sync.run("certs")
@@ -71,7 +71,6 @@ def test_certificate_sign_in_syncs_and_reports_the_expiry(make_sync, emulator, d
     assert check.passed
     assert check.metadata["thumbprint"].value == thumbprint
     assert check.description.startswith(f"certificate {thumbprint} valid until ")
-    assert _check(result, c.PRIVATE_KEY_PROTECTED).passed
     # Neither the key nor any token issued for it is left anywhere.
     key_lines = [line for line in key.decode().splitlines() if not line.startswith("-----")]
     for place, text in recorded_text(sync, [result], caplog).items():
@@ -82,8 +81,7 @@ def test_certificate_sign_in_syncs_and_reports_the_expiry(make_sync, emulator, d
 def test_certificate_by_thumbprint_signs_in_but_warns_that_expiry_is_unknown(make_sync, emulator, directory,
                                                                             registered, tmp_path):
     key, cert = self_signed_certificate()
-    (tmp_path / "app.key").write_bytes(key)
-    (tmp_path / "app.key").chmod(0o640)
+    write_private(tmp_path / "app.key", key)
     thumbprint = registered(cert)
     sync = make_sync(_certificate_integration("thumb", emulator, private_key_path=str(tmp_path / "app.key"),
                                               certificate_thumbprint=thumbprint))
@@ -91,15 +89,21 @@ def test_certificate_by_thumbprint_signs_in_but_warns_that_expiry_is_unknown(mak
     assert result.success, failure_messages(result)
     assert _contacts(sync, "thumb") == expected_contacts(directory)
     assert not _check(result, c.CERTIFICATE_NOT_EXPIRING).passed
-    exposed = _check(result, c.PRIVATE_KEY_PROTECTED)
-    assert (exposed.passed, exposed.description) == (
-        False, f"private key file {tmp_path / 'app.key'} can be read by other users (mode 0640); run "
-               f"'chmod 600 {tmp_path / 'app.key'}'")
+
+    # The key made readable by others: refused before any request, the warehouse as it was.
+    before, requests = sync.snapshot(), emulator.request_count
+    (tmp_path / "app.key").chmod(0o640)
+    refused = sync.run("thumb")
+    assert {m.removeprefix("dagster._core.definitions.events.Failure: ").strip()
+            for m in failure_messages(refused)} == {  # the users and the groups step alike
+        f"integration 'thumb', field 'source.private_key_path': {tmp_path / 'app.key'} holds a private key other "
+        f"users can read (mode 0640); run 'chmod 600 {tmp_path / 'app.key'}'"}
+    assert sync.snapshot() == before and emulator.request_count == requests
 
 
 def test_certificate_expiring_within_30_days_warns_but_syncs(make_sync, emulator, directory, registered, tmp_path):
     key, cert = self_signed_certificate(days=12.5)
-    (tmp_path / "app.pem").write_bytes(key + cert)
+    write_private(tmp_path / "app.pem", key + cert)
     thumbprint = registered(cert)
     sync = make_sync(_certificate_integration("soon", emulator, certificate_path=str(tmp_path / "app.pem")))
     result = sync.run("soon")
@@ -113,7 +117,7 @@ def test_certificate_expiring_within_30_days_warns_but_syncs(make_sync, emulator
 
 def test_a_certificate_the_app_does_not_know_fails_cleanly_and_changes_nothing(make_sync, emulator, tmp_path):
     key, cert = self_signed_certificate()
-    (tmp_path / "app.pem").write_bytes(key + cert)
+    write_private(tmp_path / "app.pem", key + cert)
     thumbprint = emulator.add_certificate(cert)
     try:
         sync = make_sync(_certificate_integration("gone", emulator, certificate_path=str(tmp_path / "app.pem")))
@@ -213,8 +217,8 @@ def test_delegated_sign_in_then_silent_refresh_then_sign_in_again(delegated, emu
 
     # check-config sees the sign-in.
     assert cli.main(["check-config"]) == 0
-    assert f"svc: Test svc [{emulator.base_url}; cron '0 6 * * *'] signed in as {service_account}" in \
-        capsys.readouterr().out
+    assert (f"svc: Test svc [{emulator.base_url}; cron '0 6 * * *'] signed in as {service_account} "
+            "(per the token cache; the next sync verifies it)") in capsys.readouterr().out
 
     # The sign-in is revoked (an admin's revokeSignInSessions): one clear line, nothing changed.
     before = sync.snapshot()
@@ -274,3 +278,66 @@ def test_a_token_cache_widened_to_other_users_is_refused(delegated, emulator, fa
     assert message == (f"integration 'svc': reading users failed: token cache {cache} can be read or changed by "
                        f"other users (mode 0644); run 'chmod 600 {cache}', or delete it and sign in again with "
                        "python -m entra_pipeline login svc")
+
+
+# -- TLS is verified whatever the sign-in ---------------------------------------------------------------
+
+@pytest.mark.parametrize("auth", ["client_secret", "certificate", "delegated"])
+def test_without_the_tenants_ca_nothing_is_sent(make_sync, emulator, registered, tmp_path, monkeypatch, capsys,
+                                                auth):
+    """The emulator's certificate is not publicly trusted: leaving out ca_bundle must fail the TLS
+    handshake (REQUESTS_CA_BUNDLE, set by conftest to a missing file, must not matter either)."""
+    key, cert = self_signed_certificate()
+    write_private(tmp_path / "app.pem", key + cert)
+    registered(cert)
+    source = {"ca_bundle": None, **{
+        "client_secret": {},
+        "certificate": {"auth": "certificate", "client_secret_env": None, "certificate_path": str(tmp_path / "app.pem")},
+        "delegated": {"auth": "delegated", "client_secret_env": None, "token_cache_path": str(tmp_path / "t.json")},
+    }[auth]}
+    sync = make_sync(integration("tls", emulator, source=source))
+    tokens = len(emulator.issued_credentials())
+    if auth == "delegated":
+        monkeypatch.setenv(CONFIG_PATH_ENV, str(sync.config))
+        assert cli.main(["login", "tls"]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith(f"integration 'tls': authority {emulator.base_url}/") and "SSLError" in error
+        assert "CERTIFICATE_VERIFY_FAILED" in error and not (tmp_path / "t.json").exists()
+    result = sync.run("tls")
+    message = _users_failure(result)
+    assert message.startswith(f"integration 'tls': reading users failed: authority {emulator.base_url}/")
+    assert "SSLError" in message and "CERTIFICATE_VERIFY_FAILED" in message
+    assert all(rows == [] for rows in sync.snapshot().values())
+    assert len(emulator.issued_credentials()) == tokens  # no token was issued
+
+
+def test_a_new_sign_in_is_not_undone_by_a_run_that_started_before_it(delegated, emulator, directory,
+                                                                       fast_device_codes):
+    """A run holds the old sign-in in memory; the operator signs in again as another account while
+    it runs. When the run renews its token it re-reads the cache: the file keeps the new sign-in
+    and the run continues as the new account."""
+    from entra_pipeline.config import load_integrations
+    from entra_pipeline.defs.resources import GraphResource
+
+    first, second = [u for u in directory.users if u["accountEnabled"] and u["userType"] == "Member"][:2]
+    sync, cache = delegated("svc")
+    assert _login(emulator, "svc", first["userPrincipalName"])[0] == 0
+    with GraphResource().client(load_integrations(sync.config).get("svc")) as client:
+        token = client._token()
+        assert emulator._tokens[token].user_id == first["id"]
+        assert _login(emulator, "svc", second["userPrincipalName"])[0] == 0
+        renewed = client._token(rejected=token)
+    assert emulator._tokens[renewed].user_id == second["id"]
+    assert second["userPrincipalName"] in cache.read_text() and first["userPrincipalName"] not in cache.read_text()
+
+
+@pytest.mark.parametrize("configured, signed_in, same", [
+    ("11111111-2222-3333-4444-555555555555", "11111111-2222-3333-4444-555555555555", True),
+    ("11111111-2222-3333-4444-555555555555", "99999999-2222-3333-4444-555555555555", False),
+    ("contoso.onmicrosoft.com", "99999999-2222-3333-4444-555555555555", True),  # a domain cannot be compared
+])
+def test_the_sign_in_must_be_of_the_configured_tenant(configured, signed_in, same):
+    from entra_pipeline.graph.auth import _Tokens
+
+    tokens = _Tokens(authority_host="https://login.example", tenant_id=configured, graph_url="https://graph.example")
+    assert tokens._of_tenant(signed_in) is same

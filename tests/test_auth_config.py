@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import self_signed_certificate
+from conftest import self_signed_certificate, write_private
 from entra_pipeline.config import CLOUDS, ConfigError, load_integrations, parse_integrations
 from entra_pipeline.defs import checks as c
 from entra_pipeline.graph.auth import AuthError, Certificate, ClientSecret, DelegatedSignIn, TokenCacheFile
@@ -67,11 +67,14 @@ def test_explicit_hosts_override_the_preset():
 @pytest.mark.parametrize("line, expected", [
     ("cloud: germany", "field 'source.cloud': Input should be 'global', 'us_gov', 'us_gov_dod' or 'china'"),
     ("authority_host: http://login.microsoftonline.us",
-     "field 'source.authority_host': must be an https:// URL without query, got 'http://login.microsoftonline.us'"),
+     "field 'source.authority_host': must be an https:// URL without query or user name, got 'http://login.microsoftonline.us'"),
     ("graph_base_url: https://graph.microsoft.us?x=1",
-     "field 'source.graph_base_url': must be an https:// URL without query, got 'https://graph.microsoft.us?x=1'"),
+     "field 'source.graph_base_url': must be an https:// URL without query or user name, got 'https://graph.microsoft.us?x=1'"),
     ("authority_host: 'https://login.example/ evil'",
-     "field 'source.authority_host': must be an https:// URL without query, got 'https://login.example/ evil'"),
+     "field 'source.authority_host': must be an https:// URL without query or user name, got 'https://login.example/ evil'"),
+    ("authority_host: https://login.microsoftonline.com@evil.example",
+     "field 'source.authority_host': must be an https:// URL without query or user name, got "
+     "'https://login.microsoftonline.com@evil.example'"),
     ("verify_tls: false", "field 'source.verify_tls': unknown field"),
 ])
 def test_cloud_hosts_are_validated_and_tls_cannot_be_switched_off(line, expected):
@@ -122,7 +125,7 @@ def test_unknown_auth_method():
 def test_paths_are_relative_to_the_integrations_file(tmp_path):
     key, cert = self_signed_certificate()
     (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "app.pem").write_bytes(key + cert)
+    write_private(tmp_path / "certs" / "app.pem", key + cert)
     (tmp_path / "integrations.yaml").write_text(config_text("auth: certificate", "certificate_path: certs/app.pem"))
     assert load_integrations(tmp_path / "integrations.yaml").get("main").source.certificate_path == \
         tmp_path / "certs" / "app.pem"
@@ -130,6 +133,24 @@ def test_paths_are_relative_to_the_integrations_file(tmp_path):
     integration = load_integrations(tmp_path / "integrations.yaml").get("main")
     assert integration.credential() == DelegatedSignIn(cache_path=tmp_path / "tokens" / "main.json",
                                                        login_command="python -m entra_pipeline login main")
+
+
+def test_a_multi_tenant_authority_is_refused():
+    text = config_text("client_secret_env: S").replace("contoso.onmicrosoft.com", "organizations")
+    with pytest.raises(ConfigError) as info:
+        parse_integrations(text, "cfg.yaml")
+    assert str(info.value) == ("cfg.yaml: integration 'main', field 'source.tenant_id': 'organizations' is not one "
+                               "tenant; give the tenant ID or its domain name")
+
+
+def test_two_integrations_cannot_share_a_token_cache():
+    text = config_text("auth: delegated", "token_cache_path: /srv/tokens/a.json")
+    text += text.split("integrations:\n", 1)[1].replace("key: main", "key: other").replace(
+        "/srv/tokens/a.json", "/srv/tokens/../tokens/a.json")
+    with pytest.raises(ConfigError) as info:
+        parse_integrations(text, "cfg.yaml")
+    assert str(info.value) == ("cfg.yaml: field 'integrations': integrations 'main' and 'other' share the token "
+                               "cache '/srv/tokens/../tokens/a.json'; give each its own token_cache_path")
 
 
 def test_token_cache_path_must_not_be_a_directory(tmp_path):
@@ -146,7 +167,7 @@ def _integration(tmp_path: Path, *lines: str):
 
 def test_certificate_file_with_the_key_gives_a_sha256_credential(tmp_path):
     key, cert = self_signed_certificate("contacts-sync")
-    (tmp_path / "app.pem").write_bytes(key + cert)
+    write_private(tmp_path / "app.pem", key + cert)
     credential, info = _integration(tmp_path, "certificate_path: app.pem").certificate()
     assert isinstance(credential, Certificate)
     assert credential.certificate_pem.encode() == cert and credential.thumbprint is None
@@ -157,8 +178,8 @@ def test_certificate_file_with_the_key_gives_a_sha256_credential(tmp_path):
 
 def test_separate_key_and_thumbprint_only(tmp_path):
     key, cert = self_signed_certificate()
-    (tmp_path / "app.key").write_bytes(key)
-    (tmp_path / "app.crt").write_bytes(cert)
+    write_private(tmp_path / "app.key", key)
+    write_private(tmp_path / "app.crt", cert)
     _, info = _integration(tmp_path, "certificate_path: app.crt", "private_key_path: app.key").certificate()
     credential, none = _integration(tmp_path, "private_key_path: app.key",
                                     f"certificate_thumbprint: {info.thumbprint.lower()}").certificate()
@@ -171,7 +192,7 @@ def test_encrypted_key_with_its_password_from_the_environment(tmp_path, monkeypa
     encrypted = serialization.load_pem_private_key(key, None).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"k3y-PASSWORD"))
-    (tmp_path / "app.pem").write_bytes(encrypted + cert)
+    write_private(tmp_path / "app.pem", encrypted + cert)
     integration = _integration(tmp_path, "certificate_path: app.pem", "private_key_password_env: APP_KEY_PASSWORD")
     with pytest.raises(ConfigError) as info:
         integration.certificate()
@@ -193,16 +214,26 @@ def test_encrypted_key_with_its_password_from_the_environment(tmp_path, monkeypa
                                "private key is encrypted and no password was given (source.private_key_password_env)")
 
 
+def test_a_private_key_other_users_can_read_is_refused(tmp_path):
+    key, cert = self_signed_certificate()
+    (tmp_path / "app.pem").write_bytes(key + cert)
+    (tmp_path / "app.pem").chmod(0o644)
+    with pytest.raises(ConfigError) as info:
+        _integration(tmp_path, "certificate_path: app.pem").certificate()
+    assert str(info.value) == (f"integration 'main', field 'source.certificate_path': {tmp_path / 'app.pem'} holds a "
+                               f"private key other users can read (mode 0644); run 'chmod 600 {tmp_path / 'app.pem'}'")
+
+
 def test_certificate_file_problems_name_the_field_and_file(tmp_path):
     key, cert = self_signed_certificate()
     other_key, _ = self_signed_certificate()
-    (tmp_path / "cert_only.pem").write_bytes(cert)
-    (tmp_path / "key_only.pem").write_bytes(key)
-    (tmp_path / "other.key").write_bytes(other_key)
-    (tmp_path / "garbage.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    write_private(tmp_path / "cert_only.pem", cert)
+    write_private(tmp_path / "key_only.pem", key)
+    write_private(tmp_path / "other.key", other_key)
+    write_private(tmp_path / "garbage.pem", b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     ec_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    (tmp_path / "ec.key").write_bytes(ec_key)
+    write_private(tmp_path / "ec.key", ec_key)
 
     def problem(*lines: str) -> str:
         with pytest.raises(ConfigError) as info:
@@ -279,7 +310,7 @@ def _info(days: float) -> CertificateInfo:
     (30, True, f"certificate {'AB' * 20} valid until 2026-12-26 (30 days)"),
     (29.5, False, f"certificate {'AB' * 20} expires on 2026-12-26 00:00 UTC, in 29 days: add a new certificate to "
                   "the app registration and set source.certificate_path to it"),
-    (-2, False, f"certificate {'AB' * 20} expires on 2026-11-24 12:00 UTC, in 0 days: add a new certificate to "
+    (-2, False, f"certificate {'AB' * 20} expired on 2026-11-24 12:00 UTC, 2 days ago: add a new certificate to "
                 "the app registration and set source.certificate_path to it"),
 ])
 def test_certificate_check_warns_30_days_ahead(days, passed, description):

@@ -114,8 +114,7 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
                       "extension_attributes_decided",
                       "exclusions_keep_contacts", "selected_lists_resolved", "no_list_removed",
                       "directory_not_emptied", "contact_removals_within_limit", "membership_removals_within_limit",
-                      "no_orphaned_integrations", "certificate_not_expiring",
-                      "private_key_file_protected"}
+                      "no_orphaned_integrations", "certificate_not_expiring"}
 
 
 def test_invalid_config_fails_with_one_line(tmp_path, demo_env):

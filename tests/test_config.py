@@ -72,7 +72,7 @@ def test_national_cloud_preset():
          "cfg.yaml: integration 'main', field 'source.client_secret_env': String should match pattern "
          "'^[A-Za-z_][A-Za-z0-9_]*$'"),
         (("client_secret_env: MAIN_SECRET", "client_secret_env: MAIN_SECRET\n      graph_base_url: http://graph.example"),
-         "cfg.yaml: integration 'main', field 'source.graph_base_url': must be an https:// URL without query, "
+         "cfg.yaml: integration 'main', field 'source.graph_base_url': must be an https:// URL without query or user name, "
          "got 'http://graph.example'"),
         (("client_secret_env: MAIN_SECRET", "client_secret_env: MAIN_SECRET\n      ca_bundle: /no/such/ca.pem"),
          "cfg.yaml: integration 'main', field 'source.ca_bundle': CA bundle file '/no/such/ca.pem' does not exist"),

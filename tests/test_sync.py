@@ -74,7 +74,7 @@ def test_every_asset_materializes_and_checks_report_the_demo_problems(synced):
         c.NO_LIST_REMOVED: True,
         c.DIRECTORY_NOT_EMPTY: True,
         c.CONTACT_REMOVALS_WITHIN_LIMIT: True,
-        c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True, c.NO_ORPHANED_DATA: True, c.CERTIFICATE_NOT_EXPIRING: True, c.PRIVATE_KEY_PROTECTED: True,
+        c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True, c.NO_ORPHANED_DATA: True, c.CERTIFICATE_NOT_EXPIRING: True,
     }
 
 

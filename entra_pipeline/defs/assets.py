@@ -7,8 +7,6 @@ touches another integration.
 
 import hashlib
 import json
-import os
-import stat
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -99,19 +97,14 @@ def _read(integration: Integration, graph: GraphResource, what: str,
     return result, metadata
 
 
-def _credential_checks(integration: Integration) -> list[dg.AssetCheckResult]:
-    """The certificate's expiry and its key file's permissions (checks that pass for other methods)."""
-    source = integration.source
-    info = key_file = mode = None
-    if source.auth == "certificate":
+def _certificate_check(integration: Integration) -> dg.AssetCheckResult:
+    info = None
+    if integration.source.auth == "certificate":
         try:
             info = integration.certificate()[1]
         except ConfigError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        key_file = source.private_key_path or source.certificate_path
-        mode = stat.S_IMODE(key_file.stat().st_mode) if os.name == "posix" else None
-    return [c.certificate_result(source.auth, info, datetime.now(timezone.utc)),
-            c.private_key_result(key_file, mode)]
+    return c.certificate_result(integration.source.auth, info, datetime.now(timezone.utc))
 
 
 def _require_fields(con, integration: Integration, stage: str, needed: set[str],
@@ -331,7 +324,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
     @dg.asset(
         **common, kinds={"azure", "duckdb"},
         check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY, c.NO_ORPHANED_DATA,
-                            c.CERTIFICATE_NOT_EXPIRING, c.PRIVATE_KEY_PROTECTED),
+                            c.CERTIFICATE_NOT_EXPIRING),
         retry_policy=graph_retry,
         description="Directory users read from Microsoft Graph, only the properties the mapping and exclusions "
                     "need. With read: delta (the default) the first sync is a full /users/delta round and later "
@@ -347,7 +340,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
         fields = integration.imported_fields()
         with warehouse.get_connection() as con:
             orphans = {k: n for k, n in store.integrations_in_warehouse(con).items() if k not in configured.keys}
-        context_checks = [c.orphans_result(orphans), *_credential_checks(integration)]
+        context_checks = [c.orphans_result(orphans), _certificate_check(integration)]
         if integration.source.read == "list":
             yield from _list_users(context, stage, integration, graph, warehouse, fields, context_checks)
             return

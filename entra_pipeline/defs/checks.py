@@ -12,7 +12,6 @@ chosen per check:
 
 
 from datetime import datetime
-from pathlib import Path
 
 import dagster as dg
 
@@ -39,7 +38,6 @@ NO_LIST_REMOVED = "no_list_removed"
 NO_ORPHANED_DATA = "no_orphaned_integrations"
 CERTIFICATE_NOT_EXPIRING = "certificate_not_expiring"
 CERTIFICATE_WARN_DAYS = 30
-PRIVATE_KEY_PROTECTED = "private_key_file_protected"
 
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
@@ -90,10 +88,6 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         f"{CERTIFICATE_WARN_DAYS} days: upload its successor to the app registration and point "
         "source.certificate_path at it before then. Also warns when only a thumbprint is configured (expiry "
         "unknown). Integrations signing in otherwise pass."),
-    PRIVATE_KEY_PROTECTED: (s.RAW_GRAPH_USERS, False,
-        "The private key file of an integration with auth: certificate is readable only by its owner (no group "
-        "or other permission bits): whoever reads it can read the whole directory. Integrations signing in "
-        "otherwise pass; a delegated sign-in's token cache that others can read is refused outright."),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, False,
         "No list of the last sync disappeared. A list goes when its group is deleted in the directory, is no "
         "longer selected, or its custom definition is removed; each is reported so nobody misses it."),
@@ -222,22 +216,11 @@ def certificate_result(auth: str, info: CertificateInfo | None, now: datetime) -
     if days >= CERTIFICATE_WARN_DAYS:
         return _result(CERTIFICATE_NOT_EXPIRING, True, f"certificate {info.thumbprint} valid until "
                        f"{info.not_after:%Y-%m-%d} ({int(days)} days)", metadata, dg.AssetCheckSeverity.WARN)
+    when = (f"expires on {info.not_after:%Y-%m-%d %H:%M} UTC, in {int(days)} days" if days >= 0 else
+            f"expired on {info.not_after:%Y-%m-%d %H:%M} UTC, {int(-days)} days ago")
     return _result(CERTIFICATE_NOT_EXPIRING, False,
-                   f"certificate {info.thumbprint} expires on {info.not_after:%Y-%m-%d %H:%M} UTC, in {max(int(days), 0)} "
-                   "days: add a new certificate to the app registration and set source.certificate_path to it",
-                   metadata, dg.AssetCheckSeverity.WARN)
-
-
-def private_key_result(key_file: Path | None, mode: int | None) -> dg.AssetCheckResult:
-    """WARN when the certificate's private key file grants group or other users any access."""
-    if key_file is None:
-        return _result(PRIVATE_KEY_PROTECTED, True, "no private key file", {}, dg.AssetCheckSeverity.WARN)
-    metadata = {"key_file": str(key_file), "mode": f"{mode:04o}" if mode is not None else "n/a"}
-    if mode is not None and mode & 0o077:
-        return _result(PRIVATE_KEY_PROTECTED, False, f"private key file {key_file} can be read by other users "
-                       f"(mode {mode:04o}); run 'chmod 600 {key_file}'", metadata, dg.AssetCheckSeverity.WARN)
-    return _result(PRIVATE_KEY_PROTECTED, True, f"private key file {key_file} is readable only by its owner",
-                   metadata, dg.AssetCheckSeverity.WARN)
+                   f"certificate {info.thumbprint} {when}: add a new certificate to the app registration and set "
+                   "source.certificate_path to it", metadata, dg.AssetCheckSeverity.WARN)
 
 
 def users_mapped_result(directory_users: int, contacts: int) -> dg.AssetCheckResult:

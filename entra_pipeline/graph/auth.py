@@ -16,14 +16,19 @@ raised here contains a secret, a token or a private key.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import logging
 import os
 import re
 import stat
+import tempfile
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 import msal
 import requests
@@ -41,12 +46,29 @@ class _MaskGrantCodes(logging.Filter):
         return True
 
 
-# A filter on the logger that creates the record, so it runs before any handler sees it.
+class _HideTokenResponseBody(logging.Filter):
+    """MSAL logs a token response that is not JSON in full at ERROR level; a proxy page or an
+    answer cut short may carry an access token. Its length is enough to diagnose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Token response is not in json format") and isinstance(record.args, tuple):
+            record.args = tuple(f"<{len(a)} characters not shown>" if isinstance(a, str) else a for a in record.args)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# Filters on the loggers that create the records, so they run before any handler sees them.
 logging.getLogger("msal.token_cache").addFilter(_MaskGrantCodes())
+logging.getLogger("msal.oauth2cli.oauth2").addFilter(_HideTokenResponseBody())
 
 
 class AuthError(RuntimeError):
-    """The identity platform refused to issue a token, or the sign-in cannot be used."""
+    """The identity platform refused to issue a token, or the sign-in cannot be used.
+    ``transient``: it could not be reached, so a later attempt may succeed."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -95,54 +117,104 @@ def graph_scopes(graph_url: str) -> list[str]:
 class TokenCacheFile:
     """MSAL's token cache in a file only its owner can read and write (mode 0600).
 
-    It holds a refresh token: a long-lived credential for the whole directory. It is written
-    whole to a new file created 0600 and renamed over the old one, so a reader never sees half a
-    cache and the mode never depends on the umask. A cache others can read is refused, as ssh
-    refuses a private key others can read."""
+    It holds a refresh token: a long-lived credential for the whole directory. Every use happens
+    under an exclusive lock on ``<file>.lock`` (the steps of a run, concurrent runs and ``login``
+    take turns), the file is re-read when another process changed it, and it is written whole to a
+    new 0600 file renamed over the old one, so nobody sees half a cache and a new sign-in is never
+    overwritten by an older copy. A cache other users could read or that is a symbolic link is
+    refused, as ssh refuses such a private key."""
 
     def __init__(self, path: Path, login_command: str) -> None:
         self.path = Path(path)
         self.login_command = login_command
+        self._seen: tuple | None = None  # (inode, mtime, size) of the file last read or written
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self._make_parent()
+        try:
+            descriptor = os.open(self.path.with_name(self.path.name + ".lock"),
+                                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise self._os_error(exc) from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def load(self) -> msal.SerializableTokenCache:
         cache = msal.SerializableTokenCache()
-        try:
-            info = self.path.stat()
-        except FileNotFoundError:
-            return cache
-        if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise AuthError(
-                f"token cache {self.path} can be read or changed by other users "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {self.path}', or delete it and sign "
-                f"in again with {self.login_command}"
-            )
-        try:
-            cache.deserialize(self.path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise AuthError(f"token cache {self.path} is not an MSAL token cache; sign in again with "
-                            f"{self.login_command}") from None
+        self.refresh(cache)
         return cache
 
+    def refresh(self, cache: msal.SerializableTokenCache) -> None:
+        """Re-read the file into ``cache`` if it changed since this object last read or wrote it."""
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._os_error(exc) from None
+        with os.fdopen(descriptor, "rb") as file:
+            info = os.fstat(file.fileno())
+            if info.st_uid != os.getuid():
+                raise AuthError(f"token cache {self.path} belongs to another user (uid {info.st_uid}); run "
+                                f"{self.login_command} as the user that runs the syncs")
+            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise AuthError(
+                    f"token cache {self.path} can be read or changed by other users "
+                    f"(mode {stat.S_IMODE(info.st_mode):04o}); run 'chmod 600 {self.path}', or delete it and sign "
+                    f"in again with {self.login_command}"
+                )
+            seen = (info.st_ino, info.st_mtime_ns, info.st_size)
+            if seen == self._seen:
+                return
+            try:
+                cache.deserialize(file.read().decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise AuthError(f"token cache {self.path} is not an MSAL token cache; sign in again with "
+                                f"{self.login_command}") from None
+            cache.has_state_changed = False
+            self._seen = seen
+
     def save(self, cache: msal.SerializableTokenCache) -> None:
+        """Write the cache if MSAL changed it; call while holding :meth:`locked`."""
         if not cache.has_state_changed:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._make_parent()
+        # mkstemp: a new file with a random name, O_EXCL and 0600, so nothing planted can be followed.
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
-            # O_CREAT's mode is masked by the umask only towards fewer bits; fchmod also covers
-            # a leftover temporary file from a killed run.
-            if os.name == "posix":
-                os.fchmod(descriptor, 0o600)
             with os.fdopen(descriptor, "w", encoding="utf-8") as out:
                 out.write(cache.serialize())
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, self.path)
         except BaseException:
-            temporary.unlink(missing_ok=True)
+            Path(temporary).unlink(missing_ok=True)
             raise
+        info = self.path.stat()
+        self._seen = (info.st_ino, info.st_mtime_ns, info.st_size)
         cache.has_state_changed = False
+
+    def _make_parent(self) -> None:
+        parent = self.path.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            info = parent.stat()
+        except OSError as exc:
+            raise self._os_error(exc) from None
+        # Whoever may write the directory may swap the cache or its lock for their own.
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise AuthError(f"the token cache's directory {parent} is writable by other users or belongs to "
+                            f"another user; keep token caches in a directory only you can write (mode 0700)")
+
+    def _os_error(self, exc: OSError) -> AuthError:
+        if exc.errno == errno.ELOOP:
+            return AuthError(f"token cache {self.path} is a symbolic link; keep the cache in a real file")
+        return AuthError(f"token cache {self.path}: {exc.strerror}; run {self.login_command} as the user that "
+                         "runs the syncs")
 
 
 class _Tokens:
@@ -150,6 +222,7 @@ class _Tokens:
 
     def __init__(self, *, authority_host: str, tenant_id: str, graph_url: str) -> None:
         self.authority = f"{authority_host.rstrip('/')}/{tenant_id}"
+        self.tenant_id = tenant_id.lower()
         self.graph_url = graph_url.rstrip("/")
         self._lock = threading.Lock()
         #: Token requests sent to the identity platform (cache hits not counted).
@@ -167,7 +240,15 @@ class _Tokens:
 
     def _unreachable(self, exc: requests.RequestException) -> AuthError:
         return AuthError(f"token endpoint of {self.authority} unreachable: {type(exc).__name__}: "
-                         f"{_first_line(str(exc))}")
+                         f"{_first_line(str(exc))}", transient=True)
+
+    def _not_json(self) -> AuthError:
+        return AuthError(f"token endpoint of {self.authority} answered with something that is not JSON "
+                         "(a proxy's page, or an answer cut short)", transient=True)
+
+    def _of_tenant(self, tenant: str | None) -> bool:
+        # A configured tenant GUID must match the sign-in's; a domain name cannot be compared.
+        return not _GUID.fullmatch(self.tenant_id) or (tenant or "").lower() == self.tenant_id
 
     def _count(self, result: dict | None) -> None:
         if result and result.get("token_source") != "cache":
@@ -197,8 +278,10 @@ class AppTokens(_Tokens):
                 result = self._app.acquire_token_for_client(scopes=self._scopes)
             except requests.RequestException as exc:
                 raise self._unreachable(exc) from None
+            except json.JSONDecodeError:
+                raise self._not_json() from None
             except ValueError as exc:
-                # MSAL reads the private key (and its passphrase) only when it signs an assertion.
+                # MSAL reads the private key only when it signs an assertion.
                 raise AuthError(f"certificate credential for {self.authority} unusable: "
                                 f"{type(exc).__name__}: {_first_line(str(exc))}") from None
             self._count(result)
@@ -210,44 +293,52 @@ class AppTokens(_Tokens):
 
 class DelegatedTokens(_Tokens):
     """Tokens for a signed-in service account, renewed silently with the refresh token in the
-    token cache file; the file is rewritten whenever MSAL changed the cache (a new refresh token)."""
+    token cache file, under the file's lock: re-read first if another process changed it, and
+    rewritten when MSAL changed it (a new refresh token)."""
 
     def __init__(self, credential: DelegatedSignIn, *, authority_host: str, tenant_id: str, client_id: str,
                  graph_url: str, session: requests.Session) -> None:
         super().__init__(authority_host=authority_host, tenant_id=tenant_id, graph_url=graph_url)
         self._file = TokenCacheFile(credential.cache_path, credential.login_command)
         self._login = credential.login_command
-        self._cache = self._file.load()
+        self._cache = msal.SerializableTokenCache()
         self._app = self._build(lambda: msal.PublicClientApplication(
             client_id, authority=self.authority, token_cache=self._cache,
             instance_discovery=False, http_client=session,
         ))
 
     def token(self, force_refresh: bool = False) -> str:
-        with self._lock:
+        with self._lock, self._file.locked():
+            self._file.refresh(self._cache)
             accounts = self._app.get_accounts()
             if not accounts:
                 raise AuthError(f"no signed-in account in token cache {self._file.path}; sign in with {self._login}")
-            account = accounts[0]
+            ours = [a for a in accounts if self._of_tenant(a.get("realm"))]
+            if not ours:
+                raise AuthError(f"the token cache {self._file.path} holds a sign-in for another tenant than "
+                                f"{self.tenant_id}; sign in again with {self._login}")
+            account = ours[0]
             try:
                 result = self._app.acquire_token_silent_with_error(
                     graph_scopes(self.graph_url), account=account, force_refresh=force_refresh)
             except requests.RequestException as exc:
                 raise self._unreachable(exc) from None
+            except json.JSONDecodeError:
+                raise self._not_json() from None
             self._file.save(self._cache)
-            if result is None:
-                # MSAL found neither a valid access token nor a refresh token for the account.
-                raise AuthError(f"the sign-in of {account.get('username')} has no refresh token left in "
-                                f"{self._file.path}; sign in again with {self._login}")
-            self._count(result)
-            if "access_token" not in result:
-                error = result.get("error", "unknown_error")
-                description = _first_line(result.get("error_description") or "")
-                if error in ("invalid_grant", "interaction_required"):
-                    raise AuthError(f"the sign-in of {account.get('username')} is no longer valid ({error}: "
-                                    f"{description}); sign in again with {self._login}")
-                raise AuthError(f"token request to {self.authority} refused: {error}: {description}")
-            return result["access_token"]
+        if result is None:
+            # MSAL found neither a valid access token nor a refresh token for the account.
+            raise AuthError(f"the sign-in of {account.get('username')} has no refresh token left in "
+                            f"{self._file.path}; sign in again with {self._login}")
+        self._count(result)
+        if "access_token" not in result:
+            error = result.get("error", "unknown_error")
+            description = _first_line(result.get("error_description") or "")
+            if error in ("invalid_grant", "interaction_required"):
+                raise AuthError(f"the sign-in of {account.get('username')} is no longer valid ({error}: "
+                                f"{description}); sign in again with {self._login}")
+            raise AuthError(f"token request to {self.authority} refused: {error}: {description}")
+        return result["access_token"]
 
 
 def token_source(credential: Credential, *, authority_host: str, tenant_id: str, client_id: str,
@@ -276,12 +367,31 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
         result = app.acquire_token_by_device_flow(flow)
     except requests.RequestException as exc:
         raise tokens._unreachable(exc) from None
+    except json.JSONDecodeError:
+        raise tokens._not_json() from None
     if "access_token" not in result:
         raise AuthError(f"sign-in not completed: {result.get('error', 'unknown_error')}: "
                         f"{_first_line(result.get('error_description') or '')}")
-    TokenCacheFile(credential.cache_path, credential.login_command).save(cache)
-    accounts = app.get_accounts()
-    return accounts[0].get("username", "") if accounts else ""
+    claims = result.get("id_token_claims") or {}
+    username = claims.get("preferred_username", "")
+    # What scheduled runs depend on, checked now rather than at 6 a.m. tomorrow.
+    if not tokens._of_tenant(claims.get("tid")):
+        raise AuthError(f"{username} signed in to tenant {claims.get('tid')}, not {tokens.tenant_id}; sign in with "
+                        "an account of the configured tenant")
+    if not result.get("refresh_token"):
+        raise AuthError("the sign-in gave no refresh token (offline_access not granted); scheduled syncs could not "
+                        "renew it")
+    granted = {scope.lower() for scope in (result.get("scope") or "").split()}
+    if not {"directory.read.all", graph_scopes(graph_url)[0].lower()} & granted:
+        raise AuthError(f"{username} signed in, but Directory.Read.All was not granted (granted: "
+                        f"{result.get('scope') or 'nothing'}); an administrator must consent to it")
+    file = TokenCacheFile(credential.cache_path, credential.login_command)
+    with file.locked():
+        file.save(cache)
+    return username
+
+
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _first_line(text: str) -> str:

@@ -3,6 +3,7 @@ expiry. Errors name the file and never contain key material."""
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +66,11 @@ def load_certificate_credential(*, certificate_path: Path | None, private_key_pa
     key_file = private_key_path or certificate_path
     assert key_file is not None  # the config requires one of them
     key_pem = _read(key_file, key_field)
+    mode = stat.S_IMODE(key_file.stat().st_mode)
+    if mode & 0o077:
+        # Whoever reads the key can read the whole directory: refused, as ssh refuses such a key.
+        raise CertificateError(key_field, f"{key_file} holds a private key other users can read (mode {mode:04o}); "
+                                          f"run 'chmod 600 {key_file}'")
     if b"PRIVATE KEY-----" not in key_pem:
         raise CertificateError(key_field, f"{key_file} holds no PEM private key")
     try:
