@@ -154,28 +154,18 @@ class EntraSource(_Strict):
             raise ValueError(f"{value!r} is not one tenant; give the tenant ID or its domain name")
         return value
 
-    @field_validator("ca_bundle")
+    @field_validator("ca_bundle", "certificate_path", "private_key_path", "token_cache_path")
     @classmethod
-    def _ca_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+    def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         value = _relative_to_file(value, info)
-        if value is not None and not value.is_file():
-            raise ValueError(f"CA bundle file {str(value)!r} does not exist")
-        return value
-
-    @field_validator("certificate_path", "private_key_path")
-    @classmethod
-    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        value = _relative_to_file(value, info)
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {str(value)!r} does not exist")
-        return value
-
-    @field_validator("token_cache_path")
-    @classmethod
-    def _cache_path(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        value = _relative_to_file(value, info)
-        if value is not None and value.is_dir():
-            raise ValueError(f"{str(value)!r} is a directory; name the token cache file")
+        if value is None:
+            return None
+        if info.field_name == "token_cache_path":  # created by the login command
+            if value.is_dir():
+                raise ValueError(f"{str(value)!r} is a directory; name the token cache file")
+        elif not value.is_file():
+            what = "CA bundle file" if info.field_name == "ca_bundle" else "file"
+            raise ValueError(f"{what} {str(value)!r} does not exist")
         return value
 
     @model_validator(mode="after")
