@@ -11,6 +11,10 @@ batch itself stays 200. The batch request is matched as ``POST /v1.0/$batch``,
 before its sub-requests, so a fault with no path (or path ``/v1.0``) and no
 method hits the batch request, not a sub-request.
 
+``truncate_body(path, after_bytes=None)`` answers normally but shuts the
+connection down part-way through the body (Graph and Workday alike; see
+:meth:`FaultInjector.truncate_body`).
+
 Random profile (reliability runs): ``faults.profile = FaultProfile(seed=7,
 throttle=0.1, ...)`` makes a seeded fraction of Graph requests (paths under
 ``/v1.0/``, ``$batch`` included; never the identity endpoints) fail. Every
@@ -56,11 +60,15 @@ STATUS = "status"
 TRUNCATE_PAGING = "truncate_paging"
 #: "rewrite": the real answer, passed through a function the test gives (broken Graph answers).
 REWRITE = "rewrite"
+#: "truncate_body": the real answer's status and headers, part of its body, then the connection shut.
+TRUNCATE_BODY = "truncate_body"
 
 #: Request-level kinds of the random profile, in the order their probability bands are laid out.
 REQUEST_KINDS = ("throttle", "unavailable", "gateway_timeout", "drop", "malformed", "slow")
 #: Every kind ``profile_hits`` counts.
 PROFILE_KINDS = REQUEST_KINDS + ("batch_throttle",)
+#: Where :meth:`FaultInjector.truncate_body` cuts a streamed body by default.
+STREAM_CUT_BYTES = 32 * 1024
 #: HTTP status of the error kinds.
 PROFILE_STATUS = {"throttle": 429, "unavailable": 503, "gateway_timeout": 504, "batch_throttle": 429}
 
@@ -131,6 +139,9 @@ class Fault:
     #: list as JSON, str or bytes as they are), with ``content_type`` replacing the answer's.
     transform: Callable[[object], object] | None = None
     content_type: str | None = None
+    #: For "truncate_body": body bytes sent before the connection is shut down (None: see
+    #: :meth:`FaultInjector.truncate_body`).
+    after_bytes: int | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -196,6 +207,25 @@ class FaultInjector:
         """
         self._check_times(times)
         fault = Fault(TRUNCATE_PAGING, path=path, method=method, remaining=times)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def truncate_body(self, path: str = "", *, after_bytes: int | None = None, times: int | None = 1,
+                      method: str | None = "GET") -> Fault:
+        """Cut the next ``times`` matching answers short: their status line and headers, the first
+        ``after_bytes`` bytes of the body, then the connection is shut down (no TLS close_notify),
+        as when a link drops mid-download. Never applies to the identity endpoints.
+
+        ``after_bytes=None`` cuts a whole body at half its length, and a streamed body (a Workday
+        report, sent chunked) after :data:`STREAM_CUT_BYTES`, or at half the body if the body is
+        shorter; either way the body is incomplete. A streamed body is cut inside a chunk whose header
+        announced the whole chunk.
+        """
+        self._check_times(times)
+        if after_bytes is not None and after_bytes < 0:
+            raise ValueError("after_bytes must be >= 0")
+        fault = Fault(TRUNCATE_BODY, path=path, method=method, remaining=times, after_bytes=after_bytes)
         with self._lock:
             self._faults.append(fault)
         return fault

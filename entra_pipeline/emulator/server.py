@@ -14,6 +14,9 @@ One server answers both roles, so ``Emulator.base_url`` is the authority host
     GET  /v1.0/groups/{id}/members[/microsoft.graph.{type}]
     GET  /v1.0/groups/{id}/transitiveMembers[/microsoft.graph.{type}]
     GET  /v1.0/users/delta, /v1.0/groups/delta                delta queries (below)
+    GET  /ccx/service/customreport2/{tenant}/{owner}/{report}?format=json[&prompt=value...]
+                                                             Workday RaaS (with ``workday=``, below)
+    POST /ccx/oauth2/{tenant}/token                          Workday OAuth refresh-token grant
 
 Collections honour ``$select``, ``$filter``, ``$top`` (1..999, default 100),
 ``$count`` with ``ConsistencyLevel: eventual`` and opaque, HMAC-signed
@@ -185,6 +188,61 @@ invalid changes ``ValueError``, before anything changes. Deleting a user
 removes it from its groups and unlinks its direct reports; restoring brings
 both back with its own manager (see :mod:`.delta`).
 
+Workday (``Emulator(..., workday=WorkdayTenant(...))``; :mod:`.workday` has the
+tenant, its report's entries and how workers are generated; with ``workday=None``,
+the default, ``/ccx/`` is not served and nothing below applies).
+
+* ``GET /ccx/service/customreport2/{tenant}/{owner}/{report}?format=json`` answers
+  200 ``application/json;charset=UTF-8`` ``{"Report_Entry": [...]}`` with
+  ``WorkdayTenant.entries`` as they are when the request arrives (a list is
+  copied; a :class:`~.workday.WorkerReport` is computed as it is sent). The
+  body is streamed with ``Transfer-Encoding: chunked``, each chunk 64 KiB or a
+  little more, and never built whole: serving a 100k-worker report holds one
+  chunk at a time. Other query parameters are report prompts
+  (``WorkdayTenant.prompts``); an unknown one, a repeated one or a bad value
+  is 400 naming it.
+* Sign-in: HTTP Basic as the Integration System User (``username`` or
+  ``username@tenant``, user name ignoring case) or ``Authorization: Bearer``
+  with a token from the token endpoint. A wrong, missing or other credential
+  gets Workday's HTML sign-in page, ``text/html;charset=UTF-8`` with status
+  ``WorkdayTenant.login_page_status`` (200 by default: what a browser-style
+  client lands on, and the case a client only checking status codes gets
+  wrong; set 401 to test the other). An unknown or expired bearer token is 401
+  ``{"error": "invalid_token", "error_description"}`` with ``WWW-Authenticate:
+  Bearer``.
+* ``POST /ccx/oauth2/{tenant}/token``, form ``grant_type=refresh_token&
+  refresh_token=...``, the API client by HTTP Basic ``client_id:client_secret``
+  (or ``client_id``/``client_secret`` in the form): 200 ``{"access_token",
+  "token_type": "Bearer", "expires_in": access_token_ttl, "refresh_token"}``
+  (the same refresh token: Workday's do not rotate). 401 ``invalid_client``
+  (with ``WWW-Authenticate: Basic``), 400 ``unsupported_grant_type``, 400
+  ``invalid_grant``; bodies ``{"error", "error_description"}``.
+* Errors of the report endpoint are JSON ``{"error": "<message>"}`` (the
+  emulator's choice: Workday's RaaS error body is not publicly documented): an
+  unknown tenant 503 "Service Unavailable: invalid tenant name" (on the token
+  endpoint too; the status third-party Workday connectors report for a wrong
+  tenant name), an unknown owner or report 404 (after sign-in, so an
+  anonymous client learns nothing), ``format`` other than exactly one ``json``
+  400, another method than GET 405, any other ``/ccx/`` path 404.
+* Failure modes: ``faults.add(500, path="/ccx/service/customreport2/")``
+  (any status; Workday-shaped body, e.g. 500 "Processing error occurred. ...",
+  or ``body=`` verbatim; ``Retry-After`` with ``retry_after=``);
+  ``faults.truncate_body("/ccx/service/customreport2/", after_bytes=None)``
+  (status and headers, part of the body, then the connection is shut down
+  inside a chunk); ``faults.rewrite("/ccx/service/customreport2/", lambda
+  body: {"Report_Entry_Missing": []})`` (any other answer: the streamed body is
+  collected first, so rewrite small reports only); the HTML sign-in page by a
+  wrong password. The random ``faults.profile`` never touches Workday.
+* Test API: ``workday`` (the :class:`~.workday.WorkdayTenant`; change its
+  ``entries``, ``password``, ``refresh_token``, ... between requests),
+  ``workday_request_log`` (:class:`~.workday.WorkdayRequest`: method, path,
+  prompts as sent, ``auth`` "basic"/"bearer"/"client"/None, status, and
+  ``body_bytes`` and ``complete``, set just before the server's last write, so
+  a client holding the whole or cut body can read them; requests are also in
+  ``request_log``), ``expire_workday_tokens()``, ``workday_report_url`` and
+  ``workday_token_url``. Workday access tokens appear in
+  ``issued_credentials()``.
+
 ``$orderby``, ``$search`` and other ``$expand`` values are answered
 with 400 (not emulated). Filtered id lists are computed once per
 (directory generation, resource, filter) and paged by offset, so each page
@@ -220,7 +278,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
 import trustme
@@ -247,7 +305,16 @@ from .delta import (
     TokenError,
     paginate,
 )
-from .faults import REWRITE, STATUS, TRUNCATE_PAGING, Fault, FaultInjector, ProfileFault
+from .faults import (
+    REWRITE,
+    STATUS,
+    STREAM_CUT_BYTES,
+    TRUNCATE_BODY,
+    TRUNCATE_PAGING,
+    Fault,
+    FaultInjector,
+    ProfileFault,
+)
 from .identity import (
     CLIENT_ASSERTION_TYPE,
     DEFAULT_DELEGATED_PERMISSIONS,
@@ -282,6 +349,7 @@ from .odata import (
     unsupported,
     user_schema,
 )
+from .workday import WorkdayError, WorkdayRequest, WorkdayTenant, login_page, report_chunks
 
 __all__ = ["Emulator"]
 
@@ -323,6 +391,19 @@ _FAULT_CODES = {
     504: ("GatewayTimeout", "The operation timed out."),
 }
 
+WORKDAY_JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
+_WORKDAY_FAULT_MESSAGES = {
+    400: "Invalid request.",
+    401: "Unauthorized.",
+    403: "The task submitted is not authorized.",
+    404: "Not found.",
+    429: "Too many requests. Please try again later.",
+    500: "Processing error occurred. The report could not be run.",
+    502: "Bad gateway.",
+    503: "Service Unavailable.",
+    504: "Gateway timeout: the report took too long to run.",
+}
+
 _IDENTITY_PATH_RE = re.compile(r"^/[^/]+/(?:v2\.0/\.well-known/|oauth2/|discovery/)")
 _QUERY_OPTIONS = {"$select", "$filter", "$top", "$count", "$skiptoken", "$deltatoken", "$skip", "$orderby",
                   "$search", "$expand", "$format"}
@@ -361,6 +442,15 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _basic_credentials(credential: str) -> tuple[str | None, str | None]:
+    """(user, password) of an HTTP Basic credential, (None, None) if it is not one."""
+    try:
+        user, sep, password = base64.b64decode(credential, validate=True).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    return (user, password) if sep else (None, None)
+
+
 @dataclass
 class _Request:
     method: str
@@ -372,6 +462,7 @@ class _Request:
     request_id: str
     client_request_id: str
     params: dict[str, str] = field(default_factory=dict)  # $-options, lower-case keys
+    workday: dict = field(default_factory=dict)  # what a Workday request sent: "prompts", "auth"
 
 
 class _SubHeaders:
@@ -390,6 +481,17 @@ class _Response:
     body: bytes
     headers: list[tuple[str, str]]
     drop: bool = False  # profile "drop": send half the body, then shut the connection down
+    #: With ``drop``: body bytes sent before the shutdown (None: half, or STREAM_CUT_BYTES streamed).
+    drop_after: int | None = None
+    #: A body too large to hold: sent chunked as the pieces come (``body`` is then ignored).
+    stream: Iterable[bytes] | None = None
+    #: Told (body bytes sent, whether the whole body goes out) just before the last write.
+    on_sent: Callable[[int, bool], None] | None = None
+
+    def materialize(self) -> None:
+        """Turn a streamed body into ``body`` (rewrite faults; small reports only)."""
+        if self.stream is not None:
+            self.body, self.stream = b"".join(self.stream), None
 
 
 @dataclass
@@ -537,23 +639,88 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
+        if response.stream is not None:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._send_stream(response)
+            return
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         if response.drop:
-            self._drop(response.body)
+            self._drop(response.body, response.drop_after, response.on_sent)
             return
+        if response.on_sent is not None:
+            response.on_sent(len(response.body), True)
         self.wfile.write(response.body)
 
-    def _drop(self, body: bytes) -> None:
-        """Send the headers and half of ``body``, then shut the connection down without the rest."""
+    def _drop(self, body: bytes, after: int | None = None,
+              on_sent: Callable[[int, bool], None] | None = None) -> None:
+        """Send the headers and half of ``body`` (or ``after`` bytes), then shut the connection down
+        without the rest."""
         self.close_connection = True  # never reused: the client sees an incomplete body
+        part = body[: len(body) // 2 if after is None else min(after, max(len(body) - 1, 0))]
+        if on_sent is not None:
+            on_sent(len(part), False)
         try:
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            # No TLS close_notify: the peer sees the TCP stream end mid-body, as on a dropped link.
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self.wfile.write(part)
+            self._shut_down()
         except OSError:
             pass  # the client went away first; nothing left to do
+
+    def _shut_down(self) -> None:
+        self.wfile.flush()
+        # No TLS close_notify: the peer sees the TCP stream end mid-body, as on a dropped link.
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    _CHUNK = 64 * 1024
+
+    def _send_stream(self, response: _Response) -> None:
+        """Send a streamed body in chunks of 64 KiB or a little more, one at a time. With ``drop``,
+        cut it inside a chunk and shut the connection down (the body stays incomplete).
+
+        ``on_sent`` hears the outcome before the last write, so a client that has the whole (or
+        the cut) body can already read it in the request log."""
+        def on_sent(body_bytes: int, complete: bool) -> None:
+            if response.on_sent is not None:
+                response.on_sent(body_bytes, complete)
+
+        sent = 0
+        cut = (STREAM_CUT_BYTES if response.drop_after is None else response.drop_after) if response.drop else None
+        pending = bytearray()
+        try:
+            for piece in response.stream:
+                pending += piece
+                if cut is not None and sent + len(pending) >= cut:
+                    break
+                if len(pending) >= self._CHUNK:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(pending), pending))
+                    sent += len(pending)
+                    pending.clear()
+            else:
+                if cut is None:
+                    last = (b"%x\r\n%s\r\n" % (len(pending), pending) if pending else b"") + b"0\r\n\r\n"
+                    on_sent(sent + len(pending), True)
+                    self.wfile.write(last)
+                    return
+                cut = (sent + len(pending)) // 2  # shorter than the cut point: cut at half
+            self.close_connection = True
+            part = max(0, cut - sent) if pending else 0
+            on_sent(sent + part, False)
+            if pending:
+                # The chunk header announces the whole chunk; the connection ends inside it.
+                self.wfile.write(b"%x\r\n%s" % (len(pending), pending[:part]))
+            self._shut_down()
+        except OSError:
+            self.close_connection = True  # the client went away mid-body
+            on_sent(sent, False)
+        except Exception:
+            self.close_connection = True
+            on_sent(sent, False)
+            log.exception("emulator: error while streaming %s", self.path)
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -580,6 +747,7 @@ class Emulator:
         token_ttl: int = 3599,
         token_reported_ttl: int | None = None,
         idle_timeout: float | None = None,
+        workday: WorkdayTenant | None = None,
     ) -> None:
         self.tenant_id = tenant_id.lower()
         self.client_id = client_id.lower()
@@ -626,6 +794,10 @@ class Emulator:
         self.refresh_token_ttl: float = REFRESH_TOKEN_TTL
         #: Admin-consented delegated Graph permissions: what ``{graph}/.default`` grants a user.
         self.delegated_permissions: tuple[str, ...] = DEFAULT_DELEGATED_PERMISSIONS
+        #: The Workday tenant served under ``/ccx/`` (None: no Workday endpoints).
+        self.workday: WorkdayTenant | None = workday
+        #: Every request to the Workday endpoints (also in ``request_log``), in arrival order.
+        self.workday_request_log: list[WorkdayRequest] = []
 
         self._state_lock = threading.Lock()
         # Serialises the change API, delta rounds and directory replacement (taken before _state_lock).
@@ -647,6 +819,7 @@ class Emulator:
         self._device_codes: dict[str, DeviceAuthorization] = {}
         self._user_codes: dict[str, str] = {}  # user code -> device code
         self._issued: list[str] = []
+        self._workday_tokens: dict[str, float] = {}  # Workday access token -> monotonic expiry
         self._key_credentials = KeyCredentials()
         self._id_token_key = secrets.token_bytes(32)
         self._paging = _PagingToken()
@@ -838,6 +1011,22 @@ class Emulator:
             raise KeyError(f"no pending device sign-in with user code {user_code!r}")
         return pending
 
+    def expire_workday_tokens(self) -> None:
+        """Every Workday access token issued so far expires: report requests with one get 401."""
+        with self._tokens_lock:
+            for token in self._workday_tokens:
+                self._workday_tokens[token] = 0.0
+
+    @property
+    def workday_report_url(self) -> str | None:
+        """The RaaS URL of the Workday report (without ``?format=json``), or None."""
+        return None if self.workday is None or self.base_url is None else self.base_url + self.workday.report_path
+
+    @property
+    def workday_token_url(self) -> str | None:
+        """The Workday tenant's OAuth token endpoint, or None."""
+        return None if self.workday is None or self.base_url is None else self.base_url + self.workday.token_path
+
     def expire_refresh_tokens(self) -> None:
         """Every refresh token issued so far expires (invalid_grant AADSTS700082, inactivity)."""
         with self._tokens_lock:
@@ -953,14 +1142,19 @@ class Emulator:
         client_request_id = headers.get("client-request-id") or str(uuid.uuid4())
         request = _Request(method.upper(), target, path, query, headers, body,
                            str(uuid.uuid4()), client_request_id)
-        identity = _IDENTITY_PATH_RE.match(path) is not None
+        # /ccx/oauth2/... would look like an identity path: Workday is routed first, when served.
+        workday = self.workday is not None and (path == "/ccx" or path.startswith("/ccx/"))
+        identity = not workday and _IDENTITY_PATH_RE.match(path) is not None
         try:
             # One profile draw per Graph request, taken even when a scripted fault wins.
             drawn = self.faults.draw() if not identity and path.startswith("/v1.0/") else None
             fault = self.faults.take(STATUS, request.method, path)
             if fault is not None:
                 drawn = None
-                response = self._fault_response(request, fault, identity)
+                response = (self._workday_fault(request, fault) if workday
+                            else self._fault_response(request, fault, identity))
+            elif workday:
+                response = self._workday(request)
             elif drawn is not None and drawn.status:
                 response = self._fault_response(request, self._profile_fault(drawn), False)
             elif identity:
@@ -976,10 +1170,15 @@ class Emulator:
         except Exception:
             log.exception("emulator: internal error on %s %s", method, target)
             drawn = None
-            response = self._graph_error(request, _GraphError(500, "UnknownError", "Internal emulator error."))
+            response = (self._workday_error(request, 500, "Internal emulator error.") if workday else
+                        self._graph_error(request, _GraphError(500, "UnknownError", "Internal emulator error.")))
         rewrite = None if identity else self.faults.take(REWRITE, request.method, path)
         if rewrite is not None:
+            response.materialize()
             self._rewrite(response, rewrite)
+        truncate = None if identity else self.faults.take(TRUNCATE_BODY, request.method, path)
+        if truncate is not None:
+            response.drop, response.drop_after = True, truncate.after_bytes
         if drawn is not None:
             self.faults.record(drawn)
             if drawn.kind == "drop":
@@ -991,6 +1190,11 @@ class Emulator:
         with self._state_lock:
             self.request_count += 1
             self.request_log.append((request.method, target, response.status))
+            if workday:
+                record = WorkdayRequest(request.method, path, request.workday.get("prompts", {}),
+                                        request.workday.get("auth"), response.status)
+                self.workday_request_log.append(record)
+                response.on_sent = self._workday_sent(record)
         self._last_activity = time.monotonic()
         return response
 
@@ -1430,6 +1634,132 @@ class Emulator:
             return page(200, f"You signed in as {username} on the device. You can close this window.")
         except (KeyError, ValueError) as exc:
             return page(400, str(exc.args[0]) if exc.args else "The sign-in failed.")
+
+    # -- Workday (RaaS and its OAuth token endpoint) ---------------------------------
+
+    _WD_REPORT_RE = re.compile(r"^/ccx/service/customreport2/([^/]+)/([^/]+)/([^/]+)$")
+    _WD_TOKEN_RE = re.compile(r"^/ccx/oauth2/([^/]+)/token$")
+
+    def _workday_sent(self, record: WorkdayRequest) -> Callable[[int, bool], None]:
+        def sent(body_bytes: int, complete: bool) -> None:
+            with self._state_lock:
+                record.body_bytes, record.complete = body_bytes, complete
+        return sent
+
+    def _workday_json(self, request: _Request, status: int, payload: dict,
+                      extra: list[tuple[str, str]] = ()) -> _Response:
+        headers = self._common_headers(request, WORKDAY_JSON_CONTENT_TYPE) + list(extra)
+        return _Response(status, _json(payload), headers)
+
+    def _workday_error(self, request: _Request, status: int, message: str,
+                       extra: list[tuple[str, str]] = ()) -> _Response:
+        # RaaS errors as the emulator's choice of Workday's shape: one "error" message (module docstring).
+        return self._workday_json(request, status, {"error": message}, extra)
+
+    def _workday_fault(self, request: _Request, fault: Fault) -> _Response:
+        extra = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+        if fault.body is not None:
+            return self._workday_json(request, fault.status, fault.body, extra)
+        message = _WORKDAY_FAULT_MESSAGES.get(fault.status, f"HTTP {fault.status}.")
+        return self._workday_error(request, fault.status, message, extra)
+
+    def _workday(self, request: _Request) -> _Response:
+        tenant = self.workday
+        assert tenant is not None
+        query = parse_qsl(request.query, keep_blank_values=True)
+        request.workday["prompts"] = {name: value for name, value in query if name != "format"}
+        try:
+            match = self._WD_TOKEN_RE.match(request.path)
+            if match:
+                return self._workday_token(request, tenant, unquote(match.group(1)))
+            match = self._WD_REPORT_RE.match(request.path)
+            if match is None:
+                raise WorkdayError(404, f"No Workday web service at '{request.path}' on the demo-tenant emulator.")
+            name, owner, report = (unquote(part) for part in match.groups())
+            if name != tenant.tenant:
+                raise WorkdayError(503, f"Service Unavailable: invalid tenant name '{name}'.")
+            if request.method != "GET":
+                raise WorkdayError(405, "Reports as a Service answer GET requests only.")
+            refused = self._workday_authenticate(request, tenant)
+            if refused is not None:
+                return refused
+            if owner != tenant.owner or report != tenant.report:
+                raise WorkdayError(404, f"The report '{owner}/{report}' does not exist in tenant '{name}' "
+                                        "or is not enabled as a web service.")
+            formats = [value for key, value in query if key == "format"]
+            if formats != ["json"]:
+                given = "none" if not formats else ", ".join(repr(f) for f in formats)
+                raise WorkdayError(400, f"Invalid format ({given}): the demo-tenant emulator serves "
+                                        "format=json only.")
+            prompts = tenant.parse_prompts(query)
+            headers = self._common_headers(request, WORKDAY_JSON_CONTENT_TYPE)
+            return _Response(200, b"", headers, stream=report_chunks(tenant.select(prompts)))
+        except WorkdayError as exc:
+            return self._workday_error(request, exc.status, exc.message)
+
+    def _workday_authenticate(self, request: _Request, tenant: WorkdayTenant) -> _Response | None:
+        """None if the request signed in (recorded in ``request.workday["auth"]``), else the answer."""
+        header = (request.headers.get("Authorization") or "").strip()
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() == "bearer":
+            with self._tokens_lock:
+                expiry = self._workday_tokens.get(credential)
+            if expiry is None or time.monotonic() >= expiry:
+                problem = "is unknown" if expiry is None else "has expired"
+                message = f"The access token {problem}."
+                challenge = [("WWW-Authenticate", f'Bearer realm="Workday", error="invalid_token", '
+                                                  f'error_description="{message}"')]
+                return self._workday_json(request, 401, {"error": "invalid_token", "error_description": message},
+                                          challenge)
+            request.workday["auth"] = "bearer"
+            return None
+        if scheme.lower() == "basic":
+            user, password = _basic_credentials(credential)
+            if user is not None and tenant.accepts_username(user) \
+                    and hmac.compare_digest(password.encode(), tenant.password.encode()):
+                request.workday["auth"] = "basic"
+                return None
+        # Like Workday's front door: its sign-in page (HTML), not a JSON error (module docstring).
+        headers = self._common_headers(request, "text/html;charset=UTF-8")
+        return _Response(tenant.login_page_status, login_page(tenant.tenant, failed=bool(header)), headers)
+
+    def _workday_token(self, request: _Request, tenant: WorkdayTenant, name: str) -> _Response:
+        """``POST /ccx/oauth2/{tenant}/token``: the refresh-token grant of an API client."""
+        def oauth_error(status: int, error: str, description: str, extra=()) -> _Response:
+            return self._workday_json(request, status, {"error": error, "error_description": description}, extra)
+
+        if name != tenant.tenant:
+            return self._workday_error(request, 503, f"Service Unavailable: invalid tenant name '{name}'.")
+        if request.method != "POST":
+            return oauth_error(405, "invalid_request", "The token endpoint accepts POST requests only.")
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        scheme, _, credential = (request.headers.get("Authorization") or "").strip().partition(" ")
+        if scheme.lower() == "basic":
+            client_id, client_secret = _basic_credentials(credential.strip())
+        if not client_id or client_secret is None or client_id != tenant.client_id \
+                or not hmac.compare_digest(client_secret.encode(), tenant.client_secret.encode()):
+            return oauth_error(401, "invalid_client", "Invalid client id or client secret.",
+                               [("WWW-Authenticate", 'Basic realm="Workday"')])
+        request.workday["auth"] = "client"
+        if form.get("grant_type") != "refresh_token":
+            return oauth_error(400, "unsupported_grant_type",
+                               f"Unsupported grant type '{form.get('grant_type', '')}': use refresh_token.")
+        refresh = form.get("refresh_token") or ""
+        if not refresh or not hmac.compare_digest(refresh.encode(), tenant.refresh_token.encode()):
+            return oauth_error(400, "invalid_grant", "Invalid refresh token.")
+        token = secrets.token_urlsafe(32)
+        now = time.monotonic()
+        with self._tokens_lock:
+            for stale in [t for t, expiry in self._workday_tokens.items() if expiry < now - 3600]:
+                del self._workday_tokens[stale]
+            self._workday_tokens[token] = now + tenant.access_token_ttl
+            self._issued.append(token)
+        # Workday's refresh tokens for integrations do not rotate: the same one comes back.
+        payload = {"access_token": token, "token_type": "Bearer", "expires_in": tenant.access_token_ttl,
+                   "refresh_token": tenant.refresh_token}
+        return self._workday_json(request, 200, payload, [("Pragma", "no-cache")])
 
     # -- Graph ----------------------------------------------------------------
 
