@@ -8,6 +8,17 @@ The client secret is read from ``ENTRA_EMULATOR_CLIENT_SECRET`` and never from
 the command line, because other users can read process lists. ``--certificate
 PEM`` (repeatable) registers a public certificate for certificate credentials;
 device-code sign-ins are approved on the page at ``{base_url}/devicelogin``.
+
+The same server also serves the demo Workday tenant (Report-as-a-Service and its
+OAuth token endpoint, see :mod:`.workday`) unless ``--no-workday`` is given: its
+report overlaps the generated directory (``--workday-workers N`` serves N
+synthetic workers instead, for benchmarks). The Integration System User's
+password, the API client's secret and the refresh token are read from
+``ENTRA_EMULATOR_WORKDAY_PASSWORD``, ``ENTRA_EMULATOR_WORKDAY_CLIENT_SECRET`` and
+``ENTRA_EMULATOR_WORKDAY_REFRESH_TOKEN`` (built-in demo values when unset), never
+from the command line. ``state.json`` gains ``workday_*`` keys (report and token
+URLs, tenant, owner, report, user name, client id, the variables' names, worker
+count); without Workday they are absent.
 """
 
 from __future__ import annotations
@@ -26,6 +37,21 @@ from pathlib import Path
 from . import CLIENT_SECRET_ENV, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID
 from .directory import generate_directory
 from .server import Emulator
+from .workday import (
+    DEMO_WORKDAY_CLIENT_ID,
+    DEMO_WORKDAY_CLIENT_SECRET,
+    DEMO_WORKDAY_OWNER,
+    DEMO_WORKDAY_PASSWORD,
+    DEMO_WORKDAY_REFRESH_TOKEN,
+    DEMO_WORKDAY_REPORT,
+    DEMO_WORKDAY_TENANT,
+    DEMO_WORKDAY_USERNAME,
+    WORKDAY_CLIENT_SECRET_ENV,
+    WORKDAY_PASSWORD_ENV,
+    WORKDAY_REFRESH_TOKEN_ENV,
+    WorkdayTenant,
+    WorkerReport,
+)
 
 STATE_FILE = "state.json"
 
@@ -86,6 +112,27 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
     directory = generate_directory(users=args.users, groups=args.groups, seed=args.seed)
+    workday = None
+    if not args.no_workday:
+        if args.workday_workers is not None and args.workday_workers < 20:
+            print("--workday-workers must be at least 20.", file=sys.stderr)
+            if owns_state_dir:
+                shutil.rmtree(state_dir, ignore_errors=True)
+            return 2
+        # Computed per request, never held: a 100k-worker report costs no memory between requests.
+        report = (WorkerReport(directory, seed=args.seed) if args.workday_workers is None
+                  else WorkerReport(workers=args.workday_workers, seed=args.seed))
+        workday = WorkdayTenant(
+            tenant=args.workday_tenant,
+            username=args.workday_username,
+            password=os.environ.get(WORKDAY_PASSWORD_ENV) or DEMO_WORKDAY_PASSWORD,
+            client_id=args.workday_client_id,
+            client_secret=os.environ.get(WORKDAY_CLIENT_SECRET_ENV) or DEMO_WORKDAY_CLIENT_SECRET,
+            refresh_token=os.environ.get(WORKDAY_REFRESH_TOKEN_ENV) or DEMO_WORKDAY_REFRESH_TOKEN,
+            owner=args.workday_owner,
+            report=args.workday_report,
+            entries=report,
+        )
     emulator = Emulator(
         directory,
         tenant_id=args.tenant_id,
@@ -95,6 +142,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         cert_dir=state_dir,
         idle_timeout=args.idle_timeout,
+        workday=workday,
     )
     thumbprints = []
     for path in args.certificate or ():
@@ -131,6 +179,21 @@ def _serve(args: argparse.Namespace) -> int:
             "extension_property": directory.extension_property,
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if workday is not None:
+            state.update({
+                "workday_url": emulator.base_url,
+                "workday_report_url": emulator.workday_report_url,
+                "workday_token_url": emulator.workday_token_url,
+                "workday_tenant": workday.tenant,
+                "workday_owner": workday.owner,
+                "workday_report": workday.report,
+                "workday_username": workday.username,
+                "workday_client_id": workday.client_id,
+                "workday_password_env": WORKDAY_PASSWORD_ENV,
+                "workday_client_secret_env": WORKDAY_CLIENT_SECRET_ENV,
+                "workday_refresh_token_env": WORKDAY_REFRESH_TOKEN_ENV,
+                "workday_workers": len(workday.entries),
+            })
         _write_state(state_path, state)
         if env_secret:
             secret_line = f"in ${CLIENT_SECRET_ENV}"
@@ -138,6 +201,24 @@ def _serve(args: argparse.Namespace) -> int:
             secret_line = (f"'{DEMO_CLIENT_SECRET}' (built-in demo default, because "
                            f"${CLIENT_SECRET_ENV} is unset)")
         idle = f"; stops after {args.idle_timeout:g} s without requests" if args.idle_timeout else ""
+        if workday is None:
+            workday_lines = "  Workday         not served (--no-workday)\n"
+        else:
+            def secret(env: str, default: str) -> str:
+                if os.environ.get(env):
+                    return f"in ${env}"
+                return f"'{default}' (built-in demo default, because ${env} is unset)"
+
+            workday_lines = (
+                f"  Workday report  {emulator.workday_report_url}?format=json\n"
+                f"  Workday token   {emulator.workday_token_url}\n"
+                f"  Workday ISU     {workday.username}, password "
+                f"{secret(WORKDAY_PASSWORD_ENV, DEMO_WORKDAY_PASSWORD)}\n"
+                f"  Workday client  {workday.client_id}, secret "
+                f"{secret(WORKDAY_CLIENT_SECRET_ENV, DEMO_WORKDAY_CLIENT_SECRET)}\n"
+                f"  Workday refresh token {secret(WORKDAY_REFRESH_TOKEN_ENV, DEMO_WORKDAY_REFRESH_TOKEN)}\n"
+                f"  Workday workers {len(workday.entries)}\n"
+            )
         print(
             "Demo tenant (Microsoft Graph + identity platform emulator) is running.\n"
             f"  Graph base URL  {emulator.graph_url}\n"
@@ -149,6 +230,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"  Certificates    {', '.join(thumbprints) or 'none (--certificate PEM registers one)'}\n"
             f"  Device sign-in  {emulator.base_url}/devicelogin\n"
             f"  Directory       {args.users} users, {args.groups} groups, seed {args.seed}\n"
+            f"{workday_lines}"
             f"  State file      {state_path}\n"
             f"Stop with Ctrl+C or: python -m entra_pipeline.emulator stop --state-dir {state_dir}{idle}",
             flush=True,
@@ -212,6 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=float, help="stop after this many seconds without requests")
     serve.add_argument("--certificate", action="append", metavar="PEM",
                        help="register this public certificate as a credential of the app (repeatable)")
+    serve.add_argument("--no-workday", action="store_true", help="do not serve the demo Workday tenant")
+    serve.add_argument("--workday-tenant", default=DEMO_WORKDAY_TENANT,
+                       help=f"Workday tenant name (default {DEMO_WORKDAY_TENANT})")
+    serve.add_argument("--workday-username", default=DEMO_WORKDAY_USERNAME,
+                       help=f"Integration System User (default {DEMO_WORKDAY_USERNAME}); its password is read "
+                            f"from ${WORKDAY_PASSWORD_ENV}")
+    serve.add_argument("--workday-client-id", default=DEMO_WORKDAY_CLIENT_ID,
+                       help=f"API client id (default the demo client); secret and refresh token are read from "
+                            f"${WORKDAY_CLIENT_SECRET_ENV} and ${WORKDAY_REFRESH_TOKEN_ENV}")
+    serve.add_argument("--workday-owner", default=DEMO_WORKDAY_OWNER,
+                       help=f"report owner (default {DEMO_WORKDAY_OWNER})")
+    serve.add_argument("--workday-report", default=DEMO_WORKDAY_REPORT,
+                       help=f"report name (default {DEMO_WORKDAY_REPORT})")
+    serve.add_argument("--workday-workers", type=int, metavar="N",
+                       help="serve N synthetic workers instead of the report overlapping the directory")
     stop = commands.add_parser("stop", help="stop the emulator recorded in --state-dir")
     stop.add_argument("--state-dir", required=True)
     stop.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for it to exit")
