@@ -1,0 +1,1 @@
+"""Workday as a source: the RaaS report client (no Dagster)."""
