@@ -16,6 +16,7 @@ import csv
 import io
 import os
 import re
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +28,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
+    ValidatorFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -47,8 +50,13 @@ from entra_pipeline.transform.fields import (
     TEXT,
     DIRECTORY_EXTENSION,
     EXTENSION_ATTRIBUTES,
+    SOURCE_KINDS,
+    WORKDAY,
+    WORKDAY_ALIAS,
+    default_mapping,
     is_valid_source_field,
 )
+from entra_pipeline.workday.client import BasicAuth, RefreshTokenAuth
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "data" / "integrations.yaml"
@@ -114,6 +122,7 @@ class EntraSource(_Strict):
     service account that signed in once with ``python -m entra_pipeline login KEY`` (delegated
     Directory.Read.All; the refresh token lives in ``token_cache_path``, mode 0600)."""
 
+    type: Literal["entra"] = "entra"
     tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
     client_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
     auth: Literal["client_secret", "certificate", "delegated"] = "client_secret"
@@ -196,6 +205,73 @@ class EntraSource(_Strict):
         return self.authority_host or CLOUDS[self.cloud][1]
 
 
+WORKDAY_AUTH_FIELDS: dict[str, tuple[str, ...]] = {
+    "basic": ("username", "password_env"),
+    "oauth_refresh": ("client_id", "client_secret_env", "refresh_token_env"),
+}
+
+
+class WorkdaySource(_Strict):
+    """Where and how to read one Workday tenant: a custom report of workers enabled as a web
+    service (Report-as-a-Service), read whole on every sync (RaaS has no change tracking).
+
+    ``auth: basic`` signs in as an Integration System User (``username``, password in the
+    variable ``password_env``); ``auth: oauth_refresh`` as an API client (``client_id``, secret and
+    refresh token in ``client_secret_env`` and ``refresh_token_env``). ``id_field`` is the column
+    that identifies a worker from one sync to the next (its value is the contact's source id)."""
+
+    type: Literal["workday"]
+    host: str
+    tenant: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    report_owner: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$")
+    report_name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    prompts: dict[str, str] = Field(default_factory=dict)
+    auth: Literal["basic", "oauth_refresh"] = "basic"
+    username: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password_env: str | None = Field(None, pattern=_ENV_NAME)
+    client_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_=.-]+$")
+    client_secret_env: str | None = Field(None, pattern=_ENV_NAME)
+    refresh_token_env: str | None = Field(None, pattern=_ENV_NAME)
+    id_field: str = Field("Employee_ID", pattern=WORKDAY_ALIAS.pattern)
+    ca_bundle: Path | None = None
+    demo_tenant: DemoTenant | None = None
+    timeout_seconds: float = Field(600.0, gt=0, le=3600)
+    max_retries: int = Field(4, ge=0, le=20)
+
+    _check_host = field_validator("host")(_https_url)
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        value = _relative_to_file(value, info)
+        if value is not None and not value.is_file():
+            raise ValueError(f"CA bundle file {str(value)!r} does not exist")
+        return value
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompt_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            # Prompts are query parameters; "Name!WID" refers to an object by its id.
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*(![A-Za-z_]+)?", name) or name == "format":
+                raise ValueError(f"bad prompt name {name!r} (the prompt's name as the report defines it)")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> WorkdaySource:
+        for method, names in WORKDAY_AUTH_FIELDS.items():
+            for name in names:
+                if method != self.auth and getattr(self, name) is not None:
+                    raise ValueError(f"{name} is for auth: {method}, but this integration has auth: {self.auth}")
+                if method == self.auth and getattr(self, name) is None:
+                    raise ValueError(f"auth: {method} needs {', '.join(names)}")
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.host
+
+
 class Schedule(_Strict):
     """When the integration syncs on its own. Runs are also started by hand from the UI."""
 
@@ -226,7 +302,16 @@ SKIP = "skip"
 RESERVED_COLUMNS = frozenset({"integration", "contact_id", "source_id", "imported", "run_id", "synced_at"})
 
 
+# Which source the integration being validated reads: its imported fields are Graph properties
+# (entra) or report column aliases (workday). Set around each integration's validation.
+_SOURCE_KIND: ContextVar[str] = ContextVar("source_kind", default="entra")
+
+
 def _check_imported(name: str) -> str:
+    if _SOURCE_KIND.get() == WORKDAY:
+        if not WORKDAY_ALIAS.fullmatch(name):
+            raise ValueError(f"bad report column {name!r} (a Workday column alias: letters, digits and _)")
+        return name
     if name.startswith("extension_") and not DIRECTORY_EXTENSION.fullmatch(name):
         raise ValueError(f"bad custom field ID {name!r} (expected extension_{{appId without hyphens: 32 hex "
                          "digits}_{name}, as the directory shows it)")
@@ -281,6 +366,7 @@ class Mapping(_Strict):
     unique_id: str = "email"
     fields: dict[str, str] = Field(default_factory=dict)
     custom_fields: dict[str, CustomField] = Field(default_factory=dict)
+    _kind: str = PrivateAttr(default="entra")  # the source: its default mapping and extension attributes
 
     @field_validator("custom_fields")
     @classmethod
@@ -301,6 +387,7 @@ class Mapping(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Mapping:
+        self._kind = _SOURCE_KIND.get()
         known = {**BUILTIN_FIELDS, **{n: f.type for n, f in self.custom_fields.items()}}
         targets: dict[str, list[str]] = {}
         for imported, target in self.fields.items():
@@ -333,7 +420,7 @@ class Mapping(_Strict):
         """Contact field -> the imported field feeding it (None: nothing feeds it)."""
         explicit = {target for target in self.fields.values() if target != SKIP}
         result: dict[str, str | None] = {name: None for name in self.field_types()}
-        for imported, target in DEFAULT_MAPPING.items():
+        for imported, target in default_mapping(self._kind).items():
             if imported not in self.fields and target not in explicit:
                 result[target] = imported
         for imported, target in self.fields.items():
@@ -342,6 +429,8 @@ class Mapping(_Strict):
         return result
 
     def undecided_extension_attributes(self) -> list[str]:
+        if self._kind == WORKDAY:
+            return []
         return [name for name in EXTENSION_ATTRIBUTES if name not in self.fields]
 
 
@@ -462,11 +551,18 @@ class ExclusionRule(Condition):
 
 
 class Exclusions(_Strict):
-    """Who is not synced. Disabled accounts and guests are excluded unless switched off here."""
+    """Who is not synced. For Entra ID, disabled accounts and guests are excluded unless switched
+    off here; Workday has neither (exclude, say, Worker_Status Terminated with a rule)."""
 
     disabled_accounts: bool = True
     guests: bool = True
     rules: list[ExclusionRule] = Field(default_factory=list)
+    _kind: str = PrivateAttr(default="entra")
+
+    @model_validator(mode="after")
+    def _remember_source(self) -> Exclusions:
+        self._kind = _SOURCE_KIND.get()
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -478,6 +574,8 @@ class Exclusions(_Strict):
     def all_rules(self) -> list[ExclusionRule]:
         """The built-in switches as rules (first), then the configured rules."""
         built_in = []
+        if self._kind == WORKDAY:
+            return list(self.rules)
         if self.disabled_accounts:
             built_in.append(ExclusionRule(name="Disabled account", field="accountEnabled", equals=False))
         if self.guests:
@@ -605,11 +703,32 @@ class Integration(_Strict):
     # Also the schedule name's suffix, and Dagster names allow only letters, digits and _.
     key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     title: str = Field(min_length=1)
-    source: EntraSource
+    source: Annotated[EntraSource | WorkdaySource, Field(discriminator="type")]
     schedule: Schedule = Field(default_factory=Schedule)
     mapping: Mapping = Field(default_factory=Mapping)
     exclusions: Exclusions = Field(default_factory=Exclusions)
     deletion_guard: DeletionGuard = Field(default_factory=DeletionGuard)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _per_source(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Integration:
+        """Entra ID is the default source type; the fields a mapping or rule may name are the
+        source type's (see _check_imported)."""
+        kind = "entra"
+        if isinstance(data, dict) and isinstance(data.get("source"), dict):
+            if "type" not in data["source"]:
+                data = {**data, "source": {**data["source"], "type": "entra"}}
+            kind = data["source"]["type"] if data["source"]["type"] in SOURCE_KINDS else "entra"
+        token = _SOURCE_KIND.set(kind)
+        try:
+            return handler(data)
+        finally:
+            _SOURCE_KIND.reset(token)
+
+    @property
+    def kind(self) -> str:
+        """The source type: "entra" or "workday"."""
+        return self.source.type
 
     @model_validator(mode="after")
     def _rules_use_known_fields(self) -> Integration:
@@ -633,6 +752,8 @@ class Integration(_Strict):
             fields |= rule.imported_fields()
         for custom in self.distribution_lists.custom:
             fields |= custom.when.imported_fields()
+        if self.kind == WORKDAY:
+            return fields | {self.source.id_field}
         fields.add("userPrincipalName")
         if self.mapping.undecided_extension_attributes():
             fields.update(EXTENSION_ATTRIBUTES)
@@ -663,6 +784,13 @@ class Integration(_Strict):
         if source.auth == "delegated":
             return DelegatedSignIn(cache_path=source.token_cache_path, login_command=self.login_command)
         return self.certificate()[0]
+
+    def workday_auth(self) -> BasicAuth | RefreshTokenAuth:
+        """A Workday integration's sign-in with its secrets from the environment."""
+        source = self.source
+        if source.auth == "basic":
+            return BasicAuth(source.username, self._env("password_env"))
+        return RefreshTokenAuth(source.client_id, self._env("client_secret_env"), self._env("refresh_token_env"))
 
     def certificate(self) -> tuple[Certificate, CertificateInfo | None]:
         """The certificate credential and the certificate's details (None with only a thumbprint)."""
@@ -702,7 +830,7 @@ class IntegrationsFile(_Strict):
                 raise ValueError(f"duplicate integration key {integration.key!r}")
             seen.add(integration.key)
             # One sign-in per cache: a login for one integration would replace the other's.
-            cache = integration.source.token_cache_path
+            cache = getattr(integration.source, "token_cache_path", None)
             if cache is not None:
                 other = caches.setdefault(cache.resolve(), integration.key)
                 if other != integration.key:
@@ -760,7 +888,10 @@ def _describe_location(raw: Any, loc: tuple) -> str:
         except (KeyError, IndexError, TypeError, AttributeError):
             pass
         who = f"integration {key!r}" if key else f"integrations[{index}]"
-        rest = ".".join(str(p) for p in loc[2:] if not str(p).startswith("function-"))
+        parts = [str(p) for p in loc[2:] if not str(p).startswith("function-")]
+        if parts[:1] == ["source"] and parts[1:2] and parts[1] in SOURCE_KINDS:
+            del parts[1]  # pydantic names the source type it tried; the file does not say it
+        rest = ".".join(parts)
         return f"{who}, field {rest!r}" if rest else who
     return f"field {'.'.join(str(p) for p in loc)!r}" if loc else "top level"
 

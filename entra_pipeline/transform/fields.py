@@ -110,14 +110,46 @@ DEFAULT_MAPPING: dict[str, str] = {
 }
 
 
-def is_valid_source_field(name: str) -> bool:
-    """True for a Graph user property, an extension attribute, a directory extension or a manager field."""
+# Workday: imported fields are the column aliases the report's author chose. The defaults follow
+# the names Workday suggests for the usual columns; anything else is mapped by hand.
+WORKDAY_DEFAULT_MAPPING: dict[str, str] = {
+    "Email_Address": "email",
+    "First_Name": "first_name",
+    "Last_Name": "last_name",
+    "Business_Title": "job_title",
+    "Supervisory_Organization": "department",
+    "Company": "company",
+    "Location": "office_location",
+    "Country": "country",
+    "Work_Phone": "phone",
+    "Mobile_Phone": "mobile",
+    "Employee_ID": "employee_id",
+    "Worker_Type": "employee_type",
+    "Hire_Date": "hire_date",
+    "Manager_ID": "manager_id",
+}
+# A report column alias: what Workday allows (letters, digits, _), and safe in a JSON path.
+WORKDAY_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+
+ENTRA, WORKDAY = "entra", "workday"
+SOURCE_KINDS = (ENTRA, WORKDAY)
+
+
+def is_valid_source_field(name: str, kind: str = ENTRA) -> bool:
+    """True for a field the source can give: for Entra ID a Graph user property, an extension
+    attribute, a directory extension or a manager field; for Workday a report column alias."""
+    if kind == WORKDAY:
+        return bool(WORKDAY_ALIAS.fullmatch(name))
     return (
         name in GRAPH_USER_PROPERTIES
         or name in EXTENSION_ATTRIBUTES
         or name in MANAGER_FIELDS
         or bool(DIRECTORY_EXTENSION.fullmatch(name))
     )
+
+
+def default_mapping(kind: str) -> dict[str, str]:
+    return WORKDAY_DEFAULT_MAPPING if kind == WORKDAY else DEFAULT_MAPPING
 
 
 def graph_select_for(fields: Iterable[str]) -> list[str]:
