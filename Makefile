@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The demo tenant's app secret; a real integration names its own variable in data/integrations.yaml.
 export ENTRA_DEMO_CLIENT_SECRET ?= demo-client-secret
+# The demo Workday's Integration System User password (the demo tenant's built-in one).
+export ENTRA_DEMO_WORKDAY_PASSWORD ?= demo-isu-password
 
 .PHONY: setup sync test bench reliability ui emulator clean
 

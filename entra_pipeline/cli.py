@@ -51,12 +51,14 @@ def _summary(database: str, key: str) -> str:
         run = con.execute(f'SELECT read_mode, contacts_added, contacts_updated, contacts_removed, graph_requests '
                           f'FROM "{s.SYNC_RUNS}" WHERE integration = ? ORDER BY finished_at DESC LIMIT 1',
                           [key]).fetchone()
+        workers = count(s.RAW_WORKDAY_WORKERS)
+        source = (f"Workday workers {workers:,}" if workers else
+                  f"directory users {count(s.RAW_GRAPH_USERS):,}, groups {count(s.RAW_GRAPH_GROUPS):,}")
         last = (f"  last committed run: {run[0] or '?'} read, contacts +{run[1] or 0:,} ~{run[2] or 0:,} "
-                f"-{run[3] or 0:,}, {run[4] or 0:,} Graph requests\n") if run else ""
+                f"-{run[3] or 0:,}, {run[4] or 0:,} {'Workday' if workers else 'Graph'} requests\n") if run else ""
         return (f"{last}  contacts {count(s.CONTACTS):,} (excluded {count(s.EXCLUDED_CONTACTS):,}), "
                 f"lists {count(s.DISTRIBUTION_LISTS):,} with {count(s.DISTRIBUTION_LIST_MEMBERS):,} memberships, "
-                f"directory users {count(s.RAW_GRAPH_USERS):,}, groups {count(s.RAW_GRAPH_GROUPS):,}\n"
-                f"  import errors: {error_text}")
+                f"{source}\n  import errors: {error_text}")
     finally:
         con.close()
 
@@ -211,6 +213,9 @@ def _credential_status(integration) -> str:
     from entra_pipeline.graph.auth import AuthError, TokenCacheFile
 
     source = integration.source
+    if integration.kind == "workday":
+        integration.workday_auth()
+        return "password set" if source.auth == "basic" else "client secret and refresh token set"
     if source.auth == "client_secret":
         integration.client_secret()
         return "secret set"
@@ -241,7 +246,8 @@ def check_config() -> int:
             status = _credential_status(integration)
         except ConfigError as exc:
             status, problems = str(exc), problems + 1
-        source = "demo tenant" if integration.source.demo_tenant else integration.source.graph_url
+        source = ("demo tenant" if integration.source.demo_tenant else
+                  integration.source.host if integration.kind == "workday" else integration.source.graph_url)
         print(f"{integration.key}: {integration.title} [{source}; cron {integration.schedule.cron!r}] {status}")
     return 1 if problems else 0
 

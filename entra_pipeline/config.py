@@ -221,7 +221,7 @@ class WorkdaySource(_Strict):
     that identifies a worker from one sync to the next (its value is the contact's source id)."""
 
     type: Literal["workday"]
-    host: str
+    host: str | None = None  # not with demo_tenant: the demo tenant's own address is used
     tenant: str = Field(pattern=r"^[A-Za-z0-9_]+$")
     report_owner: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$")
     report_name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
@@ -259,6 +259,8 @@ class WorkdaySource(_Strict):
 
     @model_validator(mode="after")
     def _auth_fields(self) -> WorkdaySource:
+        if (self.host is None) == (self.demo_tenant is None):
+            raise ValueError("give host (https://...workday.com) or demo_tenant, one of them")
         for method, names in WORKDAY_AUTH_FIELDS.items():
             for name in names:
                 if method != self.auth and getattr(self, name) is not None:
@@ -267,9 +269,6 @@ class WorkdaySource(_Strict):
                     raise ValueError(f"auth: {method} needs {', '.join(names)}")
         return self
 
-    @property
-    def url(self) -> str:
-        return self.host
 
 
 class Schedule(_Strict):
@@ -641,6 +640,35 @@ class CustomList(_Strict):
     when: Condition
 
 
+class GeneratedLists(_Strict):
+    """One list per distinct value of a field among the synced contacts (one per supervisory
+    organization, per location, ...), kept in step on every sync: a new value gets its list, a
+    value nobody has any more loses it (and no_list_removed says so). ``field`` is an imported
+    field (a report column for Workday), ``contact_field`` a contact field; ``name`` the list's
+    display name, ``{value}`` standing for the value."""
+
+    field: str | None = None
+    contact_field: str | None = None
+    name: str = "{value}"
+
+    @field_validator("field")
+    @classmethod
+    def _known_field(cls, value: str | None) -> str | None:
+        return _check_imported(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_field(self) -> GeneratedLists:
+        if (self.field is None) == (self.contact_field is None):
+            raise ValueError("generated lists name exactly one of field (imported) or contact_field")
+        if "{value}" not in self.name or re.search(r"\{(?!value\})", self.name):
+            raise ValueError(f"name {self.name!r} must contain {{value}} and no other {{...}}")
+        return self
+
+    @property
+    def source(self) -> str:
+        return self.field or self.contact_field
+
+
 class ListSelection(_Strict):
     """Which directory groups become distribution lists, and which custom lists are built.
 
@@ -655,6 +683,7 @@ class ListSelection(_Strict):
     csv: Path | None = None
     csv_header_check: bool = True
     custom: list[CustomList] = Field(default_factory=list)
+    generated: list[GeneratedLists] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -741,6 +770,9 @@ class Integration(_Strict):
                 if name not in known:
                     raise ValueError(f"{where}: unknown contact field {name!r}")
             _check_values(condition, known, where)
+        for i, generated in enumerate(self.distribution_lists.generated):
+            if generated.contact_field is not None and generated.contact_field not in known:
+                raise ValueError(f"distribution_lists.generated.{i}: unknown contact field {generated.contact_field!r}")
         return self
 
     def imported_fields(self) -> set[str]:
@@ -752,6 +784,7 @@ class Integration(_Strict):
             fields |= rule.imported_fields()
         for custom in self.distribution_lists.custom:
             fields |= custom.when.imported_fields()
+        fields |= {g.field for g in self.distribution_lists.generated if g.field}
         if self.kind == WORKDAY:
             return fields | {self.source.id_field}
         fields.add("userPrincipalName")

@@ -12,7 +12,7 @@ import dagster as dg
 
 from entra_pipeline.config import config_path, load_integrations
 from entra_pipeline.defs.assets import PREVIEW_ASSET, build_assets
-from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource
+from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
 from entra_pipeline.defs.schedules import build_schedules
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import warehouse_path
@@ -30,12 +30,13 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
     sync_assets = [a for a in assets if a.key.path[-1] != PREVIEW_ASSET]
     job = dg.define_asset_job(
         SYNC_JOB, selection=dg.AssetSelection.assets(*sync_assets),
-        description="Sync of one integration: users and groups (changes only, or a full round), contacts, "
-                    "exclusions, lists.",
+        description="Sync of one integration: Entra ID users and groups (changes only, or a full round) or the "
+                    "Workday report (whole), then contacts, exclusions, lists.",
     )
     preview = dg.define_asset_job(
         PREVIEW_JOB, selection=dg.AssetSelection.assets(
-            *(a for a in assets if a.key.path[-1] in (s.RAW_GRAPH_USERS, s.RAW_GRAPH_GROUPS, PREVIEW_ASSET))),
+            *(a for a in assets if a.key.path[-1] in (s.RAW_GRAPH_USERS, s.RAW_GRAPH_GROUPS, s.RAW_WORKDAY_WORKERS,
+                                                        PREVIEW_ASSET))),
         description="Preview of a sync of one integration: reads the directory's changes, then reports what "
                     "the sync would change in contacts and lists (table sync_preview) without changing them.",
     )
@@ -48,6 +49,7 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
         resources={
             "integrations": IntegrationsResource(config_path=str(config_file)),
             "graph": GraphResource(demo_dir=str(demo_dir) if demo_dir else None),
+            "workday": WorkdayResource(demo_dir=str(demo_dir) if demo_dir else None),
             "warehouse": WarehouseResource(database=str(database)),
         },
     )

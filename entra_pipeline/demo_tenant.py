@@ -27,6 +27,10 @@ DEMO_DIR_ENV = "ENTRA_PIPELINE_DEMO_DIR"
 IDLE_TIMEOUT = 900
 START_TIMEOUT = 180  # a 100k-user directory takes a few seconds to generate
 SECRET_ENV = "ENTRA_EMULATOR_CLIENT_SECRET"
+# The shipped demo's app registration (data/integrations.yaml), for a tenant a Workday integration starts.
+DEMO_APP = ("00000000-0000-0000-0000-0000000de770", "00000000-0000-0000-0000-00000000c11e")
+DEMO_SECRET_ENV = "ENTRA_DEMO_CLIENT_SECRET"
+DEMO_APP_SECRET = "demo-client-secret"
 _PASSED_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 
 
@@ -106,17 +110,25 @@ def _stop(directory: Path) -> bool:
     return True
 
 
-def ensure_demo_tenant(spec: DemoTenant, *, tenant_id: str, client_id: str, client_secret: str,
-                       root: Path | None = None) -> DemoEndpoint:
-    """The running demo tenant for ``spec``, started if needed. Safe to call from parallel steps."""
+def ensure_demo_tenant(spec: DemoTenant, *, tenant_id: str | None = None, client_id: str | None = None,
+                       client_secret: str | None = None, root: Path | None = None) -> DemoEndpoint:
+    """The running demo tenant for ``spec``, started if needed. Safe to call from parallel steps.
+
+    An Entra integration names its app registration, and a running tenant made for another one is
+    restarted. A Workday integration names none: any running tenant of ``spec`` serves it (its
+    Workday side has the demo credentials), or one is started with the demo app registration."""
     directory = _state_dir(spec, root or demo_root())
     directory.mkdir(parents=True, exist_ok=True)
+    any_app = tenant_id is None
+    if any_app:
+        tenant_id, client_id = DEMO_APP
+        client_secret = os.environ.get(DEMO_SECRET_ENV) or DEMO_APP_SECRET
     with open(directory / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         fingerprint = _fingerprint(directory, tenant_id, client_id, client_secret)
         state = _read_state(directory)
         if state and _alive(state.get("pid", -1)) and _healthy(state):
-            if state.get("fingerprint") == fingerprint:
+            if any_app or state.get("fingerprint") == fingerprint:
                 return DemoEndpoint(state["base_url"], state["ca_path"], state["pid"])
             _stop(directory)
         elif state:

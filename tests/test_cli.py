@@ -16,6 +16,7 @@ import pytest
 from entra_pipeline.config import DEFAULT_CONFIG_PATH, load_integrations
 from entra_pipeline.definitions import SYNC_JOB, build_defs
 from entra_pipeline.emulator.directory import generate_directory
+from entra_pipeline.emulator.workday import generate_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,7 @@ def demo_env(tmp_path):
         "ENTRA_PIPELINE_WAREHOUSE": str(tmp_path / "warehouse.duckdb"),
         "ENTRA_PIPELINE_DEMO_DIR": str(tmp_path / "demo"),
         "ENTRA_DEMO_CLIENT_SECRET": "demo-client-secret",
+        "ENTRA_DEMO_WORKDAY_PASSWORD": "demo-isu-password",
     }
     env.pop("ENTRA_PIPELINE_CONFIG", None)
     yield env
@@ -42,7 +44,7 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "sync"], env=demo_env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "sync demo: ok" in proc.stdout
+    assert "sync demo: ok" in proc.stdout and "sync demo_workday: ok" in proc.stdout
 
     spec = load_integrations(DEFAULT_CONFIG_PATH).get("demo").source.demo_tenant
     directory = generate_directory(users=spec.users, groups=spec.groups, seed=spec.seed)
@@ -54,14 +56,20 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     con = duckdb.connect(demo_env["ENTRA_PIPELINE_WAREHOUSE"], read_only=True)
     try:
         contacts = dict(con.execute("SELECT source_id, contact_id FROM contacts WHERE integration = 'demo'").fetchall())
-        lists = {r[0] for r in con.execute("SELECT list_id FROM distribution_lists WHERE kind <> 'custom'").fetchall()}
+        lists = {r[0] for r in con.execute("SELECT list_id FROM distribution_lists WHERE kind <> 'custom' "
+                                           "AND integration = 'demo'").fetchall()}
         custom = {r[0] for r in con.execute(
             "SELECT contact_id FROM distribution_list_members WHERE list_id = 'custom:it-in-austria'").fetchall()}
-        all_members = con.execute("SELECT count(*) FROM distribution_list_members").fetchone()[0]
-        members = con.execute("SELECT count(*) FROM distribution_list_members WHERE list_id NOT LIKE 'custom:%'"
-                              ).fetchone()[0]
+        all_members = con.execute("SELECT count(*) FROM distribution_list_members WHERE integration = 'demo'"
+                                  ).fetchone()[0]
+        members = con.execute("SELECT count(*) FROM distribution_list_members WHERE list_id NOT LIKE 'custom:%' "
+                              "AND integration = 'demo'").fetchone()[0]
         errors = {r[0] for r in con.execute(
-            "SELECT record FROM import_errors WHERE code = 'missing_unique_id'").fetchall()}
+            "SELECT record FROM import_errors WHERE code = 'missing_unique_id' AND integration = 'demo'").fetchall()}
+        workday_contacts = dict(con.execute(
+            "SELECT source_id, contact_id FROM contacts WHERE integration = 'demo_workday'").fetchall())
+        workday_lists = dict(con.execute(
+            "SELECT display_name, member_count FROM distribution_lists WHERE integration = 'demo_workday'").fetchall())
     finally:
         con.close()
     assert contacts == expected
@@ -79,11 +87,25 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     assert f"lists {len(lists) + 1:,} with {all_members:,} memberships" in proc.stdout
     assert all_members == members + len(custom)
 
+    # The Workday demo: the same tenant's report, its own contacts and generated lists.
+    workers = generate_workers(directory, spec.seed)
+    kept = {w["Employee_ID"]: w for w in workers if w.get("Email_Address") and w["Worker_Status"] != "Terminated"}
+    assert workday_contacts == {wid: w["Email_Address"].lower() for wid, w in kept.items()}
+    organisations: dict[str, int] = {}
+    for w in kept.values():
+        if w.get("Supervisory_Organization"):
+            organisations[w["Supervisory_Organization"]] = organisations.get(w["Supervisory_Organization"], 0) + 1
+    assert {name: n for name, n in workday_lists.items() if not name.startswith("Site ")
+            and name != "Contractors"} == organisations
+    assert workday_lists["Contractors"] == sum(1 for w in kept.values() if w.get("Worker_Type") == "Contingent Worker")
+    assert f"Workday workers {len(workers):,}" in proc.stdout
+
     # The run is in the instance `make ui` shows.
     monkeypatch.setenv("DAGSTER_HOME", demo_env["DAGSTER_HOME"])
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-    assert [(r.job_name, r.tags.get("dagster/partition"), r.is_success) for r in runs] == [(SYNC_JOB, "demo", True)]
+    assert sorted((r.job_name, r.tags.get("dagster/partition"), r.is_success) for r in runs) == [
+        (SYNC_JOB, "demo", True), (SYNC_JOB, "demo_workday", True)]
 
     # The demo tenant is still running: a preview reads the (no) changes and would change nothing.
     proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "preview", "demo"], env=demo_env, cwd=ROOT,
@@ -105,16 +127,17 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     defs = build_defs(DEFAULT_CONFIG_PATH)
     job = defs.resolve_job_def(SYNC_JOB)
-    assert job.partitions_def.get_partition_keys() == ["demo"]
-    [schedule] = defs.schedules
-    assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == ("sync_demo", "0 6 * * *", "UTC")
+    assert job.partitions_def.get_partition_keys() == ["demo", "demo_workday"]
+    assert [(s.name, s.cron_schedule, s.execution_timezone) for s in defs.schedules] == [
+        ("sync_demo", "0 6 * * *", "UTC"), ("sync_demo_workday", "30 6 * * *", "UTC")]
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"all_directory_users_read", "all_directory_groups_read", "directory_users_mapped",
                       "contacts_have_unique_id", "unique_contact_ids_distinct", "contact_values_valid",
                       "extension_attributes_decided",
                       "exclusions_keep_contacts", "selected_lists_resolved", "no_list_removed",
                       "directory_not_emptied", "contact_removals_within_limit", "membership_removals_within_limit",
-                      "no_orphaned_integrations", "certificate_not_expiring"}
+                      "no_orphaned_integrations", "certificate_not_expiring",
+                      "workers_identified", "workday_report_not_emptied", "report_columns_decided"}
 
 
 def test_invalid_config_fails_with_one_line(tmp_path, demo_env):

@@ -45,8 +45,11 @@ def test_good_file_and_defaults():
 
 def test_shipped_file_is_valid():
     cfg = load_integrations(DEFAULT_CONFIG_PATH)
-    assert cfg.keys == ["demo"]
+    assert cfg.keys == ["demo", "demo_workday"]
     assert cfg.get("demo").source.demo_tenant is not None
+    # Both demo integrations use one demo tenant: the same people in Entra ID and Workday.
+    assert cfg.get("demo_workday").kind == "workday"
+    assert cfg.get("demo_workday").source.demo_tenant == cfg.get("demo").source.demo_tenant
 
 
 def test_national_cloud_preset():

@@ -37,7 +37,8 @@ DEFAULTS = {
 BUILT_IN = list(DEFAULTS)
 
 NUMBER_REASON = "not a number (digits with an optional sign, '.' decimal point and exponent)"
-DATE_REASON = "not a valid ISO 8601 date (YYYY-MM-DD or a date-time); set a format for other layouts"
+DATE_REASON = ("not a valid ISO 8601 date (YYYY-MM-DD, with or without a zone such as -08:00, or a date-time); "
+               "set a format for other layouts")
 
 
 # -- the documented rules, in plain Python -------------------------------------------------------
@@ -272,8 +273,7 @@ def test_extension_attributes_as_typed_custom_fields(make_sync, emulator, direct
             "not a number (digits with an optional sign, '.' decimal point and exponent); left empty") in errors
     assert (feb["id"], "start",
             f"contact {mapped[feb['id']]}: start (Date) cannot take '2024-02-30' from extensionAttribute5: "
-            "not a valid ISO 8601 date (YYYY-MM-DD or a date-time); set a format for other layouts; "
-            "left empty") in errors
+            f"{DATE_REASON}; left empty") in errors
 
     # Bad values are warnings: nobody is lost, the run succeeds.
     assert contact_ids(sync) == contacts

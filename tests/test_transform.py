@@ -155,7 +155,8 @@ def test_typed_custom_fields_good_and_bad_values():
         "contact 3@x.io: seniority (Number) cannot take 'n/a' from extensionAttribute4: not a number (digits "
         "with an optional sign, '.' decimal point and exponent); left empty",
         "contact 3@x.io: start (Date) cannot take '31/02/2024' from extensionAttribute5: not a valid ISO 8601 "
-        "date (YYYY-MM-DD or a date-time); set a format for other layouts; left empty",
+        "date (YYYY-MM-DD, with or without a zone such as -08:00, or a date-time); set a format for other "
+        "layouts; left empty",
         "contact 3@x.io: review (Date) cannot take '31/02/2024' from extensionAttribute6: not a valid date in "
         "the format '%d/%m/%Y'; left empty",
     ]

@@ -7,9 +7,11 @@ touches another integration.
 
 import hashlib
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Callable, Iterator
 
 import dagster as dg
@@ -17,7 +19,8 @@ from tabulate import tabulate
 
 from entra_pipeline.config import ConfigError, Integration, RunSettings
 from entra_pipeline.defs import checks as c
-from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource
+from entra_pipeline.defs.resources import (WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource,
+                                           WorkdayResource)
 from entra_pipeline.graph import delta
 from entra_pipeline.graph.client import Collection, DeltaExpired, DeltaRound, GraphClient, GraphError, member_type
 from entra_pipeline.transform import exclusions, lists, mapping
@@ -25,6 +28,8 @@ from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.fields import (MANAGER_FIELDS, delta_select_for, graph_select_for,
                                              imported_fields_for, manager_expand_for)
 from entra_pipeline.transform.guard import assess
+from entra_pipeline.transform.fields import ENTRA, WORKDAY
+from entra_pipeline.workday.client import WorkdayError
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import store
 from entra_pipeline.warehouse.store import transaction
@@ -105,6 +110,74 @@ def _certificate_check(integration: Integration) -> dg.AssetCheckResult:
         except ConfigError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
     return c.certificate_result(integration.source.auth, info, datetime.now(timezone.utc))
+
+
+def _not_theirs(integration: Integration, source: str, checks: list[str],
+                extra: list[dg.AssetCheckResult] = ()) -> dg.MaterializeResult:
+    """An asset of the other source type in this integration's run: nothing read or written."""
+    return dg.MaterializeResult(
+        metadata={"source_type": integration.kind,
+                  "skipped": f"integration {integration.key!r} reads {integration.kind}, not {source}: "
+                             "nothing read or written"},
+        check_results=[*(c.not_applicable(name, integration.kind) for name in checks), *extra])
+
+
+def _read_workday(context: dg.AssetExecutionContext, integration: Integration, workday: WorkdayResource,
+                  warehouse: WarehouseResource) -> Iterator:
+    """The whole report, staged while it streams, then applied in one transaction."""
+    stage = _Stage(context, integration)
+    source = integration.source
+    with warehouse.get_connection() as con:
+        previous = store.count_rows(con, s.RAW_WORKDAY_WORKERS, integration.key)
+    with tempfile.TemporaryDirectory(prefix="workday-") as scratch:
+        staged = str(Path(scratch) / "report.duckdb")
+        try:
+            with workday.client(integration) as client:
+                store.stage_workers(staged, _counted(context, client.entries(), "workers"), source.id_field)
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except WorkdayError as exc:
+            raise dg.Failure(description=f"integration {integration.key!r}: reading the Workday report failed: {exc}",
+                             allow_retries=exc.transient) from None
+        stats = client.stats
+        metadata = {"workday_requests": stats.requests, "workday_token_requests": stats.token_requests,
+                    "workday_bytes": stats.bytes, "workday_seconds": stats.seconds, "report_entries": stats.entries}
+        try:
+            with warehouse.get_connection() as con, store.staged(con, staged), transaction(con):
+                change, issues = store.apply_raw_workers(con, integration.key, context.run.run_id, source.id_field)
+                columns = store.column_counts(con, integration.key)
+                named = integration.imported_fields()
+                decided = named | set(integration.mapping.fields)
+                checks = [c.workers_not_emptied_result(change.total, previous),
+                          c.issues_result(c.WORKERS_IDENTIFIED, issues),
+                          c.report_columns_result(columns, decided, named - {source.id_field})]
+                if c.failed_blocking(checks):
+                    raise _Blocked
+                store.replace_issues(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, issues)
+                store.log_changes(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, change.changed_ids)
+                # Every configured column counts as read: a report without it has it empty for everyone.
+                store.write_fields_read(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id,
+                                        set(columns) | named)
+                stage.record(con, read_mode="full", read_reason="a Workday report is read whole",
+                             changes_read=stats.entries, added=change.added, updated=change.updated,
+                             removed=change.removed, graph_requests=stats.requests, graph_bytes=stats.bytes)
+                sample = store.sample_rows(con, s.RAW_WORKDAY_WORKERS, integration.key, ["id", "data"])
+        except _Blocked:
+            yield from stage.blocked(checks)
+    yield stage.done(checks, {"rows": change.total, "workers_added": change.added, "workers_updated": change.updated,
+                              "workers_removed": change.removed, "import_errors": len(issues), **metadata,
+                              "preview": _preview(sample, ["id", "data"])})
+
+
+def _counted(context: dg.AssetExecutionContext, items: Iterator, what: str, every: int = 20_000) -> Iterator:
+    """Pass ``items`` through, logging how many so far (a large report takes minutes; no total
+    is known before its end)."""
+    count = 0
+    for count, item in enumerate(items, start=1):
+        if count % every == 0:
+            context.log.info(f"{what} {count:,}")
+        yield item
+    context.log.info(f"{what} {count:,} (all)")
 
 
 def _require_fields(con, integration: Integration, stage: str, needed: set[str],
@@ -336,10 +409,15 @@ def build_assets(partitions: dg.PartitionsDefinition,
                         integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         configured = integrations.load()
         integration = configured.get(context.partition_key)
-        stage = _Stage(context, integration)
-        fields = integration.imported_fields()
         with warehouse.get_connection() as con:
             orphans = {k: n for k, n in store.integrations_in_warehouse(con).items() if k not in configured.keys}
+        if integration.kind != ENTRA:
+            # The orphan check is about the warehouse, not the source: it runs for every integration.
+            yield _not_theirs(integration, "Entra ID", [c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY,
+                                                        c.CERTIFICATE_NOT_EXPIRING], [c.orphans_result(orphans)])
+            return
+        stage = _Stage(context, integration)
+        fields = integration.imported_fields()
         context_checks = [c.orphans_result(orphans), _certificate_check(integration)]
         if integration.source.read == "list":
             yield from _list_users(context, stage, integration, graph, warehouse, fields, context_checks)
@@ -390,6 +468,9 @@ def build_assets(partitions: dg.PartitionsDefinition,
     def raw_graph_groups(context: dg.AssetExecutionContext, config: RawReadConfig,
                          integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key)
+        if integration.kind != ENTRA:
+            yield _not_theirs(integration, "Entra ID", [c.RAW_GROUPS_COMPLETE])
+            return
         stage = _Stage(context, integration)
         if integration.source.read == "list":
             yield from _list_groups(context, stage, integration, graph, warehouse)
@@ -429,7 +510,26 @@ def build_assets(partitions: dg.PartitionsDefinition,
                                   "preview": _preview(sample, ["id", "display_name", "mail", "kind"])})
 
     @dg.asset(
-        **common, kinds={"duckdb"}, deps=[raw_graph_users],
+        **common, kinds={"workday", "duckdb"},
+        check_specs=c.specs(c.WORKERS_NOT_EMPTIED, c.WORKERS_IDENTIFIED, c.REPORT_COLUMNS_DECIDED),
+        retry_policy=graph_retry,
+        description="Workday workers from the integration's custom report (Report-as-a-Service), one row per "
+                    "worker keyed by id_field. RaaS has no change tracking, so every sync reads the whole report: "
+                    "it is parsed while it streams into a staging file (the warehouse stays unlocked during the "
+                    "download), then compared with the stored workers and replaced, with the change log and the "
+                    "run log, in one transaction. Does nothing for Entra ID integrations.",
+    )
+    def raw_workday_workers(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
+                            workday: WorkdayResource, warehouse: WarehouseResource):
+        integration = integrations.get(context.partition_key)
+        if integration.kind != WORKDAY:
+            yield _not_theirs(integration, "Workday", [c.WORKERS_NOT_EMPTIED, c.WORKERS_IDENTIFIED,
+                                                       c.REPORT_COLUMNS_DECIDED])
+            return
+        yield from _read_workday(context, integration, workday, warehouse)
+
+    @dg.asset(
+        **common, kinds={"duckdb"}, deps=[raw_graph_users, raw_workday_workers],
         check_specs=c.specs(c.DIRECTORY_USERS_MAPPED, c.CONTACTS_HAVE_UNIQUE_ID, c.UNIQUE_CONTACT_IDS_DISTINCT,
                             c.CONTACT_VALUES_VALID, c.EXTENSION_ATTRIBUTES_DECIDED),
         description="Every directory user with a usable Unique Contact ID, mapped to contact fields (emails "
@@ -473,7 +573,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
 
     @dg.asset(
         partitions_def=partitions, group_name=PREVIEW_GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
-        deps=[raw_graph_users, raw_graph_groups],
+        deps=[raw_graph_users, raw_graph_groups, raw_workday_workers],
         description="Preview (dry run) of a sync from the raw tables as they are: which contacts would join, "
                     "change (which fields) or leave, who would be excluded or no longer excluded, which lists "
                     "and list memberships would come or go, and which blocking check would stop the sync. "
@@ -508,8 +608,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
                                "report": _preview(table, ["change", "contact_id", "list_id", "details"],
                                                   PREVIEW_SAMPLE)})
 
-    return [raw_graph_users, raw_graph_groups, mapped_contacts, filtered_contacts, distribution_lists,
-            sync_preview]
+    return [raw_graph_users, raw_graph_groups, raw_workday_workers, mapped_contacts, filtered_contacts,
+            distribution_lists, sync_preview]
 
 
 @dataclass
@@ -570,27 +670,29 @@ def _mapped_stage(con, integration: Integration, run_id: str, config: SyncRunCon
     unique_id = integration.mapping.unique_id
     undecided = integration.mapping.undecided_extension_attributes()
     custom = {name: f.type for name, f in integration.mapping.custom_fields.items()}
-    available = _require_fields(con, integration, s.RAW_GRAPH_USERS, integration.imported_fields())
+    raw = s.RAW_PEOPLE[integration.kind]
+    available = _require_fields(con, integration, raw, integration.imported_fields())
     conflicts = s.custom_column_conflicts(con, custom)
     if conflicts:
         raise dg.Failure(description=f"integration {integration.key!r}: {conflicts[0]}; nothing was written",
                          allow_retries=False)
     fingerprint = _fingerprint(plan, unique_id, sorted(available), custom)
-    changed, seq = _incremental_input(con, integration, s.RAW_GRAPH_USERS, s.MAPPED_CONTACTS, fingerprint,
-                                      s.RAW_GRAPH_USERS)
-    result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available), changed)
+    changed, seq = _incremental_input(con, integration, raw, s.MAPPED_CONTACTS, fingerprint, raw)
+    result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available), changed,
+                                 integration.kind)
     candidates = result.candidates
     checks = [c.users_mapped_result(result.users_read, result.contacts),
               c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
               c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
               c.issues_result(c.CONTACT_VALUES_VALID, result.issues),
-              c.extension_attributes_result(undecided, store.extension_value_counts(con, integration.key, undecided))]
+              c.extension_attributes_result(undecided, store.extension_value_counts(con, integration.key, undecided))
+              if integration.kind == ENTRA else c.not_applicable(c.EXTENSION_ATTRIBUTES_DECIDED, integration.kind)]
 
     def write(con) -> dict:
         rows = store.write_mapped_contacts(con, integration.key, run_id, plan, custom, candidates)
         store.replace_issues(con, integration.key, mapping.STAGE, run_id, result.issues, candidates)
         store.log_changes(con, integration.key, s.MAPPED_CONTACTS, run_id, candidates)
-        store.consumed(con, integration.key, s.MAPPED_CONTACTS, s.RAW_GRAPH_USERS, run_id, seq, fingerprint)
+        store.consumed(con, integration.key, s.MAPPED_CONTACTS, raw, run_id, seq, fingerprint)
         # The imported column carries what the raw read selected; the contact columns what this
         # mapping fed.
         store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, run_id, available)
@@ -658,19 +760,22 @@ def _filtered_stage(con, integration: Integration, run_id: str, config: SyncRunC
 
 def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConfig) -> _Outcome:
     selection = integration.distribution_lists
-    custom_imported = sorted(set().union(*(d.when.imported_fields() for d in selection.custom)))
-    custom_contact = sorted(set().union(*(d.when.contact_fields() for d in selection.custom)))
-    if selection.custom:
+    custom_imported = sorted(set().union(*(d.when.imported_fields() for d in selection.custom),
+                                         {g.field for g in selection.generated if g.field}))
+    custom_contact = sorted(set().union(*(d.when.contact_fields() for d in selection.custom),
+                                        {g.contact_field for g in selection.generated if g.contact_field}))
+    if selection.custom or selection.generated:
         _require_fields(con, integration, s.MAPPED_CONTACTS, set(custom_imported))
         _require_fields(con, integration, MAPPED_CONTACT_FIELDS, set(custom_contact), "mapped_contacts")
     fingerprint = _fingerprint(selection.model_dump_json(), custom_imported, custom_contact)
-    moved, groups_seq = _incremental_input(con, integration, s.RAW_GRAPH_GROUPS, LISTS_FROM_GROUPS, fingerprint,
-                                           s.RAW_GRAPH_USERS)
+    raw = s.RAW_PEOPLE[integration.kind]
+    moved, groups_seq = _incremental_input(con, integration, s.RAW_GRAPH_GROUPS, LISTS_FROM_GROUPS, fingerprint, raw)
     people_changed, contacts_seq = _incremental_input(con, integration, FILTERED_STAGE, LISTS_FROM_CONTACTS,
-                                                      fingerprint, s.RAW_GRAPH_USERS)
+                                                      fingerprint, raw)
     groups = store.read_groups(con, integration.key)
     previous = store.previous_lists(con, integration.key)
-    if moved is None or people_changed is None:
+    # Generated lists come and go with their values: they are recomputed whole on every sync.
+    if moved is None or people_changed is None or selection.generated:
         plan = _all_lists(con, integration, run_id, groups, custom_contact, custom_imported)
     else:
         plan = _changed_lists(con, integration, run_id, groups, previous, moved | people_changed, custom_contact,
@@ -699,7 +804,9 @@ def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConf
         return {"lists": len(all_lists), "mode": plan.mode, "lists_rebuilt": plan.rebuilt,
                 "users_reconsidered": plan.users,
                 "memberships": store.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key),
-                "custom_lists": len(selection.custom), "memberships_added": added, "memberships_removed": removed,
+                "custom_lists": len(selection.custom),
+                "generated_lists": sum(1 for l in all_lists if l["kind"] == lists.KIND_GENERATED),
+                "memberships_added": added, "memberships_removed": removed,
                 "non_members": store.count_rows(con, s.DISTRIBUTION_LIST_NON_MEMBERS, integration.key),
                 "available_groups": len(available), "import_errors": len(issues),
                 "lists_by_kind": dg.MetadataValue.json(_counts(l["kind"] for l in all_lists)),
@@ -736,11 +843,12 @@ def _all_lists(con, integration: Integration, run_id: str, groups: list[dict], c
     people = store.people(con, integration.key)
     current = store.memberships(con, integration.key)
     contacts = (store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
-                if selection.custom else [])
+                if selection.custom or selection.generated else [])
     result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
     custom = lists.custom_lists(contacts, selection.custom)
-    all_lists = result.lists + custom.lists
-    members = result.members + custom.members
+    generated = lists.generated_lists(contacts, selection.generated)
+    all_lists = result.lists + custom.lists + generated.lists
+    members = result.members + custom.members + generated.members
 
     def write(con) -> None:
         store.write_lists(con, integration.key, run_id, all_lists, members, result.non_members)

@@ -21,6 +21,7 @@ from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.guard import Removal
 from entra_pipeline.warehouse import schema as s
+from entra_pipeline.warehouse.store import DUPLICATE_WORKER_ID, MISSING_WORKER_ID
 
 RAW_USERS_COMPLETE = "all_directory_users_read"
 RAW_GROUPS_COMPLETE = "all_directory_groups_read"
@@ -38,6 +39,10 @@ NO_LIST_REMOVED = "no_list_removed"
 NO_ORPHANED_DATA = "no_orphaned_integrations"
 CERTIFICATE_NOT_EXPIRING = "certificate_not_expiring"
 CERTIFICATE_WARN_DAYS = 30
+SOURCE_NAMES = {"entra": "an Entra ID", "workday": "a Workday"}
+WORKERS_NOT_EMPTIED = "workday_report_not_emptied"
+WORKERS_IDENTIFIED = "workers_identified"
+REPORT_COLUMNS_DECIDED = "report_columns_decided"
 
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
@@ -88,6 +93,16 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         f"{CERTIFICATE_WARN_DAYS} days: upload its successor to the app registration and point "
         "source.certificate_path at it before then. Also warns when only a thumbprint is configured (expiry "
         "unknown). Integrations signing in otherwise pass."),
+    WORKERS_NOT_EMPTIED: (s.RAW_WORKDAY_WORKERS, True,
+        "The Workday report did not suddenly return zero workers where the last sync read some: always "
+        "blocking (a changed report, prompt or permission, never a reason to drop everyone)."),
+    WORKERS_IDENTIFIED: (s.RAW_WORKDAY_WORKERS, False,
+        "Every report entry carries the integration's id_field (Employee_ID by default), and no two carry the "
+        "same value. Others are not imported and are listed in import_errors."),
+    REPORT_COLUMNS_DECIDED: (s.RAW_WORKDAY_WORKERS, False,
+        "Every column of the Workday report is mapped (by default or in mapping.fields), skipped, or used by a "
+        "rule, and every column the configuration names is in the report. Warns listing the others, with how "
+        "many workers carry a value, like the extension attributes of Entra ID."),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, False,
         "No list of the last sync disappeared. A list goes when its group is deleted in the directory, is no "
         "longer selected, or its custom definition is removed; each is reported so nobody misses it."),
@@ -104,6 +119,8 @@ ISSUE_CHECKS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               (lists.LIST_NOT_FOUND, lists.LIST_NAME_AMBIGUOUS, lists.LIST_NOT_MAIL_ENABLED),
                               "selected lists not resolved"),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, (lists.LIST_REMOVED,), "lists removed since the last sync"),
+    WORKERS_IDENTIFIED: (s.RAW_WORKDAY_WORKERS, (MISSING_WORKER_ID, DUPLICATE_WORKER_ID),
+                         "report entries without a usable worker id"),
 }
 
 
@@ -221,6 +238,33 @@ def certificate_result(auth: str, info: CertificateInfo | None, now: datetime) -
     return _result(CERTIFICATE_NOT_EXPIRING, False,
                    f"certificate {info.thumbprint} {when}: add a new certificate to the app registration and set "
                    "source.certificate_path to it", metadata, dg.AssetCheckSeverity.WARN)
+
+
+def not_applicable(name: str, kind: str) -> dg.AssetCheckResult:
+    """A check of the other source type's asset: it passes, saying so."""
+    return _result(name, True, f"not applicable: {SOURCE_NAMES[kind]} integration", {"source_type": kind})
+
+
+def workers_not_emptied_result(workers: int, previous: int) -> dg.AssetCheckResult:
+    emptied = workers == 0 and previous > 0
+    return _result(WORKERS_NOT_EMPTIED, not emptied,
+                   f"the Workday report returned no workers; the last sync read {previous:,}" if emptied
+                   else f"{workers:,} workers read (last sync: {previous:,})", {"workers": workers, "previous": previous})
+
+
+def report_columns_result(columns: dict[str, int], decided: set[str], named: set[str]) -> dg.AssetCheckResult:
+    """Report columns nobody decided about, and configured columns the report does not have."""
+    undecided = {name: n for name, n in columns.items() if name not in decided}
+    missing = sorted(named - set(columns))
+    parts = []
+    if undecided:
+        parts.append("report columns neither mapped, skipped nor used: "
+                     + ", ".join(f"{name} ({n:,} workers)" for name, n in sorted(undecided.items())))
+    if missing:
+        parts.append("columns the configuration names that no worker in the report carries: " + ", ".join(missing))
+    return _result(REPORT_COLUMNS_DECIDED, not parts, "; ".join(parts) or f"all {len(columns)} report columns are "
+                   "mapped, skipped or used", {"columns": dg.MetadataValue.json(columns), "undecided": len(undecided),
+                                               "missing": ", ".join(missing)}, dg.AssetCheckSeverity.WARN)
 
 
 def users_mapped_result(directory_users: int, contacts: int) -> dg.AssetCheckResult:

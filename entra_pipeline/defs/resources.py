@@ -13,6 +13,7 @@ from entra_pipeline.config import Integration, IntegrationsFile, load_integratio
 from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.graph.client import GraphClient, GraphSettings
 from entra_pipeline.warehouse import LOCK_WAIT_SECONDS, connect
+from entra_pipeline.workday.client import WorkdayClient, WorkdaySettings
 
 # Every asset that writes the DuckDB file claims this pool, so concurrent runs take turns instead
 # of failing on DuckDB's single-writer lock. The limit is set in dagster-instance.yaml (concurrency.pools).
@@ -56,6 +57,27 @@ class GraphResource(dg.ConfigurableResource):
             timeout_seconds=source.timeout_seconds, max_retries=source.max_retries,
             max_retry_after_seconds=source.max_retry_after_seconds,
             parallel_requests=source.parallel_requests,
+        ))
+
+
+class WorkdayResource(dg.ConfigurableResource):
+    """Opens the Workday report client for a Workday integration: the ISU password or the API
+    client's secret and refresh token from their environment variables, and the built-in demo
+    tenant (whose Workday side has the demo credentials) started on demand."""
+
+    demo_dir: str | None = None
+
+    def client(self, integration: Integration) -> WorkdayClient:
+        source = integration.source
+        auth = integration.workday_auth()
+        host, ca_bundle = source.host, source.ca_bundle
+        if source.demo_tenant is not None:
+            endpoint = ensure_demo_tenant(source.demo_tenant, root=Path(self.demo_dir) if self.demo_dir else None)
+            host, ca_bundle = endpoint.base_url, endpoint.ca_path
+        return WorkdayClient(WorkdaySettings(
+            host=host, tenant=source.tenant, owner=source.report_owner, report=source.report_name, auth=auth,
+            prompts=tuple(source.prompts.items()), ca_bundle=str(ca_bundle) if ca_bundle else None,
+            timeout_seconds=source.timeout_seconds, max_retries=source.max_retries,
         ))
 
 

@@ -34,6 +34,7 @@ KIND_MAIL_SECURITY = "mail_enabled_security"
 KIND_DISTRIBUTION = "distribution"
 KIND_SECURITY = "security"
 KIND_CUSTOM = "custom"
+KIND_GENERATED = "generated"
 OFFERED_KINDS = (KIND_M365, KIND_MAIL_SECURITY, KIND_DISTRIBUTION)
 
 
@@ -202,6 +203,36 @@ def custom_lists(contacts: list[dict], definitions: list) -> ResolvedLists:
     return result
 
 
+def generated_lists(contacts: list[dict], definitions: list) -> ResolvedLists:
+    """One list per distinct non-empty value of each definition's field among the synced
+    contacts; its members are the contacts with that value (compared as trimmed text)."""
+    result = ResolvedLists()
+    for definition in definitions:
+        by_value: dict[str, list[str]] = {}
+        for contact in contacts:
+            value = contact["imported"].get(definition.field) if definition.field else contact.get(definition.contact_field)
+            text = value.isoformat() if hasattr(value, "isoformat") else "" if value is None else str(value).strip()
+            if text:
+                by_value.setdefault(text, []).append(contact["contact_id"])
+        for value, members in sorted(by_value.items()):
+            list_id = generated_list_id(definition.source, value)
+            result.lists.append({
+                "list_id": list_id, "source_group_id": None, "display_name": definition.name.replace("{value}", value),
+                "mail": None, "kind": KIND_GENERATED, "member_count": len(members), "users_not_contacts": 0,
+                "users_excluded": 0, "users_without_contact_id": 0, "non_user_members": 0,
+                "non_user_member_types": {}, "nested_groups": 0,
+            })
+            result.members.extend((list_id, contact_id) for contact_id in sorted(members))
+    return result
+
+
+def generated_list_id(field: str, value: str) -> str:
+    """Stable per field and exact value: the readable slug, plus a digest so that "Sales - EMEA"
+    and "sales emea" stay two lists."""
+    slug = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", value).casefold()).strip("-")
+    return f"generated:{field}:{slug}-{hashlib.sha256(value.encode()).hexdigest()[:8]}"
+
+
 def custom_list_id(name: str) -> str:
     """A stable id from a custom list's name; letters of any script are kept ("Ärzte", "営業")."""
     slug = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", name).casefold()).strip("-")
@@ -222,6 +253,8 @@ def removed_lists(previous: dict[str, str], current: list[dict], groups: list[di
         group = by_id.get(list_id)
         if list_id.startswith("custom:"):
             why = "its definition was removed or renamed in the configuration"
+        elif list_id.startswith("generated:"):
+            why = "no synced contact has its value any more (or its generated lists were removed from the configuration)"
         elif group is None:
             why = "its group no longer exists in the directory"
         elif group_kind(group) not in OFFERED_KINDS:

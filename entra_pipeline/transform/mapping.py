@@ -8,8 +8,8 @@ Rules, per contact field:
   otherMails) gives its first non-empty entry; numbers and booleans keep their JSON spelling.
 - Number: digits with optional sign, decimal point and exponent, finite; anything else
   ("n/a", "12,5") is an ``invalid_value`` import error and the field stays NULL.
-- Date: ISO 8601, a date (2024-03-01) or a date-time (2019-04-01T08:30:00Z, whose calendar date
-  as written is kept); with a configured ``format`` (strptime codes, e.g. ``%d/%m/%Y``) that
+- Date: ISO 8601, a date (2024-03-01, or Workday's 2024-03-01-08:00) or a date-time
+  (2019-04-01T08:30:00Z, whose calendar date as written is kept); with a configured ``format`` (strptime codes, e.g. ``%d/%m/%Y``) that
   layout instead. "31/02/2024" or "2024-02-30" are import errors.
 - Boolean: JSON true/false or the text "true"/"false".
 - The Unique Contact ID: emails trimmed, lower-cased and checked for shape; other fields as text.
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from entra_pipeline.transform.errors import ImportIssue
-from entra_pipeline.transform.fields import BOOLEAN, DATE, EXTENSION_ATTRIBUTES, EXTENSION_CONTAINER, NUMBER
+from entra_pipeline.transform.fields import (BOOLEAN, DATE, ENTRA, EXTENSION_ATTRIBUTES, EXTENSION_CONTAINER, NUMBER,
+                                             WORKDAY)
 
 STAGE = "mapped_contacts"
 
@@ -36,12 +37,14 @@ INVALID_VALUE = "invalid_value"
 EMAIL_PATTERN = r"[^@\s]+@[^@\s]+\.[^@\s]+"  # deliberately loose: mail servers are the final judge
 _NUMBER_PATTERN = r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*"
 _ISO_PATTERN = r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}.*)?"
+_ZONED_DATE_PATTERN = r"\d{4}-\d{2}-\d{2}(Z|[+-]\d{2}:\d{2})"
 
 DUPLICATES_LISTED = 5  # ids named in each duplicate's message: a bad unique_id must not grow them n²
 
 REASONS = {
     NUMBER: "not a number (digits with an optional sign, '.' decimal point and exponent)",
-    DATE: "not a valid ISO 8601 date (YYYY-MM-DD or a date-time); set a format for other layouts",
+    DATE: "not a valid ISO 8601 date (YYYY-MM-DD, with or without a zone such as -08:00, or a date-time); set a "
+          "format for other layouts",
     BOOLEAN: "takes true or false",
 }
 
@@ -96,8 +99,10 @@ def _typed(plan: FieldPlan, text: str, params: list) -> str:
         if plan.fmt:
             params.append(plan.fmt)
             return f"CAST(try_strptime({text}, ?) AS DATE)"
-        # Validated as a timestamp, kept as the calendar date as written (no shift to UTC).
-        return (f"CASE WHEN regexp_full_match({text}, '{_ISO_PATTERN}') "
+        # Validated as a timestamp, kept as the calendar date as written (no shift to UTC). A
+        # date with a zone (Workday's 2024-03-01-08:00) is that calendar date.
+        return (f"CASE WHEN regexp_full_match({text}, '{_ZONED_DATE_PATTERN}') THEN TRY_CAST(left({text}, 10) AS DATE) "
+                f"WHEN regexp_full_match({text}, '{_ISO_PATTERN}') "
                 f"AND TRY_CAST({text} AS TIMESTAMPTZ) IS NOT NULL THEN TRY_CAST(left({text}, 10) AS DATE) END")
     if plan.field_type == BOOLEAN:
         return f"CASE WHEN lower({text}) IN ('true', 'false') THEN lower({text}) = 'true' END"
@@ -116,8 +121,18 @@ def _id_text(plan: FieldPlan, column: str, text: str) -> str:
     return f"CAST({column} AS VARCHAR)"
 
 
+# Per source type: where the person's name for messages is, and what ranks duplicates of one
+# Unique Contact ID (JSON path and the SQL over its text _s[k]). Entra ID keeps an enabled member
+# account first; Workday an Active worker first (a rehire's old record must not hide the new one).
+RANKING = {
+    ENTRA: ("$.userPrincipalName", "$.accountEnabled", "coalesce(_s[2] = 'false', false)",
+            "$.userType", "coalesce(_s[3] = 'Guest', false)"),
+    WORKDAY: ("$.__none__", "$.Worker_Status", "coalesce(_s[2] <> 'Active', false)", "$.__none__", "false"),
+}
+
+
 def mapping_query(plan: list[FieldPlan], unique_id: str, imported_fields: list[str], integration: str,
-                  raw_table: str = "raw_graph_users") -> tuple[str, list[Any]]:
+                  raw_table: str = "raw_graph_users", kind: str = ENTRA) -> tuple[str, list[Any]]:
     """A SELECT over one integration's raw users, and its parameters.
 
     Columns: ``_source_id``, ``_upn``, ``contact_id`` (NULL when unusable), ``_dup_rank`` /
@@ -126,8 +141,9 @@ def mapping_query(plan: list[FieldPlan], unique_id: str, imported_fields: list[s
     Each user's JSON is parsed once: all scalar paths are read in one list extraction.
     """
     mapped = [(i, p) for i, p in enumerate(plan) if p.source is not None]
-    # Positions 1-3: who the user is, and what ranks duplicates (enabled members first).
-    scalar = ["$.userPrincipalName", "$.accountEnabled", "$.userType"]
+    # Positions 1-3: who the user is, and what ranks duplicates (see RANKING).
+    who, inactive_path, inactive, guest_path, guest = RANKING[kind]
+    scalar = [who, inactive_path, guest_path]
     scalar += [json_path(p.source) for _, p in mapped if p.source not in ARRAY_FIELDS]
     arrays = [json_path(p.source) for _, p in mapped if p.source in ARRAY_FIELDS]
     texts, position, array_position = [], 4, 1
@@ -160,8 +176,8 @@ WITH parsed AS (
            json_extract(data, ?::VARCHAR[]) AS _j
     FROM "{raw_table}" WHERE integration = ?
 ), texts AS (
-    SELECT _source_id, _s[1] AS _upn, coalesce(_s[2] = 'false', false) AS _disabled,
-           coalesce(_s[3] = 'Guest', false) AS _guest, _j, {", ".join(texts)} FROM parsed
+    SELECT _source_id, _s[1] AS _upn, {inactive} AS _disabled, {guest} AS _guest, _j, {", ".join(texts)}
+    FROM parsed
 ), typed AS (
     SELECT _source_id, _upn, _disabled, _guest, {raw_columns}, {", ".join(typed)},
            json_object({pairs or "'id', _source_id"}) AS imported

@@ -7,11 +7,12 @@ arrive here with the next sync. Rows written by hand are overwritten.
 
 from __future__ import annotations
 
-from entra_pipeline.transform.fields import BOOLEAN, BUILTIN_FIELDS, DATE, NUMBER, TEXT
+from entra_pipeline.transform.fields import BOOLEAN, BUILTIN_FIELDS, DATE, ENTRA, NUMBER, TEXT, WORKDAY
 
 RAW_GRAPH_USERS = "raw_graph_users"
 RAW_GRAPH_GROUPS = "raw_graph_groups"
 RAW_GRAPH_GROUP_MEMBERS = "raw_graph_group_members"
+RAW_WORKDAY_WORKERS = "raw_workday_workers"
 MAPPED_CONTACTS = "mapped_contacts"
 CONTACTS = "contacts"
 EXCLUDED_CONTACTS = "excluded_contacts"
@@ -29,6 +30,9 @@ SYNC_PREVIEW = "sync_preview"
 MAPPED_USER_IDS = "mapped_user_ids"
 STAGE_STATE = "stage_state"
 STAGE_CHANGES = "stage_changes"
+
+# The raw people table of each source type: what the mapping reads.
+RAW_PEOPLE = {ENTRA: RAW_GRAPH_USERS, WORKDAY: RAW_WORKDAY_WORKERS}
 
 SQL_TYPES = {TEXT: "VARCHAR", NUMBER: "DOUBLE", DATE: "DATE", BOOLEAN: "BOOLEAN"}
 
@@ -62,6 +66,11 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "integration VARCHAR NOT NULL", "group_id VARCHAR NOT NULL", "member_id VARCHAR NOT NULL",
         "member_type VARCHAR NOT NULL", *_RUN,
     ), "Direct group memberships (member_type user, group, orgContact, device, servicePrincipal, ...)."),
+    (RAW_WORKDAY_WORKERS, (
+        "integration VARCHAR NOT NULL", "id VARCHAR NOT NULL", "data JSON NOT NULL", *_RUN,
+    ), "Workday workers as the integration's custom report (RaaS) returned them, one row per worker: id is "
+       "the value of the integration's id_field (Employee_ID by default), data the report entry keyed by column "
+       "alias (empty values are absent). Replaced whole by every sync."),
     _contact_table(MAPPED_CONTACTS, "Every directory user with a usable Unique Contact ID, mapped to contact fields, before exclusions."),
     _contact_table(CONTACTS, "The synced contacts: mapped contacts that no exclusion rule removed."),
     (EXCLUDED_CONTACTS, (
@@ -74,7 +83,7 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "users_not_contacts INTEGER NOT NULL", "non_user_members INTEGER NOT NULL",
         "non_user_member_types JSON", "nested_groups INTEGER NOT NULL", *_RUN,
         "users_excluded INTEGER", "users_without_contact_id INTEGER",
-    ), "Distribution lists: selected groups (kind microsoft365, mail_enabled_security, distribution) and custom lists (kind custom). users_not_contacts = users_excluded (by a rule) + users_without_contact_id; distribution_list_non_members says who and why."),
+    ), "Distribution lists: selected groups (kind microsoft365, mail_enabled_security, distribution), custom lists (kind custom) and generated lists, one per value of a field (kind generated). users_not_contacts = users_excluded (by a rule) + users_without_contact_id; distribution_list_non_members says who and why."),
     (DISTRIBUTION_LIST_NON_MEMBERS, (
         "integration VARCHAR NOT NULL", "list_id VARCHAR NOT NULL", "object_id VARCHAR NOT NULL",
         "object_type VARCHAR NOT NULL", "reason VARCHAR NOT NULL", *_RUN,
@@ -147,8 +156,8 @@ SELECT integration, run_id,
        min(started_at) AS started_at, max(finished_at) AS finished_at,
        round(epoch(max(finished_at) - min(started_at)), 3) AS seconds,
        string_agg(stage, ', ' ORDER BY started_at) AS stages_committed,
-       any_value(read_mode) FILTER (WHERE stage = 'raw_graph_users') AS read_mode,
-       any_value(read_reason) FILTER (WHERE stage = 'raw_graph_users') AS read_reason,
+       any_value(read_mode) FILTER (WHERE stage IN ('raw_graph_users', 'raw_workday_workers')) AS read_mode,
+       any_value(read_reason) FILTER (WHERE stage IN ('raw_graph_users', 'raw_workday_workers')) AS read_reason,
        sum(changes_read) FILTER (WHERE stage LIKE 'raw_%') AS directory_changes_read,
        any_value(added) FILTER (WHERE stage = 'filtered_contacts') AS contacts_added,
        any_value(updated) FILTER (WHERE stage = 'filtered_contacts') AS contacts_updated,

@@ -17,6 +17,7 @@ import pandas as pd
 
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.transform.fields import ENTRA
 from entra_pipeline.warehouse import schema as s
 
 
@@ -228,6 +229,89 @@ def apply_raw_users(con, integration: str, run_id: str, full: bool, users: dict[
     return change
 
 
+WORKER_BATCH = 5000  # report entries per insert: memory holds a batch, not the report
+MISSING_WORKER_ID = "missing_worker_id"
+DUPLICATE_WORKER_ID = "duplicate_worker_id"
+STAGED = "staged_workday"
+
+
+def stage_workers(path: str, entries: Iterable[dict], id_field: str) -> int:
+    """Write a report's entries, as they stream, into table ``workers`` of a new DuckDB file at
+    ``path``: the warehouse is not opened (and not locked) while a large report downloads.
+    Raises whatever ``entries`` raises; the file is then simply thrown away."""
+    import duckdb
+
+    con = duckdb.connect(path)
+    try:
+        con.execute("CREATE TABLE workers (pos BIGINT, id VARCHAR, data VARCHAR)")
+        batch: list[tuple] = []
+        count = 0
+        for count, entry in enumerate(entries, start=1):
+            value = entry.get(id_field)
+            wid = str(value).strip() if value is not None else ""
+            # Sorted keys: a worker whose entry did not change compares equal as text.
+            batch.append((count, wid or None,
+                          json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":"))))
+            if len(batch) >= WORKER_BATCH:
+                _insert(con, "workers", pd.DataFrame(batch, columns=["pos", "id", "data"], dtype=object))
+                batch.clear()
+        _insert(con, "workers", pd.DataFrame(batch, columns=["pos", "id", "data"], dtype=object))
+        return count
+    finally:
+        con.close()
+
+
+@contextmanager
+def staged(con, path: str) -> Iterator[None]:
+    """The staged report attached read-only to the warehouse connection as ``staged_workday``."""
+    con.execute(f"ATTACH ? AS {STAGED} (READ_ONLY)", [path])
+    try:
+        yield
+    finally:
+        con.execute(f"DETACH {STAGED}")
+
+
+def apply_raw_workers(con, integration: str, run_id: str, id_field: str) -> tuple[RawChange, list[ImportIssue]]:
+    """Replace an integration's Workday workers with the staged report (see ``staged``), compared
+    with the stored rows for the change counts and the change log. An entry without ``id_field``,
+    or repeating another's, is kept out and reported (the first of a repeated id stays)."""
+    stage = table = s.RAW_WORKDAY_WORKERS
+    source = f"{STAGED}.workers"
+    issues = [ImportIssue(stage, f"entry {pos}", id_field, MISSING_WORKER_ID,
+                          f"report entry {pos} has no {id_field}; not imported")
+              for (pos,) in con.execute(f"SELECT pos FROM {source} WHERE id IS NULL ORDER BY pos").fetchall()]
+    for wid, positions in con.execute(f"SELECT id, list(pos ORDER BY pos) FROM {source} WHERE id IS NOT NULL "
+                                      "GROUP BY id HAVING count(*) > 1 ORDER BY id").fetchall():
+        issues += [ImportIssue(stage, wid, id_field, DUPLICATE_WORKER_ID,
+                               f"report entry {pos} repeats {id_field} {wid!r} of entry {positions[0]}; not imported")
+                   for pos in positions[1:]]
+    con.execute("CREATE OR REPLACE TEMP TABLE _workers_new AS SELECT id, data FROM ("
+                f"SELECT id, data, row_number() OVER (PARTITION BY id ORDER BY pos) AS n FROM {source} "
+                "WHERE id IS NOT NULL) WHERE n = 1")
+    change = RawChange()
+    for kind, sql in (
+        ("added", f'SELECT id FROM _workers_new WHERE id NOT IN (SELECT id FROM "{table}" WHERE integration = ?)'),
+        ("removed", f'SELECT id FROM "{table}" WHERE integration = ? AND id NOT IN (SELECT id FROM _workers_new)'),
+        ("updated", f'SELECT n.id FROM _workers_new n JOIN "{table}" r ON r.integration = ? AND r.id = n.id '
+                    "WHERE CAST(r.data AS VARCHAR) <> n.data"),
+    ):
+        ids = [r[0] for r in con.execute(sql, [integration]).fetchall()]
+        setattr(change, kind, len(ids))
+        change.changed_ids.update(ids)
+    con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
+    con.execute(f'INSERT INTO "{table}" (integration, id, data, run_id, synced_at) '
+                "SELECT ?, id, data, ?, ? FROM _workers_new", [integration, run_id, _now()])
+    change.total = count_rows(con, table, integration)
+    return change, issues
+
+
+def column_counts(con, integration: str) -> dict[str, int]:
+    """Report column alias -> how many of an integration's stored workers carry it."""
+    return dict(con.execute(
+        f'SELECT k, count(*) FROM (SELECT unnest(json_keys(data)) AS k FROM "{s.RAW_WORKDAY_WORKERS}" '
+        "WHERE integration = ?) GROUP BY k ORDER BY k", [integration]).fetchall())
+
+
 def with_manager_mail(con, integration: str, users: dict[str, dict | None], full: bool) -> dict[str, dict | None]:
     """Give each user's ``manager`` the manager's mail, as ``$expand=manager`` would: delta names
     the manager by id only. ``users`` are the users a round touched (all of them in a full
@@ -437,26 +521,28 @@ def _id_table(con, name: str, ids: Iterable[str]) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT unnest(?::VARCHAR[]) AS id", [sorted(set(ids))])
 
 
-def _raw_subset(con, integration: str) -> None:
-    """TEMP TABLE _raw_subset: the raw users whose ids are in TEMP TABLE _candidates."""
-    con.execute(f'CREATE OR REPLACE TEMP TABLE _raw_subset AS SELECT * FROM "{s.RAW_GRAPH_USERS}" '
+def _raw_subset(con, integration: str, raw: str) -> None:
+    """TEMP TABLE _raw_subset: the raw people whose ids are in TEMP TABLE _candidates."""
+    con.execute(f'CREATE OR REPLACE TEMP TABLE _raw_subset AS SELECT * FROM "{raw}" '
                 "WHERE integration = ? AND id IN (SELECT id FROM _candidates)", [integration])
 
 
 def map_raw_users(con, integration: str, plan: list[mapping.FieldPlan], unique_id: str,
-                  imported_fields: list[str], changed: set[str] | None = None) -> MappingSummary:
+                  imported_fields: list[str], changed: set[str] | None = None,
+                  kind: str = ENTRA) -> MappingSummary:
     """Run the mapping inside DuckDB into a temporary table (nothing is written to the warehouse
     yet) and return what the checks need: counts, import issues and a sample.
 
     With ``changed`` (user ids changed or removed since the last mapping) only those users are
     mapped again, plus every user sharing a Unique Contact ID with one of them before or after
-    the change, so duplicate ranks come out exactly as a full mapping would make them."""
-    table = s.RAW_GRAPH_USERS
+    the change, so duplicate ranks come out exactly as a full mapping would make them. ``kind``
+    is the source type: its raw table and how it ranks duplicates."""
+    raw = table = s.RAW_PEOPLE[kind]
     candidates = None
     if changed is not None:
         _id_table(con, "_candidates", changed)
-        _raw_subset(con, integration)
-        sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, "_raw_subset")
+        _raw_subset(con, integration, raw)
+        sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, "_raw_subset", kind)
         con.execute(f"CREATE OR REPLACE TEMP TABLE _mapped_changed AS SELECT contact_id FROM ({sql})", params)
         candidates = {r[0] for r in con.execute(f"""
             SELECT id FROM _candidates
@@ -466,9 +552,9 @@ def map_raw_users(con, integration: str, plan: list[mapping.FieldPlan], unique_i
                       WHERE integration = ? AND source_id IN (SELECT id FROM _candidates))""",
                                                       [integration, integration]).fetchall()}
         _id_table(con, "_candidates", candidates)
-        _raw_subset(con, integration)
+        _raw_subset(con, integration, raw)
         table = "_raw_subset"
-    sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, table)
+    sql, params = mapping.mapping_query(plan, unique_id, imported_fields, integration, table, kind)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {MAPPED_WORK} AS {sql}", params)
     users, contacts = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE contact_id IS NOT NULL AND _dup_rank = 1) FROM {MAPPED_WORK}"
@@ -477,7 +563,7 @@ def map_raw_users(con, integration: str, plan: list[mapping.FieldPlan], unique_i
         mapping.problems_query(plan, unique_id, MAPPED_WORK)).fetchall())
     if candidates is not None:
         # Totals for the checks: the untouched users as they are, the candidates as re-mapped.
-        users = count_rows(con, s.RAW_GRAPH_USERS, integration)
+        users = count_rows(con, raw, integration)
         contacts += con.execute(f'SELECT count(*) FROM "{s.MAPPED_CONTACTS}" WHERE integration = ? '
                                 "AND source_id NOT IN (SELECT id FROM _candidates)", [integration]).fetchone()[0]
         kept = [ImportIssue(*row) for row in con.execute(
@@ -745,8 +831,11 @@ def people(con, integration: str, user_ids: Iterable[str] | None = None) -> list
     duplicates = {r[0] for r in con.execute(
         f'SELECT record FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? AND code = ?{only["record"]}',
         [integration, mapping.STAGE, mapping.DUPLICATE_UNIQUE_ID]).fetchall()}
+    # An integration has rows in its own source type's raw table only.
     read = {r[0] for r in con.execute(
-        f'SELECT id FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ?{only["id"]}', [integration]).fetchall()}
+        f'SELECT id FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ?{only["id"]} '
+        f'UNION ALL SELECT id FROM "{s.RAW_WORKDAY_WORKERS}" WHERE integration = ?{only["id"]}',
+        [integration, integration]).fetchall()}
     return lists.People(contacts, excluded, frozenset(duplicates - set(contacts)), frozenset(read))
 
 

@@ -1,0 +1,253 @@
+"""A Workday integration synced end to end: the demo tenant's Workday report over HTTPS, real
+Dagster runs and a real DuckDB file. Exact contacts, exclusions and typed-field errors; the Entra
+assets do nothing for it (and the Workday asset nothing for an Entra integration); each broken
+answer fails the run with one clear line and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ALLOW_REMOVALS, Sync, failure_messages, integration, write_config
+from entra_pipeline.definitions import PREVIEW_JOB, build_defs
+from entra_pipeline.defs import checks as c
+from entra_pipeline.emulator import DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, generate_directory
+from entra_pipeline.emulator.workday import WorkdayTenant, generate_workers
+from entra_pipeline.transform.lists import generated_list_id
+
+SEED = 5
+PASSWORD_ENV, PASSWORD = "WD_TEST_PASSWORD", "isu-PASSWORD-never-shown"
+REPORT = "/ccx/service/customreport2/"
+
+
+@pytest.fixture(scope="module")
+def hr_directory():
+    return generate_directory(users=400, groups=20, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def workday(hr_directory, tmp_path_factory):
+    tenant = WorkdayTenant(password=PASSWORD, entries=generate_workers(hr_directory, SEED))
+    server = Emulator(hr_directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret="unused",
+                      cert_dir=tmp_path_factory.mktemp("certs"), workday=tenant)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean(workday):
+    entries = list(workday.workday.entries)
+    yield
+    workday.faults.clear()
+    workday.workday.entries = entries
+
+
+def hr_integration(workday, **overrides) -> dict:
+    entry = {
+        "key": "hr", "title": "Workday",
+        "source": {"type": "workday", "host": workday.base_url, "tenant": "contoso_demo", "report_owner": "lmcneil",
+                   "report_name": "Contacts_Sync", "username": "ISU_Contacts", "password_env": PASSWORD_ENV,
+                   "ca_bundle": str(workday.ca_path), "max_retries": 1},
+        "mapping": {"fields": {"Standard_Hours": "weekly_hours", "Cost_Center": "cost_center"},
+                    "custom_fields": {"weekly_hours": "Number", "cost_center": "Text"}},
+        "exclusions": {"rules": [{"name": "Left or on leave", "field": "Worker_Status",
+                                  "in": ["Terminated", "On Leave"]}]},
+    }
+    entry.update(overrides)
+    return entry
+
+
+@pytest.fixture
+def hr_sync(tmp_path, monkeypatch, workday):
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+
+    def make(*integrations: dict) -> Sync:
+        return Sync(write_config(tmp_path / "integrations.yaml", *(integrations or (hr_integration(workday),))),
+                    tmp_path / "warehouse.duckdb")
+
+    return make
+
+
+def expected(workers: list[dict]) -> dict[str, str]:
+    """Employee_ID -> contact id: workers with an email, neither Terminated nor On Leave."""
+    return {w["Employee_ID"]: w["Email_Address"].strip().lower() for w in workers
+            if w.get("Email_Address") and w["Worker_Status"] not in ("Terminated", "On Leave")}
+
+
+def test_workday_workers_become_contacts(hr_sync, workday, hr_directory):
+    workers = generate_workers(hr_directory, SEED)
+    sync = hr_sync()
+    result = sync.run("hr")
+    assert result.success, failure_messages(result)
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts WHERE integration = 'hr'")) == expected(workers)
+    assert dict(sync.query("SELECT source_id, rule FROM excluded_contacts")) == {
+        w["Employee_ID"]: "Left or on leave" for w in workers
+        if w.get("Email_Address") and w["Worker_Status"] in ("Terminated", "On Leave")}
+    # Fields from the report's columns, Workday dates with their zone suffix read as the date.
+    sample = next(w for w in workers if w["Employee_ID"] in expected(workers) and w["Hire_Date"].endswith("-08:00")
+                  and w.get("Standard_Hours", "").isdigit())
+    row = sync.query("SELECT first_name, job_title, department, CAST(hire_date AS VARCHAR), weekly_hours, "
+                     "cost_center FROM contacts WHERE source_id = ?", [sample["Employee_ID"]])
+    assert row == [(sample["First_Name"], sample["Business_Title"], sample["Supervisory_Organization"],
+                    sample["Hire_Date"][:10], float(sample["Standard_Hours"]), sample.get("Cost_Center"))]
+    # The planted bad values are typed-field errors naming the worker; the worker is still imported.
+    bad = {(w["Employee_ID"], field) for w in workers for field, value in w.items()
+           if (field, value) in {("Hire_Date", "2023-02-29-08:00"), ("Hire_Date", "2024-13-01Z"),
+                                 ("Standard_Hours", "n/a"), ("Standard_Hours", "40,0")}}
+    errors = set(sync.query("SELECT record, field FROM import_errors WHERE code = 'invalid_value'"))
+    assert errors == {(wid, {"Hire_Date": "hire_date", "Standard_Hours": "weekly_hours"}[f]) for wid, f in bad}
+    assert bad
+    # The Entra assets did nothing; the Workday asset said what it read.
+    assert sync.query("SELECT count(*) FROM raw_graph_users") == [(0,)]
+    [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == "raw_graph_users"]
+    assert raw.materialization.metadata["skipped"].value == ("integration 'hr' reads workday, not Entra ID: nothing "
+                                                             "read or written")
+    assert sync.query("SELECT count(*) FROM raw_workday_workers") == [(len(workers),)]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks[c.WORKERS_NOT_EMPTIED] and checks[c.WORKERS_IDENTIFIED]
+    # Columns neither mapped nor used (Job_Profile, Time_Type, ...) are listed for the administrator.
+    [columns] = [e for e in result.get_asset_check_evaluations() if e.check_name == c.REPORT_COLUMNS_DECIDED]
+    assert not columns.passed and "Job_Profile (" in columns.description and "Worker_Status" not in columns.description
+
+
+def test_a_changed_report_is_applied_as_changes(hr_sync, workday, hr_directory):
+    sync = hr_sync()
+    assert sync.run("hr").success
+    entries = workday.workday.entries
+    active = next(w for w in entries if w["Worker_Status"] == "Active" and w.get("Email_Address"))
+    active["Worker_Status"] = "Terminated"
+    gone = entries.pop(next(i for i, w in enumerate(entries) if w["Worker_Status"] == "Active"
+                            and w.get("Email_Address") and w is not active))
+    result = sync.run("hr")
+    assert result.success, failure_messages(result)
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected(entries)
+    left = {r[0] for r in sync.query("SELECT contact_id FROM contact_changes WHERE change = 'left'")}
+    assert left == {active["Email_Address"].lower(), gone["Email_Address"].lower()}
+    [(added, updated, removed)] = sync.query(
+        "SELECT added, updated, removed FROM sync_run_stages WHERE stage = 'raw_workday_workers' "
+        "ORDER BY finished_at DESC LIMIT 1")
+    assert (added, updated, removed) == (0, 1, 1)
+
+
+@pytest.mark.parametrize("break_it, message, transient", [
+    (lambda w: setattr(w.workday, "password", "changed"), "Workday answered with a sign-in page instead of the report",
+     False),
+    (lambda w: w.faults.add(500, path=REPORT, times=None), ": HTTP 500: ", True),
+    (lambda w: w.faults.truncate_body(REPORT, after_bytes=30_000), "the connection broke after ", True),
+    (lambda w: w.faults.rewrite(REPORT, lambda body: {"Report_Entry_Missing": []}), "the answer has no Report_Entry",
+     False),
+])
+def test_each_broken_report_fails_cleanly_and_changes_nothing(hr_sync, workday, break_it, message, transient):
+    sync = hr_sync()
+    assert sync.run("hr").success
+    before = sync.snapshot()
+    password = workday.workday.password
+    break_it(workday)
+    try:
+        result = sync.run("hr")
+    finally:
+        workday.workday.password = password
+    assert not result.success
+    [failure] = failure_messages(result)
+    assert failure.startswith("dagster._core.definitions.events.Failure: integration 'hr': reading the Workday "
+                              f"report failed: {workday.base_url}{REPORT}contoso_demo/lmcneil/Contacts_Sync")
+    assert message in failure and PASSWORD not in failure
+    assert sync.snapshot() == before
+
+
+def test_an_emptied_report_is_blocked(hr_sync, workday):
+    sync = hr_sync()
+    assert sync.run("hr").success
+    before = sync.snapshot()
+    workday.workday.entries = []
+    result = sync.run("hr")
+    assert not result.success
+    assert "the Workday report returned no workers; the last sync read " in failure_messages(result)[0]
+    assert sync.snapshot() == before
+
+
+def test_entra_and_workday_integrations_side_by_side(hr_sync, workday, emulator, directory, secret_env):
+    sync = hr_sync(hr_integration(workday), integration("acme", emulator))
+    entra, hr = sync.run("acme"), sync.run("hr")
+    assert entra.success and hr.success, failure_messages(entra) + failure_messages(hr)
+    # The Workday asset did nothing for the Entra integration, and each has only its own rows.
+    [raw] = [m for m in entra.get_asset_materialization_events() if m.asset_key.path[-1] == "raw_workday_workers"]
+    assert raw.materialization.metadata["skipped"].value.startswith("integration 'acme' reads entra, not Workday")
+    assert dict(sync.query("SELECT integration, count(*) FROM raw_workday_workers GROUP BY 1")) == {
+        "hr": len(workday.workday.entries)}
+    assert dict(sync.query("SELECT integration, count(*) FROM raw_graph_users GROUP BY 1")) == {
+        "acme": len(directory.users)}
+
+
+def test_generated_lists_one_per_supervisory_organization_kept_in_step(hr_sync, workday, hr_directory):
+    lists = {"select": "none", "generated": [{"field": "Supervisory_Organization", "name": "Team {value}"}],
+             "custom": [{"name": "Contractors", "when": {"field": "Worker_Type", "equals": "Contingent Worker"}}]}
+    sync = hr_sync(hr_integration(workday, distribution_lists=lists))
+    result = sync.run("hr")
+    assert result.success, failure_messages(result)
+
+    def expected_lists(workers):
+        kept = expected(workers)
+        teams: dict[str, set[str]] = {}
+        for w in workers:
+            if w["Employee_ID"] in kept and w.get("Supervisory_Organization"):
+                teams.setdefault(f"Team {w['Supervisory_Organization']}", set()).add(kept[w["Employee_ID"]])
+        teams["Contractors"] = {kept[w["Employee_ID"]] for w in workers
+                                if w["Employee_ID"] in kept and w.get("Worker_Type") == "Contingent Worker"}
+        return teams
+
+    def actual_lists():
+        rows = sync.query("SELECT l.display_name, m.contact_id FROM distribution_lists l LEFT JOIN "
+                          "distribution_list_members m USING (integration, list_id)")
+        result: dict[str, set[str]] = {}
+        for name, contact in rows:
+            result.setdefault(name, set()).update({contact} if contact else set())
+        return result
+
+    workers = workday.workday.entries
+    assert actual_lists() == expected_lists(workers) and len(expected_lists(workers)) > 5
+    assert {k for (k,) in sync.query("SELECT DISTINCT kind FROM distribution_lists")} == {"generated", "custom"}
+
+    # Everyone of one organization moves to a new one: its list goes (reported), the new one comes.
+    team = next(w["Supervisory_Organization"] for w in workers if w["Employee_ID"] in expected(workers))
+    for w in workers:
+        if w.get("Supervisory_Organization") == team:
+            w["Supervisory_Organization"] = "Skunkworks - EMEA"
+    result = sync.run("hr")
+    assert result.success, failure_messages(result)
+    assert actual_lists() == expected_lists(workers)
+    assert f"Team {team}" not in actual_lists() and "Team Skunkworks - EMEA" in actual_lists()
+    [removed] = [e for e in result.get_asset_check_evaluations() if e.check_name == c.NO_LIST_REMOVED]
+    assert not removed.passed
+    list_id = generated_list_id("Supervisory_Organization", team)
+    assert sync.query("SELECT message FROM import_errors WHERE code = 'list_removed'") == [
+        (f"list 'Team {team}' ({list_id}) was removed: no synced contact has its value any more (or its generated "
+         "lists were removed from the configuration)",)]
+
+
+def test_deletion_guard_and_preview_compare_with_the_last_committed_sync(hr_sync, workday, hr_directory):
+    sync = hr_sync()
+    assert sync.run("hr").success
+    contacts = sync.snapshot()["contacts"]
+    entries = workday.workday.entries
+    kept = expected(entries)
+    # A report that lost a third of its people (a changed prompt, say): previewed, then blocked.
+    gone = {wid for i, wid in enumerate(sorted(kept)) if i % 3 == 0}
+    workday.workday.entries = [w for w in entries if w["Employee_ID"] not in gone]
+    preview = build_defs(sync.config, sync.warehouse).resolve_job_def(PREVIEW_JOB).execute_in_process(
+        partition_key="hr", instance=sync.instance)
+    assert preview.success
+    assert sync.snapshot()["contacts"] == contacts
+    assert {r[0] for r in sync.query("SELECT contact_id FROM sync_preview WHERE change = 'contact_left'")} == {
+        kept[wid] for wid in gone}
+    assert sync.query("SELECT json_extract_string(details, '$.check') FROM sync_preview "
+                      "WHERE change = 'check_would_block'") == [(c.CONTACT_REMOVALS_WITHIN_LIMIT,)]
+    blocked = sync.run("hr")
+    assert not blocked.success
+    assert f"this sync would remove {len(gone):,} of {len(kept):,} contacts" in failure_messages(blocked)[0]
+    assert sync.snapshot()["contacts"] == contacts
+    # The operator approves: exactly those people leave.
+    approved = sync.run("hr", ALLOW_REMOVALS)
+    assert approved.success, failure_messages(approved)
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == {
+        wid: cid for wid, cid in kept.items() if wid not in gone}
