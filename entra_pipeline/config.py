@@ -114,6 +114,21 @@ def _relative_to_file(value: Path | None, info: ValidationInfo) -> Path | None:
     return value
 
 
+def _checked_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """A path field, relative to the integrations file: an existing file, except the token cache,
+    which the login command creates."""
+    value = _relative_to_file(value, info)
+    if value is None:
+        return None
+    if info.field_name == "token_cache_path":
+        if value.is_dir():
+            raise ValueError(f"{str(value)!r} is a directory; name the token cache file")
+    elif not value.is_file():
+        what = "CA bundle file" if info.field_name == "ca_bundle" else "file"
+        raise ValueError(f"{what} {str(value)!r} does not exist")
+    return value
+
+
 class EntraSource(_Strict):
     """Where and how to reach one Entra ID tenant through Microsoft Graph.
 
@@ -163,19 +178,7 @@ class EntraSource(_Strict):
             raise ValueError(f"{value!r} is not one tenant; give the tenant ID or its domain name")
         return value
 
-    @field_validator("ca_bundle", "certificate_path", "private_key_path", "token_cache_path")
-    @classmethod
-    def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        value = _relative_to_file(value, info)
-        if value is None:
-            return None
-        if info.field_name == "token_cache_path":  # created by the login command
-            if value.is_dir():
-                raise ValueError(f"{str(value)!r} is a directory; name the token cache file")
-        elif not value.is_file():
-            what = "CA bundle file" if info.field_name == "ca_bundle" else "file"
-            raise ValueError(f"{what} {str(value)!r} does not exist")
-        return value
+    _paths = field_validator("ca_bundle", "certificate_path", "private_key_path", "token_cache_path")(_checked_path)
 
     @model_validator(mode="after")
     def _auth_fields(self) -> EntraSource:
@@ -239,14 +242,7 @@ class WorkdaySource(_Strict):
     max_retries: int = Field(4, ge=0, le=20)
 
     _check_host = field_validator("host")(_https_url)
-
-    @field_validator("ca_bundle")
-    @classmethod
-    def _ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        value = _relative_to_file(value, info)
-        if value is not None and not value.is_file():
-            raise ValueError(f"CA bundle file {str(value)!r} does not exist")
-        return value
+    _ca = field_validator("ca_bundle")(_checked_path)
 
     @field_validator("prompts")
     @classmethod

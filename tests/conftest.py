@@ -122,6 +122,31 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
+# A Workday tenant in front of a small directory: the same people, as the demo's Workday report has them.
+WORKDAY_SEED = 5
+WORKDAY_PASSWORD = "isu-PASSWORD-never-shown"
+WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN = "client-SECRET-never-shown", "refresh-TOKEN-never-shown"
+
+
+@pytest.fixture(scope="module")
+def hr_directory():
+    return generate_directory(users=400, groups=20, seed=WORKDAY_SEED)
+
+
+@pytest.fixture(scope="module")
+def workday(hr_directory, tmp_path_factory):
+    """An emulator serving a Workday report of ``hr_directory``'s workers (and that directory)."""
+    from entra_pipeline.emulator.workday import WorkdayTenant, generate_workers
+
+    tenant = WorkdayTenant(password=WORKDAY_PASSWORD, client_secret=WORKDAY_CLIENT_SECRET,
+                           refresh_token=WORKDAY_REFRESH_TOKEN, entries=generate_workers(hr_directory, WORKDAY_SEED))
+    server = Emulator(hr_directory, tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=SECRET,
+                      cert_dir=tmp_path_factory.mktemp("certs"), workday=tenant)
+    server.start()
+    yield server
+    server.stop()
+
+
 # An operator's approval of one run's mass removal (the deletion guard).
 ALLOW_REMOVALS = {"ops": {asset: {"config": {"allow_removals": True}}
                           for asset in ("filtered_contacts", "distribution_lists")}}

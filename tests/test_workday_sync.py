@@ -5,38 +5,23 @@ answer fails the run with one clear line and changes nothing."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
-from conftest import ALLOW_REMOVALS, Sync, failure_messages, integration, write_config
+from conftest import ALLOW_REMOVALS, WORKDAY_PASSWORD, WORKDAY_SEED, Sync, failure_messages, integration, write_config
 from entra_pipeline.definitions import PREVIEW_JOB, build_defs
 from entra_pipeline.defs import checks as c
-from entra_pipeline.emulator import DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, generate_directory
-from entra_pipeline.emulator.workday import WorkdayTenant, generate_workers
+from entra_pipeline.emulator.workday import generate_workers
 from entra_pipeline.transform.lists import generated_list_id
 
-SEED = 5
-PASSWORD_ENV, PASSWORD = "WD_TEST_PASSWORD", "isu-PASSWORD-never-shown"
+PASSWORD_ENV, PASSWORD, SEED = "WD_TEST_PASSWORD", WORKDAY_PASSWORD, WORKDAY_SEED
 REPORT = "/ccx/service/customreport2/"
-
-
-@pytest.fixture(scope="module")
-def hr_directory():
-    return generate_directory(users=400, groups=20, seed=SEED)
-
-
-@pytest.fixture(scope="module")
-def workday(hr_directory, tmp_path_factory):
-    tenant = WorkdayTenant(password=PASSWORD, entries=generate_workers(hr_directory, SEED))
-    server = Emulator(hr_directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret="unused",
-                      cert_dir=tmp_path_factory.mktemp("certs"), workday=tenant)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)
 def _clean(workday):
-    entries = list(workday.workday.entries)
+    entries = copy.deepcopy(workday.workday.entries)  # tests change workers in place
     yield
     workday.faults.clear()
     workday.workday.entries = entries
@@ -251,3 +236,29 @@ def test_deletion_guard_and_preview_compare_with_the_last_committed_sync(hr_sync
     assert approved.success, failure_messages(approved)
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == {
         wid: cid for wid, cid in kept.items() if wid not in gone}
+
+
+def test_oauth_refresh_sign_in_and_no_secret_anywhere(hr_sync, workday, hr_directory, monkeypatch, caplog):
+    import logging
+
+    from conftest import WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN, recorded_text
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("WD_TEST_CLIENT_SECRET", WORKDAY_CLIENT_SECRET)
+    monkeypatch.setenv("WD_TEST_REFRESH_TOKEN", WORKDAY_REFRESH_TOKEN)
+    entry = hr_integration(workday)
+    entry["source"] = {**{k: v for k, v in entry["source"].items() if k not in ("username", "password_env")},
+                       "auth": "oauth_refresh", "client_id": workday.workday.client_id,
+                       "client_secret_env": "WD_TEST_CLIENT_SECRET", "refresh_token_env": "WD_TEST_REFRESH_TOKEN"}
+    sync = hr_sync(entry)
+    results = [sync.run("hr")]
+    workday.expire_workday_tokens()
+    results.append(sync.run("hr"))
+    assert all(r.success for r in results), [failure_messages(r) for r in results]
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected(
+        generate_workers(hr_directory, SEED))
+    secrets = [PASSWORD, WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN, *workday.issued_credentials()]
+    assert len(secrets) > 4
+    for place, text in recorded_text(sync, results, caplog).items():
+        for secret in secrets:
+            assert secret not in text, place

@@ -22,6 +22,7 @@ from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import (WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource,
                                            WorkdayResource)
 from entra_pipeline.graph import delta
+from entra_pipeline.process import peak_rss_mb
 from entra_pipeline.graph.client import Collection, DeltaExpired, DeltaRound, GraphClient, GraphError, member_type
 from entra_pipeline.transform import exclusions, lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
@@ -140,8 +141,10 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
             raise dg.Failure(description=f"integration {integration.key!r}: reading the Workday report failed: {exc}",
                              allow_retries=exc.transient) from None
         stats = client.stats
+        # The process's peak so far: what reading the report cost, before any of the stages after it.
         metadata = {"workday_requests": stats.requests, "workday_token_requests": stats.token_requests,
-                    "workday_bytes": stats.bytes, "workday_seconds": stats.seconds, "report_entries": stats.entries}
+                    "workday_bytes": stats.bytes, "workday_seconds": stats.seconds, "report_entries": stats.entries,
+                    "peak_rss_mb_after_read": peak_rss_mb()}
         try:
             with warehouse.get_connection() as con, store.staged(con, staged), transaction(con):
                 change, issues = store.apply_raw_workers(con, integration.key, context.run.run_id, source.id_field)
