@@ -711,6 +711,10 @@ class ListSelection(_Strict):
                 raise ValueError(f"custom lists {seen[list_id]!r} and {custom.name!r} would share the id {list_id!r}; "
                                  "rename one")
             seen[list_id] = custom.name
+        sources = [g.source for g in self.generated]
+        repeated = sorted({name for name in sources if sources.count(name) > 1})
+        if repeated:
+            raise ValueError(f"generated lists from {repeated[0]!r} are defined twice; one definition per field")
         return self
 
 

@@ -31,6 +31,11 @@ SECRET_ENV = "ENTRA_EMULATOR_CLIENT_SECRET"
 DEMO_APP = ("00000000-0000-0000-0000-0000000de770", "00000000-0000-0000-0000-00000000c11e")
 DEMO_SECRET_ENV = "ENTRA_DEMO_CLIENT_SECRET"
 DEMO_APP_SECRET = "demo-client-secret"
+# The demo Workday's ISU password: what the shipped demo_workday integration names, and the
+# emulator's own default; passed to the emulator process in WORKDAY_PASSWORD_ENV.
+DEMO_WORKDAY_PASSWORD_ENV = "ENTRA_DEMO_WORKDAY_PASSWORD"
+DEMO_WORKDAY_PASSWORD = "demo-isu-password"
+WORKDAY_PASSWORD_ENV = "ENTRA_EMULATOR_WORKDAY_PASSWORD"
 _PASSED_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 
 
@@ -111,36 +116,45 @@ def _stop(directory: Path) -> bool:
 
 
 def ensure_demo_tenant(spec: DemoTenant, *, tenant_id: str | None = None, client_id: str | None = None,
-                       client_secret: str | None = None, root: Path | None = None) -> DemoEndpoint:
+                       client_secret: str | None = None, workday_password: str | None = None,
+                       root: Path | None = None) -> DemoEndpoint:
     """The running demo tenant for ``spec``, started if needed. Safe to call from parallel steps.
 
-    An Entra integration names its app registration, and a running tenant made for another one is
-    restarted. A Workday integration names none: any running tenant of ``spec`` serves it (its
-    Workday side has the demo credentials), or one is started with the demo app registration."""
+    An Entra integration names its app registration, a Workday integration its ISU password; a
+    running tenant made with other credentials for the caller's side is restarted. The side the
+    caller does not name takes the shipped demo's values (ENTRA_DEMO_CLIENT_SECRET,
+    ENTRA_DEMO_WORKDAY_PASSWORD or the built-in ones), so the demo's two integrations agree and
+    never restart the tenant for each other."""
     directory = _state_dir(spec, root or demo_root())
     directory.mkdir(parents=True, exist_ok=True)
-    any_app = tenant_id is None
-    if any_app:
+    entra_caller = tenant_id is not None
+    if not entra_caller:
         tenant_id, client_id = DEMO_APP
         client_secret = os.environ.get(DEMO_SECRET_ENV) or DEMO_APP_SECRET
+    if workday_password is None:
+        workday_password = os.environ.get(DEMO_WORKDAY_PASSWORD_ENV) or DEMO_WORKDAY_PASSWORD
     with open(directory / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         fingerprint = _fingerprint(directory, tenant_id, client_id, client_secret)
+        workday_fingerprint = _fingerprint(directory, "workday", "", workday_password)
         state = _read_state(directory)
         if state and _alive(state.get("pid", -1)) and _healthy(state):
-            if any_app or state.get("fingerprint") == fingerprint:
+            if (state.get("fingerprint") == fingerprint if entra_caller else
+                    state.get("workday_report_url") and state.get("workday_fingerprint") == workday_fingerprint):
                 return DemoEndpoint(state["base_url"], state["ca_path"], state["pid"])
             _stop(directory)
         elif state:
             _stop(directory)
-        return _start(spec, directory, tenant_id, client_id, client_secret, fingerprint)
+        return _start(spec, directory, tenant_id, client_id, client_secret, workday_password,
+                      {"fingerprint": fingerprint, "workday_fingerprint": workday_fingerprint})
 
 
 def _start(spec: DemoTenant, directory: Path, tenant_id: str, client_id: str, client_secret: str,
-           fingerprint: str) -> DemoEndpoint:
+           workday_password: str, fingerprints: dict[str, str]) -> DemoEndpoint:
     # Only what Python needs: the environment may hold other integrations' secrets.
     env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV or k.startswith("LC_")}
     env[SECRET_ENV] = client_secret
+    env[WORKDAY_PASSWORD_ENV] = workday_password
     log_path = directory / "emulator.log"
     command = [
         sys.executable, "-m", "entra_pipeline.emulator", "serve",
@@ -155,7 +169,7 @@ def _start(spec: DemoTenant, directory: Path, tenant_id: str, client_id: str, cl
     while time.monotonic() < deadline:
         state = _read_state(directory)
         if state and state.get("pid") == process.pid and _healthy(state):
-            state["fingerprint"] = fingerprint
+            state.update(fingerprints)
             tmp = directory / "state.json.tmp"
             tmp.write_text(json.dumps(state))
             os.replace(tmp, directory / "state.json")

@@ -339,3 +339,20 @@ def test_removed_lists_are_reported_with_the_reason():
         ("g2", "list_removed", "list 'Ops' (g2) was removed: its group is no longer selected"),
         ("gone", "list_removed", "list 'Old team' (gone) was removed: its group no longer exists in the directory"),
     ]
+
+
+def test_imported_field_names_reach_sql_as_parameters_only():
+    """Even a name that passed no validation cannot change the mapping's SQL: it is a bound value."""
+    import duckdb
+
+    from entra_pipeline.transform.fields import WORKDAY
+    from entra_pipeline.transform.mapping import FieldPlan, mapping_query
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE raw (integration VARCHAR, id VARCHAR, data JSON)")
+    name = "x', (SELECT 42), 'y"
+    con.execute("INSERT INTO raw VALUES ('hr', '1', ?)", [json.dumps({"Email_Address": "a@b.io", name: "v"})])
+    plan = [FieldPlan("email", "Email_Address", "Text")]
+    sql, params = mapping_query(plan, "email", ["Email_Address", name], "hr", "raw", WORKDAY)
+    [(imported,)] = con.execute(f"SELECT imported FROM ({sql})", params).fetchall()
+    assert json.loads(imported) == {"Email_Address": "a@b.io", name: "v"}

@@ -119,3 +119,19 @@ def test_oauth_refresh_sign_in_from_the_environment(monkeypatch):
     assert hr.workday_auth() == RefreshTokenAuth("ZGVtbw", "s", "r")
     monkeypatch.setenv("WD_PASSWORD", "p")
     assert parse().get("hr").workday_auth() == BasicAuth("ISU_Contacts", "p")
+
+
+def test_generated_lists_once_per_field():
+    assert error_of(text=GOOD + """\
+    distribution_lists:
+      generated:
+        - {field: Location}
+        - {field: Location, name: "Site {value}"}
+""") == ("cfg.yaml: integration 'hr', field 'distribution_lists': generated lists from 'Location' are defined "
+         "twice; one definition per field")
+    assert error_of(text=GOOD + """\
+    distribution_lists:
+      generated:
+        - {field: Location, name: "Site {location}"}
+""").startswith("cfg.yaml: integration 'hr', field 'distribution_lists.generated.0': name 'Site {location}' must "
+                "contain {value}")

@@ -262,3 +262,60 @@ def test_oauth_refresh_sign_in_and_no_secret_anywhere(hr_sync, workday, hr_direc
     for place, text in recorded_text(sync, results, caplog).items():
         for secret in secrets:
             assert secret not in text, place
+
+
+def test_only_configured_columns_are_kept_and_odd_column_names_are_inert(hr_sync, workday, hr_directory):
+    """A report may carry more than the sync needs (a birth date, a salary) and column names
+    chosen by whoever edits the report: unused columns are not stored, odd names are only named."""
+    hostile = "x', (SELECT 42), 'y"
+    for n, w in enumerate(workday.workday.entries):
+        w["Date_of_Birth"] = "1980-01-01"
+        if n % 50 == 0:
+            w[hostile] = "injected"
+            w['quo"te'] = "q"
+    sync = hr_sync(hr_integration(workday, mapping={"fields": {"Job_Profile": "skip"}}))
+    result = sync.run("hr")
+    assert result.success, failure_messages(result)
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected(
+        generate_workers(hr_directory, SEED))
+    stored = {k for (keys,) in sync.query("SELECT DISTINCT json_keys(data) FROM raw_workday_workers") for k in keys}
+    imported = {k for (keys,) in sync.query("SELECT DISTINCT json_keys(imported) FROM contacts") for k in keys}
+    for unwanted in ("Date_of_Birth", "Job_Profile", hostile, 'quo"te'):
+        assert unwanted not in stored and unwanted not in imported
+    assert "Worker_Status" in stored
+    assert sync.query("SELECT count(*) FROM contacts WHERE imported::VARCHAR LIKE '%injected%'") == [(0,)]
+    [columns] = [e for e in result.get_asset_check_evaluations() if e.check_name == c.REPORT_COLUMNS_DECIDED]
+    assert "2 column names are not Workday aliases (letters, digits and _) and are ignored" in columns.description
+    assert "Date_of_Birth (" in columns.description  # listed for the administrator, not stored
+
+
+def test_a_column_a_rule_tests_gone_from_the_report_blocks(hr_sync, workday):
+    sync = hr_sync()
+    assert sync.run("hr").success
+    before = sync.snapshot()
+    for w in workday.workday.entries:
+        w.pop("Worker_Status", None)
+    result = sync.run("hr")
+    assert not result.success
+    assert ("no worker in the report carries Worker_Status, which the exclusion rules or lists test; add the "
+            "column to the report (or check the integration user's permissions)") in failure_messages(result)[0]
+    assert sync.snapshot() == before
+
+
+def test_lists_follow_changed_workers_incrementally(hr_sync, workday):
+    lists = {"custom": [{"name": "Contractors", "when": {"field": "Worker_Type", "equals": "Contingent Worker"}}]}
+    sync = hr_sync(hr_integration(workday, distribution_lists=lists))
+    assert sync.run("hr").success
+    worker = next(w for w in workday.workday.entries if w["Worker_Status"] == "Active" and w.get("Email_Address")
+                  and w.get("Worker_Type") == "Employee")
+    worker["Worker_Type"] = "Contingent Worker"
+    result = sync.run("hr")
+    assert result.success, failure_messages(result)
+    [lists_event] = [m for m in result.get_asset_materialization_events()
+                     if m.asset_key.path[-1] == "distribution_lists"]
+    assert lists_event.materialization.metadata["mode"].value == "incremental"
+    members = {r[0] for r in sync.query("SELECT contact_id FROM distribution_list_members")}
+    assert members == {w["Email_Address"].lower() for w in workday.workday.entries
+                       if w.get("Worker_Type") == "Contingent Worker" and w["Employee_ID"] in expected(
+                           workday.workday.entries)}
+    assert worker["Email_Address"].lower() in members

@@ -132,9 +132,12 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
         previous = store.count_rows(con, s.RAW_WORKDAY_WORKERS, integration.key)
     with tempfile.TemporaryDirectory(prefix="workday-") as scratch:
         staged = str(Path(scratch) / "report.duckdb")
+        # Only the columns the configuration uses are kept (a report may carry more, even
+        # sensitive ones); the others are only counted, for report_columns_decided.
+        named = integration.imported_fields()
         try:
             with workday.client(integration) as client:
-                store.stage_workers(staged, _counted(context, client.entries(), "workers"), source.id_field)
+                store.stage_workers(staged, _counted(context, client.entries(), "workers"), source.id_field, named)
         except ConfigError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         except WorkdayError as exc:
@@ -145,31 +148,39 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
         metadata = {"workday_requests": stats.requests, "workday_token_requests": stats.token_requests,
                     "workday_bytes": stats.bytes, "workday_seconds": stats.seconds, "report_entries": stats.entries,
                     "peak_rss_mb_after_read": peak_rss_mb()}
+        columns = dict(sorted(stats.columns.items()))
+        checks = [c.report_columns_result(columns, named | set(integration.mapping.fields),
+                                          named - {source.id_field}),
+                  c.rule_columns_result(columns, _rule_columns(integration))]
         try:
             with warehouse.get_connection() as con, store.staged(con, staged), transaction(con):
                 change, issues = store.apply_raw_workers(con, integration.key, context.run.run_id, source.id_field)
-                columns = store.column_counts(con, integration.key)
-                named = integration.imported_fields()
-                decided = named | set(integration.mapping.fields)
                 checks = [c.workers_not_emptied_result(change.total, previous),
-                          c.issues_result(c.WORKERS_IDENTIFIED, issues),
-                          c.report_columns_result(columns, decided, named - {source.id_field})]
+                          c.issues_result(c.WORKERS_IDENTIFIED, issues), *checks]
                 if c.failed_blocking(checks):
                     raise _Blocked
+                store.drop_other_source(con, integration.key, WORKDAY)
                 store.replace_issues(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, issues)
                 store.log_changes(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, change.changed_ids)
                 # Every configured column counts as read: a report without it has it empty for everyone.
-                store.write_fields_read(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id,
-                                        set(columns) | named)
+                store.write_fields_read(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, named)
                 stage.record(con, read_mode="full", read_reason="a Workday report is read whole",
                              changes_read=stats.entries, added=change.added, updated=change.updated,
                              removed=change.removed, graph_requests=stats.requests, graph_bytes=stats.bytes)
-                sample = store.sample_rows(con, s.RAW_WORKDAY_WORKERS, integration.key, ["id", "data"])
+                sample = store.sample_rows(con, s.RAW_WORKDAY_WORKERS, integration.key, ["id"])
         except _Blocked:
             yield from stage.blocked(checks)
     yield stage.done(checks, {"rows": change.total, "workers_added": change.added, "workers_updated": change.updated,
                               "workers_removed": change.removed, "import_errors": len(issues), **metadata,
-                              "preview": _preview(sample, ["id", "data"])})
+                              "preview": _preview(sample, ["id"])})
+
+
+def _rule_columns(integration: Integration) -> set[str]:
+    """Imported fields that decide who is excluded or on which list: without them a rule matches
+    nobody, silently."""
+    fields = set().union(*(r.imported_fields() for r in integration.exclusions.all_rules()),
+                         *(d.when.imported_fields() for d in integration.distribution_lists.custom))
+    return fields | {g.field for g in integration.distribution_lists.generated if g.field}
 
 
 def _counted(context: dg.AssetExecutionContext, items: Iterator, what: str, every: int = 20_000) -> Iterator:
@@ -231,6 +242,8 @@ class _Stage:
 
     def done(self, results: list[dg.AssetCheckResult], metadata: dict) -> dg.MaterializeResult:
         metadata["seconds"] = round(time.monotonic() - self.started, 3)
+        # The process's peak so far: steps run one after another, so a rise shows which step needs it.
+        metadata["process_peak_rss_mb"] = peak_rss_mb()
         return dg.MaterializeResult(metadata=metadata, check_results=results)
 
 
@@ -256,6 +269,7 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
     def write() -> dict:
         with warehouse.get_connection() as con, transaction(con):
             rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
+            store.drop_other_source(con, integration.key, ENTRA)
             store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, None)
             store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                     imported_fields_for(fields))
@@ -442,6 +456,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
                 if managers:
                     users = store.with_manager_mail(con, integration.key, users, round_.full)
                 change = store.apply_raw_users(con, integration.key, context.run.run_id, round_.full, users)
+                store.drop_other_source(con, integration.key, ENTRA)
                 checks.append(c.directory_not_empty_result(change.total, previous))
                 if c.failed_blocking(checks):
                     raise _Blocked
@@ -514,7 +529,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
 
     @dg.asset(
         **common, kinds={"workday", "duckdb"},
-        check_specs=c.specs(c.WORKERS_NOT_EMPTIED, c.WORKERS_IDENTIFIED, c.REPORT_COLUMNS_DECIDED),
+        check_specs=c.specs(c.WORKERS_NOT_EMPTIED, c.WORKERS_IDENTIFIED, c.REPORT_COLUMNS_DECIDED,
+                            c.RULE_COLUMNS_IN_REPORT),
         retry_policy=graph_retry,
         description="Workday workers from the integration's custom report (Report-as-a-Service), one row per "
                     "worker keyed by id_field. RaaS has no change tracking, so every sync reads the whole report: "
@@ -527,7 +543,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
         integration = integrations.get(context.partition_key)
         if integration.kind != WORKDAY:
             yield _not_theirs(integration, "Workday", [c.WORKERS_NOT_EMPTIED, c.WORKERS_IDENTIFIED,
-                                                       c.REPORT_COLUMNS_DECIDED])
+                                                       c.REPORT_COLUMNS_DECIDED, c.RULE_COLUMNS_IN_REPORT])
             return
         yield from _read_workday(context, integration, workday, warehouse)
 
@@ -773,6 +789,8 @@ def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConf
     fingerprint = _fingerprint(selection.model_dump_json(), custom_imported, custom_contact)
     raw = s.RAW_PEOPLE[integration.kind]
     moved, groups_seq = _incremental_input(con, integration, s.RAW_GRAPH_GROUPS, LISTS_FROM_GROUPS, fingerprint, raw)
+    if integration.kind == WORKDAY:
+        moved = set()  # no groups, so never a group change (an absent log would mean "recompute all")
     people_changed, contacts_seq = _incremental_input(con, integration, FILTERED_STAGE, LISTS_FROM_CONTACTS,
                                                       fingerprint, raw)
     groups = store.read_groups(con, integration.key)

@@ -16,6 +16,7 @@ from datetime import datetime
 import dagster as dg
 
 from entra_pipeline.graph.certificates import CertificateInfo
+from entra_pipeline.transform.fields import WORKDAY_ALIAS
 from entra_pipeline.graph.client import Collection, DeltaRound
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
@@ -43,6 +44,7 @@ SOURCE_NAMES = {"entra": "an Entra ID", "workday": "a Workday"}
 WORKERS_NOT_EMPTIED = "workday_report_not_emptied"
 WORKERS_IDENTIFIED = "workers_identified"
 REPORT_COLUMNS_DECIDED = "report_columns_decided"
+RULE_COLUMNS_IN_REPORT = "rule_columns_in_report"
 
 FILTERED_CONTACTS = "filtered_contacts"  # the asset; its table is `contacts`
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
@@ -103,6 +105,10 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         "Every column of the Workday report is mapped (by default or in mapping.fields), skipped, or used by a "
         "rule, and every column the configuration names is in the report. Warns listing the others, with how "
         "many workers carry a value, like the extension attributes of Entra ID."),
+    RULE_COLUMNS_IN_REPORT: (s.RAW_WORKDAY_WORKERS, True,
+        "Every report column an exclusion rule or a custom or generated list tests is carried by at least one "
+        "worker. A column gone from the report (an edited report, a permission the integration user lost) "
+        "would make its rule match nobody, silently: nothing is written until the report has it again."),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, False,
         "No list of the last sync disappeared. A list goes when its group is deleted in the directory, is no "
         "longer selected, or its custom definition is removed; each is reported so nobody misses it."),
@@ -252,11 +258,26 @@ def workers_not_emptied_result(workers: int, previous: int) -> dg.AssetCheckResu
                    else f"{workers:,} workers read (last sync: {previous:,})", {"workers": workers, "previous": previous})
 
 
+def rule_columns_result(columns: dict[str, int], tested: set[str]) -> dg.AssetCheckResult:
+    missing = sorted(tested - set(columns))
+    return _result(RULE_COLUMNS_IN_REPORT, not missing,
+                   f"no worker in the report carries {', '.join(missing)}, which the exclusion rules or lists test; "
+                   "add the column to the report (or check the integration user's permissions)" if missing
+                   else f"the {len(tested)} columns the rules and lists test are in the report",
+                   {"tested": ", ".join(sorted(tested)), "missing": ", ".join(missing)})
+
+
 def report_columns_result(columns: dict[str, int], decided: set[str], named: set[str]) -> dg.AssetCheckResult:
-    """Report columns nobody decided about, and configured columns the report does not have."""
+    """Report columns nobody decided about, and configured columns the report does not have.
+    A column name Workday would not produce (not letters, digits and _) is never used, only named."""
+    odd = sorted(name for name in columns if not WORKDAY_ALIAS.fullmatch(name))
+    columns = {name: n for name, n in columns.items() if name not in odd}
     undecided = {name: n for name, n in columns.items() if name not in decided}
     missing = sorted(named - set(columns))
     parts = []
+    if odd:
+        parts.append(f"{len(odd)} column names are not Workday aliases (letters, digits and _) and are ignored: "
+                     + ", ".join(repr(name[:60]) for name in odd[:10]))
     if undecided:
         parts.append("report columns neither mapped, skipped nor used: "
                      + ", ".join(f"{name} ({n:,} workers)" for name, n in sorted(undecided.items())))

@@ -72,7 +72,8 @@ class WorkdayResource(dg.ConfigurableResource):
         auth = integration.workday_auth()
         host, ca_bundle = source.host, source.ca_bundle
         if source.demo_tenant is not None:
-            endpoint = ensure_demo_tenant(source.demo_tenant, root=Path(self.demo_dir) if self.demo_dir else None)
+            endpoint = ensure_demo_tenant(source.demo_tenant, workday_password=getattr(auth, "password", None),
+                                          root=Path(self.demo_dir) if self.demo_dir else None)
             host, ca_bundle = endpoint.base_url, endpoint.ca_path
         return WorkdayClient(WorkdaySettings(
             host=host, tenant=source.tenant, owner=source.report_owner, report=source.report_name, auth=auth,

@@ -71,8 +71,11 @@ def plan_for(mapping) -> list[FieldPlan]:
     return [FieldPlan(name, source, types[name], formats.get(name)) for name, source in mapping.resolved().items()]
 
 
-def json_path(imported_field: str) -> str:
-    """Where an imported field sits in the Graph user JSON (names are validated identifiers)."""
+def json_path(imported_field: str, kind: str = ENTRA) -> str:
+    """Where an imported field sits in the raw JSON (names are validated identifiers). A Workday
+    column is always a plain key, whatever Graph would mean by the same name."""
+    if kind == WORKDAY:
+        return f'$."{imported_field}"'
     if imported_field in EXTENSION_ATTRIBUTES:
         return f"$.{EXTENSION_CONTAINER}.{imported_field}"
     if imported_field == "managerId":
@@ -144,11 +147,12 @@ def mapping_query(plan: list[FieldPlan], unique_id: str, imported_fields: list[s
     # Positions 1-3: who the user is, and what ranks duplicates (see RANKING).
     who, inactive_path, inactive, guest_path, guest = RANKING[kind]
     scalar = [who, inactive_path, guest_path]
-    scalar += [json_path(p.source) for _, p in mapped if p.source not in ARRAY_FIELDS]
-    arrays = [json_path(p.source) for _, p in mapped if p.source in ARRAY_FIELDS]
+    arrays_of = ARRAY_FIELDS if kind == ENTRA else frozenset()
+    scalar += [json_path(p.source, kind) for _, p in mapped if p.source not in arrays_of]
+    arrays = [json_path(p.source, kind) for _, p in mapped if p.source in arrays_of]
     texts, position, array_position = [], 4, 1
     for i, field_plan in mapped:
-        if field_plan.source in ARRAY_FIELDS:
+        if field_plan.source in arrays_of:
             value = (f"list_filter(from_json(_a[{array_position}], '[\"VARCHAR\"]'), "
                      f"lambda x: coalesce({strip('x')}, '') <> '')[1]")
             array_position += 1
@@ -167,7 +171,8 @@ def mapping_query(plan: list[FieldPlan], unique_id: str, imported_fields: list[s
             expression = f"lower({expression})"
         typed.append(f'{expression} AS "{field_plan.contact_field}"')
     id_plan = next(p for p in plan if p.contact_field == unique_id)
-    pairs = ", ".join(f"'{name}', _j[{k}]" for k, name in enumerate(imported_fields, start=1))
+    # Key names as parameters: they come from the configuration, never pasted into SQL.
+    pairs = ", ".join(f"?::VARCHAR, _j[{k}]" for k in range(1, len(imported_fields) + 1))
     raw_columns = ", ".join(f'"_t{i}"' for i, _ in mapped)
     array_read = ", json_extract(data, ?::VARCHAR[]) AS _a" if arrays else ""
     sql = f"""
@@ -189,8 +194,9 @@ SELECT *,
        row_number() OVER (PARTITION BY contact_id ORDER BY _disabled, _guest, _source_id) AS _dup_rank,
        count(*) OVER (PARTITION BY contact_id) AS _dup_count
 FROM ided"""
-    head = [scalar, *([arrays] if arrays else []), [json_path(n) for n in imported_fields], integration]
-    return sql, [*head, *params]
+    head = [scalar, *([arrays] if arrays else []), [json_path(n, kind) for n in imported_fields], integration]
+    # In the order the ? appear: parsed (head), the typed fields' formats, then the key names.
+    return sql, [*head, *params, *imported_fields]
 
 
 def problems_query(plan: list[FieldPlan], unique_id: str, table: str) -> str:
@@ -212,7 +218,12 @@ WHERE w.contact_id IS NULL OR _dup_count > 1 OR {any_bad}
 ORDER BY _source_id"""
 
 
-def issues_from_rows(plan: list[FieldPlan], unique_id: str, rows: list[tuple]) -> list[ImportIssue]:
+# How duplicates of one Unique Contact ID are ranked, per source type (see RANKING).
+KEPT_FIRST = {ENTRA: "enabled members first, then the smallest object id",
+              WORKDAY: "Active workers first, then the smallest worker id"}
+
+
+def issues_from_rows(plan: list[FieldPlan], unique_id: str, rows: list[tuple], kind: str = ENTRA) -> list[ImportIssue]:
     """Import issues from ``problems_query`` rows."""
     checked = [(i, p) for i, p in enumerate(plan) if p.source is not None and p.field_type in REASONS]
     issues: list[ImportIssue] = []
@@ -231,7 +242,7 @@ def issues_from_rows(plan: list[FieldPlan], unique_id: str, rows: list[tuple]) -
             issues.append(ImportIssue(
                 STAGE, source_id, unique_id, DUPLICATE_UNIQUE_ID,
                 f"{count} users share Unique Contact ID {contact_id!r} ({', '.join(dup_ids)}{more}); "
-                f"kept {dup_ids[0]} (enabled members first, then the smallest object id)"))
+                f"kept {dup_ids[0]} ({KEPT_FIRST[kind]})"))
         for (i, field_plan), bad, raw in zip(checked, flags, raws):
             if bad:
                 issues.append(ImportIssue(

@@ -17,7 +17,7 @@ import pandas as pd
 
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
-from entra_pipeline.transform.fields import ENTRA
+from entra_pipeline.transform.fields import ENTRA, WORKDAY
 from entra_pipeline.warehouse import schema as s
 
 
@@ -235,10 +235,11 @@ DUPLICATE_WORKER_ID = "duplicate_worker_id"
 STAGED = "staged_workday"
 
 
-def stage_workers(path: str, entries: Iterable[dict], id_field: str) -> int:
+def stage_workers(path: str, entries: Iterable[dict], id_field: str, keep: set[str]) -> int:
     """Write a report's entries, as they stream, into table ``workers`` of a new DuckDB file at
-    ``path``: the warehouse is not opened (and not locked) while a large report downloads.
-    Raises whatever ``entries`` raises; the file is then simply thrown away."""
+    ``path``: the warehouse is not opened (and not locked) while a large report downloads. Only
+    the columns in ``keep`` are kept. Raises whatever ``entries`` raises; the file is then simply
+    thrown away."""
     import duckdb
 
     con = duckdb.connect(path)
@@ -250,8 +251,9 @@ def stage_workers(path: str, entries: Iterable[dict], id_field: str) -> int:
             value = entry.get(id_field)
             wid = str(value).strip() if value is not None else ""
             # Sorted keys: a worker whose entry did not change compares equal as text.
+            kept = {k: v for k, v in entry.items() if k in keep}
             batch.append((count, wid or None,
-                          json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":"))))
+                          json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":"))))
             if len(batch) >= WORKER_BATCH:
                 _insert(con, "workers", pd.DataFrame(batch, columns=["pos", "id", "data"], dtype=object))
                 batch.clear()
@@ -305,11 +307,13 @@ def apply_raw_workers(con, integration: str, run_id: str, id_field: str) -> tupl
     return change, issues
 
 
-def column_counts(con, integration: str) -> dict[str, int]:
-    """Report column alias -> how many of an integration's stored workers carry it."""
-    return dict(con.execute(
-        f'SELECT k, count(*) FROM (SELECT unnest(json_keys(data)) AS k FROM "{s.RAW_WORKDAY_WORKERS}" '
-        "WHERE integration = ?) GROUP BY k ORDER BY k", [integration]).fetchall())
+def drop_other_source(con, integration: str, kind: str) -> None:
+    """An integration that changed source type keeps no rows of the other type's raw tables: they
+    would still feed its lists and mapping bookkeeping."""
+    other = ((s.RAW_GRAPH_USERS, s.RAW_GRAPH_GROUPS, s.RAW_GRAPH_GROUP_MEMBERS, s.DELTA_STATE) if kind == WORKDAY
+             else (s.RAW_WORKDAY_WORKERS,))
+    for table in other:
+        con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
 
 
 def with_manager_mail(con, integration: str, users: dict[str, dict | None], full: bool) -> dict[str, dict | None]:
@@ -560,7 +564,7 @@ def map_raw_users(con, integration: str, plan: list[mapping.FieldPlan], unique_i
         f"SELECT count(*), count(*) FILTER (WHERE contact_id IS NOT NULL AND _dup_rank = 1) FROM {MAPPED_WORK}"
     ).fetchone()
     issues = mapping.issues_from_rows(plan, unique_id, con.execute(
-        mapping.problems_query(plan, unique_id, MAPPED_WORK)).fetchall())
+        mapping.problems_query(plan, unique_id, MAPPED_WORK)).fetchall(), kind)
     if candidates is not None:
         # Totals for the checks: the untouched users as they are, the candidates as re-mapped.
         users = count_rows(con, raw, integration)
