@@ -356,8 +356,8 @@ def write_doc(results: list[dict], workday: dict | None = None) -> str:
         "in the emulator and an incremental sync. The Graph emulator serves over HTTPS from the benchmark's "
         "own process on the same machine; each sync runs in a fresh child process. Wall time is the job's run; "
         "peak RSS is the sync process's own high-water mark (VmHWM). Figures before 2026-11-26 (issue 8) used "
-        "ru_maxrss, which on Linux also counts the benchmark parent's memory at fork time, so small runs then "
-        "showed the parent's size (about 470 MB for 10k users).",
+        "ru_maxrss, which on Linux also counts the benchmark parent's memory at fork time: a sync started "
+        "after a large run could show the parent's size (the Entra figures were barely affected).",
         "",
         f"Target: {TARGET}.",
         "",
