@@ -736,6 +736,7 @@ class Integration(_Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     mapping: Mapping = Field(default_factory=Mapping)
     exclusions: Exclusions = Field(default_factory=Exclusions)
+    distribution_lists: ListSelection = Field(default_factory=ListSelection)
     deletion_guard: DeletionGuard = Field(default_factory=DeletionGuard)
 
     @model_validator(mode="wrap")
@@ -775,23 +776,25 @@ class Integration(_Strict):
                 raise ValueError(f"distribution_lists.generated.{i}: unknown contact field {generated.contact_field!r}")
         return self
 
+    def tested_fields(self) -> set[str]:
+        """The imported fields that decide who is excluded or on which list: without them a rule
+        or list condition matches nobody, silently."""
+        fields = set().union(*(r.imported_fields() for r in self.exclusions.all_rules()),
+                             *(c.when.imported_fields() for c in self.distribution_lists.custom))
+        return fields | {g.field for g in self.distribution_lists.generated if g.field}
+
     def imported_fields(self) -> set[str]:
-        """The imported fields a sync must read: what the mapping feeds from, what the exclusions
-        test, the user principal name (it names users in error messages), and, while any extension
-        attribute is undecided, the extension attributes (to count who carries a value)."""
-        fields = {source for source in self.mapping.resolved().values() if source}
-        for rule in self.exclusions.all_rules():
-            fields |= rule.imported_fields()
-        for custom in self.distribution_lists.custom:
-            fields |= custom.when.imported_fields()
-        fields |= {g.field for g in self.distribution_lists.generated if g.field}
+        """The imported fields a sync must read: what the mapping feeds from, what the rules and
+        lists test, the worker id (Workday) or the user principal name (it names users in error
+        messages), and, while any extension attribute is undecided, the extension attributes (to
+        count who carries a value)."""
+        fields = {source for source in self.mapping.resolved().values() if source} | self.tested_fields()
         if self.kind == WORKDAY:
             return fields | {self.source.id_field}
         fields.add("userPrincipalName")
         if self.mapping.undecided_extension_attributes():
             fields.update(EXTENSION_ATTRIBUTES)
         return fields
-    distribution_lists: ListSelection = Field(default_factory=ListSelection)
 
     @property
     def login_command(self) -> str:

@@ -319,3 +319,18 @@ def test_lists_follow_changed_workers_incrementally(hr_sync, workday):
                        if w.get("Worker_Type") == "Contingent Worker" and w["Employee_ID"] in expected(
                            workday.workday.entries)}
     assert worker["Email_Address"].lower() in members
+
+
+def test_missing_columns_are_reported_only_when_the_configuration_names_them(hr_sync, workday):
+    """A default-mapped column the report lacks is simply empty; a column the administrator mapped
+    by hand and that the report lacks is worth a warning."""
+    for w in workday.workday.entries:
+        w.pop("Company", None)
+        w.pop("Cost_Center", None)
+    sync = hr_sync()
+    result = sync.run("hr")
+    assert result.success, failure_messages(result)
+    [columns] = [e for e in result.get_asset_check_evaluations() if e.check_name == c.REPORT_COLUMNS_DECIDED]
+    assert columns.description.split("columns the configuration names that no worker in the report carries: ")[1] \
+        == "Cost_Center"
+    assert sync.query("SELECT count(*) FROM contacts WHERE company IS NOT NULL OR cost_center IS NOT NULL") == [(0,)]

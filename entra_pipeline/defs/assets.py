@@ -17,19 +17,18 @@ from typing import Callable, Iterator
 import dagster as dg
 from tabulate import tabulate
 
-from entra_pipeline.config import ConfigError, Integration, RunSettings
+from entra_pipeline.config import SKIP, ConfigError, Integration, RunSettings
 from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import (WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource,
                                            WorkdayResource)
 from entra_pipeline.graph import delta
-from entra_pipeline.process import peak_rss_mb
 from entra_pipeline.graph.client import Collection, DeltaExpired, DeltaRound, GraphClient, GraphError, member_type
 from entra_pipeline.transform import exclusions, lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
-from entra_pipeline.transform.fields import (MANAGER_FIELDS, delta_select_for, graph_select_for,
+from entra_pipeline.process import peak_rss_mb
+from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, WORKDAY, delta_select_for, graph_select_for,
                                              imported_fields_for, manager_expand_for)
 from entra_pipeline.transform.guard import assess
-from entra_pipeline.transform.fields import ENTRA, WORKDAY
 from entra_pipeline.workday.client import WorkdayError
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import store
@@ -149,9 +148,11 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
                     "workday_bytes": stats.bytes, "workday_seconds": stats.seconds, "report_entries": stats.entries,
                     "peak_rss_mb_after_read": peak_rss_mb()}
         columns = dict(sorted(stats.columns.items()))
-        checks = [c.report_columns_result(columns, named | set(integration.mapping.fields),
-                                          named - {source.id_field}),
-                  c.rule_columns_result(columns, _rule_columns(integration))]
+        tested = integration.tested_fields()
+        # Missing columns are worth a warning when someone named them; a default the report lacks is not.
+        explicit = {name for name, target in integration.mapping.fields.items() if target != SKIP} | tested
+        checks = [c.report_columns_result(columns, named | set(integration.mapping.fields), explicit),
+                  c.rule_columns_result(columns, tested)]
         try:
             with warehouse.get_connection() as con, store.staged(con, staged), transaction(con):
                 change, issues = store.apply_raw_workers(con, integration.key, context.run.run_id, source.id_field)
@@ -173,14 +174,6 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
     yield stage.done(checks, {"rows": change.total, "workers_added": change.added, "workers_updated": change.updated,
                               "workers_removed": change.removed, "import_errors": len(issues), **metadata,
                               "preview": _preview(sample, ["id"])})
-
-
-def _rule_columns(integration: Integration) -> set[str]:
-    """Imported fields that decide who is excluded or on which list: without them a rule matches
-    nobody, silently."""
-    fields = set().union(*(r.imported_fields() for r in integration.exclusions.all_rules()),
-                         *(d.when.imported_fields() for d in integration.distribution_lists.custom))
-    return fields | {g.field for g in integration.distribution_lists.generated if g.field}
 
 
 def _counted(context: dg.AssetExecutionContext, items: Iterator, what: str, every: int = 20_000) -> Iterator:

@@ -13,7 +13,7 @@ from entra_pipeline.config import Integration, IntegrationsFile, load_integratio
 from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.graph.client import GraphClient, GraphSettings
 from entra_pipeline.warehouse import LOCK_WAIT_SECONDS, connect
-from entra_pipeline.workday.client import WorkdayClient, WorkdaySettings
+from entra_pipeline.workday.client import BasicAuth, WorkdayClient, WorkdaySettings
 
 # Every asset that writes the DuckDB file claims this pool, so concurrent runs take turns instead
 # of failing on DuckDB's single-writer lock. The limit is set in dagster-instance.yaml (concurrency.pools).
@@ -72,7 +72,8 @@ class WorkdayResource(dg.ConfigurableResource):
         auth = integration.workday_auth()
         host, ca_bundle = source.host, source.ca_bundle
         if source.demo_tenant is not None:
-            endpoint = ensure_demo_tenant(source.demo_tenant, workday_password=getattr(auth, "password", None),
+            password = auth.password if isinstance(auth, BasicAuth) else None
+            endpoint = ensure_demo_tenant(source.demo_tenant, workday_password=password,
                                           root=Path(self.demo_dir) if self.demo_dir else None)
             host, ca_bundle = endpoint.base_url, endpoint.ca_path
         return WorkdayClient(WorkdaySettings(

@@ -163,29 +163,30 @@ class WorkdayClient:
         return body["access_token"]
 
     def _get(self) -> requests.Response:
+        response = self._send()
+        # A Bearer token that lapsed since it was issued: one renewal, then it is a real refusal.
+        if response.status_code == 401 and isinstance(self.settings.auth, RefreshTokenAuth):
+            response.close()
+            self._access_token = None
+            response = self._send()
+        return response
+
+    def _send(self) -> requests.Response:
         s = self.settings
-        params = [("format", "json"), *s.prompts]
-        for attempt in range(2):
-            headers = {"Accept": "application/json"}
-            auth = None
-            if isinstance(s.auth, BasicAuth):
-                auth = (s.auth.username, s.auth.password)
-            else:
-                if self._access_token is None or attempt:
-                    self._access_token = self._bearer()
-                headers["Authorization"] = f"Bearer {self._access_token}"
-            try:
-                response = self.session.get(self.report_url, params=params, headers=headers, auth=auth,
-                                            stream=True, timeout=s.timeout_seconds)
-            except requests.RequestException as exc:
-                raise WorkdayError(f"{self.report_url} unreachable: {type(exc).__name__}: {_first_line(str(exc))}",
-                                   transient=True) from None
-            self.stats.requests += 1
-            # A Bearer token that lapsed since it was issued: one renewal, then it is a real refusal.
-            if response.status_code == 401 and isinstance(s.auth, RefreshTokenAuth) and not attempt:
-                response.close()
-                continue
-            return response
+        headers, auth = {"Accept": "application/json"}, None
+        if isinstance(s.auth, BasicAuth):
+            auth = (s.auth.username, s.auth.password)
+        else:
+            if self._access_token is None:
+                self._access_token = self._bearer()
+            headers["Authorization"] = f"Bearer {self._access_token}"
+        try:
+            response = self.session.get(self.report_url, params=[("format", "json"), *s.prompts], headers=headers,
+                                        auth=auth, stream=True, timeout=s.timeout_seconds)
+        except requests.RequestException as exc:
+            raise WorkdayError(f"{self.report_url} unreachable: {type(exc).__name__}: {_first_line(str(exc))}",
+                               transient=True) from None
+        self.stats.requests += 1
         return response
 
     # -- the report ----------------------------------------------------------------------------------
