@@ -22,6 +22,7 @@ from pathlib import Path
 import requests
 
 from entra_pipeline.config import PROJECT_ROOT, DemoTenant
+from entra_pipeline.process import is_recorded_process, process_identity, signal_recorded_process
 
 DEMO_DIR_ENV = "ENTRA_PIPELINE_DEMO_DIR"
 IDLE_TIMEOUT = 900
@@ -69,18 +70,10 @@ def _fingerprint(directory: Path, tenant_id: str, client_id: str, secret: str) -
     return hmac.new(key_file.read_bytes(), f"{tenant_id}\0{client_id}\0{secret}".encode(), hashlib.sha256).hexdigest()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # An emulator that stopped on its idle timeout stays a zombie until its parent reaps it.
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def _running(state: dict) -> bool:
+    """The state file's emulator still runs: its pid is still the process recorded with it (start
+    time and command line). Pids are recycled, so a live pid alone may be anyone's."""
+    return is_recorded_process(state.get("pid"), state.get("process"))
 
 
 def _healthy(state: dict) -> bool:
@@ -96,19 +89,21 @@ def _healthy(state: dict) -> bool:
 
 def _read_state(directory: Path) -> dict | None:
     try:
-        return json.loads((directory / "state.json").read_text())
-    except (FileNotFoundError, ValueError):
+        state = json.loads((directory / "state.json").read_text())
+    except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) else None
 
 
 def _stop(directory: Path) -> bool:
+    """Stop the emulator recorded in ``directory``; False when none runs. A pid that is no longer
+    the recorded emulator is never signalled: its state file is stale and only removed."""
     state = _read_state(directory)
-    if not state or not _alive(state.get("pid", -1)):
+    if not state or not signal_recorded_process(state.get("pid"), state.get("process"), signal.SIGTERM):
         (directory / "state.json").unlink(missing_ok=True)
         return False
-    os.kill(state["pid"], signal.SIGTERM)
     for _ in range(100):
-        if not _alive(state["pid"]):
+        if not _running(state):
             break
         time.sleep(0.05)
     (directory / "state.json").unlink(missing_ok=True)
@@ -138,7 +133,7 @@ def ensure_demo_tenant(spec: DemoTenant, *, tenant_id: str | None = None, client
         fingerprint = _fingerprint(directory, tenant_id, client_id, client_secret)
         workday_fingerprint = _fingerprint(directory, "workday", "", workday_password)
         state = _read_state(directory)
-        if state and _alive(state.get("pid", -1)) and _healthy(state):
+        if state and _running(state) and _healthy(state):
             if (state.get("fingerprint") == fingerprint if entra_caller else
                     state.get("workday_report_url") and state.get("workday_fingerprint") == workday_fingerprint):
                 return DemoEndpoint(state["base_url"], state["ca_path"], state["pid"])
@@ -170,6 +165,9 @@ def _start(spec: DemoTenant, directory: Path, tenant_id: str, client_id: str, cl
         state = _read_state(directory)
         if state and state.get("pid") == process.pid and _healthy(state):
             state.update(fingerprints)
+            # Our own child, not yet reaped, so its pid cannot have been reused: its identity is
+            # what a later stop checks before signalling.
+            state["process"] = process_identity(process.pid) or state.get("process")
             tmp = directory / "state.json.tmp"
             tmp.write_text(json.dumps(state))
             os.replace(tmp, directory / "state.json")

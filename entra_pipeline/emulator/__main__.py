@@ -34,6 +34,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from entra_pipeline.process import is_recorded_process, process_identity, signal_recorded_process
+
 from . import CLIENT_SECRET_ENV, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID
 from .directory import generate_directory
 from .server import Emulator
@@ -65,33 +67,18 @@ def _write_state(path: Path, state: dict) -> None:
 
 def _read_state(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return state if isinstance(state, dict) else None
 
 
-def _process_alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie waiting for its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def _is_emulator(pid: int) -> bool:
-    """Guard against signalling an unrelated process that reused a stale pid."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc: trust the state file
-    return b"entra_pipeline.emulator" in cmdline or b"entra_pipeline/emulator" in cmdline
+def _recorded_emulator(state: dict) -> int | None:
+    """The pid in ``state`` while it is still the emulator that wrote it, else None. Pids are
+    recycled: a pid with another start time or command line is another program's (and a state
+    file without the recorded identity, or a system without /proc, cannot prove it is ours)."""
+    pid = state.get("pid")
+    return pid if isinstance(pid, int) and is_recorded_process(pid, state.get("process")) else None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -106,8 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         owns_state_dir = True
     state_path = state_dir / STATE_FILE
     previous = _read_state(state_path)
-    if previous and previous.get("pid") != os.getpid() and _process_alive(int(previous.get("pid", 0))) \
-            and _is_emulator(int(previous["pid"])):
+    if previous and previous.get("pid") != os.getpid() and _recorded_emulator(previous):
         print(f"An emulator (pid {previous['pid']}) already uses {state_dir}; stop it first.", file=sys.stderr)
         return 1
 
@@ -164,6 +150,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         state = {
             "pid": os.getpid(),
+            # Who this pid is: "stop" signals the pid only while it is still this process.
+            "process": process_identity(os.getpid()),
             "base_url": emulator.base_url,
             "graph_url": emulator.graph_url,
             "authority": emulator.authority,
@@ -255,15 +243,15 @@ def _stop(args: argparse.Namespace) -> int:
     if state is None:
         print(f"No running emulator recorded in {state_path}.", file=sys.stderr)
         return 0
-    pid = int(state.get("pid", 0))
-    if pid <= 0 or not _process_alive(pid) or not _is_emulator(pid):
-        print(f"Emulator pid {pid} is not running; removing stale {state_path}.", file=sys.stderr)
+    pid = _recorded_emulator(state)
+    if pid is None or not signal_recorded_process(pid, state["process"], signal.SIGTERM):
+        print(f"Emulator pid {state.get('pid')} is not running (or is no longer the emulator); removing stale "
+              f"{state_path}.", file=sys.stderr)
         state_path.unlink(missing_ok=True)
         return 0
-    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        if not _process_alive(pid) or not state_path.exists():
+        if not is_recorded_process(pid, state["process"]) or not state_path.exists():
             print(f"Stopped emulator pid {pid}.")
             return 0
         time.sleep(0.05)
