@@ -12,6 +12,11 @@ One way to sign in per integration:
 
 ``token(force_refresh=True)`` drops the cached access token after Graph rejected it. No message
 raised here contains a secret, a token or a private key.
+
+MSAL is handed a session bound to the authority's origin (:class:`entra_pipeline.net.OriginSession`):
+no token request follows a redirect or goes to another host, and the token and device-code
+endpoints the openid-configuration names must sit on that origin, or the sign-in is refused
+before anything is sent.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from typing import Callable, Iterator, Union
 
 import msal
 import requests
+
+from entra_pipeline.net import origin_of, show_origin
 
 
 class _MaskGrantCodes(logging.Filter):
@@ -230,13 +237,30 @@ class _Tokens:
 
     def _build(self, factory: Callable[[], msal.ClientApplication]) -> msal.ClientApplication:
         try:
-            return factory()
+            app = factory()
         except ValueError as exc:
             # MSAL validates the authority's openid-configuration and the credential while it is built.
             raise AuthError(f"authority {self.authority}: {_first_line(str(exc))}") from None
+        except RecursionError:
+            raise AuthError(f"authority {self.authority}: its openid-configuration is not JSON (nested too "
+                            "deep)") from None
         except requests.RequestException as exc:
             raise AuthError(f"authority {self.authority} unreachable: {type(exc).__name__}: "
                             f"{_first_line(str(exc))}") from None
+        self._check_endpoints(app)
+        return app
+
+    def _check_endpoints(self, app: msal.ClientApplication) -> None:
+        """The openid-configuration decides where MSAL posts the client secret, the assertion or the
+        refresh token: those endpoints must sit on the configured authority's origin."""
+        ours = origin_of(self.authority)
+        for name in _DISCOVERED_ENDPOINTS:
+            url = getattr(app.authority, name, None)
+            if url is not None and (not isinstance(url, str) or origin_of(url) != ours):
+                where = show_origin(url) if isinstance(url, str) else repr(url)[:120]
+                raise AuthError(f"authority {self.authority}: its openid-configuration names {name} on {where}, "
+                                f"not on {show_origin(self.authority)}: refused (credentials are sent only to the "
+                                "configured authority_host)")
 
     def _unreachable(self, exc: requests.RequestException) -> AuthError:
         return AuthError(f"token endpoint of {self.authority} unreachable: {type(exc).__name__}: "
@@ -278,7 +302,7 @@ class AppTokens(_Tokens):
                 result = self._app.acquire_token_for_client(scopes=self._scopes)
             except requests.RequestException as exc:
                 raise self._unreachable(exc) from None
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise self._not_json() from None
             except ValueError as exc:
                 # MSAL reads the private key only when it signs an assertion.
@@ -323,7 +347,7 @@ class DelegatedTokens(_Tokens):
                     graph_scopes(self.graph_url), account=account, force_refresh=force_refresh)
             except requests.RequestException as exc:
                 raise self._unreachable(exc) from None
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 raise self._not_json() from None
             self._file.save(self._cache)
         if result is None:
@@ -367,7 +391,7 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
         result = app.acquire_token_by_device_flow(flow)
     except requests.RequestException as exc:
         raise tokens._unreachable(exc) from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise tokens._not_json() from None
     if "access_token" not in result:
         raise AuthError(f"sign-in not completed: {result.get('error', 'unknown_error')}: "
@@ -390,6 +414,9 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
         file.save(cache)
     return username
 
+
+#: The endpoints of the openid-configuration MSAL sends credentials to.
+_DISCOVERED_ENDPOINTS = ("token_endpoint", "device_authorization_endpoint")
 
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 

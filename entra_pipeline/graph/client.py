@@ -12,13 +12,22 @@
 - ``batch_get`` sends GETs through JSON batching (``POST /v1.0/$batch``, at most 20 a request);
   sub-requests answered 429/500/502/503/504 are re-batched and retried, waiting for the largest
   ``Retry-After``. ``group_members`` reads every group's member pages that way.
-- The session ignores REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE: TLS trust comes from the configured CA
-  bundle (or certifi), never silently from the environment.
+- Requests go only to graph_url's origin, token requests (MSAL's own session) only to
+  authority_host's, https only, and none follows a redirect (:mod:`entra_pipeline.net`): a 3xx
+  answer is one GraphError (AuthError for the identity platform) naming the refused host.
+- TLS trust is certifi's roots plus the configured CA bundle, never REQUESTS_CA_BUNDLE or
+  CURL_CA_BUNDLE from the environment.
+- A paged read ends with one GraphError when a nextLink repeats one of the same read, when it
+  runs far beyond the first page's ``@odata.count``, or after :data:`MAX_PAGES_PER_READ` pages.
+- An answer that is not JSON, nested too deep included, is "response is not JSON" naming the
+  request; a ``Retry-After`` that is negative or no number means the exponential backoff.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import random
 import threading
 import time
@@ -29,11 +38,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from entra_pipeline.graph.auth import AppTokens, AuthError, Credential, DelegatedSignIn, DelegatedTokens, \
     sign_in_with_device_code, token_source
+from entra_pipeline.net import OriginSession, SaneRetry, trust_context
 
 API_VERSION = "v1.0"
 # The user agent names the tool so tenant admins can recognise it in sign-in and audit logs.
@@ -77,22 +85,56 @@ _BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.Co
 #: Graph's codes for a delta token it can no longer use.
 DELTA_RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
 
-
-class _TimeoutSession(requests.Session):
-    """A session whose every request has a timeout, including MSAL's token requests: MSAL takes
-    no timeout of its own when it is handed an http_client."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self.default_timeout = timeout
-
-    def request(self, method, url, **kwargs):  # type: ignore[override]
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self.default_timeout
-        return super().request(method, url, **kwargs)
+#: Pages one read (a collection, a delta round, one group's members) may take, whatever the
+#: server says: 10 million objects at 100 a page (Graph's smallest default page), so a server
+#: minting ever-new nextLinks cannot keep a sync running forever.
+MAX_PAGES_PER_READ = 100_000
+#: A read whose first page reported ``@odata.count`` may take twice the pages that count needs
+#: (at the smaller of page_size and 100 a page: Graph may send less than ``$top``) plus this many;
+#: eventual consistency moves the count a little, never by half the collection.
+COUNT_MARGIN_PAGES = 10
 
 
-class _GraphRetry(Retry):
+class _PageGuard:
+    """Ends a paged read that loops (a nextLink seen before in the same read) or runs far beyond
+    its expected size, with one GraphError line. Links are remembered as digests: a hostile
+    server's long links cost 32 bytes each."""
+
+    def __init__(self, what: str, first_url: str, page_size: int) -> None:
+        self.what = what
+        self.page_size = max(1, min(page_size, 100))
+        self.limit = MAX_PAGES_PER_READ
+        self.reported: int | None = None
+        self._seen = {self._key(first_url): 1}
+
+    @staticmethod
+    def _key(url: str) -> bytes:
+        return hashlib.sha256(url.encode("utf-8", "surrogatepass")).digest()
+
+    def expect(self, count: object) -> None:
+        """The first page's ``@odata.count``, if it is a count."""
+        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+            self.reported = count
+            self.limit = min(MAX_PAGES_PER_READ, 2 * math.ceil(count / self.page_size) + COUNT_MARGIN_PAGES)
+
+    def follow(self, link: str, page: int) -> None:
+        """``link`` leads to page number ``page``; raises GraphError instead of reading it when the
+        read loops or has gone on too long."""
+        key = self._key(link)
+        if key in self._seen:
+            raise GraphError(f"nextLink loop: page {page} repeats page {self._seen[key]} of {self.what}; "
+                             "the read was ended", transient=False)
+        if page > self.limit:
+            if self.reported is not None and self.limit < MAX_PAGES_PER_READ:
+                raise GraphError(f"{self.what}: page {page} is far beyond the {self.reported:,} objects Graph reported "
+                                 f"(@odata.count; at most {self.limit:,} pages expected); the read was ended",
+                                 transient=False)
+            raise GraphError(f"{self.what}: more than {MAX_PAGES_PER_READ:,} pages; the read was ended",
+                             transient=False)
+        self._seen[key] = page
+
+
+class _GraphRetry(SaneRetry):
     # Graph may send Retry-After on 503 and 504 as well as on 429.
     RETRY_AFTER_STATUS_CODES = frozenset([429, 503, 504])
 
@@ -183,13 +225,19 @@ class GraphClient:
             # Return the last answer instead of raising, so its Graph error body can be reported.
             raise_on_status=False,
         )
-        self.session = _TimeoutSession(settings.timeout_seconds)
-        self.session.trust_env = False
-        self.session.verify = settings.ca_bundle or True
-        self.session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=2,
-                              pool_maxsize=max(settings.parallel_requests, 2))
-        self.session.mount("https://", adapter)
+        try:
+            context = trust_context(settings.ca_bundle)
+        except ValueError as exc:
+            raise GraphError(str(exc), transient=False) from None
+        # Graph API calls go to graph_url's origin only; token requests (MSAL's, through its own
+        # session) to authority_host's only. Neither follows a redirect.
+        self.session = OriginSession(
+            self.base, name="Graph (graph_url)", refuse=lambda message: GraphError(message, transient=False),
+            ssl_context=context, timeout=settings.timeout_seconds, retry=retry,
+            pool_maxsize=max(settings.parallel_requests, 2), user_agent=USER_AGENT, describe=_describe)
+        self.identity_session = OriginSession(
+            settings.authority_host, name="the identity platform (authority_host)", refuse=AuthError,
+            ssl_context=context, timeout=settings.timeout_seconds, retry=retry, user_agent=USER_AGENT)
         self._tokens: AppTokens | DelegatedTokens | None = None
         self._token_lock = threading.Lock()
 
@@ -202,6 +250,7 @@ class GraphClient:
 
     def close(self) -> None:
         self.session.close()
+        self.identity_session.close()
 
     def sign_in(self, show) -> str:
         """The device-code sign-in of a delegated integration's service account, through this
@@ -210,8 +259,8 @@ class GraphClient:
         if not isinstance(s.credential, DelegatedSignIn):
             raise AuthError("only a delegated sign-in (source.auth: delegated) signs in interactively")
         return sign_in_with_device_code(s.credential, authority_host=s.authority_host, tenant_id=s.tenant_id,
-                                        client_id=s.client_id, graph_url=s.graph_url, session=self.session,
-                                        show=show)
+                                        client_id=s.client_id, graph_url=s.graph_url,
+                                        session=self.identity_session, show=show)
 
     # -- requests --------------------------------------------------------------------------
     def _token(self, rejected: str | None = None) -> str:
@@ -222,7 +271,7 @@ class GraphClient:
                 s = self.settings
                 self._tokens = token_source(
                     s.credential, authority_host=s.authority_host, tenant_id=s.tenant_id, client_id=s.client_id,
-                    graph_url=s.graph_url, session=self.session,
+                    graph_url=s.graph_url, session=self.identity_session,
                 )
             token = self._tokens.token()
             if rejected is not None and token == rejected:
@@ -303,7 +352,8 @@ class GraphClient:
     def _json_object(response: requests.Response, what: str) -> dict:
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: arrays or objects nested deeper than the parser goes.
             raise GraphError(
                 f"{what}: response is not JSON (HTTP {response.status_code}, "
                 f"content-type {response.headers.get('content-type')!r}, request-id "
@@ -345,6 +395,8 @@ class GraphClient:
         items: list[dict] = []
         reported: int | None = None
         pages = 0
+        guard = _PageGuard(f"GET {_describe(url)}", requests.Request("GET", url, params=query).prepare().url,
+                           self.settings.page_size)
         while url:
             body = self.get_json(url, query, headers)
             pages += 1
@@ -353,6 +405,7 @@ class GraphClient:
                 raise GraphError(f"GET {_describe(url)}: response has no 'value' list (page {pages})")
             if pages == 1 and isinstance(body.get("@odata.count"), int):
                 reported = body["@odata.count"]
+                guard.expect(reported)
             for item in value:
                 if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
                     raise GraphError(f"GET {_describe(url)}: page {pages} has an item without a string "
@@ -364,6 +417,8 @@ class GraphClient:
             if next_link is not None and (not isinstance(next_link, str) or _origin(next_link) != self._origin):
                 # The bearer token must never be sent to another host.
                 raise GraphError(f"GET {_describe(url)}: nextLink points outside {self._origin}")
+            if next_link is not None:
+                guard.follow(next_link, pages + 1)
             url, query = next_link, None
         with self._stats_lock:
             self.stats.pages += pages
@@ -413,6 +468,8 @@ class GraphClient:
         label = f"{resource} ({'full round' if delta_link is None else 'changes'})"
         items: list[dict] = []
         pages = 0
+        guard = _PageGuard(f"GET {_describe(url)}", requests.Request("GET", url, params=query).prepare().url,
+                           self.settings.page_size)
         while True:
             try:
                 body = self.get_json(url, query)
@@ -434,6 +491,7 @@ class GraphClient:
             next_link, delta = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
             if next_link is not None:
                 self._relative(next_link, what)
+                guard.follow(next_link, pages + 1)
                 url, query = next_link, None
                 continue
             if delta is not None:
@@ -596,6 +654,8 @@ class GraphClient:
         pages: dict[str, int] = dict.fromkeys(ids, 0)
         gone: set[str] = set()
         pending = [(gid, f"/groups/{quote(gid, safe='')}/members?{query}") for gid in ids]
+        guards = {gid: _PageGuard(f"GET {_describe(self.base)}{_describe(url)} (in $batch)", url,
+                                  self.settings.page_size) for gid, url in pending}
         done = 0
 
         while pending:
@@ -616,9 +676,12 @@ class GraphClient:
                     if answer["status"] != 200:
                         raise self._sub_error(url, answer)
                     next_url = self._member_page(gid, url, answer, items, reported, pages)
+                    if pages[gid] == 1:
+                        guards[gid].expect(reported[gid])
                     if next_url is None:
                         done += 1
                     else:
+                        guards[gid].follow(next_url, pages[gid] + 1)
                         following.append((gid, next_url))
                 if progress is not None and done != before and (
                         done // 100 != before // 100 or done == len(ids)):
@@ -715,13 +778,14 @@ def _retry_after(headers: dict) -> float | None:
         seconds = float(raw) if raw is not None else None
     except ValueError:
         return None
-    return seconds if seconds is not None and seconds >= 0 else None
+    # Negative, "nan" or "inf": no usable advice, the exponential backoff applies.
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _error_code(response: requests.Response) -> str | None:
     try:
         error = response.json().get("error")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return error.get("code") if isinstance(error, dict) else None
 
@@ -735,7 +799,7 @@ def _error_from(response: requests.Response, what: str, method: str = "GET") -> 
             code, message = error.get("code"), error.get("message")
             inner = error.get("innerError") or {}
             request_id = request_id or inner.get("request-id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         message = _short(response.text, 120) or None
     retries = getattr(response.raw, "retries", None)
     tries = f" after {len(retries.history)} retries" if retries is not None and retries.history else ""

@@ -11,6 +11,11 @@ exchanged at ``https://{host}/ccx/oauth2/{tenant}/token`` (client id and secret 
 Bearer token. A wrong ISU password gets a browser sign-in page (HTML) instead of JSON; it is
 recognised by its content type and reported as a sign-in problem.
 
+Requests go to the configured host only, https, and follow no redirect (a 3xx is one error naming
+the refused host); TLS trusts certifi's roots plus ``ca_bundle``. An entry nested deeper than
+:data:`MAX_DEPTH` is not a report ("response is not JSON"); a ``Retry-After`` that is negative or
+no number means the exponential backoff.
+
 No message raised here contains a password, secret or token.
 """
 
@@ -26,14 +31,19 @@ from urllib.parse import quote
 import ijson
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+
+from entra_pipeline.net import OriginSession, SaneRetry, trust_context
 
 USER_AGENT = "entra-pipeline (Workday RaaS)"
 ENTRIES = "Report_Entry"
 _ERROR_BODY_BYTES = 4096  # enough of an error answer to quote its first line
 # ijson reads the raw urllib3 stream: a cut connection surfaces as urllib3's errors, not requests'.
 _BODY_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
+#: A RaaS entry is an object of values and lists of values: a few levels. Deeper nesting is no
+#: report (and would exhaust the recursion of whatever reads the entry later).
+MAX_DEPTH = 32
+#: Longest wait a ``Retry-After`` may ask for; longer ones are capped to this.
+MAX_RETRY_AFTER_SECONDS = 120.0
 
 
 class WorkdayError(RuntimeError):
@@ -108,17 +118,21 @@ class WorkdayClient:
     def __init__(self, settings: WorkdaySettings) -> None:
         self.settings = settings
         self.stats = ReportStats()
-        retry = Retry(
+        retry = SaneRetry(
             total=settings.max_retries, connect=settings.max_retries, read=settings.max_retries,
             status=settings.max_retries, other=0, backoff_factor=settings.backoff_factor, backoff_max=60.0,
             status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"GET", "POST"}),
-            respect_retry_after_header=True, raise_on_status=False,
+            respect_retry_after_header=True, retry_after_max=MAX_RETRY_AFTER_SECONDS, raise_on_status=False,
         )
-        self.session = requests.Session()
-        self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace the configured CA
-        self.session.verify = settings.ca_bundle or True
-        self.session.headers["User-Agent"] = USER_AGENT
-        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        try:
+            context = trust_context(settings.ca_bundle)
+        except ValueError as exc:
+            raise WorkdayError(str(exc)) from None
+        # The report and the token endpoint live on the configured host: the password, the client
+        # secret and the tokens go nowhere else, and no redirect is followed.
+        self.session = OriginSession(settings.host, name="Workday (source.host)", refuse=WorkdayError,
+                                     ssl_context=context, timeout=settings.timeout_seconds, retry=retry,
+                                     user_agent=USER_AGENT)
         self._access_token: str | None = None
 
     def __enter__(self) -> WorkdayClient:
@@ -151,10 +165,12 @@ class WorkdayClient:
         self.stats.token_requests += 1
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
+            body = {}
+        if not isinstance(body, dict):
             body = {}
         if response.status_code != 200 or "access_token" not in body:
-            error = body.get("error") or f"HTTP {response.status_code}"
+            error = str(body.get("error") or f"HTTP {response.status_code}")[:200]
             hint = {"invalid_client": " (check source.client_id and source.client_secret_env)",
                     "invalid_grant": " (the refresh token in source.refresh_token_env was revoked or is wrong)"}
             raise WorkdayError(f"token request to {self.token_url} refused: {error}"
@@ -229,10 +245,17 @@ class WorkdayClient:
             response.close()
             self.stats.seconds = round(time.monotonic() - started, 3)
 
-    @staticmethod
-    def _root_keys(events, seen: set[str]):
+    def _root_keys(self, events, seen: set[str]):
+        depth = 0
         for prefix, event, value in events:
-            if event == "map_key" and not prefix:
+            if event in ("start_map", "start_array"):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise WorkdayError(f"{self.report_url}: response is not JSON a report sends: nested more than "
+                                       f"{MAX_DEPTH} levels deep (after {self.stats.bytes:,} bytes)")
+            elif event in ("end_map", "end_array"):
+                depth -= 1
+            elif event == "map_key" and not prefix:
                 seen.add(value)
             yield prefix, event, value
 
@@ -259,7 +282,7 @@ def _error_text(text: str) -> str:
         body = json.loads(text)
         if isinstance(body, dict) and body.get("error"):
             return str(body["error"])
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     return text.strip() or "no details"
 
