@@ -479,3 +479,71 @@ def test_token_reported_ttl_lets_a_cached_token_expire_mid_run(directory, tmp_pa
         # The attribute can be changed on a running emulator; None reports token_ttl again.
         emu.token_reported_ttl = None
         assert _token_response(s, emu).json()["expires_in"] == 1
+
+
+# ---------------------------------------------------------------------------
+# scripted redirects, and rewrites of identity answers
+
+def test_redirect_answers_identity_graph_and_batch_requests(emulator, session, auth):
+    foreign = "http://127.0.0.1:9/elsewhere?x=1"
+    token_path = f"/{DEMO_TENANT_ID}/oauth2/v2.0/token"
+    fault = emulator.faults.redirect(token_path, foreign, times=2)
+    for _ in range(2):
+        answer = session.post(f"{emulator.authority}/oauth2/v2.0/token", allow_redirects=False,
+                              data={"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
+                                    "client_secret": SECRET, "scope": SCOPE})
+        assert (answer.status_code, answer.headers["Location"]) == (307, foreign)
+        assert answer.json() == {"redirect": foreign}
+    assert fault.hits == 2 and emulator.faults.pending == []
+    assert _token_response(session, emulator).status_code == 200  # used up: answered normally again
+
+    oidc = f"/{DEMO_TENANT_ID}/v2.0/.well-known/openid-configuration"
+    emulator.faults.redirect(oidc, "https://127.0.0.1:9/oidc", status=302, method="GET")
+    answer = session.get(emulator.base_url + oidc, allow_redirects=False)
+    assert (answer.status_code, answer.headers["Location"]) == (302, "https://127.0.0.1:9/oidc")
+
+    emulator.faults.redirect("/v1.0/users", foreign, status=308, times=None)
+    for _ in range(3):
+        answer = session.get(emulator.graph_url + CHEAP, headers=auth, allow_redirects=False)
+        assert (answer.status_code, answer.headers["Location"]) == (308, foreign)
+    emulator.faults.clear()
+    assert session.get(emulator.graph_url + CHEAP, headers=auth).status_code == 200
+
+    emulator.faults.redirect("/v1.0/$batch", foreign, method="POST")
+    batch = {"requests": [{"id": "1", "method": "GET", "url": "/users?$top=1"}]}
+    answer = session.post(f"{emulator.graph_url}/$batch", json=batch, headers=auth, allow_redirects=False)
+    assert (answer.status_code, answer.headers["Location"]) == (307, foreign)
+    # A method that does not match is answered normally.
+    emulator.faults.redirect("/v1.0/users", foreign, method="POST")
+    assert session.get(emulator.graph_url + CHEAP, headers=auth).status_code == 200
+
+
+def test_redirect_validation(emulator):
+    with pytest.raises(ValueError, match="redirect status"):
+        emulator.faults.redirect("/v1.0", "https://x.example/", status=304)
+    with pytest.raises(ValueError, match="line breaks"):
+        emulator.faults.redirect("/v1.0", "https://x.example/\r\nSet-Cookie: a=b")
+    with pytest.raises(ValueError, match="line breaks"):
+        emulator.faults.redirect("/v1.0", "")
+    with pytest.raises(ValueError, match="times"):
+        emulator.faults.redirect("/v1.0", "https://x.example/", times=0)
+    assert emulator.faults.pending == []
+
+
+def test_rewrite_of_identity_answers_only_with_the_flag(emulator, session):
+    oidc = f"{emulator.authority}/v2.0/.well-known/openid-configuration"
+    path = f"/{DEMO_TENANT_ID}/v2.0/.well-known/openid-configuration"
+    foreign = {"token_endpoint": "https://127.0.0.1:9/t/oauth2/v2.0/token"}
+    # Without the flag an identity answer is never rewritten, and the fault stays armed.
+    graph_only = emulator.faults.rewrite(path, lambda body: {**body, **foreign})
+    assert session.get(oidc).json()["token_endpoint"].startswith(emulator.base_url)
+    assert graph_only.hits == 0
+    emulator.faults.clear()
+    fault = emulator.faults.rewrite(path, lambda body: {**body, **foreign}, identity=True)
+    assert session.get(oidc).json()["token_endpoint"] == foreign["token_endpoint"]
+    assert fault.hits == 1
+    assert session.get(oidc).json()["token_endpoint"].startswith(emulator.base_url)
+    # An identity rewrite never touches Graph.
+    emulator.faults.rewrite("/v1.0/users", lambda body: "not json", identity=True)
+    auth = _auth(session, emulator)
+    assert session.get(emulator.graph_url + CHEAP, headers=auth).json()["value"]

@@ -15,6 +15,11 @@ method hits the batch request, not a sub-request.
 connection down part-way through the body (Graph and Workday alike; see
 :meth:`FaultInjector.truncate_body`).
 
+``redirect(path, location, status=307)`` answers a matching request (identity
+endpoints, ``$batch`` and Workday included) with a redirect to ``location``;
+``rewrite(..., identity=True)`` rewrites identity answers (a discovery document
+naming a foreign token endpoint).
+
 Random profile (reliability runs): ``faults.profile = FaultProfile(seed=7,
 throttle=0.1, ...)`` makes a seeded fraction of Graph requests (paths under
 ``/v1.0/``, ``$batch`` included; never the identity endpoints) fail. Every
@@ -62,6 +67,10 @@ TRUNCATE_PAGING = "truncate_paging"
 REWRITE = "rewrite"
 #: "truncate_body": the real answer's status and headers, part of its body, then the connection shut.
 TRUNCATE_BODY = "truncate_body"
+#: "redirect": a 3xx with a Location header instead of the answer (identity endpoints included).
+REDIRECT = "redirect"
+#: Statuses :meth:`FaultInjector.redirect` answers with.
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 
 #: Request-level kinds of the random profile, in the order their probability bands are laid out.
 REQUEST_KINDS = ("throttle", "unavailable", "gateway_timeout", "drop", "malformed", "slow")
@@ -142,6 +151,10 @@ class Fault:
     #: For "truncate_body": body bytes sent before the connection is shut down (None: see
     #: :meth:`FaultInjector.truncate_body`).
     after_bytes: int | None = None
+    #: For "redirect": the Location header sent.
+    location: str | None = None
+    #: For "rewrite": it applies to the identity endpoints (and only to them) instead of Graph's.
+    identity: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -185,14 +198,19 @@ class FaultInjector:
         return fault
 
     def rewrite(self, path: str, transform: Callable[[object], object], *, times: int | None = 1,
-                method: str | None = "GET", status: int | None = None, content_type: str | None = None) -> Fault:
+                method: str | None = "GET", status: int | None = None, content_type: str | None = None,
+                identity: bool = False) -> Fault:
         """Pass the next ``times`` answers to matching Graph requests through ``transform`` (the
         parsed JSON answer -> the body to send instead; dicts and lists go out as JSON, str and
         bytes as they are), optionally with another ``status`` and ``content_type``: an item
-        without ``id``, a ``null`` where a list belongs, a proxy's HTML page."""
+        without ``id``, a ``null`` where a list belongs, a proxy's HTML page.
+
+        ``identity=True`` rewrites answers of the identity endpoints instead (an openid-configuration
+        naming a foreign token endpoint, a token answer that is no JSON); such a fault never
+        applies to Graph, nor an ordinary one to the identity endpoints."""
         self._check_times(times)
         fault = Fault(REWRITE, path=path, method=method, remaining=times, status=status or 0,
-                      transform=transform, content_type=content_type)
+                      transform=transform, content_type=content_type, identity=identity)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -226,6 +244,22 @@ class FaultInjector:
         if after_bytes is not None and after_bytes < 0:
             raise ValueError("after_bytes must be >= 0")
         fault = Fault(TRUNCATE_BODY, path=path, method=method, remaining=times, after_bytes=after_bytes)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def redirect(self, path: str, location: str, *, status: int = 307, times: int | None = 1,
+                 method: str | None = None) -> Fault:
+        """Answer the next ``times`` requests whose URL path starts with ``path`` with ``status``
+        (301, 302, 303, 307 or 308) and ``Location: location`` instead of the real answer: any
+        request, the identity endpoints (token, devicecode, openid-configuration), ``$batch``
+        and Workday included. A redirect to another host is what no client of ours may follow."""
+        if status not in REDIRECT_STATUS:
+            raise ValueError(f"status must be a redirect status {sorted(REDIRECT_STATUS)}")
+        if not location or any(c in location for c in "\r\n"):
+            raise ValueError("location must be a non-empty header value without line breaks")
+        self._check_times(times)
+        fault = Fault(REDIRECT, path=path, method=method, remaining=times, status=status, location=location)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -305,11 +339,12 @@ class FaultInjector:
         with self._lock:
             return list(self._faults)
 
-    def take(self, kind: str, method: str, path: str) -> Fault | None:
-        """Consume one use of the first armed fault of ``kind`` matching the request."""
+    def take(self, kind: str, method: str, path: str, *, identity: bool = False) -> Fault | None:
+        """Consume one use of the first armed fault of ``kind`` matching the request;
+        ``identity`` selects the rewrite faults armed for the identity endpoints."""
         with self._lock:
             for fault in self._faults:
-                if fault.kind == kind and fault.matches(method, path):
+                if fault.kind == kind and fault.identity == identity and fault.matches(method, path):
                     fault.hits += 1
                     if fault.remaining is not None:
                         fault.remaining -= 1

@@ -69,7 +69,11 @@ requests served (a batch is one); ``batched_request_count`` and
 
 ``faults.rewrite(path, transform, times=, status=, content_type=)`` passes the
 next matching Graph answers (outside ``$batch``) through a test's function:
-broken answers such as an item without ``id`` or a proxy's HTML page.
+broken answers such as an item without ``id`` or a proxy's HTML page; with
+``identity=True`` it rewrites identity answers instead (a foreign token
+endpoint in the openid-configuration). ``faults.redirect(path, location,
+status=307)`` answers any matching request, identity and Workday included,
+with that redirect.
 
 ``faults.profile = FaultProfile(seed, throttle=..., ...)`` (:mod:`.faults`)
 adds seeded random faults to Graph requests (``/v1.0/...``, never the
@@ -306,6 +310,7 @@ from .delta import (
     paginate,
 )
 from .faults import (
+    REDIRECT,
     REWRITE,
     STATUS,
     STREAM_CUT_BYTES,
@@ -1149,10 +1154,14 @@ class Emulator:
             # One profile draw per Graph request, taken even when a scripted fault wins.
             drawn = self.faults.draw() if not identity and path.startswith("/v1.0/") else None
             fault = self.faults.take(STATUS, request.method, path)
+            redirect = None if fault is not None else self.faults.take(REDIRECT, request.method, path)
             if fault is not None:
                 drawn = None
                 response = (self._workday_fault(request, fault) if workday
                             else self._fault_response(request, fault, identity))
+            elif redirect is not None:
+                drawn = None
+                response = self._redirect_response(request, redirect, identity, workday)
             elif workday:
                 response = self._workday(request)
             elif drawn is not None and drawn.status:
@@ -1172,7 +1181,7 @@ class Emulator:
             drawn = None
             response = (self._workday_error(request, 500, "Internal emulator error.") if workday else
                         self._graph_error(request, _GraphError(500, "UnknownError", "Internal emulator error.")))
-        rewrite = None if identity else self.faults.take(REWRITE, request.method, path)
+        rewrite = self.faults.take(REWRITE, request.method, path, identity=identity)
         if rewrite is not None:
             response.materialize()
             self._rewrite(response, rewrite)
@@ -1212,6 +1221,13 @@ class Emulator:
         if fault.content_type:
             response.headers = [(k, v) for k, v in response.headers if k.lower() != "content-type"]
             response.headers.append(("Content-Type", fault.content_type))
+
+    def _redirect_response(self, request: _Request, fault: Fault, identity: bool, workday: bool) -> _Response:
+        """A scripted "redirect" fault: its status, ``Location`` and a short JSON body saying so."""
+        content_type = (IDENTITY_CONTENT_TYPE if identity else WORKDAY_JSON_CONTENT_TYPE if workday
+                        else GRAPH_CONTENT_TYPE)
+        headers = self._common_headers(request, content_type) + [("Location", fault.location or "")]
+        return _Response(fault.status, _json({"redirect": fault.location}), headers)
 
     @staticmethod
     def _profile_fault(drawn: ProfileFault) -> Fault:
