@@ -23,7 +23,7 @@ from entra_pipeline.defs.resources import (WAREHOUSE_POOL, GraphResource, Integr
                                            WorkdayResource)
 from entra_pipeline.graph import delta
 from entra_pipeline.graph.client import Collection, DeltaExpired, DeltaRound, GraphClient, GraphError, member_type
-from entra_pipeline.transform import exclusions, lists, mapping
+from entra_pipeline.transform import exclusions, lists, mapping, values
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.process import peak_rss_mb
 from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, WORKDAY, delta_select_for, graph_select_for,
@@ -258,10 +258,14 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
     progress = _progress(context)
     users, graph_meta = _read(integration, graph, "users",
                               lambda client: client.list_users(select, expand, progress))
+    # Before anything reaches DuckDB: a value beyond its limit is an import error, not a failed stage.
+    checked = values.check_users(users.items, s.RAW_GRAPH_USERS)
 
     def write() -> dict:
         with warehouse.get_connection() as con, transaction(con):
-            rows = store.write_raw_users(con, integration.key, context.run.run_id, users.items)
+            rows = store.write_raw_users(con, integration.key, context.run.run_id, checked.items)
+            store.replace_value_issues(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                       checked.issues, None)
             store.drop_other_source(con, integration.key, ENTRA)
             store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, None)
             store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
@@ -272,7 +276,8 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
                          graph_requests=graph_meta["graph_requests"], graph_bytes=graph_meta["graph_bytes"])
         return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
                 "selected_properties": ", ".join(select), "expand": expand or "", **graph_meta,
-                "preview": _preview(users.items, ["id", "userPrincipalName", "displayName", "mail"])}
+                "import_errors": len(checked.issues),
+                "preview": _preview(checked.items, ["id", "userPrincipalName", "displayName", "mail"])}
 
     with warehouse.get_connection() as con:
         previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
@@ -296,10 +301,16 @@ def _list_groups(context: dg.AssetExecutionContext, stage: _Stage, integration: 
     issues = [ImportIssue(RAW_GROUPS_STAGE, g["id"], None, GROUP_VANISHED,
                           f"group {g.get('displayName')!r} was deleted while the sync read it; left out")
               for g in vanished]
-    kept = [g for g in groups.items if members[g["id"]] is not None]
+    checked = values.check_groups([g for g in groups.items if members[g["id"]] is not None], RAW_GROUPS_STAGE)
+    issues += checked.issues
+    kept = checked.items
     read = {g["id"]: members[g["id"]] for g in kept}
+    usable: dict[str, list[dict]] = {}
+    for gid, collection in read.items():
+        usable[gid], bad_members = values.check_members(gid, collection.items, RAW_GROUPS_STAGE)
+        issues += bad_members
     try:
-        edges = {gid: [(member_type(m), m["id"]) for m in c.items] for gid, c in read.items()}
+        edges = {gid: [(member_type(m), m["id"]) for m in items] for gid, items in usable.items()}
     except GraphError as exc:
         raise dg.Failure(description=f"integration {integration.key!r}: reading group members failed: {exc}",
                          allow_retries=False) from None
@@ -315,9 +326,9 @@ def _list_groups(context: dg.AssetExecutionContext, stage: _Stage, integration: 
             stage.record(con, read_mode="full", read_reason="read: list", changes_read=None,
                          graph_requests=graph_meta["graph_requests"], graph_bytes=graph_meta["graph_bytes"])
         return {"groups": n_groups, "memberships": n_members, "graph_reported_count": groups.reported_count,
-                "groups_vanished": len(vanished),
+                "groups_vanished": len(vanished), "import_errors": len(issues),
                 "groups_by_kind": dg.MetadataValue.json(_counts(kinds.values())), **graph_meta,
-                "preview": _preview(groups.items, ["id", "displayName", "mail", "groupTypes"])}
+                "preview": _preview(kept, ["id", "displayName", "mail", "groupTypes"])}
 
     check = c.groups_complete_result(groups, read, integration.source.page_size)
     yield from _checked_write(stage, [check], write)
@@ -444,8 +455,12 @@ def build_assets(partitions: dg.PartitionsDefinition,
         try:
             with warehouse.get_connection() as con, transaction(con):
                 stored = {} if round_.full else store.stored_users(
-                    con, integration.key, list(dict.fromkeys(i["id"] for i in round_.items)))
-                users = delta.apply_users(stored, round_.items)
+                    con, integration.key, list(dict.fromkeys(i["id"] for i in round_.items
+                                                             if values.usable_id(i["id"]))))
+                # Before anything reaches DuckDB: a value beyond its limit is an import error about
+                # that user and field (the stored users name who it is), never a failed stage.
+                checked = values.check_users(round_.items, s.RAW_GRAPH_USERS, stored)
+                users = delta.apply_users(stored, checked.items)
                 if managers:
                     users = store.with_manager_mail(con, integration.key, users, round_.full)
                 change = store.apply_raw_users(con, integration.key, context.run.run_id, round_.full, users)
@@ -454,6 +469,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
                 if c.failed_blocking(checks):
                     raise _Blocked
                 store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, change.changed_ids)
+                store.replace_value_issues(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                           checked.issues, None if round_.full else checked.assessed)
                 store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                         imported_fields_for(fields))
                 store.write_delta_state(con, integration.key, "users", context.run.run_id, round_.delta_link,
@@ -465,6 +482,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
             yield from stage.blocked(checks)
         yield stage.done(checks, {"rows": change.total, **_change_metadata(round_, change, "users"),
                                   "selected_properties": ", ".join(select), **graph_meta,
+                                  "import_errors": len(checked.issues),
                                   "preview": _preview(sample, ["id", "user_principal_name", "display_name",
                                                                "mail"])})
 
@@ -494,10 +512,11 @@ def build_assets(partitions: dg.PartitionsDefinition,
         if c.failed_blocking(checks):
             yield from stage.blocked(checks)
         with warehouse.get_connection() as con, transaction(con):
-            ids = list(dict.fromkeys(i["id"] for i in round_.items))
+            ids = list(dict.fromkeys(i["id"] for i in round_.items if values.usable_id(i["id"])))
             stored = {} if round_.full else store.stored_groups(con, integration.key, ids)
+            checked = values.check_groups(round_.items, RAW_GROUPS_STAGE, stored)
             try:
-                groups, members = delta.apply_groups(stored, round_.items)
+                groups, members = delta.apply_groups(stored, checked.items)
             except GraphError as exc:
                 raise dg.Failure(description=f"integration {integration.key!r}: reading groups failed: {exc}",
                                  allow_retries=False) from None
@@ -507,7 +526,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
             store.log_changes(con, integration.key, s.RAW_GRAPH_GROUPS, context.run.run_id,
                               None if change.structure_changed is None else
                               [*(f"g:{g}" for g in change.structure_changed), *(f"u:{u}" for u in change.users_moved)])
-            store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, [])
+            store.replace_value_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, checked.issues,
+                                       None if round_.full else checked.assessed)
             store.write_delta_state(con, integration.key, "groups", context.run.run_id, round_.delta_link,
                                     select, None if round_.full else state.full_round_at)
             stage.record(con, **_stage_values(round_, reason, change, graph_meta))
@@ -515,6 +535,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
             sample = store.sample_rows(con, s.RAW_GRAPH_GROUPS, integration.key, ["id", "display_name", "mail", "kind"])
         prefix = "reconciled_" if round_.full else ""
         yield stage.done(checks, {"groups": change.total, "memberships": memberships,
+                                  "import_errors": len(checked.issues),
                                   **_change_metadata(round_, change, "groups"),
                                   f"{prefix}memberships_added": change.memberships_added,
                                   f"{prefix}memberships_removed": change.memberships_removed, **graph_meta,

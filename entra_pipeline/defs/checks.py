@@ -18,7 +18,7 @@ import dagster as dg
 from entra_pipeline.graph.certificates import CertificateInfo
 from entra_pipeline.transform.fields import WORKDAY_ALIAS
 from entra_pipeline.graph.client import Collection, DeltaRound
-from entra_pipeline.transform import lists, mapping
+from entra_pipeline.transform import lists, mapping, values
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.guard import Removal
 from entra_pipeline.warehouse import schema as s
@@ -125,7 +125,7 @@ ISSUE_CHECKS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               (lists.LIST_NOT_FOUND, lists.LIST_NAME_AMBIGUOUS, lists.LIST_NOT_MAIL_ENABLED),
                               "selected lists not resolved"),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, (lists.LIST_REMOVED,), "lists removed since the last sync"),
-    WORKERS_IDENTIFIED: (s.RAW_WORKDAY_WORKERS, (MISSING_WORKER_ID, DUPLICATE_WORKER_ID),
+    WORKERS_IDENTIFIED: (s.RAW_WORKDAY_WORKERS, (MISSING_WORKER_ID, DUPLICATE_WORKER_ID, values.INVALID_ID),
                          "report entries without a usable worker id"),
 }
 

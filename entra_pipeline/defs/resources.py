@@ -9,10 +9,10 @@ from typing import Iterator
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from entra_pipeline.config import Integration, IntegrationsFile, load_integrations
+from entra_pipeline.config import ConfigError, Integration, IntegrationsFile, load_integrations
 from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.graph.client import GraphClient, GraphSettings
-from entra_pipeline.warehouse import LOCK_WAIT_SECONDS, connect
+from entra_pipeline.warehouse import LOCK_WAIT_SECONDS, connect, duckdb_config
 from entra_pipeline.workday.client import BasicAuth, WorkdayClient, WorkdaySettings
 
 # Every asset that writes the DuckDB file claims this pool, so concurrent runs take turns instead
@@ -87,13 +87,23 @@ class WarehouseResource(DuckDBResource):
     """dagster-duckdb's resource, waiting for another process's lock on the file instead of
     failing (an analyst's read-only session, another integration's run; see warehouse.connect),
     and with the connection closed even when the body raises: a leaked connection would keep the
-    file lock until the traceback is collected."""
+    file lock until the traceback is collected.
+
+    ``memory_limit`` bounds DuckDB's memory (a size such as 2GB, or a share such as 25%; settable
+    with ``dg.EnvVar``); unset, ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT or 2GB. Work beyond it spills
+    to ``<warehouse>.tmp``. An invalid value fails the step with one line naming the setting."""
 
     lock_wait_seconds: float = LOCK_WAIT_SECONDS
+    memory_limit: str | None = None
 
     @contextmanager
     def get_connection(self) -> Iterator:
-        con = connect(self.database, wait_seconds=self.lock_wait_seconds, config=self.connection_config)
+        try:
+            limits = duckdb_config(self.database, self.memory_limit, "the warehouse resource's memory_limit")
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        con = connect(self.database, wait_seconds=self.lock_wait_seconds,
+                      config={**limits, **(self.connection_config or {})})
         try:
             yield con
         finally:

@@ -8,17 +8,55 @@ failing: ``connect`` retries while another process holds the lock.
 
 import os
 import random
+import re
 import time
 from pathlib import Path
 
 import duckdb
 
-from entra_pipeline.config import PROJECT_ROOT
+from entra_pipeline.config import PROJECT_ROOT, ConfigError
 
 WAREHOUSE_PATH_ENV = "ENTRA_PIPELINE_WAREHOUSE"
 DEFAULT_WAREHOUSE_PATH = PROJECT_ROOT / "data" / "warehouse.duckdb"
 #: How long a connection waits for another process's lock on the file before it gives up.
 LOCK_WAIT_SECONDS = 300.0
+#: DuckDB's memory_limit for every connection (warehouse and scratch files): a size such as 2GB or
+#: 512MB, or a share of the machine's memory such as 25%. Beyond it DuckDB spills to disk or
+#: fails one query, instead of taking the machine's memory (its own default is 80% of it).
+MEMORY_LIMIT_ENV = "ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "2GB"
+MIN_MEMORY_BYTES = 64 * 1000 ** 2
+_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
+          "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
+_SIZE = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)\s*([kmgt]i?b|b)", re.IGNORECASE)
+_SHARE = re.compile(r"(\d{1,3}(?:\.\d{1,3})?)\s*%")
+
+
+def memory_limit(value: str | None = None, name: str = MEMORY_LIMIT_ENV) -> str:
+    """The memory_limit to give DuckDB: ``value`` (a setting called ``name``), else the
+    environment variable, else 2GB. ConfigError, one line naming the setting, when it is not a
+    size of at least 64MB or a share of memory between 1% and 100%."""
+    if value is None:
+        value = os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
+        name = MEMORY_LIMIT_ENV
+    text = str(value).strip()
+    size, share = _SIZE.fullmatch(text), _SHARE.fullmatch(text)
+    if size and float(size.group(1)) * _UNITS[size.group(2).lower()] >= MIN_MEMORY_BYTES:
+        return f"{size.group(1)}{size.group(2).upper().replace('I', 'i')}"
+    if share and 1 <= float(share.group(1)) <= 100:
+        return f"{share.group(1)}%"
+    shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
+    raise ConfigError(f"{name}={shown} is not a DuckDB memory limit: give a size of at least 64MB such as 2GB "
+                      "or 512MB, or a share of memory such as 25%")
+
+
+def duckdb_config(database: str | Path, memory: str | None = None, name: str = MEMORY_LIMIT_ENV) -> dict:
+    """DuckDB settings for a database file: the memory limit (see ``memory_limit``) and a temp
+    directory next to the file (``<file>.tmp``) where work beyond the limit spills."""
+    config = {"memory_limit": memory_limit(memory, name)}
+    if str(database) not in ("", ":memory:"):
+        config["temp_directory"] = f"{database}.tmp"
+    return config
 
 
 def warehouse_path() -> Path:
@@ -31,13 +69,16 @@ def _locked(exc: Exception) -> bool:
 
 def connect(database: str | Path, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
             config: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection, waiting (up to ``wait_seconds``, backing off from 50 ms to 2 s) while
-    another process holds the file's lock; after that the lock error is raised, naming the file."""
+    """A DuckDB connection with the memory bound of ``duckdb_config`` (``config`` may override
+    it), waiting (up to ``wait_seconds``, backing off from 50 ms to 2 s) while another process
+    holds the file's lock; after that the lock error is raised, naming the file. ConfigError
+    when the memory limit setting is invalid."""
+    config = {**duckdb_config(database), **(config or {})}
     deadline = time.monotonic() + wait_seconds
     pause = 0.05
     while True:
         try:
-            return duckdb.connect(str(database), read_only=read_only, config=config or {})
+            return duckdb.connect(str(database), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if not _locked(exc) or time.monotonic() + pause > deadline:
                 raise

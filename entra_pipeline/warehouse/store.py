@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from entra_pipeline.transform import lists, mapping
+from entra_pipeline.transform import lists, mapping, values
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.fields import ENTRA, WORKDAY
 from entra_pipeline.warehouse import schema as s
@@ -100,6 +100,32 @@ def replace_issues(con, integration: str, stage: str, run_id: str, issues: Itera
         con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? '
                     "AND record IN (SELECT id FROM _issue_records)", [integration, stage])
         issues = [i for i in issues if i.record in records]
+    rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
+    if rows:
+        con.executemany(
+            f'INSERT INTO "{s.IMPORT_ERRORS}" (integration, run_id, stage, record, field, code, message, '
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return len(rows)
+
+
+def replace_value_issues(con, integration: str, stage: str, run_id: str, issues: Iterable[ImportIssue],
+                         assessed: dict[str, set[str] | None] | None) -> int:
+    """Replace a raw stage's import errors about values (see transform.values): all of them with
+    ``assessed`` None (a full read), otherwise only those about the records and fields a delta
+    round carried (record -> fields, None: every field of the record). A delta item is a patch:
+    an error about a field the round did not carry stays until that field comes again, fixed or not."""
+    if assessed is None:
+        return replace_issues(con, integration, stage, run_id, issues)
+    whole = sorted(r for r, fields in assessed.items() if fields is None)
+    pairs = sorted((r, f) for r, fields in assessed.items() if fields is not None for f in fields)
+    con.execute("CREATE OR REPLACE TEMP TABLE _assessed AS SELECT unnest(?::VARCHAR[]) AS record, "
+                "unnest(?::VARCHAR[]) AS field", [[p[0] for p in pairs], [p[1] for p in pairs]])
+    _id_table(con, "_assessed_whole", whole)
+    con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" e WHERE integration = ? AND stage = ? '
+                "AND (record IN (SELECT id FROM _assessed_whole) OR EXISTS (SELECT 1 FROM _assessed a "
+                "WHERE a.record = e.record AND a.field = e.field))", [integration, stage])
     rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
     if rows:
         con.executemany(
@@ -238,26 +264,35 @@ STAGED = "staged_workday"
 def stage_workers(path: str, entries: Iterable[dict], id_field: str, keep: set[str]) -> int:
     """Write a report's entries, as they stream, into table ``workers`` of a new DuckDB file at
     ``path``: the warehouse is not opened (and not locked) while a large report downloads. Only
-    the columns in ``keep`` are kept. Raises whatever ``entries`` raises; the file is then simply
+    the columns in ``keep`` are kept, within the limits of transform.values: a value beyond them
+    is left out and an import error about it goes to table ``issues`` (an entry whose id is
+    unusable is left out whole). Raises whatever ``entries`` raises; the file is then simply
     thrown away."""
-    import duckdb
+    from entra_pipeline.warehouse import connect
 
-    con = duckdb.connect(path)
+    # The same memory bound as the warehouse (see warehouse.connect): the scratch file spills to
+    # its own temp directory next to it.
+    con = connect(path, wait_seconds=0)
     try:
         con.execute("CREATE TABLE workers (pos BIGINT, id VARCHAR, data VARCHAR)")
+        con.execute("CREATE TABLE issues (pos BIGINT, record VARCHAR, field VARCHAR, code VARCHAR, "
+                    "message VARCHAR)")
         batch: list[tuple] = []
+        problems: list[tuple] = []
         count = 0
         for count, entry in enumerate(entries, start=1):
-            value = entry.get(id_field)
-            wid = str(value).strip() if value is not None else ""
-            # Sorted keys: a worker whose entry did not change compares equal as text.
-            kept = {k: v for k, v in entry.items() if k in keep}
-            batch.append((count, wid or None,
-                          json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":"))))
+            wid, kept, issues, usable = values.check_entry(entry, keep, id_field, count, s.RAW_WORKDAY_WORKERS)
+            problems += [(count, i.record, i.field, i.code, i.message) for i in issues]
+            if usable:
+                # Sorted keys: a worker whose entry did not change compares equal as text.
+                batch.append((count, wid,
+                              json.dumps(kept, ensure_ascii=False, sort_keys=True, separators=(",", ":"))))
             if len(batch) >= WORKER_BATCH:
                 _insert(con, "workers", pd.DataFrame(batch, columns=["pos", "id", "data"], dtype=object))
                 batch.clear()
         _insert(con, "workers", pd.DataFrame(batch, columns=["pos", "id", "data"], dtype=object))
+        if problems:
+            con.executemany("INSERT INTO issues VALUES (?, ?, ?, ?, ?)", problems)
         return count
     finally:
         con.close()
@@ -279,9 +314,11 @@ def apply_raw_workers(con, integration: str, run_id: str, id_field: str) -> tupl
     or repeating another's, is kept out and reported (the first of a repeated id stays)."""
     stage = table = s.RAW_WORKDAY_WORKERS
     source = f"{STAGED}.workers"
-    issues = [ImportIssue(stage, f"entry {pos}", id_field, MISSING_WORKER_ID,
-                          f"report entry {pos} has no {id_field}; not imported")
-              for (pos,) in con.execute(f"SELECT pos FROM {source} WHERE id IS NULL ORDER BY pos").fetchall()]
+    issues = [ImportIssue(stage, record, field_, code, message) for record, field_, code, message in con.execute(
+        f"SELECT record, field, code, message FROM {STAGED}.issues ORDER BY pos, field").fetchall()]
+    issues += [ImportIssue(stage, f"entry {pos}", id_field, MISSING_WORKER_ID,
+                           f"report entry {pos} has no {id_field}; not imported")
+               for (pos,) in con.execute(f"SELECT pos FROM {source} WHERE id IS NULL ORDER BY pos").fetchall()]
     for wid, positions in con.execute(f"SELECT id, list(pos ORDER BY pos) FROM {source} WHERE id IS NOT NULL "
                                       "GROUP BY id HAVING count(*) > 1 ORDER BY id").fetchall():
         issues += [ImportIssue(stage, wid, id_field, DUPLICATE_WORKER_ID,

@@ -1,0 +1,333 @@
+"""Size and validity limits of what a source sends, applied before anything reaches DuckDB.
+
+One bad value (a 20 MB ``displayName``, a lone surrogate such as the JSON escape ``"\\ud800"``,
+a NUL character) must neither fail a stage nor exhaust DuckDB's memory. It becomes one import
+error naming the record and the field, and the value is not imported (it is treated as empty);
+the rest of that record, and every other record, sync as usual. No Dagster, no DuckDB here.
+
+Limits are Microsoft Graph's documented maximum lengths where Graph documents one (user and group
+resources, on-premises extension attributes); any other string gets :data:`TEXT_LIMIT`
+characters, any list or object :data:`JSON_LIMIT` characters of JSON. Lengths count Python
+characters (code points).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.transform.fields import EXTENSION_ATTRIBUTES, EXTENSION_CONTAINER, MANAGER_FIELDS
+
+VALUE_TOO_LONG = "value_too_long"
+INVALID_TEXT = "invalid_text"
+#: An object whose id is unusable (invalid text, or longer than :data:`ID_LIMIT`): nothing of it is imported.
+INVALID_ID = "invalid_id"
+CODES = (VALUE_TOO_LONG, INVALID_TEXT, INVALID_ID)
+
+TEXT_LIMIT = 1024            # characters: a string whose limit Graph does not document
+JSON_LIMIT = 64 * 1024       # characters of JSON: a list or object (proxyAddresses, an open extension)
+ID_LIMIT = 256               # characters: an object id or worker id (Graph ids are 36-character GUIDs)
+NAME_LIMIT = 256             # characters: a property name (the key itself)
+SHOWN = 40                   # characters of a bad value a message shows
+
+# Graph's documented maximum lengths (user resource); mail and userPrincipalName are bounded by the
+# SMTP address length (64 + 1 + 255).
+USER_LIMITS: dict[str, int] = {
+    "displayName": 256, "givenName": 64, "surname": 64, "jobTitle": 128, "department": 64,
+    "companyName": 64, "city": 128, "country": 128, "state": 128, "postalCode": 40, "streetAddress": 1024,
+    "mobilePhone": 64, "mailNickname": 64, "employeeId": 16, "mail": 320, "userPrincipalName": 320,
+}
+GROUP_LIMITS: dict[str, int] = {"displayName": 256, "description": 1024, "mail": 320, "mailNickname": 64}
+#: onPremisesExtensionAttributes.extensionAttribute1..15 (Exchange custom attributes).
+EXTENSION_ATTRIBUTE_LIMIT = 1024
+# Directory extensions hold a String (<= 256) or a Binary (<= 256 bytes, base64 in JSON, so longer):
+# the type is not known here, so the generous text bound applies.
+MANAGER_LIMITS = {"id": ID_LIMIT, "mail": 320}
+
+# Python's json turns a valid surrogate pair into one character: any surrogate left is a lone one,
+# which cannot be encoded as UTF-8. NUL ends strings in C and DuckDB refuses it in JSON.
+_INVALID = re.compile("[\x00\ud800-\udfff]")
+_ESCAPE = re.compile("[\x00-\x1f\x7f\ud800-\udfff\"\\\\]")
+
+
+def shown(value: str, limit: int = SHOWN) -> str:
+    """A value as a message may show it: quoted, cut to ``limit`` characters (the full length
+    said), with control characters and lone surrogates escaped."""
+    head = _ESCAPE.sub(lambda m: "\\" + m.group() if m.group() in "\"\\" else f"\\u{ord(m.group()):04x}",
+                       value[:limit])
+    return f'"{head}"' + (f"… ({len(value):,} characters)" if len(value) > limit else "")
+
+
+def text_problem(value: str, limit: int) -> tuple[str, str] | None:
+    """(code, what is wrong) when a string is not importable, else None."""
+    bad = _INVALID.search(value)
+    if bad is not None:
+        char = bad.group()
+        what = "a NUL character" if char == "\x00" else f"a lone surrogate U+{ord(char):04X}"
+        return INVALID_TEXT, f"is not valid text ({what} at character {bad.start() + 1:,}: {shown(value)})"
+    if len(value) > limit:
+        return VALUE_TOO_LONG, f"is {len(value):,} characters, more than the {limit:,} allowed ({shown(value)})"
+    return None
+
+
+def json_problem(value: object, limit: int = JSON_LIMIT) -> tuple[str, str] | None:
+    """(code, what is wrong) for a list or object: a string in it that is not valid text, or more
+    than ``limit`` characters of JSON (counted roughly: strings, keys and separators). The walk
+    uses its own stack, so nesting depth costs no recursion."""
+    size, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        size += 2
+        if isinstance(item, str):
+            bad = _INVALID.search(item)
+            if bad is not None:
+                return text_problem(item, limit)
+            size += len(item)
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                if isinstance(key, str) and _INVALID.search(key):
+                    return text_problem(key, limit)
+                size += len(str(key)) + 2
+                stack.append(sub)
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            size += 8
+        if size > limit:
+            return VALUE_TOO_LONG, f"is more than {limit:,} characters of JSON"
+    return None
+
+
+def value_problem(value: object, limit: int) -> tuple[str, str] | None:
+    """(code, what is wrong) for one property value; numbers, booleans and null are always fine."""
+    if isinstance(value, str):
+        return text_problem(value, limit)
+    if isinstance(value, (dict, list)):
+        return json_problem(value)
+    return None
+
+
+def usable_id(value: object) -> bool:
+    """An id that can be stored and named: valid text of at most :data:`ID_LIMIT` characters."""
+    return isinstance(value, str) and text_problem(value, ID_LIMIT) is None
+
+
+@dataclass
+class Checked:
+    """Records after the limits: ``items`` as they may be imported (bad values None, objects with
+    an unusable id left out), the import errors (one per record and field) and, per record, the
+    fields these items carried (None: the whole record, e.g. removed), which is what an
+    incremental stage replaces the errors of (see ``warehouse.store.replace_value_issues``)."""
+
+    items: list[dict] = field(default_factory=list)
+    issues: list[ImportIssue] = field(default_factory=list)
+    assessed: dict[str, set[str] | None] = field(default_factory=dict)
+
+
+class _Checker:
+    def __init__(self, stage: str, kind: str, known: dict[str, dict] | None) -> None:
+        self.stage, self.kind, self.known = stage, kind, known or {}
+        self.out = Checked()
+        self._issues: dict[tuple[str, str], ImportIssue] = {}
+
+    def who(self, oid: str, item: dict) -> str:
+        """The object as a message names it: id and, for a user, a usable UPN or mail."""
+        if self.kind != "user":
+            name = item.get("displayName")
+            if not (isinstance(name, str) and text_problem(name, GROUP_LIMITS["displayName"]) is None):
+                name = (self.known.get(oid) or {}).get("displayName")
+            return f"group {oid}" + (f" ({name})" if isinstance(name, str) and name else "")
+        for source in (item, self.known.get(oid) or {}):
+            for key in ("userPrincipalName", "mail"):
+                value = source.get(key)
+                if isinstance(value, str) and value and text_problem(value, USER_LIMITS[key]) is None:
+                    return f"user {oid} ({value})"
+        return f"user {oid}"
+
+    def seen(self, oid: str, fields: Iterable[str] | None) -> None:
+        if fields is None:
+            self.out.assessed[oid] = None
+            self._issues = {k: v for k, v in self._issues.items() if k[0] != oid}
+            return
+        if oid in self.out.assessed and self.out.assessed[oid] is None:
+            return
+        names = set(fields)
+        self.out.assessed.setdefault(oid, set()).update(names)
+        # The last item carrying a field decides it (delta items are patches applied in order).
+        for name in names:
+            self._issues.pop((oid, name), None)
+
+    def report(self, oid: str, item: dict, name: str, problem: tuple[str, str]) -> None:
+        code, what = problem
+        self._issues[(oid, name)] = ImportIssue(self.stage, oid, name, code,
+                                                f"{self.who(oid, item)}: {name} {what}; not imported")
+
+    def unusable(self, item: dict) -> None:
+        oid = item.get("id")
+        text = oid if isinstance(oid, str) else repr(oid)
+        record = shown(text, SHOWN)
+        problem = text_problem(text, ID_LIMIT) or (INVALID_TEXT, f"is not text ({shown(text)})")
+        # Named by the id as shown; a later round carrying the same object replaces the error.
+        self.seen(record, None)
+        self._issues[(record, "id")] = ImportIssue(self.stage, record, "id", INVALID_ID,
+                                                   f"{self.kind} with id {record}: the id {problem[1]}; "
+                                                   f"the {self.kind} is not imported")
+
+    def finish(self) -> Checked:
+        self.out.issues.extend(self._issues.values())
+        return self.out
+
+
+def _limit_for(kind: str, name: str) -> int:
+    return (USER_LIMITS if kind == "user" else GROUP_LIMITS).get(name, TEXT_LIMIT)
+
+
+def _check_links(checker: _Checker, oid: str, item: dict, name: str, links: object) -> object:
+    """``manager@delta`` / ``members@delta``: links with an unusable id are dropped."""
+    if not isinstance(links, list):
+        return links
+    kept = [link for link in links if not isinstance(link, dict) or usable_id(link.get("id"))]
+    if len(kept) < len(links):
+        bad = next(link for link in links if link not in kept)
+        field_name = "managerId" if name == "manager@delta" else "members"
+        problem = text_problem(bad.get("id"), ID_LIMIT) if isinstance(bad.get("id"), str) else None
+        checker.report(oid, item, field_name, (INVALID_ID, f"has {len(links) - len(kept):,} link(s) with an unusable "
+                                                           f"id ({problem[1] if problem else 'not text'})"))
+    return kept
+
+
+def _check_object(checker: _Checker, item: dict) -> dict | None:
+    """One Graph object (or delta item), with bad values None; None when its id is unusable."""
+    oid = item.get("id")
+    if not usable_id(oid):
+        checker.unusable(item)
+        return None
+    if "@removed" in item:
+        checker.seen(oid, None)
+        return item
+    out: dict = {}
+    for name, value in item.items():
+        if not isinstance(name, str) or _INVALID.search(name) or len(name) > NAME_LIMIT:
+            # A property name that cannot be stored: left out, and said (shown escaped and cut).
+            label = shown(str(name))
+            checker.seen(oid, [label])
+            checker.report(oid, item, label, (INVALID_TEXT if _INVALID.search(str(name)) else VALUE_TOO_LONG,
+                                              "is not a usable property name"))
+            continue
+        if name == "id":
+            out[name] = value
+            continue
+        if name in ("manager@delta", "members@delta"):
+            label = "managerId" if name == "manager@delta" else "members"
+            checker.seen(oid, [label])
+            out[name] = _check_links(checker, oid, item, name, value)
+            continue
+        if checker.kind == "user" and name == EXTENSION_CONTAINER and (value is None or isinstance(value, dict)):
+            # The fifteen come (and go) together: errors of those it no longer carries are over too.
+            checker.seen(oid, EXTENSION_ATTRIBUTES)
+            out[name] = value if value is None else _check_parts(
+                checker, oid, item, value, lambda key: key, lambda key: EXTENSION_ATTRIBUTE_LIMIT)
+            continue
+        if checker.kind == "user" and name == "manager" and isinstance(value, dict):
+            labels = {prop: f for f, prop in MANAGER_FIELDS.items()}
+            if not usable_id(value.get("id")):
+                checker.seen(oid, ["managerId"])
+                checker.report(oid, item, "managerId", text_problem(str(value.get("id")), ID_LIMIT)
+                               or (INVALID_TEXT, "is not text"))
+                out[name] = None
+                continue
+            out[name] = _check_parts(checker, oid, item, value, lambda key: labels.get(key, f"manager.{key}"),
+                                     lambda key: MANAGER_LIMITS.get(key, TEXT_LIMIT))
+            continue
+        checker.seen(oid, [name])
+        problem = value_problem(value, _limit_for(checker.kind, name))
+        if problem is not None:
+            checker.report(oid, item, name, problem)
+            value = None
+        out[name] = value
+    return out
+
+
+def _check_parts(checker: _Checker, oid: str, item: dict, parts: dict, label, limit) -> dict:
+    """A structured property whose parts are fields of their own (extension attributes, manager)."""
+    out = {}
+    for key, value in parts.items():
+        name = label(key) if isinstance(key, str) and not _INVALID.search(key) and len(key) <= NAME_LIMIT else None
+        if name is None:
+            name = shown(str(key))
+            checker.seen(oid, [name])
+            checker.report(oid, item, name, (INVALID_TEXT, "is not a usable property name"))
+            continue
+        checker.seen(oid, [name])
+        problem = value_problem(value, limit(key))
+        if problem is not None:
+            checker.report(oid, item, name, problem)
+            value = None
+        out[key] = value
+    return out
+
+
+def check_users(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None) -> Checked:
+    """Users (a list read) or users delta items, in order. ``known``: stored users by id, which
+    name a user whose item carries neither UPN nor mail."""
+    checker = _Checker(stage, "user", known)
+    for item in items:
+        kept = _check_object(checker, item)
+        if kept is not None:
+            checker.out.items.append(kept)
+    return checker.finish()
+
+
+def check_groups(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None) -> Checked:
+    """Groups or groups delta items (``members@delta`` links with an unusable id dropped)."""
+    checker = _Checker(stage, "group", known)
+    for item in items:
+        kept = _check_object(checker, item)
+        if kept is not None:
+            checker.out.items.append(kept)
+    return checker.finish()
+
+
+def check_entry(entry: dict, keep: set[str], id_field: str, position: int, stage: str
+                ) -> tuple[str | None, dict, list[ImportIssue], bool]:
+    """One Workday report entry: (its id, or None when it has none; the kept columns with bad
+    values left out; the import errors; False when the id itself is unusable and the entry must
+    not be imported). Report columns have no documented limits: :data:`TEXT_LIMIT` per string,
+    :data:`JSON_LIMIT` per list or object."""
+    value = entry.get(id_field)
+    wid = str(value).strip() if value is not None and not isinstance(value, (dict, list)) else ""
+    record = wid or f"entry {position}"
+    issues: list[ImportIssue] = []
+    if wid and not usable_id(wid):
+        issues.append(ImportIssue(stage, f"entry {position}", id_field, INVALID_ID,
+                                  f"report entry {position}: {id_field} {text_problem(wid, ID_LIMIT)[1]}; "
+                                  "the entry is not imported"))
+        return None, {}, issues, False
+    kept = {}
+    for key, val in entry.items():
+        if key not in keep:
+            continue
+        problem = value_problem(val, TEXT_LIMIT)
+        if problem is not None:
+            code, what = problem
+            who = f"worker {wid}" if wid else f"report entry {position}"
+            issues.append(ImportIssue(stage, record, key, code, f"{who}: {key} {what}; not imported"))
+            continue
+        kept[key] = val
+    return wid or None, kept, issues, True
+
+
+def check_members(group_id: str, members: Iterable[dict], stage: str) -> tuple[list[dict], list[ImportIssue]]:
+    """A group's member objects (a list read) without those whose id is unusable, and one import
+    error on the group when any was left out."""
+    members = list(members)
+    kept = [m for m in members if usable_id(m.get("id"))]
+    if len(kept) == len(members):
+        return members, []
+    bad = next(m for m in members if not usable_id(m.get("id")))
+    problem = text_problem(bad["id"], ID_LIMIT) if isinstance(bad.get("id"), str) else None
+    return kept, [ImportIssue(stage, group_id, "members", INVALID_ID,
+                              f"group {group_id}: members has {len(members) - len(kept):,} member(s) with an "
+                              f"unusable id ({problem[1] if problem else 'not text'}); they are not imported")]
