@@ -11,9 +11,10 @@ its tokens silently.
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
 import time
+import uuid
 
 from entra_pipeline.config import ConfigError, load_integrations
 
@@ -64,9 +65,9 @@ def _summary(database: str, key: str) -> str:
 
 
 def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = False, preview: bool = False) -> int:
-    import dagster as dg
-
     from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
+    from entra_pipeline.defs.resources import WAREHOUSE_POOL
+    from entra_pipeline.instance import PoolWatch, open_instance, process_tags, wait_for_pool
     from entra_pipeline.warehouse import warehouse_path
 
     defs = build_defs()
@@ -76,7 +77,7 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
     if unknown:
         print(f"unknown integration(s): {', '.join(unknown)} (configured: {', '.join(all_keys)})", file=sys.stderr)
         return 2
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = open_instance()
     failed = 0
     for key in keys or all_keys:
         started = time.monotonic()
@@ -93,8 +94,20 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
         tags = {"integration": key, "started_by": f"entra-pipeline {verb}"}
         tags.update({name: "true" for name, on in (("allow_removals", allow_removals), ("full_resync", full_resync))
                      if on})
-        result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                        run_config=run_config, tags=tags)
+        # Which process runs it, so that a later sync can tell the run died if this process is killed.
+        tags.update(process_tags())
+
+        def say(line: str) -> None:
+            print(f"{verb} {key}: {line}", flush=True)
+
+        def stopped(signum: int) -> str:
+            return f"stopped by {signal.Signals(signum).name} while waiting for the warehouse (run {run_id} canceled)"
+
+        wait_for_pool(instance, WAREHOUSE_POOL, say)
+        run_id = str(uuid.uuid4())
+        with PoolWatch(instance, WAREHOUSE_POOL, run_id, say, stopped):
+            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                            run_config=run_config, tags=tags, run_id=run_id)
         seconds = time.monotonic() - started
         checks = result.get_asset_check_evaluations()
         bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
@@ -300,3 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before a run started (while waiting for the warehouse); a started run reports its own end.
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return 130
