@@ -14,16 +14,21 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import os
 import re
+import stat
+import unicodedata
 from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import duckdb
+import idna
 import yaml
 from croniter import croniter
+from cryptography import x509
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -71,6 +76,19 @@ CLOUDS: dict[str, tuple[str, str]] = {
 }
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_ENV_NAME_MAX = 128
+_GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+
+# Files the configuration names are read whole, so their size is bounded before reading: the
+# integrations file and a bulk selector file hold text, certificates and keys are PEM.
+MAX_TEXT_FILE_BYTES = 16 * 1024 * 1024
+MAX_PEM_FILE_BYTES = 1024 * 1024
+MAX_PATH_CHARS = 1024
+MAX_URL_CHARS = 512
+# Error messages show at most this many characters of a value from the file.
+SHOWN_CHARS = 80
+SHOWN_PATH_CHARS = 240
+_MAX_ERROR_LINE = 2000
 
 
 class ConfigError(ValueError):
@@ -78,15 +96,168 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML reads yes/no/on/off as true/false, and "5" is text; neither is taken as a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _shown(value: Any) -> str:
+    """``value`` as an error message shows it: its repr, cut to about SHOWN_CHARS characters."""
+    if isinstance(value, Path):
+        value = str(value)
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[:SHOWN_CHARS - 1]}…{size}"
+
+
+def _shown_path(path: Path | str) -> str:
+    """A file's path as an error message shows it: whole unless absurdly long, then its start and
+    its end (the file's name)."""
+    text = str(path)
+    if len(text) > SHOWN_PATH_CHARS:
+        text = f"{text[:SHOWN_CHARS]}…{text[-SHOWN_CHARS:]}"
+    return repr(text)
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+class _FileProblem(Exception):
+    """Why a named file cannot be used: the end of a sentence that starts with the file's name."""
+
+
+def _regular_file_problem(mode: int, size: int, limit: int) -> str | None:
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+        return f"is {kind}, not a regular file"
+    if size > limit:
+        return f"is {size / 1024 / 1024:,.1f} MB; at most {limit // 1024 // 1024} MB is read"
+    return None
+
+
+def _check_regular_file(path: Path, limit: int) -> None:
+    """Raise _FileProblem unless ``path`` is a regular file of at most ``limit`` bytes (stat only)."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _FileProblem("does not exist") from None
+    except OSError as exc:
+        raise _FileProblem(f"cannot be read ({exc.strerror})") from None
+    problem = _regular_file_problem(info.st_mode, info.st_size, limit)
+    if problem:
+        raise _FileProblem(problem)
+
+
+def read_file_limited(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes; _FileProblem otherwise.
+
+    Checked before reading: a FIFO would block the read forever, /dev/zero never ends, and a
+    directory or a huge file is a mistake. The file is opened without blocking and checked again
+    through its descriptor, so it cannot be swapped for another kind between check and read."""
+    _check_regular_file(path, limit)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _FileProblem(f"cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        problem = _regular_file_problem(info.st_mode, info.st_size, limit)
+        if problem:
+            raise _FileProblem(problem)
+        data = file.read(limit + 1)
+    if len(data) > limit:  # it grew since the check
+        raise _FileProblem(f"is larger than {limit // 1024 // 1024} MB")
+    return data
+
+
+def _script(char: str) -> str:
+    """The writing system of a letter as Unicode names it (LATIN, CYRILLIC, GREEK, CJK...)."""
+    return unicodedata.name(char, "UNKNOWN").split()[0]
+
+
+def _mixed_scripts(label: str) -> tuple[str, str] | None:
+    """(a letter of another script, the label's first script) when the label's letters come from
+    more than one writing system, the way look-alike host names are made; None otherwise."""
+    scripts: dict[str, str] = {}
+    for char in label:
+        if char.isalpha():
+            scripts.setdefault(_script(char), char)
+    # Letters that look alike across scripts are Latin, Cyrillic and Greek; Japanese names, say,
+    # mix Han and kana legitimately.
+    if len(scripts) < 2 or not scripts.keys() & {"LATIN", "CYRILLIC", "GREEK"}:
+        return None
+    first = "LATIN" if "LATIN" in scripts else next(iter(scripts))
+    odd = next(char for script, char in scripts.items() if script != first)
+    return odd, first
+
+
+def _character(char: str) -> str:
+    return f"{char!r} (U+{ord(char):04X} {unicodedata.name(char, 'unnamed character')})"
+
+
+def _check_host(host: str) -> None:
+    """An ASCII host name, IPv4 address or [IPv6] literal. An internationalised name is given in
+    its punycode form (xn--...), and none may mix writing systems: a Cyrillic 'о' in 'micrоsoft'
+    looks like the real host and is another."""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1] if host.endswith("]") else "!")
+        except ValueError:
+            raise ValueError(f"host {_shown(host)} is not a valid [IPv6] address") from None
+        return
+    if not host.isascii():
+        char = next(c for c in host if not c.isascii())
+        mixed = next((m for m in map(_mixed_scripts, host.split(".")) if m), None)
+        if mixed:
+            raise ValueError(f"host {_shown(host)} has the non-ASCII character {_character(mixed[0])} among "
+                             f"{mixed[1].title()} letters (a look-alike of another host?); host names must be ASCII")
+        try:
+            ascii_host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            raise ValueError(f"host {_shown(host)} has the non-ASCII character {_character(char)} and is not a "
+                             "valid internationalised name; host names must be ASCII") from None
+        raise ValueError(f"host {_shown(host)} has the non-ASCII character {_character(char)}; give the name "
+                         f"in its ASCII (punycode) form, {ascii_host!r}")
+    labels = host.split(".")
+    if len(host) > 253 or not all(re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", l) for l in labels):
+        raise ValueError(f"host {_shown(host)} is not a valid host name (letters, digits, - and . in labels of at "
+                         "most 63 characters)")
+    for label in labels:
+        if label.lower().startswith("xn--"):
+            try:
+                decoded = idna.decode(label)
+            except idna.IDNAError:
+                raise ValueError(f"host {_shown(host)}: {label!r} is not valid punycode") from None
+            mixed = _mixed_scripts(decoded)
+            if mixed:
+                raise ValueError(f"host {_shown(host)}: {label!r} stands for {decoded!r}, whose character "
+                                 f"{_character(mixed[0])} mixes writing systems (a look-alike of another "
+                                 "host?); host names must not mix scripts")
 
 
 def _https_url(value: str | None) -> str | None:
     if value is None:
         return None
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(f"a URL of {len(value):,} characters; at most {MAX_URL_CHARS}")
     # No user info either: "https://login.microsoftonline.com@evil.example" is a host of evil.example.
-    if not re.fullmatch(r"https://[^/\s?#@]+(/[^\s?#@]*)?", value):
-        raise ValueError(f"must be an https:// URL without query or user name, got {value!r}")
+    match = re.fullmatch(r"https://([^/\s?#@]+)(/[^\s?#@]*)?", value)
+    if not match:
+        raise ValueError(f"must be an https:// URL without query or user name, got {_shown(value)}")
+    authority, path = match.groups()
+    host, port = authority, None
+    port_match = re.fullmatch(r"(.*?):([0-9]*)", authority)
+    if port_match and not authority.endswith("]"):
+        host, port = port_match.groups()
+    _check_host(host)
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port in {_shown(value)} (1 to 65535)")
+    if path and not (path.isascii() and path.isprintable()):
+        raise ValueError(f"the path of {_shown(value)} is not printable ASCII (percent-encode it)")
     return value.rstrip("/")
 
 
@@ -95,7 +266,7 @@ class DemoTenant(_Strict):
 
     users: int = Field(2000, ge=1, le=1_000_000)
     groups: int = Field(150, ge=1, le=100_000)
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=2**31 - 1)
 
 
 # Which source fields belong to which sign-in method (``source.auth``).
@@ -106,27 +277,54 @@ AUTH_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _plain_path(value: Path | str) -> Path:
+    text = str(value)
+    if len(text) > MAX_PATH_CHARS:
+        raise ValueError(f"a path of {len(text):,} characters; at most {MAX_PATH_CHARS}")
+    if not text.isprintable():
+        raise ValueError(f"path {_shown(text)} has a control character")
+    return Path(value)
+
+
 def _relative_to_file(value: Path | None, info: ValidationInfo) -> Path | None:
     # A relative path is relative to the integrations file, not to wherever Dagster runs.
     base = (info.context or {}).get("base_dir")
+    if value is not None:
+        value = _plain_path(value)
     if value is not None and not value.is_absolute() and base is not None:
         value = Path(base) / value
     return value
 
 
 def _checked_path(value: Path | None, info: ValidationInfo) -> Path | None:
-    """A path field, relative to the integrations file: an existing file, except the token cache,
-    which the login command creates."""
+    """A path field, relative to the integrations file: an existing regular file of sane size,
+    except the token cache, which the login command creates. A CA bundle must hold PEM
+    certificates: a wrong file would otherwise surface only as a TLS error on the first sync."""
     value = _relative_to_file(value, info)
     if value is None:
         return None
-    if info.field_name == "token_cache_path":
-        if value.is_dir():
-            raise ValueError(f"{str(value)!r} is a directory; name the token cache file")
-    elif not value.is_file():
-        what = "CA bundle file" if info.field_name == "ca_bundle" else "file"
-        raise ValueError(f"{what} {str(value)!r} does not exist")
+    what = "CA bundle file" if info.field_name == "ca_bundle" else "file"
+    try:
+        if info.field_name == "token_cache_path":
+            if os.path.lexists(value):
+                _check_regular_file(value, MAX_TEXT_FILE_BYTES)
+        elif info.field_name == "ca_bundle":
+            _check_pem_certificates(read_file_limited(value, MAX_PEM_FILE_BYTES))
+        else:
+            _check_regular_file(value, MAX_PEM_FILE_BYTES)
+    except _FileProblem as exc:
+        if info.field_name == "token_cache_path" and str(exc).startswith("is a directory"):
+            raise ValueError(f"{_shown_path(value)} is a directory; name the token cache file") from None
+        raise ValueError(f"{what} {_shown_path(value)} {exc}") from None
     return value
+
+
+def _check_pem_certificates(data: bytes) -> None:
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise _FileProblem("holds no PEM certificate (-----BEGIN CERTIFICATE-----); it must be the CA "
+                           "certificates to trust, in PEM") from None
 
 
 class EntraSource(_Strict):
@@ -138,22 +336,23 @@ class EntraSource(_Strict):
     Directory.Read.All; the refresh token lives in ``token_cache_path``, mode 0600)."""
 
     type: Literal["entra"] = "entra"
-    tenant_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9.-]+$")
-    client_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
+    tenant_id: str = Field(min_length=1, max_length=253)
+    #: The application (client) ID of the app registration: a GUID.
+    client_id: str = Field(min_length=1, max_length=36)
     auth: Literal["client_secret", "certificate", "delegated"] = "client_secret"
-    client_secret_env: str | None = Field(None, pattern=_ENV_NAME)
+    client_secret_env: str | None = Field(None, max_length=_ENV_NAME_MAX, pattern=_ENV_NAME)
     #: PEM certificate (it may also hold the private key); gives the thumbprint and the expiry.
-    certificate_path: Path | None = None
+    certificate_path: Path | None = Field(None, strict=False)
     #: PEM private key, when it is not in ``certificate_path``.
-    private_key_path: Path | None = None
+    private_key_path: Path | None = Field(None, strict=False)
     #: SHA-1 thumbprint as the admin center shows it, when there is no certificate file.
     certificate_thumbprint: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{40}$")
-    private_key_password_env: str | None = Field(None, pattern=_ENV_NAME)
-    token_cache_path: Path | None = None
+    private_key_password_env: str | None = Field(None, max_length=_ENV_NAME_MAX, pattern=_ENV_NAME)
+    token_cache_path: Path | None = Field(None, strict=False)
     cloud: Literal["global", "us_gov", "us_gov_dod", "china"] = "global"
     graph_base_url: str | None = None
     authority_host: str | None = None
-    ca_bundle: Path | None = None
+    ca_bundle: Path | None = Field(None, strict=False)
     demo_tenant: DemoTenant | None = None
     page_size: int = Field(999, ge=1, le=999)
     timeout_seconds: float = Field(60.0, gt=0, le=600)
@@ -170,12 +369,25 @@ class EntraSource(_Strict):
 
     _check_urls = field_validator("graph_base_url", "authority_host")(_https_url)
 
+    @field_validator("client_id")
+    @classmethod
+    def _app_id(cls, value: str) -> str:
+        if not re.fullmatch(_GUID, value):
+            raise ValueError(f"{_shown(value)} is not an application (client) ID: a GUID, as the app "
+                             "registration's overview shows it")
+        return value
+
     @field_validator("tenant_id")
     @classmethod
     def _one_tenant(cls, value: str) -> str:
         # These let whoever signs in choose the tenant; an integration reads one directory.
         if value.lower() in ("common", "organizations", "consumers"):
-            raise ValueError(f"{value!r} is not one tenant; give the tenant ID or its domain name")
+            raise ValueError(f"{_shown(value)} is not one tenant; give the tenant ID or its domain name")
+        # It becomes part of the authority URL: a GUID or a DNS name, nothing else.
+        domain = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+        if not (re.fullmatch(_GUID, value) or re.fullmatch(domain, value)):
+            raise ValueError(f"{_shown(value)} is not a tenant: give the tenant ID (a GUID) or one of its domain "
+                             "names (contoso.onmicrosoft.com)")
         return value
 
     _paths = field_validator("ca_bundle", "certificate_path", "private_key_path", "token_cache_path")(_checked_path)
@@ -225,18 +437,18 @@ class WorkdaySource(_Strict):
 
     type: Literal["workday"]
     host: str | None = None  # not with demo_tenant: the demo tenant's own address is used
-    tenant: str = Field(pattern=r"^[A-Za-z0-9_]+$")
-    report_owner: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$")
-    report_name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
-    prompts: dict[str, str] = Field(default_factory=dict)
+    tenant: str = Field(max_length=128, pattern=r"^[A-Za-z0-9_]+$")
+    report_owner: str = Field(max_length=256, pattern=r"^[A-Za-z0-9_.@-]+$")
+    report_name: str = Field(max_length=256, pattern=r"^[A-Za-z0-9_]+$")
+    prompts: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict, max_length=100)
     auth: Literal["basic", "oauth_refresh"] = "basic"
-    username: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]+$")
-    password_env: str | None = Field(None, pattern=_ENV_NAME)
-    client_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_=.-]+$")
-    client_secret_env: str | None = Field(None, pattern=_ENV_NAME)
-    refresh_token_env: str | None = Field(None, pattern=_ENV_NAME)
-    id_field: str = Field("Employee_ID", pattern=WORKDAY_ALIAS.pattern)
-    ca_bundle: Path | None = None
+    username: str | None = Field(None, max_length=256, pattern=r"^[A-Za-z0-9_.@-]+$")
+    password_env: str | None = Field(None, max_length=_ENV_NAME_MAX, pattern=_ENV_NAME)
+    client_id: str | None = Field(None, max_length=256, pattern=r"^[A-Za-z0-9_=.-]+$")
+    client_secret_env: str | None = Field(None, max_length=_ENV_NAME_MAX, pattern=_ENV_NAME)
+    refresh_token_env: str | None = Field(None, max_length=_ENV_NAME_MAX, pattern=_ENV_NAME)
+    id_field: str = Field("Employee_ID", max_length=128, pattern=WORKDAY_ALIAS.pattern)
+    ca_bundle: Path | None = Field(None, strict=False)
     demo_tenant: DemoTenant | None = None
     timeout_seconds: float = Field(600.0, gt=0, le=3600)
     max_retries: int = Field(4, ge=0, le=20)
@@ -250,7 +462,7 @@ class WorkdaySource(_Strict):
         for name in value:
             # Prompts are query parameters; "Name!WID" refers to an object by its id.
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*(![A-Za-z_]+)?", name) or name == "format":
-                raise ValueError(f"bad prompt name {name!r} (the prompt's name as the report defines it)")
+                raise ValueError(f"bad prompt name {_shown(name)} (the prompt's name as the report defines it)")
         return value
 
     @model_validator(mode="after")
@@ -270,8 +482,8 @@ class WorkdaySource(_Strict):
 class Schedule(_Strict):
     """When the integration syncs on its own. Runs are also started by hand from the UI."""
 
-    cron: str = "0 6 * * *"
-    timezone: str = "UTC"
+    cron: str = Field("0 6 * * *", max_length=200)
+    timezone: str = Field("UTC", max_length=64)
     enabled: bool = True
 
     @field_validator("cron")
@@ -279,7 +491,7 @@ class Schedule(_Strict):
     def _valid_cron(cls, value: str) -> str:
         # Dagster schedules take five-field cron strings; croniter also accepts six, so count.
         if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise ValueError(f"invalid cron expression {value!r} (expected five fields, e.g. '0 6 * * *')")
+            raise ValueError(f"invalid cron expression {_shown(value)} (expected five fields, e.g. '0 6 * * *')")
         return value
 
     @field_validator("timezone")
@@ -288,7 +500,7 @@ class Schedule(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+            raise ValueError(f"unknown time zone {_shown(value)}") from None
         return value
 
 
@@ -305,13 +517,13 @@ _SOURCE_KIND: ContextVar[str] = ContextVar("source_kind", default="entra")
 def _check_imported(name: str) -> str:
     if _SOURCE_KIND.get() == WORKDAY:
         if not WORKDAY_ALIAS.fullmatch(name):
-            raise ValueError(f"bad report column {name!r} (a Workday column alias: letters, digits and _)")
+            raise ValueError(f"bad report column {_shown(name)} (a Workday column alias: letters, digits and _)")
         return name
     if name.startswith("extension_") and not DIRECTORY_EXTENSION.fullmatch(name):
-        raise ValueError(f"bad custom field ID {name!r} (expected extension_{{appId without hyphens: 32 hex "
+        raise ValueError(f"bad custom field ID {_shown(name)} (expected extension_{{appId without hyphens: 32 hex "
                          "digits}_{name}, as the directory shows it)")
     if not is_valid_source_field(name):
-        raise ValueError(f"unknown directory field {name!r}")
+        raise ValueError(f"unknown directory field {_shown(name)}")
     return name
 
 
@@ -319,14 +531,14 @@ class CustomField(_Strict):
     """A contact field the configuration creates. ``format`` (Date only) reads non-ISO dates, e.g.
     ``%d/%m/%Y``; without it dates must be ISO 8601 (``2024-03-01`` or a Graph date-time)."""
 
-    type: str
-    format: str | None = None
+    type: str = Field(max_length=64)
+    format: str | None = Field(None, max_length=64)
 
     @field_validator("type")
     @classmethod
     def _known_type(cls, value: str) -> str:
         if value not in CUSTOM_FIELD_TYPES:
-            raise ValueError(f"unknown type {value!r} (use Text, Number or Date)")
+            raise ValueError(f"unknown type {_shown(value)} (use Text, Number or Date)")
         return value
 
     @model_validator(mode="after")
@@ -339,7 +551,7 @@ class CustomField(_Strict):
                 duckdb.connect().execute("SELECT try_strptime('2000-01-01', ?)", [self.format])
             except duckdb.Error as exc:
                 reason = str(exc).splitlines()[0].split(": ", 1)[-1]
-                raise ValueError(f"format {self.format!r} is not a valid date format ({reason})") from None
+                raise ValueError(f"format {_shown(self.format)} is not a valid date format ({reason})") from None
         return self
 
     @model_validator(mode="before")
@@ -358,8 +570,9 @@ class Mapping(_Strict):
     must each be mapped or skipped; while some are undecided a WARN check lists them.
     """
 
-    unique_id: str = "email"
-    fields: dict[str, str] = Field(default_factory=dict)
+    unique_id: str = Field("email", max_length=128)
+    fields: dict[Annotated[str, Field(max_length=256)], Annotated[str, Field(max_length=128)]] = Field(
+        default_factory=dict, max_length=1000)
     custom_fields: dict[str, CustomField] = Field(default_factory=dict)
     _kind: str = PrivateAttr(default="entra")  # the source: its default mapping and extension attributes
 
@@ -368,9 +581,9 @@ class Mapping(_Strict):
     def _custom_names(cls, value: dict[str, CustomField]) -> dict[str, CustomField]:
         for name in value:
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
-                raise ValueError(f"custom field name {name!r} must be lower case letters, digits and _")
+                raise ValueError(f"custom field name {_shown(name)} must be lower case letters, digits and _")
             if name in BUILTIN_FIELDS or name in RESERVED_COLUMNS:
-                raise ValueError(f"custom field name {name!r} is taken by a built-in field")
+                raise ValueError(f"custom field name {_shown(name)} is taken by a built-in field")
         return value
 
     @field_validator("fields")
@@ -389,22 +602,22 @@ class Mapping(_Strict):
             if target == SKIP:
                 continue
             if target not in known:
-                raise ValueError(f"fields.{imported}: unknown contact field {target!r} "
+                raise ValueError(f"fields.{imported}: unknown contact field {_shown(target)} "
                                  "(a built-in field, a custom field, or skip)")
             targets.setdefault(target, []).append(imported)
         for target, sources in targets.items():
             if len(sources) > 1:
-                raise ValueError(f"two imported fields map to contact field {target!r}: {', '.join(sources)}")
+                raise ValueError(f"two imported fields map to contact field {_shown(target)}: {', '.join(sources)}")
         if self.unique_id not in known:
-            raise ValueError(f"unique_id: unknown contact field {self.unique_id!r}")
+            raise ValueError(f"unique_id: unknown contact field {_shown(self.unique_id)}")
         if known[self.unique_id] == BOOLEAN:
-            raise ValueError(f"unique_id: {self.unique_id!r} is a true/false field and cannot identify a contact")
+            raise ValueError(f"unique_id: {_shown(self.unique_id)} is a true/false field and cannot identify a contact")
         resolved = self.resolved()
         if resolved[self.unique_id] is None:
-            raise ValueError(f"unique_id: the Unique Contact ID field {self.unique_id!r} cannot be skipped")
+            raise ValueError(f"unique_id: the Unique Contact ID field {_shown(self.unique_id)} cannot be skipped")
         unmapped = [n for n in self.custom_fields if resolved[n] is None]
         if unmapped:
-            raise ValueError(f"custom field {unmapped[0]!r} is not mapped from any imported field")
+            raise ValueError(f"custom field {_shown(unmapped[0])} is not mapped from any imported field")
         return self
 
     def field_types(self) -> dict[str, str]:
@@ -438,20 +651,20 @@ class Condition(_Strict):
     """One test on an imported field (``field``) or a contact field (``contact_field``), or
     ``all``/``any`` of nested conditions. Text comparisons are case-sensitive."""
 
-    field: str | None = None
-    contact_field: str | None = None
+    field: str | None = Field(None, max_length=256)
+    contact_field: str | None = Field(None, max_length=128)
     equals: ScalarValue | None = None
     not_equals: ScalarValue | None = None
     one_of: Annotated[list[ScalarValue], Field(min_length=1)] | None = Field(None, alias="in")
     not_in: Annotated[list[ScalarValue], Field(min_length=1)] | None = None
     contains: ScalarValue | None = None
-    starts_with: str | None = None
+    starts_with: str | None = Field(None, max_length=4096)
     is_empty: bool | None = None
     is_not_empty: bool | None = None
     all: Annotated[list[Condition], Field(min_length=1)] | None = None
     any: Annotated[list[Condition], Field(min_length=1)] | None = None
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -461,7 +674,7 @@ class Condition(_Strict):
         allowed = {"name", "field", "contact_field", "all", "any", "one_of", *_OPERATORS}
         unknown = [k for k in data if k not in allowed]
         if unknown:
-            raise ValueError(f"unknown exclusion operator {unknown[0]!r} (use {', '.join(_OPERATORS)}, all, any)")
+            raise ValueError(f"unknown exclusion operator {_shown(unknown[0])} (use {', '.join(_OPERATORS)}, all, any)")
         groups = [k for k in ("all", "any") if k in data]
         ops = [k for k in (*_OPERATORS, "one_of") if k in data]
         subjects = [k for k in ("field", "contact_field") if k in data]
@@ -525,7 +738,7 @@ def _check_values(condition: Condition, known: dict[str, str], where: str) -> No
     else:
         return
     if (condition.contains is not None or condition.starts_with is not None) and kind not in (TEXT, None):
-        raise ValueError(f"{where}: contains and starts_with apply to text, and {name!r} is {kind}")
+        raise ValueError(f"{where}: contains and starts_with apply to text, and {_shown(name)} is {kind}")
     for op, values in (("equals", [condition.equals]), ("not_equals", [condition.not_equals]),
                        ("in", condition.one_of or []), ("not_in", condition.not_in or []),
                        ("contains", [condition.contains]), ("starts_with", [condition.starts_with])):
@@ -534,15 +747,15 @@ def _check_values(condition: Condition, known: dict[str, str], where: str) -> No
                 continue
             problem = _value_problem(kind, value)
             if problem:
-                raise ValueError(f"{where}: {op} value {value!r} for {name!r} ({kind}) {problem}")
+                raise ValueError(f"{where}: {op} value {_shown(value)} for {_shown(name)} ({kind}) {problem}")
             if condition.contact_field == "email" and isinstance(value, str) and value != value.lower():
-                raise ValueError(f"{where}: {op} value {value!r}: emails are stored lower-case, so it never matches")
+                raise ValueError(f"{where}: {op} value {_shown(value)}: emails are stored lower-case, so it never matches")
 
 
 class ExclusionRule(Condition):
     """A named condition: a contact that matches it is not synced."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=256)
 
 
 class Exclusions(_Strict):
@@ -551,7 +764,7 @@ class Exclusions(_Strict):
 
     disabled_accounts: bool = True
     guests: bool = True
-    rules: list[ExclusionRule] = Field(default_factory=list)
+    rules: list[ExclusionRule] = Field(default_factory=list, max_length=1000)
     _kind: str = PrivateAttr(default="entra")
 
     @model_validator(mode="after")
@@ -586,11 +799,11 @@ _HEADER_WORDS = {"displayname", "name", "names", "groupname", "group", "groups",
 def read_bulk_selector(path: Path, header_check: bool = True) -> list[str]:
     """Display names from a bulk selector file: one per line, no header row, UTF-8 (a BOM is fine),
     blank lines and surrounding spaces ignored. Names containing commas are quoted, as in any CSV."""
-    where = f"bulk selector file {str(path)!r}"
+    where = f"bulk selector file {_shown_path(path)}"
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{where} cannot be read ({exc.strerror})") from None
+        raw = read_file_limited(_plain_path(path), MAX_TEXT_FILE_BYTES)
+    except _FileProblem as exc:
+        raise ValueError(f"{where} {exc}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -617,7 +830,7 @@ def read_bulk_selector(path: Path, header_check: bool = True) -> list[str]:
                 raise ValueError(f"{where} line {line}: a name of {len(name):,} characters; Entra display "
                                  "names have at most 256")
             if header_check and not names and re.sub(r"[\s_-]", "", name.lower()) in _HEADER_WORDS:
-                raise ValueError(f"{where} line {line} looks like a header row ({name!r}); the file takes "
+                raise ValueError(f"{where} line {line} looks like a header row ({_shown(name)}); the file takes "
                                  "display names only, with no header (a group really named so: set "
                                  "csv_header_check: false)")
             names.append(name)
@@ -632,7 +845,7 @@ def read_bulk_selector(path: Path, header_check: bool = True) -> list[str]:
 class CustomList(_Strict):
     """A list of the synced contacts that meet a condition (the exclusion rule language)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=256)
     when: Condition
 
 
@@ -643,9 +856,9 @@ class GeneratedLists(_Strict):
     field (a report column for Workday), ``contact_field`` a contact field; ``name`` the list's
     display name, ``{value}`` standing for the value."""
 
-    field: str | None = None
-    contact_field: str | None = None
-    name: str = "{value}"
+    field: str | None = Field(None, max_length=256)
+    contact_field: str | None = Field(None, max_length=128)
+    name: str = Field("{value}", max_length=256)
 
     @field_validator("field")
     @classmethod
@@ -657,7 +870,7 @@ class GeneratedLists(_Strict):
         if (self.field is None) == (self.contact_field is None):
             raise ValueError("generated lists name exactly one of field (imported) or contact_field")
         if "{value}" not in self.name or re.search(r"\{(?!value\})", self.name):
-            raise ValueError(f"name {self.name!r} must contain {{value}} and no other {{...}}")
+            raise ValueError(f"name {_shown(self.name)} must contain {{value}} and no other {{...}}")
         return self
 
     @property
@@ -674,12 +887,12 @@ class ListSelection(_Strict):
     """
 
     select: Literal["all", "none", "ids", "names", "csv"] = "none"
-    ids: list[str] = Field(default_factory=list)
-    names: list[str] = Field(default_factory=list)
-    csv: Path | None = None
+    ids: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=BULK_SELECTOR_MAX_LINES)
+    names: list[Annotated[str, Field(max_length=256)]] = Field(default_factory=list, max_length=BULK_SELECTOR_MAX_LINES)
+    csv: Path | None = Field(None, strict=False)
     csv_header_check: bool = True
-    custom: list[CustomList] = Field(default_factory=list)
-    generated: list[GeneratedLists] = Field(default_factory=list)
+    custom: list[CustomList] = Field(default_factory=list, max_length=1000)
+    generated: list[GeneratedLists] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -687,7 +900,9 @@ class ListSelection(_Strict):
         if isinstance(data, dict) and data.get("csv") is not None:
             if data.get("names"):
                 raise ValueError("give names or csv, not both")
-            path = Path(data["csv"])
+            if not isinstance(data["csv"], str):
+                raise ValueError("csv: expected the path of the bulk selector file")
+            path = _plain_path(data["csv"])
             base = (info.context or {}).get("base_dir")
             if not path.is_absolute() and base is not None:
                 path = Path(base) / path
@@ -708,13 +923,13 @@ class ListSelection(_Strict):
         for custom in self.custom:
             list_id = custom_list_id(custom.name)
             if list_id in seen:
-                raise ValueError(f"custom lists {seen[list_id]!r} and {custom.name!r} would share the id {list_id!r}; "
+                raise ValueError(f"custom lists {_shown(seen[list_id])} and {_shown(custom.name)} would share the id {_shown(list_id)}; "
                                  "rename one")
             seen[list_id] = custom.name
         sources = [g.source for g in self.generated]
         repeated = sorted({name for name in sources if sources.count(name) > 1})
         if repeated:
-            raise ValueError(f"generated lists from {repeated[0]!r} are defined twice; one definition per field")
+            raise ValueError(f"generated lists from {_shown(repeated[0])} are defined twice; one definition per field")
         return self
 
 
@@ -722,7 +937,7 @@ class DeletionGuard(_Strict):
     """How much one sync may remove before it stops and waits for an operator: contacts, and list
     memberships, each checked on its own. Exceeding either limit blocks (null switches one off)."""
 
-    max_removed: int | None = Field(500, ge=0)
+    max_removed: int | None = Field(500, ge=0, le=100_000_000)
     max_removed_percent: float | None = Field(10.0, ge=0, le=100)
 
 
@@ -731,7 +946,7 @@ class Integration(_Strict):
 
     # Also the schedule name's suffix, and Dagster names allow only letters, digits and _.
     key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    title: str = Field(min_length=1)
+    title: str = Field(min_length=1, max_length=256)
     source: Annotated[EntraSource | WorkdaySource, Field(discriminator="type")]
     schedule: Schedule = Field(default_factory=Schedule)
     mapping: Mapping = Field(default_factory=Mapping)
@@ -763,17 +978,17 @@ class Integration(_Strict):
     @model_validator(mode="after")
     def _rules_use_known_fields(self) -> Integration:
         known = self.mapping.field_types()
-        conditions = [(f"exclusions.rules.{i} ({r.name!r})", r) for i, r in enumerate(self.exclusions.rules)]
-        conditions += [(f"distribution_lists.custom.{i} ({c.name!r})", c.when)
+        conditions = [(f"exclusions.rules.{i} ({_shown(r.name)})", r) for i, r in enumerate(self.exclusions.rules)]
+        conditions += [(f"distribution_lists.custom.{i} ({_shown(c.name)})", c.when)
                        for i, c in enumerate(self.distribution_lists.custom)]
         for where, condition in conditions:
             for name in sorted(condition.contact_fields()):
                 if name not in known:
-                    raise ValueError(f"{where}: unknown contact field {name!r}")
+                    raise ValueError(f"{where}: unknown contact field {_shown(name)}")
             _check_values(condition, known, where)
         for i, generated in enumerate(self.distribution_lists.generated):
             if generated.contact_field is not None and generated.contact_field not in known:
-                raise ValueError(f"distribution_lists.generated.{i}: unknown contact field {generated.contact_field!r}")
+                raise ValueError(f"distribution_lists.generated.{i}: unknown contact field {_shown(generated.contact_field)}")
         return self
 
     def tested_fields(self) -> set[str]:
@@ -804,7 +1019,7 @@ class Integration(_Strict):
         name = getattr(self.source, field)
         value = os.environ.get(name)
         if not value:
-            raise ConfigError(f"integration {self.key!r}: environment variable {name} (source.{field}) is not set")
+            raise ConfigError(f"integration {_shown(self.key)}: environment variable {name} (source.{field}) is not set")
         return value
 
     def client_secret(self) -> str:
@@ -838,7 +1053,7 @@ class Integration(_Strict):
                 thumbprint=source.certificate_thumbprint, passphrase=passphrase,
             )
         except CertificateError as exc:
-            raise ConfigError(f"integration {self.key!r}, field {exc.field!r}: {exc}") from None
+            raise ConfigError(f"integration {_shown(self.key)}, field {_shown(exc.field)}: {exc}") from None
 
 
 class RunSettings(_Strict):
@@ -852,7 +1067,7 @@ class RunSettings(_Strict):
 
 
 class IntegrationsFile(_Strict):
-    integrations: list[Integration] = Field(min_length=1)
+    integrations: list[Integration] = Field(min_length=1, max_length=1000)
     runs: RunSettings = Field(default_factory=RunSettings)
 
     @field_validator("integrations")
@@ -863,28 +1078,28 @@ class IntegrationsFile(_Strict):
         caches: dict[Path, str] = {}
         for integration in value:
             if integration.key in seen:
-                raise ValueError(f"duplicate integration key {integration.key!r}")
+                raise ValueError(f"duplicate integration key {_shown(integration.key)}")
             seen.add(integration.key)
             # One sign-in per cache: a login for one integration would replace the other's.
             cache = getattr(integration.source, "token_cache_path", None)
             if cache is not None:
                 other = caches.setdefault(cache.resolve(), integration.key)
                 if other != integration.key:
-                    raise ValueError(f"integrations {other!r} and {integration.key!r} share the token cache "
-                                     f"{str(cache)!r}; give each its own token_cache_path")
+                    raise ValueError(f"integrations {_shown(other)} and {_shown(integration.key)} share the token cache "
+                                     f"{_shown_path(cache)}; give each its own token_cache_path")
             # Custom fields are columns of the shared contacts table: one name, one type.
             for name, custom in integration.mapping.custom_fields.items():
                 other = types.setdefault(name, (custom.type, integration.key))
                 if other[0] != custom.type:
-                    raise ValueError(f"custom field {name!r} is {custom.type} in integration {integration.key!r} "
-                                     f"but {other[0]} in integration {other[1]!r}; one name, one type")
+                    raise ValueError(f"custom field {_shown(name)} is {custom.type} in integration {_shown(integration.key)} "
+                                     f"but {other[0]} in integration {_shown(other[1])}; one name, one type")
         return value
 
     def get(self, key: str) -> Integration:
         for integration in self.integrations:
             if integration.key == key:
                 return integration
-        raise ConfigError(f"no integration with key {key!r} in the integrations file")
+        raise ConfigError(f"no integration with key {_shown(key)} in the integrations file")
 
     @property
     def keys(self) -> list[str]:
@@ -901,7 +1116,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=deep)
         if key in mapping:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {_shown(key)}", key_node.start_mark
             )
         mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
@@ -923,13 +1138,53 @@ def _describe_location(raw: Any, loc: tuple) -> str:
             key = raw["integrations"][index].get("key")
         except (KeyError, IndexError, TypeError, AttributeError):
             pass
-        who = f"integration {key!r}" if key else f"integrations[{index}]"
-        parts = [str(p) for p in loc[2:] if not str(p).startswith("function-")]
+        who = f"integration {_shown(key)}" if key else f"integrations[{index}]"
+        # A part may be a key from the file (an unknown field's name): cut it short.
+        parts = [str(p) if len(str(p)) < SHOWN_CHARS else f"{str(p)[:SHOWN_CHARS - 1]}…"
+                 for p in loc[2:] if not str(p).startswith("function-")]
         if parts[:1] == ["source"] and parts[1:2] and parts[1] in SOURCE_KINDS:
             del parts[1]  # pydantic names the source type it tried; the file does not say it
         rest = ".".join(parts)
         return f"{who}, field {rest!r}" if rest else who
-    return f"field {'.'.join(str(p) for p in loc)!r}" if loc else "top level"
+    return f"field {_shown('.'.join(str(p) for p in loc))}" if loc else "top level"
+
+
+_TYPE_NAMES = {"int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+               "string_type": "text"}
+
+
+def _type_problem(expected: str, value: Any) -> str:
+    """'expected a whole number, got ...' for a value of the wrong type; strict, so say why."""
+    if isinstance(value, bool):
+        got = f"{str(value).lower()} (YAML reads yes, no, on and off as true and false)"
+    elif isinstance(value, str):
+        got = f"the text {_shown(value)}" + (" (write it without quotes)" if expected != "text" else "")
+    elif isinstance(value, (int, float)):
+        got = f"the number {_shown(value)}" + (" (quote it)" if expected == "text" else "")
+    else:
+        got = f"a {type(value).__name__}"
+    return f"expected {expected}, got {got}"
+
+
+# A file is a few thousand values; aliases can make a small file stand for billions of them.
+MAX_YAML_NODES = 2_000_000
+MAX_YAML_DEPTH = 64
+
+
+def _check_shape(raw: Any, source: str) -> None:
+    """Refuse YAML nested too deeply or expanding (through aliases) to too many values."""
+    stack, count = [(raw, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise ConfigError(f"{source}: more than {MAX_YAML_NODES:,} values (counting each use of a YAML alias)")
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_YAML_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
 
 
 def parse_integrations(text: str, source: str = "<string>", base_dir: Path | None = None) -> IntegrationsFile:
@@ -940,9 +1195,12 @@ def parse_integrations(text: str, source: str = "<string>", base_dir: Path | Non
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{source}:{where}: invalid YAML: {problem[:200]}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid YAML: nested more than {MAX_YAML_DEPTH} levels deep") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping with an 'integrations' list")
+    _check_shape(raw, source)
     try:
         return IntegrationsFile.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as exc:
@@ -951,17 +1209,27 @@ def parse_integrations(text: str, source: str = "<string>", base_dir: Path | Non
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown field"
-            lines.append(f"{source}: {_describe_location(raw, tuple(err['loc']))}: {msg}")
+            elif err["type"] in _TYPE_NAMES:
+                msg = _type_problem(_TYPE_NAMES[err["type"]], err.get("input"))
+            line = f"{source}: {_describe_location(raw, tuple(err['loc']))}: {msg}"
+            # Every value shown is cut short already; this bounds what pydantic's own messages hold.
+            lines.append(line if len(line) <= _MAX_ERROR_LINE else f"{line[:_MAX_ERROR_LINE - 1]}…")
         raise ConfigError("\n".join(lines)) from None
 
 
 def load_integrations(path: Path | str | None = None) -> IntegrationsFile:
     """Load and validate the integrations file (``path``, ``$ENTRA_PIPELINE_CONFIG`` or default)."""
     file = Path(path) if path is not None else config_path()
+    if len(str(file)) > MAX_PATH_CHARS or not str(file).isprintable():
+        raise ConfigError(f"integrations file path {_shown(str(file))} is not a usable path (set {CONFIG_PATH_ENV})")
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: integrations file not found (set {CONFIG_PATH_ENV})") from None
+        raw = read_file_limited(file, MAX_TEXT_FILE_BYTES)
+    except _FileProblem as exc:
+        if str(exc) == "does not exist":
+            raise ConfigError(f"{file}: integrations file not found (set {CONFIG_PATH_ENV})") from None
+        raise ConfigError(f"{file}: the integrations file {exc}") from None
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     return parse_integrations(text, str(file), file.resolve().parent)

@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 
 from entra_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, load_integrations, parse_integrations
+from conftest import self_signed_certificate
 
 GOOD = """\
 integrations:
@@ -243,7 +244,7 @@ def test_several_problems_one_line_each():
 
 def test_relative_ca_bundle_is_relative_to_the_file(tmp_path):
     (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "certs" / "ca.pem").write_bytes(self_signed_certificate("a private CA")[1])
     config = tmp_path / "integrations.yaml"
     config.write_text(GOOD.replace("client_secret_env: MAIN_SECRET",
                                    "client_secret_env: MAIN_SECRET\n      ca_bundle: certs/ca.pem"))
@@ -310,7 +311,7 @@ def test_bulk_selector_file_must_exist(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_integrations(config)
     assert str(info.value) == (f"{config}: integration 'main', field 'distribution_lists': bulk selector file "
-                               f"'{tmp_path / 'missing.csv'}' cannot be read (No such file or directory)")
+                               f"'{tmp_path / 'missing.csv'}' does not exist")
 
 
 def test_a_group_really_named_like_a_header_can_be_selected(tmp_path):
