@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,7 +69,7 @@ def instance_when_ready(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
-def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home):
+def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home, secret_env):
     # Every Graph request takes 3 s: the sync is still in its first step, holding the pool, when killed.
     emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
     killed = subprocess.Popen(sync_command("alpha"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
@@ -125,12 +126,17 @@ def live_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> str:
     return run_id
 
 
-def test_a_live_runs_slot_is_waited_for_not_taken_and_sigterm_stops_the_wait(env, home):
-    from entra_pipeline.instance import open_instance, process_tags
+def own_process_tags() -> dict[str, str]:
+    """What a sync records of its process (host, pid, start time: field 22 of /proc/PID/stat), for this one."""
+    start = Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19]
+    return {"entra-pipeline/host": socket.gethostname(), "entra-pipeline/pid": str(os.getpid()),
+            "entra-pipeline/pid_start": start}
 
-    instance = open_instance()
+
+def test_a_live_runs_slot_is_waited_for_not_taken_and_sigterm_stops_the_wait(env, home):
+    instance = dg.DagsterInstance.get()
     # This test's own process is the live run's process.
-    holder = live_run(instance, process_tags())
+    holder = live_run(instance, own_process_tags())
     proc = subprocess.Popen(sync_command("alpha"), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
