@@ -223,7 +223,8 @@ def _check_host(host: str) -> None:
         raise ValueError(f"host {_shown(host)} has the non-ASCII character {_character(char)}; give the name "
                          f"in its ASCII (punycode) form, {ascii_host!r}")
     labels = host.split(".")
-    if len(host) > 253 or not all(re.fullmatch(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", l) for l in labels):
+    label_shape = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    if len(host) > 253 or not all(re.fullmatch(label_shape, label) for label in labels):
         raise ValueError(f"host {_shown(host)} is not a valid host name (letters, digits, - and . in labels of at "
                          "most 63 characters)")
     for label in labels:
