@@ -1,4 +1,4 @@
-"""dg.Definitions for the sync: gathers assets, checks, the job, schedules and resources.
+"""dg.Definitions for the sync: gathers assets, checks, the job, schedules, the pool sensor and resources.
 
 The integrations file is read when the code location loads: its keys are the partitions and its
 crons the schedules. Edit the file, then reload the code location.
@@ -13,7 +13,7 @@ import dagster as dg
 from entra_pipeline.config import config_path, load_integrations
 from entra_pipeline.defs.assets import PREVIEW_ASSET, build_assets
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
-from entra_pipeline.defs.schedules import build_schedules
+from entra_pipeline.defs.schedules import build_reclaim_sensor, build_schedules
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import warehouse_path
 
@@ -46,6 +46,7 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
         assets=assets,
         jobs=[job, preview],
         schedules=build_schedules(integrations, job),
+        sensors=[build_reclaim_sensor()],
         resources={
             "integrations": IntegrationsResource(config_path=str(config_file)),
             "graph": GraphResource(demo_dir=str(demo_dir) if demo_dir else None),

@@ -213,3 +213,34 @@ def test_sigterm_ends_a_run_waiting_inside_dagster_for_the_pool(env, home):
     assert pool_holders(instance) == {holder}
     assert [p.run_id for p in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).pending_steps] \
         == [holder]
+
+
+def test_the_daemons_sensor_frees_the_pool_of_ui_runs_whose_worker_died(home):
+    """Runs launched from the UI carry no tags of ours: their worker's pid is in their first engine
+    event ("Started process for run (pid: N)"), which the sensor checks."""
+    from dagster._core.events import EngineEventData
+
+    from entra_pipeline.defs.schedules import build_reclaim_sensor
+
+    instance = dg.DagsterInstance.get()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead, live = live_run(instance, {}), str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="entra_sync", run_id=live, status=dg.DagsterRunStatus.STARTED,
+                                   tags={"integration": "also_elsewhere"}))
+    for run_id, pid in ((dead, gone.pid), (live, os.getpid())):
+        instance.report_engine_event(f"Started process for run (pid: {pid}).", instance.get_run_by_id(run_id),
+                                     EngineEventData.in_process(pid))
+    # A UI run waits for the slot behind the dead one.
+    assert not instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, live, "raw_graph_users").is_claimed
+
+    result = build_reclaim_sensor()(dg.build_sensor_context(instance=instance))
+    assert result.skip_message == (f"recovered run {dead} of elsewhere (its process {gone.pid} is gone); "
+                                   "its warehouse slot is free again")
+    assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+    # The waiting run is handed the slot.
+    assert instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, live, "raw_graph_users").is_claimed
+    assert build_reclaim_sensor()(dg.build_sensor_context(instance=instance)).skip_message == \
+        "no run whose process died holds the warehouse pool"
+    assert pool_holders(instance) == {live}
