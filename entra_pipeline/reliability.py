@@ -10,6 +10,11 @@ sync at a seeded moment. Every table must then be exactly as before the run or e
 an uninterrupted run (each stage commits its tables in one transaction), and the next sync must
 succeed and give the uninterrupted run's warehouse.
 
+Kill-then-sync runs: ``python -m entra_pipeline sync`` on one persistent Dagster instance (the
+project's dagster-instance.yaml: the warehouse pool holds one writer), SIGKILLed at a seeded moment,
+then synced again: the next sync must not wait on the killed run (it frees the pool of a run whose
+process is gone) and must complete.
+
 Like the benchmark this is a harness: it drives the emulator directly; the pipeline code it
 exercises never imports the emulator. Figures go to stdout and ``docs/reliability.md``.
 """
@@ -201,7 +206,77 @@ def kill_runs(emulator, workdir: Path, config: Path, base: Path, runs: int, seed
     return results
 
 
-def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds: float) -> str:
+# A later sync that takes this long is waiting on the killed run: counted as a hang.
+HANG_SECONDS = 180
+
+
+def _cli_sync(env: dict, kill_after: float | None = None) -> dict:
+    """``python -m entra_pipeline sync`` as an operator runs it; killed after ``kill_after`` s if given."""
+    command = [sys.executable, "-m", "entra_pipeline", "sync"]
+    started = time.monotonic()
+    child = subprocess.Popen(command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        out, err = child.communicate(timeout=kill_after if kill_after is not None else HANG_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGKILL)
+        out, err = child.communicate()
+        return {"pid": child.pid, "killed": kill_after is not None, "hung": kill_after is None, "out": out,
+                "seconds": time.monotonic() - started}
+    return {"pid": child.pid, "killed": False, "hung": False, "code": child.returncode, "out": out,
+            "error": err[-2000:], "seconds": time.monotonic() - started}
+
+
+def persistent_kill_runs(emulator, workdir: Path, config: Path, runs: int, seed: int) -> tuple[list[dict], float]:
+    """SIGKILL a CLI sync on a persistent instance, then sync again, ``runs`` times; and the
+    seconds of the uninterrupted first sync."""
+    import dagster as dg
+
+    from entra_pipeline.defs.resources import WAREHOUSE_POOL
+
+    home = workdir / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "dagster-instance.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "ENTRA_PIPELINE_CONFIG": str(config),
+           "ENTRA_PIPELINE_WAREHOUSE": str(workdir / "persistent.duckdb")}
+    first = _cli_sync(env)
+    if first.get("code") != 0:
+        raise SystemExit(f"the first sync on the persistent instance failed: {first}")
+    rng = random.Random(seed)
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(home)
+    results = []
+    try:
+        instance = dg.DagsterInstance.get()
+        for n in range(1, runs + 1):
+            _change(emulator, rng)
+            kill_after = rng.uniform(1.0, 0.9 * first["seconds"])
+            killed = _cli_sync(env, kill_after)
+            held = {slot.run_id for slot in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).claimed_slots}
+            unfinished = [r.run_id for r in instance.get_runs(filters=dg.RunsFilter(
+                statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
+                          dg.DagsterRunStatus.NOT_STARTED]))]
+            after = _cli_sync(env)
+            recovered = [line for line in after["out"].splitlines() if "recovered run" in line]
+            completed = after.get("code") == 0
+            results.append({"run": n, "kill_after_s": round(kill_after, 2), "killed": killed["killed"],
+                            "held_pool": bool(held), "left_unfinished": len(unfinished),
+                            "recovered": len(recovered), "completed": completed, "hung": after["hung"],
+                            "seconds": round(after["seconds"], 1)})
+            print(f"  kill-then-sync {n}: killed at {kill_after:.2f} s "
+                  f"({'holding the pool' if held else 'not holding the pool' if killed['killed'] else 'had finished'}), "
+                  f"next sync {'completed' if completed else 'HUNG' if after['hung'] else 'FAILED'} in "
+                  f"{after['seconds']:.1f} s, {len(recovered)} run(s) recovered", flush=True)
+    finally:
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+    return results, first["seconds"]
+
+
+def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds: float,
+              persistent: list[dict] | None = None, cli_seconds: float = 0.0) -> str:
     faults_total: dict[str, int] = {}
     for r in fault_results:
         for kind, count in r["faults"].items():
@@ -257,6 +332,31 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
           f"{'yes' if r['next_sync_identical'] else 'NO'} |" for r in kill_results),
         "",
     ]
+    if persistent is not None:
+        completed = [r for r in persistent if r["completed"]]
+        lines += [
+            "## Kill-then-sync on a persistent Dagster instance",
+            "",
+            "`python -m entra_pipeline sync` on one Dagster instance directory (the project's "
+            "`dagster-instance.yaml`: the warehouse pool admits one writer), as `make sync` runs it; each run "
+            "changes the directory as above, SIGKILLs a sync at a seeded moment between 1 s and 90% of an "
+            f"uninterrupted sync's duration ({cli_seconds:.1f} s, process start included), then syncs again. "
+            "A killed run left STARTED keeps its pool slot; the next sync marks it failed and frees the slot "
+            f"(\"recovered run ...\"). A next sync still running after {HANG_SECONDS} s counts as hung.",
+            "",
+            f"**{len(completed)}/{len(persistent)} later syncs completed, {sum(r['hung'] for r in persistent)} "
+            f"hung** ({sum(r['held_pool'] for r in persistent)} kills landed while the run held the pool); "
+            + (f"they took {min(r['seconds'] for r in completed):.1f} to {max(r['seconds'] for r in completed):.1f} s."
+               if completed else "none completed."),
+            "",
+            "| run | killed at s | killed | held the pool | unfinished runs left | next sync | seconds | runs recovered |",
+            "|---:|---:|---|---|---:|---|---:|---:|",
+            *(f"| {r['run']} | {r['kill_after_s']} | {'yes' if r['killed'] else 'finished'} | "
+              f"{'yes' if r['held_pool'] else 'no'} | {r['left_unfinished']} | "
+              f"{'completed' if r['completed'] else 'HUNG' if r['hung'] else 'FAILED'} | {r['seconds']} | "
+              f"{r['recovered']} |" for r in persistent),
+            "",
+        ]
     text = "\n".join(lines)
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(text)
@@ -268,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WAREHOUSE", "STEPS"), help=argparse.SUPPRESS)
     parser.add_argument("--fault-runs", type=int, default=20)
     parser.add_argument("--kill-runs", type=int, default=20)
+    parser.add_argument("--persistent-kill-runs", type=int, default=20,
+                        help="SIGKILLed CLI syncs on a persistent Dagster instance, each followed by a sync")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/reliability.md")
     args = parser.parse_args(argv)
@@ -302,16 +404,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.kill_runs} kill runs ...", flush=True)
             # Kills land anywhere from the child's start-up to the end of an uninterrupted sync.
             kills = kill_runs(emulator, workdir, config, base, args.kill_runs, args.seed, 0.9 * clean_seconds)
+            print(f"{args.persistent_kill_runs} kill-then-sync runs on a persistent Dagster instance ...", flush=True)
+            persistent, cli_seconds = persistent_kill_runs(emulator, workdir, config, args.persistent_kill_runs,
+                                                           args.seed)
         finally:
             emulator.stop()
     identical = sum(r["identical"] for r in faults)
     recovered = sum(r["ok"] for r in kills)
+    completed = sum(r["completed"] for r in persistent)
     print(f"fault runs identical to a clean run: {identical}/{len(faults)}; kill runs whole and recovered: "
-          f"{recovered}/{len(kills)}")
+          f"{recovered}/{len(kills)}; syncs after a kill on a persistent instance completed: "
+          f"{completed}/{len(persistent)}")
     if not args.no_doc:
-        write_doc(faults, kills, clean_seconds)
+        write_doc(faults, kills, clean_seconds, persistent, cli_seconds)
         print(f"wrote {DOC.relative_to(PROJECT_ROOT)}")
-    return 0 if identical == len(faults) and recovered == len(kills) else 1
+    return 0 if identical == len(faults) and recovered == len(kills) and completed == len(persistent) else 1
 
 
 if __name__ == "__main__":
