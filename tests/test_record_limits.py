@@ -307,3 +307,26 @@ def test_an_invalid_memory_limit_is_one_line_naming_the_variable_and_changes_not
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "10KB")
     with pytest.raises(ConfigError, match=f"^{MEMORY_LIMIT_ENV}='10KB' is not a DuckDB memory limit"):
         connect(sync.warehouse, read_only=True)
+
+
+# -- the limits themselves, on the shapes a sync does not plant above -----------------------------------
+
+def test_lists_links_property_names_and_unusable_ids_are_contained_too():
+    from entra_pipeline.transform import values
+
+    items = [
+        {"id": "u1", "mail": "a@contoso.com", "proxyAddresses": ["SMTP:a@contoso.com", "x" * 70_000],
+         "otherMails": ["b\x00@contoso.com"], "manager@delta": [{"id": "m" * 300}], "bad\ud800name": 1},
+        {"id": "u2", "userPrincipalName": "b@contoso.com", "displayName": "Fine", "businessPhones": ["+1 555 0100"]},
+        {"id": "x" * 300, "displayName": "Nobody"},
+    ]
+    checked = values.check_users(items, RAW_STAGE)
+    assert {(i.record, i.field, i.code) for i in checked.issues} == {
+        ("u1", "proxyAddresses", "value_too_long"), ("u1", "otherMails", "invalid_text"),
+        ("u1", "managerId", "invalid_id"), ("u1", '"bad\\ud800name"', "invalid_text"),
+        (values.shown("x" * 300), "id", "invalid_id")}
+    assert checked.items == [
+        {"id": "u1", "mail": "a@contoso.com", "proxyAddresses": None, "otherMails": None, "manager@delta": []},
+        items[1]]
+    # Every message is short: no value is ever shown whole.
+    assert all(len(i.message) < 300 for i in checked.issues)

@@ -259,7 +259,7 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
     users, graph_meta = _read(integration, graph, "users",
                               lambda client: client.list_users(select, expand, progress))
     # Before anything reaches DuckDB: a value beyond its limit is an import error, not a failed stage.
-    checked = values.check_users(users.items, s.RAW_GRAPH_USERS)
+    checked = values.check_users(users.items, s.RAW_GRAPH_USERS, track=False)
 
     def write() -> dict:
         with warehouse.get_connection() as con, transaction(con):
@@ -301,7 +301,8 @@ def _list_groups(context: dg.AssetExecutionContext, stage: _Stage, integration: 
     issues = [ImportIssue(RAW_GROUPS_STAGE, g["id"], None, GROUP_VANISHED,
                           f"group {g.get('displayName')!r} was deleted while the sync read it; left out")
               for g in vanished]
-    checked = values.check_groups([g for g in groups.items if members[g["id"]] is not None], RAW_GROUPS_STAGE)
+    checked = values.check_groups([g for g in groups.items if members[g["id"]] is not None], RAW_GROUPS_STAGE,
+                                  track=False)
     issues += checked.issues
     kept = checked.items
     read = {g["id"]: members[g["id"]] for g in kept}
@@ -459,7 +460,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
                                                              if values.usable_id(i["id"]))))
                 # Before anything reaches DuckDB: a value beyond its limit is an import error about
                 # that user and field (the stored users name who it is), never a failed stage.
-                checked = values.check_users(round_.items, s.RAW_GRAPH_USERS, stored)
+                checked = values.check_users(round_.items, s.RAW_GRAPH_USERS, stored, track=not round_.full)
                 users = delta.apply_users(stored, checked.items)
                 if managers:
                     users = store.with_manager_mail(con, integration.key, users, round_.full)
@@ -514,7 +515,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
         with warehouse.get_connection() as con, transaction(con):
             ids = list(dict.fromkeys(i["id"] for i in round_.items if values.usable_id(i["id"])))
             stored = {} if round_.full else store.stored_groups(con, integration.key, ids)
-            checked = values.check_groups(round_.items, RAW_GROUPS_STAGE, stored)
+            checked = values.check_groups(round_.items, RAW_GROUPS_STAGE, stored, track=not round_.full)
             try:
                 groups, members = delta.apply_groups(stored, checked.items)
             except GraphError as exc:

@@ -42,13 +42,16 @@ USER_LIMITS: dict[str, int] = {
 GROUP_LIMITS: dict[str, int] = {"displayName": 256, "description": 1024, "mail": 320, "mailNickname": 64}
 #: onPremisesExtensionAttributes.extensionAttribute1..15 (Exchange custom attributes).
 EXTENSION_ATTRIBUTE_LIMIT = 1024
-# Directory extensions hold a String (<= 256) or a Binary (<= 256 bytes, base64 in JSON, so longer):
-# the type is not known here, so the generous text bound applies.
+#: The manager of a list read ($expand=manager): its id and mail.
 MANAGER_LIMITS = {"id": ID_LIMIT, "mail": 320}
+# Directory extensions (extension_{appId}_{name}) hold a String (<= 256) or a Binary (<= 256 bytes,
+# longer as base64): the type is not known here, so they get TEXT_LIMIT like other undocumented strings.
 
 # Python's json turns a valid surrogate pair into one character: any surrogate left is a lone one,
 # which cannot be encoded as UTF-8. NUL ends strings in C and DuckDB refuses it in JSON.
 _INVALID = re.compile("[\x00\ud800-\udfff]")
+#: The smallest limit of a part of a structured property (extension attributes, manager).
+_PART_LIMIT = min(EXTENSION_ATTRIBUTE_LIMIT, *MANAGER_LIMITS.values())
 _ESCAPE = re.compile("[\x00-\x1f\x7f\ud800-\udfff\"\\\\]")
 
 
@@ -127,8 +130,8 @@ class Checked:
 
 
 class _Checker:
-    def __init__(self, stage: str, kind: str, known: dict[str, dict] | None) -> None:
-        self.stage, self.kind, self.known = stage, kind, known or {}
+    def __init__(self, stage: str, kind: str, known: dict[str, dict] | None, track: bool = True) -> None:
+        self.stage, self.kind, self.known, self.track = stage, kind, known or {}, track
         self.out = Checked()
         self._issues: dict[tuple[str, str], ImportIssue] = {}
 
@@ -151,13 +154,16 @@ class _Checker:
             self.out.assessed[oid] = None
             self._issues = {k: v for k, v in self._issues.items() if k[0] != oid}
             return
-        if oid in self.out.assessed and self.out.assessed[oid] is None:
+        assessed = self.out.assessed.get(oid, ())
+        if assessed is None:
             return
-        names = set(fields)
-        self.out.assessed.setdefault(oid, set()).update(names)
+        if not assessed:
+            self.out.assessed[oid] = assessed = set()
+        assessed.update(fields)
         # The last item carrying a field decides it (delta items are patches applied in order).
-        for name in names:
-            self._issues.pop((oid, name), None)
+        if self._issues:
+            for name in fields:
+                self._issues.pop((oid, name), None)
 
     def report(self, oid: str, item: dict, name: str, problem: tuple[str, str]) -> None:
         code, what = problem
@@ -198,6 +204,64 @@ def _check_links(checker: _Checker, oid: str, item: dict, name: str, links: obje
     return kept
 
 
+def _field_names(kind: str, item: dict) -> list[str]:
+    """The fields an item carries, as import errors name them."""
+    names = []
+    for name in item:
+        if kind == "user" and name == EXTENSION_CONTAINER:
+            names.extend(EXTENSION_ATTRIBUTES)
+        elif kind == "user" and name == "manager":
+            names.extend(MANAGER_FIELDS)
+        else:
+            names.append({"manager@delta": "managerId", "members@delta": "members"}.get(name, name))
+    return names
+
+
+def _plainly_fine(kind: str, item: dict) -> bool:
+    """True when no value of the item can be beyond a limit: the common case, decided with a
+    length per value and one search over all its text. False sends the item the slow, exact way
+    (also for anything nested deeper than a list of objects)."""
+    limits = USER_LIMITS if kind == "user" else GROUP_LIMITS
+    parts: list[str] = []
+    try:
+        for name, value in item.items():
+            if len(name) > NAME_LIMIT:
+                return False
+            parts.append(name)
+            kind_of = type(value)
+            if kind_of is str:
+                if len(value) > limits.get(name, TEXT_LIMIT):
+                    return False
+                parts.append(value)
+            elif kind_of is dict or kind_of is list:
+                is_links = name in ("manager@delta", "members@delta")
+                for element in (value.items() if kind_of is dict else value):
+                    key, part = element if kind_of is dict else (None, element)
+                    if key is not None:
+                        if len(key) > NAME_LIMIT:
+                            return False
+                        parts.append(key)
+                    if type(part) is str:
+                        if kind_of is dict and len(part) > _PART_LIMIT:
+                            return False
+                        parts.append(part)
+                    elif type(part) is dict:
+                        if is_links and not (type(part.get("id")) is str and 0 < len(part["id"]) <= ID_LIMIT):
+                            return False
+                        for sub_key, sub in part.items():
+                            if type(sub) in (dict, list) or len(sub_key) > NAME_LIMIT:
+                                return False
+                            parts.append(sub_key)
+                            if type(sub) is str:
+                                parts.append(sub)
+                    elif type(part) is list:
+                        return False
+    except TypeError:
+        return False
+    text = "".join(parts)
+    return len(text) <= JSON_LIMIT and _INVALID.search(text) is None
+
+
 def _check_object(checker: _Checker, item: dict) -> dict | None:
     """One Graph object (or delta item), with bad values None; None when its id is unusable."""
     oid = item.get("id")
@@ -206,6 +270,10 @@ def _check_object(checker: _Checker, item: dict) -> dict | None:
         return None
     if "@removed" in item:
         checker.seen(oid, None)
+        return item
+    if checker.track:
+        checker.seen(oid, _field_names(checker.kind, item))
+    if _plainly_fine(checker.kind, item):
         return item
     out: dict = {}
     for name, value in item.items():
@@ -269,10 +337,12 @@ def _check_parts(checker: _Checker, oid: str, item: dict, parts: dict, label, li
     return out
 
 
-def check_users(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None) -> Checked:
+def check_users(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None,
+                track: bool = True) -> Checked:
     """Users (a list read) or users delta items, in order. ``known``: stored users by id, which
-    name a user whose item carries neither UPN nor mail."""
-    checker = _Checker(stage, "user", known)
+    name a user whose item carries neither UPN nor mail. ``track``: fill ``Checked.assessed``
+    (only an incremental round needs it)."""
+    checker = _Checker(stage, "user", known, track)
     for item in items:
         kept = _check_object(checker, item)
         if kept is not None:
@@ -280,9 +350,10 @@ def check_users(items: Iterable[dict], stage: str, known: dict[str, dict] | None
     return checker.finish()
 
 
-def check_groups(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None) -> Checked:
+def check_groups(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None,
+                 track: bool = True) -> Checked:
     """Groups or groups delta items (``members@delta`` links with an unusable id dropped)."""
-    checker = _Checker(stage, "group", known)
+    checker = _Checker(stage, "group", known, track)
     for item in items:
         kept = _check_object(checker, item)
         if kept is not None:
