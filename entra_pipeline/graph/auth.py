@@ -235,7 +235,12 @@ class _Tokens:
         #: Token requests sent to the identity platform (cache hits not counted).
         self.requests = 0
 
-    def _build(self, factory: Callable[[], msal.ClientApplication]) -> msal.ClientApplication:
+    def _build(self, factory: Callable[[], msal.ClientApplication],
+               session: requests.Session) -> msal.ClientApplication:
+        """The MSAL application ``factory`` makes; MSAL reads the openid-configuration through
+        ``session`` while it is built, and that document is checked before MSAL sees it."""
+        hook = self._check_discovery
+        session.hooks["response"].append(hook)
         try:
             app = factory()
         except ValueError as exc:
@@ -247,15 +252,31 @@ class _Tokens:
         except requests.RequestException as exc:
             raise AuthError(f"authority {self.authority} unreachable: {type(exc).__name__}: "
                             f"{_first_line(str(exc))}") from None
-        self._check_endpoints(app)
+        finally:
+            session.hooks["response"].remove(hook)
+        # What MSAL kept, checked again: it must never differ from the document checked.
+        self._check_endpoints({name: getattr(app.authority, name, None) for name in _DISCOVERED_ENDPOINTS})
         return app
 
-    def _check_endpoints(self, app: msal.ClientApplication) -> None:
+    def _check_discovery(self, response: requests.Response, **_: object) -> requests.Response:
+        """A response hook: an openid-configuration naming endpoints off the authority's origin is
+        refused before MSAL uses it (MSAL would post the credential there, or fail on an http one
+        with a message of its own)."""
+        if (response.status_code == 200 and response.request.method == "GET"
+                and response.url.split("?")[0].endswith("/.well-known/openid-configuration")):
+            try:
+                document = response.json()
+            except (ValueError, RecursionError):
+                return response  # MSAL reports a document that is not JSON
+            if isinstance(document, dict):
+                self._check_endpoints({name: document.get(name) for name in _DISCOVERED_ENDPOINTS})
+        return response
+
+    def _check_endpoints(self, endpoints: dict[str, object]) -> None:
         """The openid-configuration decides where MSAL posts the client secret, the assertion or the
         refresh token: those endpoints must sit on the configured authority's origin."""
         ours = origin_of(self.authority)
-        for name in _DISCOVERED_ENDPOINTS:
-            url = getattr(app.authority, name, None)
+        for name, url in endpoints.items():
             if url is not None and (not isinstance(url, str) or origin_of(url) != ours):
                 where = show_origin(url) if isinstance(url, str) else repr(url)[:120]
                 raise AuthError(f"authority {self.authority}: its openid-configuration names {name} on {where}, "
@@ -292,7 +313,7 @@ class AppTokens(_Tokens):
             client_id, client_credential=client_credential, authority=self.authority,
             # Without this MSAL asks login.microsoftonline.com about any non-Microsoft host.
             instance_discovery=False, http_client=session,
-        ))
+        ), session)
 
     def token(self, force_refresh: bool = False) -> str:
         with self._lock:
@@ -329,7 +350,7 @@ class DelegatedTokens(_Tokens):
         self._app = self._build(lambda: msal.PublicClientApplication(
             client_id, authority=self.authority, token_cache=self._cache,
             instance_discovery=False, http_client=session,
-        ))
+        ), session)
 
     def token(self, force_refresh: bool = False) -> str:
         with self._lock, self._file.locked():
@@ -381,7 +402,7 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
     cache = msal.SerializableTokenCache()
     app = tokens._build(lambda: msal.PublicClientApplication(
         client_id, authority=tokens.authority, token_cache=cache, instance_discovery=False, http_client=session,
-    ))
+    ), session)
     try:
         flow = app.initiate_device_flow(scopes=graph_scopes(graph_url))
         if "user_code" not in flow:
