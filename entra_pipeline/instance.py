@@ -34,7 +34,7 @@ RUN_PID_TAG = "entra-pipeline/pid"
 # Field 22 of /proc/PID/stat: clock ticks after boot when the process started.
 RUN_PID_START_TAG = "entra-pipeline/pid_start"
 
-# Written (with the Dagster version) once every storage exists and is migrated.
+# Written (holding the Dagster version) once every storage exists: later processes skip the lock.
 READY_FILE = ".entra-pipeline-instance-ready"
 LOCK_FILE = ".entra-pipeline-instance.lock"
 
@@ -189,6 +189,9 @@ def _read(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Recovered:
+    """A run freed from the pool: marked failed because its process ``pid`` is gone, or (``pid``
+    None) already finished yet still holding slots."""
+
     run_id: str
     integration: str
     pid: int | None

@@ -63,8 +63,8 @@ def pool_holders(instance: dg.DagsterInstance) -> set[str]:
 
 def instance_when_ready(home: Path) -> dg.DagsterInstance:
     """The instance, once a sync process has created its storage (the test must not race it)."""
-    wait_until(lambda: (home / "history" / "runs" / "index.db").exists() and (home / "schedules").exists(), 60,
-               "the sync created the instance")
+    databases = [home / "history" / "runs.db", home / "history" / "runs" / "index.db", home / "schedules" / "schedules.db"]
+    wait_until(lambda: all(path.exists() for path in databases), 60, "the sync created the instance")
     time.sleep(1)
     return dg.DagsterInstance.get()
 
