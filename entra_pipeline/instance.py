@@ -28,6 +28,7 @@ from typing import Callable
 import dagster as dg
 
 from entra_pipeline.config import ConfigError
+from entra_pipeline.process import process_start_ticks
 
 RUN_HOST_TAG = "entra-pipeline/host"
 RUN_PID_TAG = "entra-pipeline/pid"
@@ -46,22 +47,6 @@ START_TOLERANCE_SECONDS = 2.0
 
 
 # -- processes -------------------------------------------------------------------------------------
-
-def process_start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks after boot; None when no such process runs
-    (a zombie counts as gone) or there is no /proc to ask."""
-    if pid <= 0:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces or ")": split after the last.
-    fields = stat.rpartition(")")[2].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
 
 def _boot_time() -> float | None:
     try:

@@ -24,24 +24,34 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # no /proc (macOS: bytes differ)
 
 
-def process_identity(pid: int) -> dict | None:
-    """What tells process ``pid`` apart from any later process given the same pid: its start time
-    (clock ticks after boot, field 22 of /proc/PID/stat) and its command line. None when no such
-    process runs (a zombie counts as gone) or there is no /proc to ask (then nothing can be
-    verified, and a recorded pid is never signalled)."""
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat): with
+    the pid, what tells a process apart from a later one given the same pid. None when no such
+    process runs (a zombie counts as gone) or there is no /proc to ask."""
     if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31:
         return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
     # The command name (field 2) is in parentheses and may hold spaces or ")": split after the last.
     fields = stat.rpartition(")")[2].split()
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
-    return {"start_time": int(fields[19]),
-            "cmdline": [arg.decode("utf-8", "replace") for arg in cmdline.split(b"\0")[:-1]]}
+    return int(fields[19])
+
+
+def process_identity(pid: int) -> dict | None:
+    """Process ``pid``'s start time and command line; None when it is not running or there is no
+    /proc to ask (then nothing can be verified, and a recorded pid is never signalled)."""
+    start = process_start_ticks(pid)
+    if start is None:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return {"start_time": start, "cmdline": [arg.decode("utf-8", "replace") for arg in cmdline.split(b"\0")[:-1]]}
 
 
 def is_recorded_process(pid: int, identity: object) -> bool:
