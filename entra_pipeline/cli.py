@@ -36,11 +36,9 @@ def _failure_lines(result) -> list[str]:
 
 
 def _summary(database: str, key: str) -> str:
-    import duckdb
+    from entra_pipeline.warehouse import connect, schema as s
 
-    from entra_pipeline.warehouse import schema as s
-
-    con = duckdb.connect(database, read_only=True)
+    con = connect(database, read_only=True)
     try:
         def count(table: str) -> int:
             return con.execute(f'SELECT count(*) FROM "{table}" WHERE integration = ?', [key]).fetchone()[0]
@@ -128,11 +126,9 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
 
 
 def _preview_summary(database: str, key: str) -> str:
-    import duckdb
+    from entra_pipeline.warehouse import connect, schema as s
 
-    from entra_pipeline.warehouse import schema as s
-
-    con = duckdb.connect(database, read_only=True)
+    con = connect(database, read_only=True)
     try:
         rows = con.execute(f'SELECT change, count(*) FROM "{s.SYNC_PREVIEW}" WHERE integration = ? '
                            "GROUP BY change ORDER BY change", [key]).fetchall()

@@ -34,10 +34,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import yaml
 
 from entra_pipeline.config import PROJECT_ROOT
+from entra_pipeline.warehouse import connect
 
 SECRET_ENV = "ENTRA_RELIABILITY_CLIENT_SECRET"
 TENANT_ID = "00000000-0000-0000-0000-0000000a11ab"
@@ -110,7 +110,7 @@ def _sync(config: Path, warehouse: Path, kill_after: float | None = None, steps:
 
 def snapshot(warehouse: Path) -> dict[str, list[str]]:
     """Every directory-derived table's rows, without run ids and timestamps, sorted."""
-    con = duckdb.connect(str(warehouse), read_only=True)
+    con = connect(warehouse, read_only=True)
     try:
         tables = [r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY 1").fetchall()]
