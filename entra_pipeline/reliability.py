@@ -15,6 +15,11 @@ project's dagster-instance.yaml: the warehouse pool holds one writer), SIGKILLed
 then synced again: the next sync must not wait on the killed run (it frees the pool of a run whose
 process is gone) and must complete.
 
+Hostile network (:mod:`entra_pipeline.reliability_hostile`): redirects to other hosts, a foreign
+discovery document, nextLink loops, deep JSON, a negative Retry-After and bad values, each on a copy
+of a synced warehouse: one line, nothing sent off-origin, the warehouse as it must be.
+``--hostile-only`` runs only that series and rewrites only its section of the doc.
+
 Like the benchmark this is a harness: it drives the emulator directly; the pipeline code it
 exercises never imports the emulator. Figures go to stdout and ``docs/reliability.md``.
 """
@@ -276,7 +281,8 @@ def persistent_kill_runs(emulator, workdir: Path, config: Path, runs: int, seed:
 
 
 def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds: float,
-              persistent: list[dict] | None = None, cli_seconds: float = 0.0) -> str:
+              persistent: list[dict] | None = None, cli_seconds: float = 0.0,
+              hostile: list[dict] | None = None) -> str:
     faults_total: dict[str, int] = {}
     for r in fault_results:
         for kind, count in r["faults"].items():
@@ -357,6 +363,10 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
               f"{r['recovered']} |" for r in persistent),
             "",
         ]
+    if hostile is not None:
+        from entra_pipeline.reliability_hostile import doc_section
+
+        lines += doc_section(hostile)
     text = "\n".join(lines)
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(text)
@@ -372,14 +382,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="SIGKILLed CLI syncs on a persistent Dagster instance, each followed by a sync")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/reliability.md")
+    series = parser.add_mutually_exclusive_group()
+    series.add_argument("--hostile-only", action="store_true",
+                        help="run only the hostile-network series (and rewrite only its section of the doc)")
+    series.add_argument("--no-hostile", action="store_true", help="skip the hostile-network series")
     args = parser.parse_args(argv)
     if args.child:
         _child(*args.child)
         return 0
+    os.environ.setdefault(SECRET_ENV, "reliability-client-secret")
+    if args.hostile_only:
+        return _hostile_only(args.seed, args.no_doc)
     from entra_pipeline.emulator.directory import generate_directory
     from entra_pipeline.emulator.server import Emulator
 
-    os.environ.setdefault(SECRET_ENV, "reliability-client-secret")
     with tempfile.TemporaryDirectory(prefix="entra-reliability-") as tmp:
         workdir = Path(tmp)
         emulator = Emulator(generate_directory(users=USERS, groups=GROUPS, seed=args.seed), tenant_id=TENANT_ID,
@@ -409,16 +425,45 @@ def main(argv: list[str] | None = None) -> int:
                                                            args.seed)
         finally:
             emulator.stop()
+        hostile = None if args.no_hostile else _hostile(workdir, args.seed)
     identical = sum(r["identical"] for r in faults)
     recovered = sum(r["ok"] for r in kills)
     completed = sum(r["completed"] for r in persistent)
     print(f"fault runs identical to a clean run: {identical}/{len(faults)}; kill runs whole and recovered: "
           f"{recovered}/{len(kills)}; syncs after a kill on a persistent instance completed: "
           f"{completed}/{len(persistent)}")
+    if hostile is not None:
+        from entra_pipeline.reliability_hostile import summary
+
+        print(summary(hostile))
     if not args.no_doc:
-        write_doc(faults, kills, clean_seconds, persistent, cli_seconds)
+        write_doc(faults, kills, clean_seconds, persistent, cli_seconds, hostile)
         print(f"wrote {DOC.relative_to(PROJECT_ROOT)}")
-    return 0 if identical == len(faults) and recovered == len(kills) and completed == len(persistent) else 1
+    hostile_ok = hostile is None or all(r["ok"] for r in hostile)
+    return 0 if identical == len(faults) and recovered == len(kills) and completed == len(persistent) \
+        and hostile_ok else 1
+
+
+def _hostile(workdir: Path, seed: int) -> list[dict]:
+    from entra_pipeline.reliability_hostile import hostile_runs
+
+    (workdir / "hostile").mkdir()
+    return hostile_runs(workdir / "hostile", seed)
+
+
+def _hostile_only(seed: int, no_doc: bool) -> int:
+    """The hostile-network series alone; its section of docs/reliability.md is replaced, the
+    other series' figures are kept."""
+    from entra_pipeline.reliability_hostile import doc_section, replace_section, summary
+
+    with tempfile.TemporaryDirectory(prefix="entra-reliability-") as tmp:
+        results = _hostile(Path(tmp), seed)
+    print(summary(results))
+    if not no_doc:
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(replace_section(DOC.read_text() if DOC.exists() else "# Reliability\n", doc_section(results)))
+        print(f"wrote {DOC.relative_to(PROJECT_ROOT)}")
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 if __name__ == "__main__":
