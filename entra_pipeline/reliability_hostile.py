@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,7 +56,7 @@ DEEP = "[" * 200_000 + "]" * 200_000
 # A child still running after this long is killed and counted as a hang (a clean sync takes seconds).
 HANG_SECONDS = 120
 # Characters of the user's line shown in the report.
-SHOWN = 150
+SHOWN = 250
 # Step -> the delta_state resource it writes (the raw Entra stages).
 RESOURCE = {"raw_graph_users": "users", "raw_graph_groups": "groups"}
 
@@ -276,6 +276,8 @@ def _child(config: str, warehouse: str, keys: str) -> None:
         result = job.execute_in_process(partition_key=key, instance=dg.DagsterInstance.ephemeral(),
                                         raise_on_error=False)
         print(json.dumps({"key": key, "success": result.success,
+                          "succeeded_steps": [e.step_key for e in result.all_events
+                                              if e.event_type_value == "STEP_SUCCESS"],
                           "failed_steps": [e.step_key for e in result.get_step_failure_events()],
                           "errors": _user_errors(result)}), flush=True)
 
@@ -314,20 +316,23 @@ def _ledger(warehouse: Path, key: str) -> dict[str, list[str]]:
         con.close()
 
 
-def _untouched(before: dict, after: dict, steps: tuple[str, ...]) -> bool:
-    names = {f"delta_state:{RESOURCE[s]}" for s in steps if s in RESOURCE} | {f"sync_run_stages:{s}" for s in steps}
-    return all(before.get(n) == after.get(n) for n in names)
+def _untouched(before: dict, after: dict, succeeded: list[str]) -> bool:
+    """Whether every stage that did not succeed (failed, or skipped after a failure) left its run
+    log rows, and a raw Entra stage its delta state, exactly as they were."""
+    committed = {f"sync_run_stages:{s}" for s in succeeded} | {f"delta_state:{RESOURCE[s]}" for s in succeeded
+                                                                  if s in RESOURCE}
+    return all(before.get(n) == after.get(n) for n in (set(before) | set(after)) - committed)
 
 
 def _secrets(ctx: Context) -> list[str]:
     """Every credential of the series: the client secret, the Workday password, client secret and
     refresh token, and every token and device code the emulator issued so far."""
-    return [os.environ[SECRET_ENV], *WORKDAY_SECRETS.values(), *ctx.emulator.issued_credentials()]
+    return [os.environ[name] for name in (SECRET_ENV, *WORKDAY_SECRETS)] + ctx.emulator.issued_credentials()
 
 
 def _shown(line: str, ctx: Context) -> str:
     line = (line.replace(ctx.http.origin, "{foreign http}").replace(ctx.https.origin, "{foreign https}")
-            .replace(ctx.emulator.base_url, "{tenant}"))
+            .replace(ctx.emulator.authority, "{authority}").replace(ctx.emulator.base_url, "{tenant}"))
     return line if len(line) <= SHOWN else line[:SHOWN - 1] + "…"
 
 
@@ -343,7 +348,8 @@ def _run(scenario: Scenario, ctx: Context, workdir: Path, config: Path, base: Pa
         outcome = _sync(config, warehouse, [scenario.key])
     finally:
         ctx.emulator.faults.clear()
-    run = outcome["runs"][-1] if outcome["runs"] else {"success": False, "failed_steps": [], "errors": []}
+    run = outcome["runs"][-1] if outcome["runs"] else {"success": False, "succeeded_steps": [], "failed_steps": [],
+                                                       "errors": []}
     errors = run["errors"]
     received = ctx.http.requests + ctx.https.requests
     secrets = _secrets(ctx)
@@ -359,13 +365,14 @@ def _run(scenario: Scenario, ctx: Context, workdir: Path, config: Path, base: Pa
         expected_end = expected_end and all(says in e["message"] for e in errors
                                             if e["step"] in scenario.steps)
         differing = sorted(t for t in set(before) | set(after) if before.get(t) != after.get(t))
-        untouched = _untouched(ledger_before, _ledger(warehouse, scenario.key), scenario.steps)
-        foreign_rows = any("evil.example" in row or "deltatoken=foreign" in row for rows in after.values()
-                           for row in rows)
+        ledger_after = _ledger(warehouse, scenario.key)
+        untouched = _untouched(ledger_before, ledger_after, run["succeeded_steps"])
+        foreign_rows = any("evil.example" in row or "deltatoken=foreign" in row
+                           for rows in (*after.values(), *ledger_after.values()) for row in rows)
         warehouse_ok = not differing and untouched and not foreign_rows
+        problems = differing + ([] if untouched else ["run log or delta state of a stage that did not commit"])
         warehouse_text = "unchanged" if warehouse_ok else "CHANGED: " + ", ".join(
-            differing + ([] if untouched else ["its delta state or run log"]) + (["foreign data"] if foreign_rows
-                                                                                  else []))
+            problems + (["foreign data"] if foreign_rows else []))
     elif scenario.value is None:
         # Retry-After: the run must retry the 503 once, succeed and store exactly the same directory.
         expected_end = bool(run["success"]) and getattr(fault, "hits", 0) == 1
@@ -526,8 +533,9 @@ def doc_section(results: list[dict]) -> list[str]:
         "stages' delta state and run log included, nothing of the foreign answers). The value scenarios plant "
         "one bad displayName on a user the round carries; the run must succeed and equal a reference run in "
         "which that name arrives empty, plus exactly one import error naming the user and field. A run still "
-        f"going after {HANG_SECONDS} s counts as a hang. The line below is the first failure's; `{{tenant}}` is "
-        "the tenant's origin.",
+        f"going after {HANG_SECONDS} s counts as a hang. The line is the first failure's as "
+        "`python -m entra_pipeline sync` prints it; `{tenant}` is the tenant's origin, `{authority}` its "
+        "authority (origin and tenant id).",
         "",
         f"**{summary(results)}.**",
         "",

@@ -15,6 +15,7 @@ import pytest
 from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_PASSWORD, WORKDAY_SEED, Sync, expected_contacts,
                       failure_messages, integration, write_config)
 from entra_pipeline.config import ConfigError
+from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.emulator.directory import generate_directory
 from entra_pipeline.emulator.server import Emulator
@@ -77,6 +78,11 @@ def ok(result: dg.ExecuteInProcessResult) -> dg.ExecuteInProcessResult:
     return result
 
 
+def values_check(result: dg.ExecuteInProcessResult) -> tuple[bool, dg.AssetCheckSeverity, str]:
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == c.DIRECTORY_VALUES_FIT]
+    return check.passed, check.severity, check.description
+
+
 # -- a 20 MB displayName -------------------------------------------------------------------------
 
 def test_a_20_mb_display_name_is_one_import_error_and_everyone_else_syncs_as_in_a_clean_sync(
@@ -121,10 +127,12 @@ def test_a_lone_surrogate_and_a_nul_are_import_errors_until_the_values_are_fixed
     tenant.faults.rewrite(USERS, plant({ann["id"]: {"displayName": "Ann \ud800 Lee"},
                                         bob["id"]: {"surname": "Smi\x00th"}}), times=None)
     sync = make_sync(integration(KEY, tenant))
-    ok(sync.run(KEY))
+    first = ok(sync.run(KEY))
     tenant.faults.clear()
+    assert values_check(first) == (False, dg.AssetCheckSeverity.WARN,
+                                   "2 directory values beyond their limits or not valid text")
 
-    errors = {(r, f, c): m for r, f, c, m in sync.query(
+    errors = {(r, f, code): m for r, f, code, m in sync.query(
         "SELECT record, field, code, message FROM import_errors WHERE stage = ?", [RAW_STAGE])}
     assert errors == {
         (ann["id"], "displayName", "invalid_text"):
@@ -142,7 +150,10 @@ def test_a_lone_surrogate_and_a_nul_are_import_errors_until_the_values_are_fixed
     # A change to another field of Ann: the delta item carries only that field, so Graph still has
     # the bad name and the error stays.
     tenant.update_user(ann["id"], {"jobTitle": "Night Manager"})
-    ok(sync.run(KEY))
+    second = ok(sync.run(KEY))
+    # The incremental round carried neither bad value again, and the check still counts both.
+    assert values_check(second) == (False, dg.AssetCheckSeverity.WARN,
+                                    "2 directory values beyond their limits or not valid text")
     assert value_errors(sync) == {(ann["id"], "displayName", "invalid_text"), (bob["id"], "surname", "invalid_text")}
     assert contact_rows(sync)[ann["id"]]["job_title"] == "Night Manager"
 
@@ -153,6 +164,8 @@ def test_a_lone_surrogate_and_a_nul_are_import_errors_until_the_values_are_fixed
     assert [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == RAW_STAGE][0] \
         .materialization.metadata["read_mode"].value == "incremental"
     assert value_errors(sync) == set()
+    assert values_check(result) == (True, dg.AssetCheckSeverity.WARN,
+                                    "no directory values beyond their limits or not valid text")
     rows = contact_rows(sync)
     assert (rows[ann["id"]]["display_name"], rows[bob["id"]]["last_name"]) == ("Ann Lee", "Smith")
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(tenant.directory)

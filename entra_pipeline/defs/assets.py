@@ -282,7 +282,8 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
     with warehouse.get_connection() as con:
         previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
     checks = [c.users_complete_result(users, integration.source.page_size),
-              c.directory_not_empty_result(len(users.items), previous), *context_checks]
+              c.directory_not_empty_result(len(users.items), previous), *context_checks,
+              c.issues_result(c.DIRECTORY_VALUES_FIT, checked.issues)]
     yield from _checked_write(stage, checks, write)
 
 
@@ -419,7 +420,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
     @dg.asset(
         **common, kinds={"azure", "duckdb"},
         check_specs=c.specs(c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY, c.NO_ORPHANED_DATA,
-                            c.CERTIFICATE_NOT_EXPIRING),
+                            c.CERTIFICATE_NOT_EXPIRING, c.DIRECTORY_VALUES_FIT),
         retry_policy=graph_retry,
         description="Directory users read from Microsoft Graph, only the properties the mapping and exclusions "
                     "need. With read: delta (the default) the first sync is a full /users/delta round and later "
@@ -436,7 +437,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
         if integration.kind != ENTRA:
             # The orphan check is about the warehouse, not the source: it runs for every integration.
             yield _not_theirs(integration, "Entra ID", [c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY,
-                                                        c.CERTIFICATE_NOT_EXPIRING], [c.orphans_result(orphans)])
+                                                        c.CERTIFICATE_NOT_EXPIRING, c.DIRECTORY_VALUES_FIT],
+                              [c.orphans_result(orphans)])
             return
         stage = _Stage(context, integration)
         fields = integration.imported_fields()
@@ -472,6 +474,9 @@ def build_assets(partitions: dg.PartitionsDefinition,
                 store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, change.changed_ids)
                 store.replace_value_issues(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                            checked.issues, None if round_.full else checked.assessed)
+                # Errors of earlier rounds stay until their value comes back fixed: the check counts them all.
+                checks.append(c.issues_result(c.DIRECTORY_VALUES_FIT, store.stage_issues(
+                    con, integration.key, s.RAW_GRAPH_USERS, values.CODES)))
                 store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
                                         imported_fields_for(fields))
                 store.write_delta_state(con, integration.key, "users", context.run.run_id, round_.delta_link,

@@ -39,6 +39,7 @@ SELECTED_LISTS_RESOLVED = "selected_lists_resolved"
 NO_LIST_REMOVED = "no_list_removed"
 NO_ORPHANED_DATA = "no_orphaned_integrations"
 CERTIFICATE_NOT_EXPIRING = "certificate_not_expiring"
+DIRECTORY_VALUES_FIT = "directory_values_fit"
 CERTIFICATE_WARN_DAYS = 30
 SOURCE_NAMES = {"entra": "an Entra ID", "workday": "a Workday"}
 WORKERS_NOT_EMPTIED = "workday_report_not_emptied"
@@ -95,6 +96,11 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         f"{CERTIFICATE_WARN_DAYS} days: upload its successor to the app registration and point "
         "source.certificate_path at it before then. Also warns when only a thumbprint is configured (expiry "
         "unknown). Integrations signing in otherwise pass."),
+    DIRECTORY_VALUES_FIT: (s.RAW_GRAPH_USERS, False,
+        "Every value read from the directory fits Graph's documented limits (displayName 256 characters, "
+        "extension attributes 1,024, ...) and is valid text (no NUL, no lone surrogate). Others are not "
+        "imported (the field is left empty, the user still syncs) and are listed in import_errors until the "
+        "value is fixed in the directory."),
     WORKERS_NOT_EMPTIED: (s.RAW_WORKDAY_WORKERS, True,
         "The Workday report did not suddenly return zero workers where the last sync read some: always "
         "blocking (a changed report, prompt or permission, never a reason to drop everyone)."),
@@ -125,6 +131,7 @@ ISSUE_CHECKS: dict[str, tuple[str, tuple[str, ...], str]] = {
                               (lists.LIST_NOT_FOUND, lists.LIST_NAME_AMBIGUOUS, lists.LIST_NOT_MAIL_ENABLED),
                               "selected lists not resolved"),
     NO_LIST_REMOVED: (s.DISTRIBUTION_LISTS, (lists.LIST_REMOVED,), "lists removed since the last sync"),
+    DIRECTORY_VALUES_FIT: (s.RAW_GRAPH_USERS, values.CODES, "directory values beyond their limits or not valid text"),
     WORKERS_IDENTIFIED: (s.RAW_WORKDAY_WORKERS, (MISSING_WORKER_ID, DUPLICATE_WORKER_ID, values.INVALID_ID),
                          "report entries without a usable worker id"),
 }

@@ -136,6 +136,14 @@ def replace_value_issues(con, integration: str, stage: str, run_id: str, issues:
     return len(rows)
 
 
+def stage_issues(con, integration: str, stage: str, codes: Iterable[str]) -> list[ImportIssue]:
+    """The import errors a stage holds now with one of ``codes``, in record order."""
+    rows = con.execute(f'SELECT stage, record, field, code, message FROM "{s.IMPORT_ERRORS}" '
+                       "WHERE integration = ? AND stage = ? AND code IN (SELECT unnest(?::VARCHAR[])) "
+                       "ORDER BY record, field", [integration, stage, list(codes)]).fetchall()
+    return [ImportIssue(*row) for row in rows]
+
+
 # -- raw -------------------------------------------------------------------------------------
 
 _USER_COLUMNS = ["id", "user_principal_name", "display_name", "mail", "data"]
