@@ -34,7 +34,8 @@ test: setup
 bench: setup
 	$(BIN)/python -m entra_pipeline.bench
 
-# Seeded fault runs and SIGKILL runs compared with a clean run; writes docs/reliability.md (not part of `make test`).
+# Seeded fault runs and SIGKILL runs compared with a clean run, kill-then-sync on a persistent Dagster instance, and
+# the hostile-network series; writes docs/reliability.md (not part of `make test`).
 reliability: setup
 	$(BIN)/python -m entra_pipeline.reliability
 
