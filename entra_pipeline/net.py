@@ -19,6 +19,7 @@ date) treated as absent: the exponential backoff applies instead of giving up on
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Callable
 from urllib.parse import urljoin, urlsplit
@@ -32,6 +33,19 @@ from urllib3.util.retry import Retry
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 #: How much of a hostile Location or host is quoted in an error line.
 _SHOWN = 120
+
+
+#: Control characters that are not whitespace (ESC, DEL, C1): a remote answer could use them to
+#: rewrite what a terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """Text from a remote answer as an error line may quote it: every run of whitespace (newlines
+    included) one space, other control characters shown as U+FFFD, cut to ``limit`` characters
+    with an ellipsis."""
+    line = _CONTROL.sub("\ufffd", " ".join(str(text).split()))
+    return line if len(line) <= limit else line[:limit - 1] + "…"
 
 
 def origin_of(url: str) -> tuple[str, str, int] | None:
@@ -185,4 +199,4 @@ class OriginSession(requests.Session):
         return iter(())
 
 
-__all__ = ["OriginSession", "SaneRetry", "TrustAdapter", "origin_of", "show_origin", "show_url", "trust_context"]
+__all__ = ["OriginSession", "SaneRetry", "TrustAdapter", "one_line", "origin_of", "show_origin", "show_url", "trust_context"]

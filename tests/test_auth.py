@@ -280,6 +280,30 @@ def test_a_token_cache_widened_to_other_users_is_refused(delegated, emulator, fa
                        "python -m entra_pipeline login svc")
 
 
+# -- MSAL_FORCE_REGION ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("auth", ["client_secret", "certificate"])
+def test_msal_force_region_in_the_environment_does_not_move_the_token_requests(make_sync, emulator, directory,
+                                                                                registered, tmp_path, monkeypatch,
+                                                                                auth):
+    """MSAL would send app-only token requests to westus.{authority host} (a host nobody
+    configured, refused by the origin-bound session): tokens come from authority_host only."""
+    monkeypatch.setenv("MSAL_FORCE_REGION", "westus")
+    if auth == "certificate":
+        key, cert = self_signed_certificate()
+        write_private(tmp_path / "app.pem", key + cert)
+        registered(cert)
+        entry = _certificate_integration("region", emulator, certificate_path=str(tmp_path / "app.pem"))
+    else:
+        entry = integration("region", emulator)
+    sync = make_sync(entry)
+    tokens = len(emulator.issued_credentials())
+    result = sync.run("region")
+    assert result.success, failure_messages(result)
+    assert _contacts(sync, "region") == expected_contacts(directory)
+    assert len(emulator.issued_credentials()) > tokens  # issued by the configured authority
+
+
 # -- TLS is verified whatever the sign-in ---------------------------------------------------------------
 
 @pytest.mark.parametrize("auth", ["client_secret", "certificate", "delegated"])

@@ -341,6 +341,33 @@ def test_a_token_answer_nested_too_deep_is_not_json(emulator, bundle):
                                "(a proxy's page, or an answer cut short)")
 
 
+LONG_ERROR = "invalid_client\nsecond line" + "y" * 5000
+
+
+def test_a_token_error_spanning_lines_and_5000_characters_is_one_short_line(emulator, bundle):
+    emulator.faults.rewrite(TOKEN_PATH, lambda body: {
+        "error": LONG_ERROR,
+        "error_description": "AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1\r\nCorrelation ID: 2",
+    }, times=None, method="POST", status=401, identity=True)
+    with _graph_client(emulator, bundle) as client, pytest.raises(AuthError) as info:
+        client.get_json(f"{emulator.graph_url}/users")
+    # The error code cut to 100 characters on one line; the description's first line only.
+    code = ("invalid_client second line" + "y" * 100)[:99] + "…"
+    assert str(info.value) == (f"token request to {emulator.authority} refused: {code}: AADSTS7000215: Invalid "
+                               "client secret provided.")
+
+
+def test_a_workday_token_error_spanning_lines_is_one_short_line(workday, workday_bundle):
+    workday.faults.rewrite("/ccx/oauth2/", lambda body: {"error": LONG_ERROR, "error_description": "no\nmore"},
+                           times=None, method="POST", status=400)
+    client = _workday_client(workday, workday_bundle, RefreshTokenAuth("ZGVtby13b3JrZGF5LWFwaS1jbGllbnQ",
+                                                                       WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN))
+    with client, pytest.raises(WorkdayError) as info:
+        list(client.entries())
+    code = ("invalid_client second line" + "y" * 100)[:99] + "…"
+    assert str(info.value) == f"token request to {workday.base_url}/ccx/oauth2/contoso_demo/token refused: {code}: no"
+
+
 def test_a_negative_retry_after_is_retried_after_a_short_backoff(make_sync, emulator, directory, bundle):
     sync = make_sync(integration("acme", emulator, source={"ca_bundle": bundle}))
     fault = emulator.faults.add(503, path=USERS, times=1, retry_after=-5)

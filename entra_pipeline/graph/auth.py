@@ -38,7 +38,7 @@ from typing import Callable, Iterator, Union
 import msal
 import requests
 
-from entra_pipeline.net import origin_of, show_origin
+from entra_pipeline.net import one_line, origin_of, show_origin
 
 
 class _MaskGrantCodes(logging.Filter):
@@ -67,6 +67,12 @@ class _HideTokenResponseBody(logging.Filter):
 # Filters on the loggers that create the records, so they run before any handler sees them.
 logging.getLogger("msal.token_cache").addFilter(_MaskGrantCodes())
 logging.getLogger("msal.oauth2cli.oauth2").addFilter(_HideTokenResponseBody())
+
+
+#: Given to every MSAL application: with azure_region unset MSAL reads MSAL_FORCE_REGION from the
+#: environment and sends token requests to "{region}.{authority host}" (westus.login.example),
+#: a host nobody configured. Tokens come from authority_host only.
+_NO_REGION = {"azure_region": msal.ClientApplication.DISABLE_MSAL_FORCE_REGION}
 
 
 class AuthError(RuntimeError):
@@ -312,7 +318,7 @@ class AppTokens(_Tokens):
         self._app = self._build(lambda: msal.ConfidentialClientApplication(
             client_id, client_credential=client_credential, authority=self.authority,
             # Without this MSAL asks login.microsoftonline.com about any non-Microsoft host.
-            instance_discovery=False, http_client=session,
+            instance_discovery=False, http_client=session, **_NO_REGION,
         ), session)
 
     def token(self, force_refresh: bool = False) -> str:
@@ -331,8 +337,8 @@ class AppTokens(_Tokens):
                                 f"{type(exc).__name__}: {_first_line(str(exc))}") from None
             self._count(result)
             if "access_token" not in result:
-                raise AuthError(f"token request to {self.authority} refused: "
-                                f"{result.get('error', 'unknown_error')}: {_first_line(result.get('error_description') or '')}")
+                raise AuthError(f"token request to {self.authority} refused: {_error_code(result)}: "
+                                f"{_first_line(result.get('error_description') or '')}")
             return result["access_token"]
 
 
@@ -349,7 +355,7 @@ class DelegatedTokens(_Tokens):
         self._cache = msal.SerializableTokenCache()
         self._app = self._build(lambda: msal.PublicClientApplication(
             client_id, authority=self.authority, token_cache=self._cache,
-            instance_discovery=False, http_client=session,
+            instance_discovery=False, http_client=session, **_NO_REGION,
         ), session)
 
     def token(self, force_refresh: bool = False) -> str:
@@ -377,7 +383,7 @@ class DelegatedTokens(_Tokens):
                             f"{self._file.path}; sign in again with {self._login}")
         self._count(result)
         if "access_token" not in result:
-            error = result.get("error", "unknown_error")
+            error = _error_code(result)
             description = _first_line(result.get("error_description") or "")
             if error in ("invalid_grant", "interaction_required"):
                 raise AuthError(f"the sign-in of {account.get('username')} is no longer valid ({error}: "
@@ -402,11 +408,12 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
     cache = msal.SerializableTokenCache()
     app = tokens._build(lambda: msal.PublicClientApplication(
         client_id, authority=tokens.authority, token_cache=cache, instance_discovery=False, http_client=session,
+        **_NO_REGION,
     ), session)
     try:
         flow = app.initiate_device_flow(scopes=graph_scopes(graph_url))
         if "user_code" not in flow:
-            raise AuthError(f"device code request to {tokens.authority} refused: {flow.get('error', 'unknown_error')}: "
+            raise AuthError(f"device code request to {tokens.authority} refused: {_error_code(flow)}: "
                             f"{_first_line(flow.get('error_description') or '')}")
         show(flow["message"])
         result = app.acquire_token_by_device_flow(flow)
@@ -415,13 +422,13 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
     except (json.JSONDecodeError, RecursionError):
         raise tokens._not_json() from None
     if "access_token" not in result:
-        raise AuthError(f"sign-in not completed: {result.get('error', 'unknown_error')}: "
+        raise AuthError(f"sign-in not completed: {_error_code(result)}: "
                         f"{_first_line(result.get('error_description') or '')}")
     claims = result.get("id_token_claims") or {}
-    username = claims.get("preferred_username", "")
+    username = one_line(claims.get("preferred_username", ""), 120)
     # What scheduled runs depend on, checked now rather than at 6 a.m. tomorrow.
     if not tokens._of_tenant(claims.get("tid")):
-        raise AuthError(f"{username} signed in to tenant {claims.get('tid')}, not {tokens.tenant_id}; sign in with "
+        raise AuthError(f"{username} signed in to tenant {one_line(claims.get('tid'), 100)}, not {tokens.tenant_id}; sign in with "
                         "an account of the configured tenant")
     if not result.get("refresh_token"):
         raise AuthError("the sign-in gave no refresh token (offline_access not granted); scheduled syncs could not "
@@ -429,7 +436,7 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
     granted = {scope.lower() for scope in (result.get("scope") or "").split()}
     if not {"directory.read.all", graph_scopes(graph_url)[0].lower()} & granted:
         raise AuthError(f"{username} signed in, but Directory.Read.All was not granted (granted: "
-                        f"{result.get('scope') or 'nothing'}); an administrator must consent to it")
+                        f"{one_line(result.get('scope') or 'nothing')}); an administrator must consent to it")
     file = TokenCacheFile(credential.cache_path, credential.login_command)
     with file.locked():
         file.save(cache)
@@ -442,6 +449,13 @@ _DISCOVERED_ENDPOINTS = ("token_endpoint", "device_authorization_endpoint")
 _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _first_line(text: str) -> str:
+def _first_line(text: object) -> str:
     # AADSTS descriptions carry trace and correlation ids on later lines.
-    return text.strip().splitlines()[0] if text.strip() else ""
+    text = str(text).strip()
+    return one_line(text.splitlines()[0]) if text else ""
+
+
+def _error_code(answer: dict) -> str:
+    """The ``error`` of a token or device-code answer as an error line quotes it: the server
+    chose it, so it may span lines or run to any length."""
+    return one_line(answer.get("error") or "unknown_error", 100)

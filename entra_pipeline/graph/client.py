@@ -41,7 +41,7 @@ import requests
 
 from entra_pipeline.graph.auth import AppTokens, AuthError, Credential, DelegatedSignIn, DelegatedTokens, \
     sign_in_with_device_code, token_source
-from entra_pipeline.net import OriginSession, SaneRetry, trust_context
+from entra_pipeline.net import OriginSession, SaneRetry, one_line, trust_context
 
 API_VERSION = "v1.0"
 # The user agent names the tool so tenant admins can recognise it in sign-in and audit logs.
@@ -633,8 +633,8 @@ class GraphClient:
                 request_id = inner.get("request-id")
         tries = f" after {self.settings.max_retries} retries" if status in RETRY_SUB_STATUS else ""
         return GraphError(
-            f"GET {_describe(self.base)}{_describe(url)} (in $batch): HTTP {status} {code or 'error'}{tries}: "
-            f"{_short(str(message or 'no error message'))} (request-id {request_id or 'none'})",
+            f"GET {_describe(self.base)}{_describe(url)} (in $batch): HTTP {status} {_short(str(code or 'error'), 100)}"
+            f"{tries}: {_short(str(message or 'no error message'))} (request-id {_short(str(request_id or 'none'), 100)})",
             status=status, code=code, request_id=request_id,
         )
 
@@ -758,8 +758,7 @@ def _describe(url: str) -> str:
 
 
 def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def _header(headers: dict, name: str) -> str | None:
@@ -804,8 +803,8 @@ def _error_from(response: requests.Response, what: str, method: str = "GET") -> 
     retries = getattr(response.raw, "retries", None)
     tries = f" after {len(retries.history)} retries" if retries is not None and retries.history else ""
     return GraphError(
-        f"{method} {what}: HTTP {response.status_code} {code or response.reason}{tries}: "
-        f"{_short(message or 'no error message')} (request-id {request_id or 'none'})",
+        f"{method} {what}: HTTP {response.status_code} {_short(str(code or response.reason), 100)}{tries}: "
+        f"{_short(str(message or 'no error message'))} (request-id {_short(str(request_id or 'none'), 100)})",
         status=response.status_code, code=code, request_id=request_id,
     )
 

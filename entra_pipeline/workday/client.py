@@ -32,7 +32,7 @@ import ijson
 import requests
 import urllib3
 
-from entra_pipeline.net import OriginSession, SaneRetry, trust_context
+from entra_pipeline.net import OriginSession, SaneRetry, one_line, trust_context
 
 USER_AGENT = "entra-pipeline (Workday RaaS)"
 ENTRIES = "Report_Entry"
@@ -170,7 +170,7 @@ class WorkdayClient:
         if not isinstance(body, dict):
             body = {}
         if response.status_code != 200 or "access_token" not in body:
-            error = str(body.get("error") or f"HTTP {response.status_code}")[:200]
+            error = one_line(body.get("error") or f"HTTP {response.status_code}", 100)
             hint = {"invalid_client": " (check source.client_id and source.client_secret_env)",
                     "invalid_grant": " (the refresh token in source.refresh_token_env was revoked or is wrong)"}
             raise WorkdayError(f"token request to {self.token_url} refused: {error}"
@@ -288,4 +288,5 @@ def _error_text(text: str) -> str:
 
 
 def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:300] if text.strip() else ""
+    text = text.strip()
+    return one_line(text.splitlines()[0]) if text else ""
