@@ -1,5 +1,5 @@
 """Command line: ``python -m entra_pipeline sync | preview | query | login | delete-integration |
-check-config | demo-tenant stop``.
+check-config | reclaim | demo-tenant stop``.
 
 ``sync`` runs the same Dagster job as the schedules, one run per integration, recorded in the
 Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary. ``preview``
@@ -65,7 +65,8 @@ def _summary(database: str, key: str) -> str:
 def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = False, preview: bool = False) -> int:
     from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
     from entra_pipeline.defs.resources import WAREHOUSE_POOL
-    from entra_pipeline.instance import PoolWatch, open_instance, process_tags, wait_for_pool
+    from entra_pipeline.instance import (PoolWatch, hold_run_lock, open_instance, process_tags, release_run_lock,
+                                         wait_for_pool)
     from entra_pipeline.warehouse import warehouse_path
 
     defs = build_defs()
@@ -92,8 +93,9 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
         tags = {"integration": key, "started_by": f"entra-pipeline {verb}"}
         tags.update({name: "true" for name, on in (("allow_removals", allow_removals), ("full_resync", full_resync))
                      if on})
-        # Which process runs it, so that a later sync can tell the run died if this process is killed.
-        tags.update(process_tags())
+        run_id = str(uuid.uuid4())
+        # Which process runs it (for runs without a lock file); the run lock below is what tells.
+        tags.update(process_tags(run_id))
 
         def say(line: str) -> None:
             print(f"{verb} {key}: {line}", flush=True)
@@ -102,10 +104,15 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
             return f"stopped by {signal.Signals(signum).name} while waiting for the warehouse (run {run_id} canceled)"
 
         wait_for_pool(instance, WAREHOUSE_POOL, say)
-        run_id = str(uuid.uuid4())
-        with PoolWatch(instance, WAREHOUSE_POOL, run_id, say, stopped):
-            result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                            run_config=run_config, tags=tags, run_id=run_id)
+        # Held by this process from before the run exists until it has ended: while it is held, no
+        # sync or sensor takes the run for dead; once this process dies, the kernel lets it go.
+        hold_run_lock(instance, run_id)
+        try:
+            with PoolWatch(instance, WAREHOUSE_POOL, run_id, say, stopped):
+                result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                                run_config=run_config, tags=tags, run_id=run_id)
+        finally:
+            release_run_lock(instance, run_id)
         seconds = time.monotonic() - started
         checks = result.get_asset_check_evaluations()
         bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
@@ -191,6 +198,21 @@ def delete_integration(key: str, confirm: str | None) -> int:
           f"{sum(1 for n in removed.values() if n)} tables"
           + (f" (it is still in the integrations file: the next sync of {key!r} starts afresh)" if configured else ""))
     return 0
+
+
+def reclaim(run_id: str) -> int:
+    """Mark failed a run whose process is gone for good where no sync can see it (another machine or
+    container) and free its warehouse slots; refused while the run's process holds its lock."""
+    from entra_pipeline.instance import open_instance, reclaim_run
+
+    instance = open_instance()
+    if not instance.is_persistent:
+        print("reclaim: DAGSTER_HOME is not set: there is no Dagster instance whose runs could be reclaimed",
+              file=sys.stderr)
+        return 2
+    done, line = reclaim_run(instance, run_id)
+    print(line, file=sys.stdout if done else sys.stderr)
+    return 0 if done else 1
 
 
 def login(key: str) -> int:
@@ -286,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         "login", help="sign a delegated integration's service account in (device code), once")
     login_parser.add_argument("integration", metavar="KEY")
     commands.add_parser("check-config", help="validate the integrations file and each integration's credential")
+    reclaim_parser = commands.add_parser(
+        "reclaim", help="mark failed a run whose process is gone for good and free its warehouse slot "
+                        "(refused while the run is alive)")
+    reclaim_parser.add_argument("run_id", metavar="RUN_ID")
     demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
     demo.add_argument("action", choices=["stop"])
     args = parser.parse_args(argv)
@@ -300,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             return query(args.sql, args.wait)
         if args.command == "login":
             return login(args.integration)
+        if args.command == "reclaim":
+            return reclaim(args.run_id)
         if args.command == "delete-integration":
             return delete_integration(args.integration, args.confirm)
         from entra_pipeline.demo_tenant import stop_all

@@ -14,6 +14,7 @@ from entra_pipeline.config import config_path, load_integrations
 from entra_pipeline.defs.assets import PREVIEW_ASSET, build_assets
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
 from entra_pipeline.defs.schedules import build_reclaim_sensor, build_schedules
+from entra_pipeline.instance import run_locked_executor
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import warehouse_path
 
@@ -28,13 +29,14 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
     partitions = dg.StaticPartitionsDefinition(integrations.keys)
     assets = build_assets(partitions, integrations.runs)
     sync_assets = [a for a in assets if a.key.path[-1] != PREVIEW_ASSET]
+    # Both jobs run in the run's own process, which holds the run's lock (how a dead run is told).
     job = dg.define_asset_job(
-        SYNC_JOB, selection=dg.AssetSelection.assets(*sync_assets),
+        SYNC_JOB, selection=dg.AssetSelection.assets(*sync_assets), executor_def=run_locked_executor,
         description="Sync of one integration: Entra ID users and groups (changes only, or a full round) or the "
                     "Workday report (whole), then contacts, exclusions, lists.",
     )
     preview = dg.define_asset_job(
-        PREVIEW_JOB, selection=dg.AssetSelection.assets(
+        PREVIEW_JOB, executor_def=run_locked_executor, selection=dg.AssetSelection.assets(
             *(a for a in assets if a.key.path[-1] in (s.RAW_GRAPH_USERS, s.RAW_GRAPH_GROUPS, s.RAW_WORKDAY_WORKERS,
                                                         PREVIEW_ASSET))),
         description="Preview of a sync of one integration: reads the directory's changes, then reports what "

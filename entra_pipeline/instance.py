@@ -7,15 +7,20 @@ Two kinds of housekeeping no Dagster daemon does for runs started by ``python -m
 - a run whose process died (SIGKILL, OOM kill, reboot) while it held or waited for the warehouse
   pool is marked failed and its pool slots are freed, so that it never blocks the next run.
 
-A run's process is identified by the tags the CLI gives it (host, pid and the pid's start time, so
-that a recycled pid is not mistaken for it), or for runs launched by the UI's run launcher by the
-pid in the run's first engine event, checked against when that process started.
+Whether a run's process lives is told by its run lock: every run of the sync and preview jobs holds
+an exclusive lock on ``$DAGSTER_HOME/run-locks/<run_id>.lock`` while its process lives (the CLI
+from before the run starts, a UI or daemon run's worker from the moment its executor starts). The
+kernel drops the lock when that process ends, however it ends, whatever its host name, pid
+namespace or clock: a lock file nobody holds is a dead run. Runs without a lock file are judged by
+their own pid tags only where that proves the process gone; otherwise they are left alone, and the
+operator frees them with ``python -m entra_pipeline reclaim RUN_ID``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import signal
 import socket
@@ -23,9 +28,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import dagster as dg
+# The executor Dagster's in_process_executor makes; it has no public name to extend it by.
+from dagster._core.executor.in_process import InProcessExecutor
+from dagster._core.execution.retries import RetryMode
 
 from entra_pipeline.config import ConfigError
 from entra_pipeline.process import process_start_ticks
@@ -34,34 +42,151 @@ RUN_HOST_TAG = "entra-pipeline/host"
 RUN_PID_TAG = "entra-pipeline/pid"
 # Field 22 of /proc/PID/stat: clock ticks after boot when the process started.
 RUN_PID_START_TAG = "entra-pipeline/pid_start"
+# The run the pid tags were written for. A re-execution (from the UI, or the run-retry daemon) copies
+# its parent's tags: its own run id differs, so the parent's process is never taken for its own.
+RUN_ID_TAG = "entra-pipeline/run_id"
 
 # Written (holding the Dagster version) once every storage exists: later processes skip the lock.
 READY_FILE = ".entra-pipeline-instance-ready"
 LOCK_FILE = ".entra-pipeline-instance.lock"
+# One file per run, <run_id>.lock, exclusively locked by the run's process for as long as it lives.
+RUN_LOCK_DIR = "run-locks"
+# Dagster's run ids are UUIDs; anything else never becomes part of a path.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 # Statuses in which a run may hold or wait for pool slots while its process runs.
 LIVE_STATUSES = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
                  dg.DagsterRunStatus.CANCELING]
-# A process's start time is known to the clock tick; the engine event naming it is written after it starts.
-START_TOLERANCE_SECONDS = 2.0
 
 
-# -- processes -------------------------------------------------------------------------------------
+# -- run locks ---------------------------------------------------------------------------------------
 
-def _boot_time() -> float | None:
+# The run locks this process holds, by run id: an open file keeps its lock until closed or the process ends.
+_held: dict[str, IO[str]] = {}
+
+
+def run_lock_path(instance: dg.DagsterInstance, run_id: str) -> Path | None:
+    """Where run ``run_id``'s lock lives; None for an instance kept in memory (no other process sees its runs)."""
+    if not instance.is_persistent or not _RUN_ID.fullmatch(run_id):
+        return None
+    return Path(instance.root_directory) / RUN_LOCK_DIR / f"{run_id}.lock"
+
+
+def hold_run_lock(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Lock run ``run_id``'s lock file for this process, until ``release_run_lock`` or the process
+    ends. True when this process holds it (again, if it already did); False when another does."""
+    if run_id in _held:
+        return True
+    path = run_lock_path(instance, run_id)
+    if path is None:
+        return True
+    path.parent.mkdir(exist_ok=True)
+    label = f"{os.getpid()} {socket.gethostname()}\n"
+    # Locked under a name of its own first, then linked into place: a reclaimer never finds the
+    # file of a live run unlocked, not even for the moment between creating and locking it.
+    partial = path.with_name(f".{run_id}.{os.getpid()}.{threading.get_ident()}.partial")
+    handle = open(partial, "w+")
     try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(label)
+        handle.flush()
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            # Left by an earlier process of this run that died: it is ours once nobody holds it.
+            handle.close()
+            handle = open(path, "r+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+            handle.truncate(0)
+            handle.write(label)
+            handle.flush()
+        except OSError:
+            # A file system without hard links: create and lock in place.
+            handle.close()
+            handle = open(path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                return False
+    except BaseException:
+        handle.close()
+        raise
+    finally:
+        partial.unlink(missing_ok=True)
+    _held[run_id] = handle
+    return True
+
+
+def release_run_lock(instance: dg.DagsterInstance, run_id: str) -> None:
+    """Give up run ``run_id``'s lock (once its run has finished) and remove its file."""
+    handle = _held.pop(run_id, None)
+    if handle is None:
+        return
+    path = run_lock_path(instance, run_id)
+    # Removed while still locked: a reclaimer that opened it just before finds the run finished.
+    if path is not None:
+        path.unlink(missing_ok=True)
+    handle.close()
+
+
+def _probe_run_lock(path: Path | None) -> tuple[str, IO[str] | None]:
+    """("held", None) while a process holds the lock (or it cannot be told), ("free", the file,
+    locked now by this process) when its process is gone, ("none", None) when there is no lock file."""
+    if path is None:
+        return "none", None
+    try:
+        # Opened for writing: on NFS an exclusive lock needs it.
+        handle = open(path, "r+")
+    except FileNotFoundError:
+        return "none", None
     except OSError:
-        pass
-    return None
+        return "held", None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return "held", None
+    return "free", handle
 
 
-def process_tags() -> dict[str, str]:
-    """Tags naming this process, for a run it executes."""
+def _lock_pid(handle: IO[str]) -> int | None:
+    """The pid the lock's last holder wrote into it (for the message only)."""
+    try:
+        handle.seek(0)
+        first = handle.read(200).split()
+        return int(first[0]) if first else None
+    except (OSError, ValueError):
+        return None
+
+
+class RunLockedInProcessExecutor(InProcessExecutor):
+    """Dagster's in-process executor, whose process first takes the run's lock and keeps it until it
+    ends (a run worker of the UI or the daemon is a process of its own, ending after its run)."""
+
+    def execute(self, plan_context, execution_plan):  # noqa: ANN001 - Dagster's own signature
+        # False only if another process executes this very run: nothing to add to that.
+        hold_run_lock(plan_context.instance, plan_context.run_id)
+        yield from super().execute(plan_context, execution_plan)
+
+
+@dg.executor(name="in_process_run_locked")
+def run_locked_executor(init_context: dg.InitExecutorContext) -> RunLockedInProcessExecutor:
+    """The steps one after another in the run's process, which holds the run's lock (they share one
+    warehouse slot: they never run in parallel anyway)."""
+    return RunLockedInProcessExecutor(retries=RetryMode.ENABLED)
+
+
+# -- processes (runs without a lock file) ------------------------------------------------------------
+
+def process_tags(run_id: str) -> dict[str, str]:
+    """Tags naming this process, for run ``run_id`` it executes."""
     pid = os.getpid()
-    tags = {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(pid)}
+    tags = {RUN_ID_TAG: run_id, RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(pid)}
     start = process_start_ticks(pid)
     if start is not None:
         tags[RUN_PID_START_TAG] = str(start)
@@ -70,25 +195,17 @@ def process_tags() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class RunProcess:
-    """The process that executes a run. ``start_ticks`` (from the run's tags) must match exactly;
-    ``started_by`` (a Unix time from an engine event) is the latest time the process may have started."""
+    """The process of this host that a run's tags name; ``start_ticks`` is when it started."""
 
     pid: int
     start_ticks: int | None = None
-    started_by: float | None = None
 
     def is_gone(self) -> bool:
+        """True only when that is proven: no such pid here, or one that started at another moment."""
         ticks = process_start_ticks(self.pid)
-        if ticks is None:
-            # Without /proc (not Linux) only the pid itself can be asked about.
-            return not _pid_exists(self.pid) if not Path("/proc/self/stat").exists() else True
-        if self.start_ticks is not None:
-            return ticks != self.start_ticks
-        boot = _boot_time()
-        if self.started_by is not None and boot is not None:
-            # A process that started after the run's worker was reported running is another program.
-            return boot + ticks / os.sysconf("SC_CLK_TCK") > self.started_by + START_TOLERANCE_SECONDS
-        return False
+        if ticks is not None:
+            return self.start_ticks is not None and ticks != self.start_ticks
+        return not _pid_exists(self.pid)
 
 
 def _pid_exists(pid: int) -> bool:
@@ -96,37 +213,23 @@ def _pid_exists(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError, ValueError):
         return True
     return True
 
 
-def run_process(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunProcess | None:
-    """The process executing ``run`` on this host, or None when that cannot be told here (another
-    host, or a run that never said which process runs it)."""
+def run_process(run: dg.DagsterRun) -> RunProcess | None:
+    """The process of this host that ``run``'s own tags name, or None (tags of another run, another
+    host, or none at all)."""
     tags = run.tags
-    if RUN_PID_TAG in tags:
-        if tags.get(RUN_HOST_TAG) != socket.gethostname():
-            return None
-        try:
-            pid = int(tags[RUN_PID_TAG])
-            start = int(tags[RUN_PID_START_TAG]) if RUN_PID_START_TAG in tags else None
-        except ValueError:
-            return None
-        return RunProcess(pid, start_ticks=start)
-    # Runs launched from the UI: the default launcher starts the run worker on this host and logs
-    # "Started process for run (pid: N)" first; other launchers run workers elsewhere.
-    if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
+    if tags.get(RUN_ID_TAG) != run.run_id or tags.get(RUN_HOST_TAG) != socket.gethostname():
         return None
-    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
-        pid = data.metadata.get("pid") if data else None
-        if pid is not None:
-            try:
-                return RunProcess(int(pid.value), started_by=entry.timestamp)
-            except (TypeError, ValueError):
-                return None
-    return None
+    try:
+        pid = int(tags[RUN_PID_TAG])
+        start = int(tags[RUN_PID_START_TAG]) if RUN_PID_START_TAG in tags else None
+    except (KeyError, ValueError):
+        return None
+    return RunProcess(pid, start_ticks=start) if 0 < pid < 2**31 else None
 
 
 # -- instance set-up ---------------------------------------------------------------------------------
@@ -172,19 +275,24 @@ def _read(path: Path) -> str | None:
 
 # -- dead runs and the warehouse pool -----------------------------------------------------------------
 
+RECLAIM_COMMAND = "python -m entra_pipeline reclaim"
+
+
 @dataclass(frozen=True)
 class Recovered:
-    """A run freed from the pool: marked failed because its process ``pid`` is gone, or (``pid``
-    None) already finished yet still holding slots."""
+    """A run freed from the pool: marked failed because its process (``pid``, when known) is gone,
+    or, when ``finished``, already finished yet still holding slots."""
 
     run_id: str
     integration: str
     pid: int | None
+    finished: bool = False
 
     def line(self) -> str:
-        if self.pid is None:
+        if self.finished:
             return f"freed the warehouse slot still held by finished run {self.run_id} of {self.integration}"
-        return (f"recovered run {self.run_id} of {self.integration} (its process {self.pid} is gone); "
+        process = "its process" if self.pid is None else f"its process {self.pid}"
+        return (f"recovered run {self.run_id} of {self.integration} ({process} is gone); "
                 "its warehouse slot is free again")
 
 
@@ -194,10 +302,52 @@ def _integration(run: dg.DagsterRun | None) -> str:
     return run.tags.get("integration") or run.tags.get("dagster/partition") or run.job_name
 
 
+@dataclass
+class _Dead:
+    """Proof that a run's process is gone: its lock, now held by this process, or its pid tags."""
+
+    pid: int | None
+    lock: IO[str] | None = None
+    path: Path | None = None
+
+    def forget(self) -> None:
+        """Remove the dead run's lock file (still locked by this process, so no holder loses it)."""
+        if self.lock is not None:
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
+            self.lock.close()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.close()
+
+
+def _dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> _Dead | None:
+    """How ``run``'s process is known to be gone, or None while it may be alive."""
+    if run.run_id in _held:
+        return None
+    path = run_lock_path(instance, run.run_id)
+    state, lock = _probe_run_lock(path)
+    if state == "held":
+        return None
+    if state == "free":
+        return _Dead(_lock_pid(lock), lock, path)
+    # No lock file: a run from before run locks, or one whose worker died before its executor started.
+    process = run_process(run)
+    if process is not None and process.is_gone():
+        return _Dead(process.pid)
+    return None
+
+
+def _fail_and_free(instance: dg.DagsterInstance, run: dg.DagsterRun, message: str) -> None:
+    # Runs the CLI never got to start (NOT_STARTED) are failed as well: nothing else finishes them.
+    instance.report_run_failed(run, message)
+    instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+
+
 def reclaim_dead_runs(instance: dg.DagsterInstance, pool: str) -> list[Recovered]:
-    """Mark failed every unfinished run of this host whose process is gone, and free the pool slots
-    of those runs and of finished runs still holding some. Live runs and runs of other hosts are
-    left alone."""
+    """Mark failed every unfinished run whose process is known to be gone, and free the pool slots
+    of those runs and of finished runs still holding some. Runs that may be alive are left alone."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return []
@@ -205,24 +355,65 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, pool: str) -> list[Recovered
     in_pool = set(_pool_run_ids(instance, pool))
     records = instance.get_run_records(dg.RunsFilter(statuses=LIVE_STATUSES))
     for record in records:
-        run = record.dagster_run
-        process = run_process(instance, run)
-        if process is None or not process.is_gone():
+        dead = _dead(instance, record.dagster_run)
+        if dead is None:
             continue
-        # Runs the CLI never got to start (NOT_STARTED) are failed as well: nothing else finishes them.
-        instance.report_run_failed(
-            run, f"The process running this run ({process.pid}) is gone (killed, out of memory or rebooted); "
-                 "marked failed by entra-pipeline so the warehouse pool is free again.")
-        storage.free_concurrency_slots_for_run(run.run_id)
-        recovered.append(Recovered(run.run_id, _integration(run), process.pid))
+        # Read again now that its lock is ours: a run that ended meanwhile released it as it finished.
+        run = instance.get_run_by_id(record.dagster_run.run_id)
+        if run is None or run.is_finished:
+            dead.release()
+            continue
+        pid = f" ({dead.pid})" if dead.pid is not None else ""
+        _fail_and_free(instance, run, f"The process running this run{pid} is gone (killed, out of memory or "
+                                      "rebooted); marked failed by entra-pipeline so the warehouse pool is free again.")
+        dead.forget()
+        recovered.append(Recovered(run.run_id, _integration(run), dead.pid))
         in_pool.discard(run.run_id)
     for run_id in in_pool:
         run = instance.get_run_by_id(run_id)
         # A run deleted from the instance, or finished, uses the warehouse no more.
         if run is None or run.is_finished:
             storage.free_concurrency_slots_for_run(run_id)
-            recovered.append(Recovered(run_id, _integration(run), None))
+            recovered.append(Recovered(run_id, _integration(run), None, finished=True))
     return recovered
+
+
+def reclaim_run(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
+    """The operator's reclaim of one run whose process cannot be seen from here (another machine or
+    container): refused while its lock is held; otherwise marked failed and its slots freed. Returns
+    (done, the one line to show)."""
+    run = instance.get_run_by_id(run_id) if _RUN_ID.fullmatch(run_id) else None
+    if run is None:
+        return False, f"reclaim: no run {run_id[:80]!r} in the Dagster instance at {instance.root_directory}"
+    integration = _integration(run)
+    storage = instance.event_log_storage
+    if run.is_finished:
+        storage.free_concurrency_slots_for_run(run.run_id)
+        return True, (f"reclaim: run {run_id} of {integration} already ended ({run.status.value}); "
+                      "the warehouse slots it held, if any, are free")
+    path = run_lock_path(instance, run_id)
+    state, lock = _probe_run_lock(path)
+    if state == "held" or run_id in _held:
+        return False, (f"reclaim: run {run_id} of {integration} is alive (its process holds {path}); "
+                       "refused: stop that run instead (Dagster UI: Terminate)")
+    process = run_process(run)
+    if state == "none" and process is not None and not process.is_gone():
+        return False, (f"reclaim: run {run_id} of {integration} is alive (its process {process.pid} runs on this "
+                       "host); refused: stop that run instead")
+    dead = _Dead(_lock_pid(lock) if lock else None, lock, path)
+    try:
+        # Read again now that its lock is ours: a run that ended meanwhile released it as it finished.
+        run = instance.get_run_by_id(run_id) or run
+        if run.is_finished:
+            dead.release()
+            return True, f"reclaim: run {run_id} of {integration} has just ended ({run.status.value})"
+        _fail_and_free(instance, run, f"Marked failed by the operator ({RECLAIM_COMMAND} {run_id}): its process "
+                                      "was gone; the warehouse pool is free again.")
+    except BaseException:
+        dead.release()
+        raise
+    dead.forget()
+    return True, f"reclaim: run {run_id} of {integration} marked failed; its warehouse slot is free again"
 
 
 def _pool_run_ids(instance: dg.DagsterInstance, pool: str) -> list[str]:
@@ -250,7 +441,8 @@ def pool_is_full(instance: dg.DagsterInstance, pool: str) -> bool:
 
 def waiting_line(instance: dg.DagsterInstance, run_id: str) -> str:
     run = instance.get_run_by_id(run_id)
-    return f"waiting for run {run_id} (integration {_integration(run)}) to finish writing the warehouse"
+    return (f"waiting for run {run_id} (integration {_integration(run)}) to finish writing the warehouse; if that "
+            f"run's process is gone for good (another machine or container), free it with: {RECLAIM_COMMAND} {run_id}")
 
 
 def wait_for_pool(instance: dg.DagsterInstance, pool: str, say: Callable[[str], None],

@@ -39,10 +39,10 @@ def build_schedules(integrations: IntegrationsFile, job: "dg.UnresolvedAssetJobD
 
 
 def build_reclaim_sensor() -> dg.SensorDefinition:
-    """Every 30 s in the daemon (make ui): runs whose process is gone are marked failed and their
-    warehouse pool slots freed, as each CLI sync does before it starts. Dagster's run monitoring
-    cannot tell that a worker of the default run launcher died, so without this a killed run
-    would hold the pool and every scheduled sync would wait behind it."""
+    """Every 30 s in the daemon (make ui): runs whose process is gone (their run lock no longer held)
+    are marked failed and their warehouse pool slots freed, as each CLI sync does before it starts.
+    Dagster's run monitoring cannot tell that a worker of the default run launcher died, so without
+    this a killed run would hold the pool and every scheduled sync would wait behind it."""
 
     @dg.sensor(name=RECLAIM_SENSOR, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
                description="Frees the warehouse pool of runs whose process died (killed, out of memory, reboot).")
