@@ -343,3 +343,58 @@ def test_lists_links_property_names_and_unusable_ids_are_contained_too():
         items[1]]
     # Every message is short: no value is ever shown whole.
     assert all(len(i.message) < 300 for i in checked.issues)
+
+
+def test_a_list_beyond_the_json_limit_is_refused_whatever_the_other_fields():
+    """The quick check of ordinary items must size lists as the exact check does (separators and
+    numbers too): whether businessPhones is imported must not depend on an unrelated field."""
+    from entra_pipeline.transform import values
+
+    phones = [1] * 30_000  # 60,000 characters of JSON: little text, but beyond 64 KB as JSON
+    alone = {"id": "u1", "userPrincipalName": "a@contoso.com", "businessPhones": phones}
+    with_long_name = {**alone, "displayName": "N" * 300}
+    for item, also in ((alone, set()), (with_long_name, {("u1", "displayName", "value_too_long")})):
+        checked = values.check_users([item], RAW_STAGE)
+        assert {(i.record, i.field, i.code) for i in checked.issues} == \
+            {("u1", "businessPhones", "value_too_long"), *also}
+        assert checked.items == [{**item, "businessPhones": None, **({"displayName": None} if also else {})}]
+    # Just within the limit, both ways agree the other way round: imported.
+    fits = {"id": "u2", "businessPhones": [1] * 6_000}
+    assert values.check_users([fits], RAW_STAGE).items == [fits]
+    assert values.check_users([{**fits, "displayName": "N" * 300}], RAW_STAGE).items == \
+        [{**fits, "displayName": None}]
+
+
+def test_a_member_left_out_stays_an_import_error_while_later_rounds_change_other_members(tenant, make_sync):
+    """members@delta carries only the members that changed: a later round about other members of
+    the group does not mean the member left out (unusable id) is there now."""
+    directory = tenant.directory
+    group = next(g for g in directory.groups if g["mailEnabled"])
+    inside = {oid for _, oid in directory.members.get(group["id"], ())}
+    outsiders = [u for u in directory.users if u["id"] not in inside]
+    bad_id = "m" * 300
+    sync = make_sync(integration(KEY, tenant))
+    ok(sync.run(KEY))
+
+    def with_bad_member(body):
+        for item in body.get("value", []):
+            if item.get("id") == group["id"] and "members@delta" in item:
+                item["members@delta"].append({"@odata.type": "#microsoft.graph.user", "id": bad_id})
+        return body
+
+    tenant.add_member(group["id"], outsiders[0]["id"])
+    tenant.faults.rewrite(GROUPS, with_bad_member, times=None)
+    ok(sync.run(KEY))
+    tenant.faults.clear()
+    stage = "raw_graph_groups"
+    assert value_errors(sync, stage) == {(group["id"], "members", "invalid_id")}
+
+    # Another member joins: the round carries members@delta for the group without the bad one.
+    tenant.add_member(group["id"], outsiders[1]["id"])
+    result = ok(sync.run(KEY))
+    assert [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == stage][0] \
+        .materialization.metadata["read_mode"].value == "incremental"
+    assert value_errors(sync, stage) == {(group["id"], "members", "invalid_id")}
+    members = {r[0] for r in sync.query("SELECT member_id FROM raw_graph_group_members WHERE group_id = ?",
+                                        [group["id"]])}
+    assert {outsiders[0]["id"], outsiders[1]["id"]} <= members and bad_id not in members

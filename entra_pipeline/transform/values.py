@@ -52,6 +52,9 @@ MANAGER_LIMITS = {"id": ID_LIMIT, "mail": 320}
 _INVALID = re.compile("[\x00\ud800-\udfff]")
 #: The smallest limit of a part of a structured property (extension attributes, manager).
 _PART_LIMIT = min(EXTENSION_ATTRIBUTE_LIMIT, *MANAGER_LIMITS.values())
+# How json_problem sizes JSON (and _plainly_fine with it): per value its quotes or separator, per
+# key its quotes and colon, per number, boolean or null a few characters.
+_ITEM_SIZE, _KEY_SIZE, _SCALAR_SIZE = 2, 2, 8
 _ESCAPE = re.compile("[\x00-\x1f\x7f\ud800-\udfff\"\\\\]")
 
 
@@ -82,7 +85,7 @@ def json_problem(value: object, limit: int = JSON_LIMIT) -> tuple[str, str] | No
     size, stack = 0, [value]
     while stack:
         item = stack.pop()
-        size += 2
+        size += _ITEM_SIZE
         if isinstance(item, str):
             bad = _INVALID.search(item)
             if bad is not None:
@@ -92,12 +95,12 @@ def json_problem(value: object, limit: int = JSON_LIMIT) -> tuple[str, str] | No
             for key, sub in item.items():
                 if isinstance(key, str) and _INVALID.search(key):
                     return text_problem(key, limit)
-                size += len(str(key)) + 2
+                size += len(str(key)) + _KEY_SIZE
                 stack.append(sub)
         elif isinstance(item, list):
             stack.extend(item)
         else:
-            size += 8
+            size += _SCALAR_SIZE
         if size > limit:
             return VALUE_TOO_LONG, f"is more than {limit:,} characters of JSON"
     return None
@@ -199,30 +202,39 @@ def _check_links(checker: _Checker, oid: str, item: dict, name: str, links: obje
         bad = next(link for link in links if link not in kept)
         field_name = "managerId" if name == "manager@delta" else "members"
         problem = text_problem(bad.get("id"), ID_LIMIT) if isinstance(bad.get("id"), str) else None
+        if field_name == "members":
+            checker.seen(oid, ["members"])  # a new error about members takes the stored one's place
         checker.report(oid, item, field_name, (INVALID_ID, f"has {len(links) - len(kept):,} link(s) with an unusable "
                                                            f"id ({problem[1] if problem else 'not text'})"))
     return kept
 
 
 def _field_names(kind: str, item: dict) -> list[str]:
-    """The fields an item carries, as import errors name them."""
+    """The fields an item carries whole, as import errors name them (members@delta is only the
+    changed members: it replaces no error)."""
     names = []
     for name in item:
         if kind == "user" and name == EXTENSION_CONTAINER:
             names.extend(EXTENSION_ATTRIBUTES)
         elif kind == "user" and name == "manager":
             names.extend(MANAGER_FIELDS)
-        else:
-            names.append({"manager@delta": "managerId", "members@delta": "members"}.get(name, name))
+        elif name != "members@delta":
+            names.append("managerId" if name == "manager@delta" else name)
     return names
 
 
 def _plainly_fine(kind: str, item: dict) -> bool:
     """True when no value of the item can be beyond a limit: the common case, decided with a
     length per value and one search over all its text. False sends the item the slow, exact way
-    (also for anything nested deeper than a list of objects)."""
+    (also for anything nested deeper than a list of objects).
+
+    It must never accept what the exact way refuses: lists and objects are sized as
+    :func:`json_problem` sizes them (separators and :data:`_SCALAR_SIZE` per number, boolean or
+    null included), and the sum over the whole item, never less than any one value's size, must
+    stay within :data:`JSON_LIMIT`."""
     limits = USER_LIMITS if kind == "user" else GROUP_LIMITS
     parts: list[str] = []
+    size = 0  # what json_problem would count for the item's lists and objects, all together
     try:
         for name, value in item.items():
             if len(name) > NAME_LIMIT:
@@ -235,16 +247,20 @@ def _plainly_fine(kind: str, item: dict) -> bool:
                 parts.append(value)
             elif kind_of is dict or kind_of is list:
                 is_links = name in ("manager@delta", "members@delta")
+                size += _ITEM_SIZE
                 for element in (value.items() if kind_of is dict else value):
                     key, part = element if kind_of is dict else (None, element)
+                    size += _ITEM_SIZE
                     if key is not None:
                         if len(key) > NAME_LIMIT:
                             return False
                         parts.append(key)
+                        size += len(key) + _KEY_SIZE
                     if type(part) is str:
                         if kind_of is dict and len(part) > _PART_LIMIT:
                             return False
                         parts.append(part)
+                        size += len(part)
                     elif type(part) is dict:
                         if is_links and not (type(part.get("id")) is str and 0 < len(part["id"]) <= ID_LIMIT):
                             return False
@@ -252,14 +268,20 @@ def _plainly_fine(kind: str, item: dict) -> bool:
                             if type(sub) in (dict, list) or len(sub_key) > NAME_LIMIT:
                                 return False
                             parts.append(sub_key)
+                            size += len(sub_key) + _KEY_SIZE + _ITEM_SIZE
                             if type(sub) is str:
                                 parts.append(sub)
+                                size += len(sub)
+                            else:
+                                size += _SCALAR_SIZE
                     elif type(part) is list:
                         return False
+                    else:
+                        size += _SCALAR_SIZE
     except TypeError:
         return False
     text = "".join(parts)
-    return len(text) <= JSON_LIMIT and _INVALID.search(text) is None
+    return len(text) <= JSON_LIMIT and size <= JSON_LIMIT and _INVALID.search(text) is None
 
 
 def _check_object(checker: _Checker, item: dict) -> dict | None:
@@ -288,8 +310,11 @@ def _check_object(checker: _Checker, item: dict) -> dict | None:
             out[name] = value
             continue
         if name in ("manager@delta", "members@delta"):
-            label = "managerId" if name == "manager@delta" else "members"
-            checker.seen(oid, [label])
+            if name == "manager@delta":
+                # The manager link is replaced whole: this one decides the error.
+                checker.seen(oid, ["managerId"])
+            # members@delta is not: it carries only the members that changed, so the error about a
+            # member left out stands until a full read reads all members again.
             out[name] = _check_links(checker, oid, item, name, value)
             continue
         if checker.kind == "user" and name == EXTENSION_CONTAINER and (value is None or isinstance(value, dict)):
