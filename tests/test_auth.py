@@ -280,6 +280,27 @@ def test_a_token_cache_widened_to_other_users_is_refused(delegated, emulator, fa
                        "python -m entra_pipeline login svc")
 
 
+def test_certificate_files_are_read_with_the_limits_of_the_configuration(tmp_path):
+    """The certificate and key are read when a run signs in, after the configuration was loaded:
+    by then the file may be a FIFO or huge, and is read with the same limits, naming the field."""
+    from entra_pipeline.config import MAX_PEM_FILE_BYTES
+    from entra_pipeline.graph.certificates import CertificateError, load_certificate_credential
+
+    key, cert = self_signed_certificate()
+    huge = write_private(tmp_path / "huge.pem", key + cert + b"#" * MAX_PEM_FILE_BYTES)
+    with pytest.raises(CertificateError) as info:
+        load_certificate_credential(certificate_path=huge, private_key_path=None, thumbprint=None, passphrase=None)
+    assert (info.value.field, str(info.value)) == ("source.certificate_path", f"{huge} is 1.0 MB; at most 1 MB is read")
+
+    write_private(tmp_path / "app.key", key)
+    fifo = tmp_path / "app.crt"
+    os.mkfifo(fifo)
+    with pytest.raises(CertificateError) as info:  # read_bytes() would wait for a writer forever
+        load_certificate_credential(certificate_path=fifo, private_key_path=tmp_path / "app.key", thumbprint=None,
+                                    passphrase=None)
+    assert (info.value.field, str(info.value)) == ("source.certificate_path", f"{fifo} is a FIFO, not a regular file")
+
+
 # -- MSAL_FORCE_REGION ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("auth", ["client_secret", "certificate"])

@@ -296,6 +296,21 @@ def test_the_warehouse_memory_limit_comes_from_the_resource_or_the_environment(t
         con.close()
 
 
+def test_an_explicit_memory_limit_wins_and_the_environment_is_then_not_consulted(tmp_path, monkeypatch):
+    database = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "lots of it")
+    with WarehouseResource(database=str(database), memory_limit="512MB").get_connection() as con:
+        assert (setting(con, "memory_limit"), setting(con, "temp_directory")) == ("488.2 MiB", f"{database}.tmp")
+    con = connect(database, config={"memory_limit": "1GB"})
+    try:
+        assert (setting(con, "memory_limit"), setting(con, "temp_directory")) == ("953.6 MiB", f"{database}.tmp")
+    finally:
+        con.close()
+    # Without one, the variable decides, and its error is the one line.
+    with pytest.raises(ConfigError, match=f"^{MEMORY_LIMIT_ENV}='lots of it' is not a DuckDB memory limit"):
+        connect(database)
+
+
 def test_an_invalid_memory_limit_is_one_line_naming_the_variable_and_changes_nothing(
         tenant, make_sync, monkeypatch, tmp_path):
     sync = make_sync(integration(KEY, tenant))

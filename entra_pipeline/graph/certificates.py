@@ -103,9 +103,11 @@ def load_certificate_credential(*, certificate_path: Path | None, private_key_pa
 
 
 def _read(path: Path, field: str) -> bytes:
+    # With the limits the path had when the configuration was loaded: the file may since have
+    # been replaced by a FIFO (a read that never ends) or something huge.
+    from entra_pipeline.config import MAX_PEM_FILE_BYTES, _FileProblem, read_file_limited  # config imports us
+
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise CertificateError(field, f"{path} does not exist") from None
-    except OSError as exc:
-        raise CertificateError(field, f"{path} cannot be read: {exc.strerror}") from None
+        return read_file_limited(path, MAX_PEM_FILE_BYTES)
+    except _FileProblem as exc:
+        raise CertificateError(field, f"{path} {exc}") from None

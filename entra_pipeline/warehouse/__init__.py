@@ -53,10 +53,11 @@ def memory_limit(value: str | None = None, name: str = MEMORY_LIMIT_ENV) -> str:
 def duckdb_config(database: str | Path, memory: str | None = None, name: str = MEMORY_LIMIT_ENV) -> dict:
     """DuckDB settings for a database file: the memory limit (see ``memory_limit``) and a temp
     directory next to the file (``<file>.tmp``) where work beyond the limit spills."""
-    config = {"memory_limit": memory_limit(memory, name)}
-    if str(database) not in ("", ":memory:"):
-        config["temp_directory"] = f"{database}.tmp"
-    return config
+    return {"memory_limit": memory_limit(memory, name), **_spill_directory(database)}
+
+
+def _spill_directory(database: str | Path) -> dict:
+    return {} if str(database) in ("", ":memory:") else {"temp_directory": f"{database}.tmp"}
 
 
 def warehouse_path() -> Path:
@@ -73,7 +74,10 @@ def connect(database: str | Path, *, read_only: bool = False, wait_seconds: floa
     it), waiting (up to ``wait_seconds``, backing off from 50 ms to 2 s) while another process
     holds the file's lock; after that the lock error is raised, naming the file. ConfigError
     when the memory limit setting is invalid."""
-    config = {**duckdb_config(database), **(config or {})}
+    config = config or {}
+    # An explicit memory limit wins: the environment variable is then not consulted (nor its errors).
+    defaults = _spill_directory(database) if "memory_limit" in config else duckdb_config(database)
+    config = {**defaults, **config}
     deadline = time.monotonic() + wait_seconds
     pause = 0.05
     while True:
