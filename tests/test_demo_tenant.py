@@ -4,6 +4,7 @@ signalled only while it is still the emulator that wrote it (pids are recycled).
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -22,12 +23,29 @@ TENANT = "11111111-2222-3333-4444-555555555555"
 APP = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 
 
+#: The bystander records a SIGTERM in ``<dir>/sigterm`` and lives on; it answers a SIGWINCH by
+#: writing ``<dir>/probed``. Python runs pending handlers in signal order, SIGTERM (15) before
+#: SIGWINCH (28): once "probed" appears, any SIGTERM sent before the probe has been recorded.
+BYSTANDER = """
+import pathlib, signal, sys, time
+where = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *_: (where / "sigterm").touch())
+signal.signal(signal.SIGWINCH, lambda *_: (where / "probed").touch())
+(where / "ready").touch()
+while True:
+    time.sleep(60)
+"""
+
+
 @pytest.fixture
-def bystander():
+def bystander(tmp_path):
     """A live process that is not the emulator, though its command line names it (as a pid
     recycled by another Python program might)."""
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "entra_pipeline.emulator",
-                                "serve"])
+    where = tmp_path / "bystander"
+    where.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", BYSTANDER, str(where), "entra_pipeline.emulator", "serve"])
+    process.where = where
+    assert appeared(where / "ready")
     yield process
     process.kill()
     process.wait()
@@ -37,9 +55,22 @@ def state_dir(root: Path) -> Path:
     return root / f"{SPEC.users}u-{SPEC.groups}g-s{SPEC.seed}"
 
 
-def still_running(process: subprocess.Popen) -> bool:
-    time.sleep(0.3)  # a SIGTERM would have ended it by now
-    return process.poll() is None
+def appeared(path: Path) -> bool:
+    for _ in range(400):
+        if path.exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def never_signalled(process: subprocess.Popen) -> bool:
+    """True when no SIGTERM reached the bystander: a probe sent now is handled after any SIGTERM
+    sent before it, so no marker once the probe is answered means none was sent."""
+    probed = process.where / "probed"
+    probed.unlink(missing_ok=True)
+    process.send_signal(signal.SIGWINCH)
+    assert appeared(probed), "the bystander did not answer the probe"
+    return process.poll() is None and not (process.where / "sigterm").exists()
 
 
 def gone(pid: int) -> bool:
@@ -68,12 +99,12 @@ def test_stop_never_signals_a_process_that_is_not_the_recorded_emulator(tmp_path
         state.write_text(json.dumps(recorded))
         assert stop_all(tmp_path) == 0
         assert not state.exists()  # treated as gone
-        assert still_running(bystander)
+        assert never_signalled(bystander)
 
         state.write_text(json.dumps(recorded))
         assert emulator_main(["stop", "--state-dir", str(directory), "--timeout", "1"]) == 0
         assert not state.exists()
-        assert still_running(bystander)
+        assert never_signalled(bystander)
 
 
 def test_a_started_demo_tenant_is_stopped_and_a_recycled_pid_is_left_alone(tmp_path, bystander):
@@ -91,13 +122,13 @@ def test_a_started_demo_tenant_is_stopped_and_a_recycled_pid_is_left_alone(tmp_p
         # another app registration (a restart) must start a new tenant and signal nobody.
         state_file.write_text(json.dumps({**state, "pid": bystander.pid}))
         second = ensure_demo_tenant(SPEC, tenant_id=TENANT, client_id=APP, client_secret="second", root=tmp_path)
-        assert still_running(bystander)
+        assert never_signalled(bystander)
         assert second.pid not in (endpoint.pid, bystander.pid) and answers(second)
         assert process_identity(endpoint.pid) is not None  # not ours to stop any more: left running
 
         assert stop_all(tmp_path) == 1
         assert gone(second.pid) and not state_file.exists()
-        assert still_running(bystander)
+        assert never_signalled(bystander)
     finally:
         signal_recorded_process(endpoint.pid, state["process"])
         assert gone(endpoint.pid)
