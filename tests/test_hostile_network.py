@@ -378,8 +378,18 @@ def test_a_negative_retry_after_is_retried_after_a_short_backoff(make_sync, emul
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)
 
 
-def test_an_unusable_retry_after_in_batch_is_a_short_backoff(emulator, bundle):
+def test_an_unusable_retry_after_in_batch_is_a_short_backoff(emulator, bundle, monkeypatch):
     group = emulator.directory.groups[0]["id"]
+    # The pauses this thread asks for (still taken): what the client made of the Retry-After.
+    asked: list[float] = []
+    real_sleep, caller = time.sleep, threading.get_ident()
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() == caller:
+            asked.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(graph_client.time, "sleep", sleep)
     for value in ("inf", "-5", "soon", "nan"):
         emulator.faults.add(429, path=f"/v1.0/groups/{group}/members", times=1,
                             body={"error": {"code": "TooManyRequests", "message": "slow down"}})
@@ -387,11 +397,16 @@ def test_an_unusable_retry_after_in_batch_is_a_short_backoff(emulator, bundle):
         emulator.faults.rewrite(BATCH, lambda body: {**body, "responses": [
             {**r, "headers": {**r.get("headers", {}), "Retry-After": value}} for r in body["responses"]]},
             method="POST")
-        started = time.monotonic()
+        asked.clear()
+        since = len(emulator.request_log)
         with _graph_client(emulator, bundle) as client:  # max_retry_after_seconds: 120
             [answer] = client.batch_get([f"/groups/{group}/members?$select=id"])
-        assert time.monotonic() - started < 10, value
         assert (answer["status"], client.stats.retries, client.stats.throttled) == (200, 1, 1), value
+        # The throttled batch and one retry, nothing more; between them the exponential backoff
+        # (backoff_factor 0.01: 0.01 s plus up to 0.01 s of jitter), not the 120 s cap.
+        assert _requests_to(emulator, BATCH, since) == 2, value
+        assert client.stats.requests == 2, value
+        assert len(asked) == 1 and 0.01 <= asked[0] <= 0.02, (value, asked)
 
 
 # -- Workday -------------------------------------------------------------------------------------------
