@@ -5,11 +5,13 @@ instance all start: real `python -m entra_pipeline sync` processes on a persiste
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -62,11 +64,58 @@ def pool_holders(instance: dg.DagsterInstance) -> set[str]:
 
 
 def instance_when_ready(home: Path) -> dg.DagsterInstance:
-    """The instance, once a sync process has created its storage (the test must not race it)."""
-    databases = [home / "history" / "runs.db", home / "history" / "runs" / "index.db", home / "schedules" / "schedules.db"]
-    wait_until(lambda: all(path.exists() for path in databases), 60, "the sync created the instance")
-    time.sleep(1)
+    """The instance, once a sync process has created its storage (the test must not race it): the
+    ready file is written after every storage exists."""
+    from entra_pipeline.instance import READY_FILE
+
+    wait_until(lambda: (home / READY_FILE).exists(), 60, "the sync created the instance")
     return dg.DagsterInstance.get()
+
+
+class Lines:
+    """A process's output read line by line on a thread of its own, so that waiting for a line has a deadline."""
+
+    def __init__(self, stream) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def next(self, seconds: float) -> str:
+        try:
+            line = self._queue.get(timeout=max(seconds, 0))
+        except queue.Empty:
+            raise AssertionError(f"no line within {seconds:.0f} s; so far: {self.seen}") from None
+        if line is None:
+            raise AssertionError(f"the output ended; it was: {self.seen}")
+        self.seen.append(line)
+        return line
+
+    def until(self, wanted: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self.next(deadline - time.monotonic()) != wanted:
+            pass
+
+    def rest(self, seconds: float) -> list[str]:
+        """Every line seen, once the output has ended."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.next(deadline - time.monotonic())
+            except AssertionError:
+                if time.monotonic() >= deadline:
+                    raise
+                return self.seen
+
+
+def waiting(holder: str, integration: str = "elsewhere") -> str:
+    return (f"waiting for run {holder} (integration {integration}) to finish writing the warehouse; if that run's "
+            f"process is gone for good (another machine or container), free it with: "
+            f"python -m entra_pipeline reclaim {holder}")
 
 
 def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home, secret_env):
@@ -116,9 +165,9 @@ def test_four_first_syncs_on_a_new_instance_all_succeed(env, home):
         assert sorted(r.tags["integration"] for r in instance.get_runs() if r.is_success) == sorted(KEYS)
 
 
-def live_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> str:
+def live_run(instance: dg.DagsterInstance, tags: dict[str, str], run_id: str | None = None) -> str:
     """A run recorded as started by another process, holding the warehouse pool's one slot."""
-    run_id = str(uuid.uuid4())
+    run_id = run_id or str(uuid.uuid4())
     instance.add_run(dg.DagsterRun(job_name="entra_sync", run_id=run_id, status=dg.DagsterRunStatus.STARTED,
                                    tags={"integration": "elsewhere", **tags}))
     instance.event_log_storage.initialize_concurrency_limit_to_default(WAREHOUSE_POOL)
@@ -126,30 +175,61 @@ def live_run(instance: dg.DagsterInstance, tags: dict[str, str]) -> str:
     return run_id
 
 
-def own_process_tags() -> dict[str, str]:
-    """What a sync records of its process (host, pid, start time: field 22 of /proc/PID/stat), for this one."""
+def own_process_tags(run_id: str) -> dict[str, str]:
+    """What a sync records of its process (run, host, pid, start time: field 22 of /proc/PID/stat), for this one."""
     start = Path("/proc/self/stat").read_text().rpartition(")")[2].split()[19]
-    return {"entra-pipeline/host": socket.gethostname(), "entra-pipeline/pid": str(os.getpid()),
-            "entra-pipeline/pid_start": start}
+    return {"entra-pipeline/run_id": run_id, "entra-pipeline/host": socket.gethostname(),
+            "entra-pipeline/pid": str(os.getpid()), "entra-pipeline/pid_start": start}
+
+
+def held_run(instance: dg.DagsterInstance, tags=lambda run_id: {}) -> str:
+    """A live run holding the pool's slot: this test's process holds its run lock, as a run's process
+    does; ``tags`` makes the run's tags from its id."""
+    from entra_pipeline.instance import hold_run_lock
+
+    run_id = str(uuid.uuid4())
+    assert hold_run_lock(instance, run_id)
+    return live_run(instance, tags(run_id), run_id)
+
+
+def gone_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+DIE_HOLDING_LOCK = """
+import sys
+from entra_pipeline.instance import hold_run_lock, open_instance
+assert hold_run_lock(open_instance(), sys.argv[1])
+"""
+
+
+def died_holding_its_lock(run_id: str) -> int:
+    """A process that took run ``run_id``'s lock and ended without releasing it (as a killed one does); its pid."""
+    proc = subprocess.Popen([sys.executable, "-c", DIE_HOLDING_LOCK, run_id], cwd=ROOT)
+    assert proc.wait(timeout=60) == 0
+    return proc.pid
 
 
 def test_a_live_runs_slot_is_waited_for_not_taken_and_sigterm_stops_the_wait(env, home):
     instance = dg.DagsterInstance.get()
-    # This test's own process is the live run's process.
-    holder = live_run(instance, own_process_tags())
+    # This test's own process is the live run's process: it holds the run's lock, and the tags name it.
+    holder = held_run(instance, own_process_tags)
     proc = subprocess.Popen(sync_command("alpha"), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        time.sleep(15)
+        lines = Lines(proc.stdout)
+        lines.until(f"sync alpha: {waiting(holder)}", 120)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
+        out = lines.rest(20)
     finally:
         proc.kill()
-    out, err = proc.communicate()
-    assert code == -signal.SIGTERM, out + err
-    assert out.splitlines() == [
-        "sync alpha: running",
-        f"sync alpha: waiting for run {holder} (integration elsewhere) to finish writing the warehouse"]
+    err = proc.stderr.read()
+    assert code == -signal.SIGTERM, "\n".join(lines.seen) + err
+    assert out == ["sync alpha: running", f"sync alpha: {waiting(holder)}"]
     assert instance.get_run_by_id(holder).status == dg.DagsterRunStatus.STARTED
     assert pool_holders(instance) == {holder}
     # No run was started: the sync waited before creating one.
@@ -160,15 +240,19 @@ def test_a_recycled_pid_does_not_keep_a_dead_run_alive(home):
     from entra_pipeline.instance import open_instance, process_tags, reclaim_dead_runs
 
     instance = open_instance()
-    tags = process_tags()
-    # The same pid as this process, but a process that started at another moment: not the run's.
-    recycled = live_run(instance, {**tags, "entra-pipeline/pid_start": str(int(tags["entra-pipeline/pid_start"]) - 1)})
+    recycled = str(uuid.uuid4())
+    tags = process_tags(recycled)
+    # A run from before run locks (no lock file): the same pid as this process, but a process that
+    # started at another moment: not the run's.
+    live_run(instance, {**tags, "entra-pipeline/pid_start": str(int(tags["entra-pipeline/pid_start"]) - 1)},
+             recycled)
     recovered = reclaim_dead_runs(instance, WAREHOUSE_POOL)
     assert [(r.run_id, r.pid) for r in recovered] == [(recycled, os.getpid())]
     assert instance.get_run_by_id(recycled).status == dg.DagsterRunStatus.FAILURE
     assert pool_holders(instance) == set()
     # This process itself is alive: its run keeps the slot.
-    live = live_run(instance, tags)
+    live = str(uuid.uuid4())
+    live_run(instance, process_tags(live), live)
     assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
     assert pool_holders(instance) == {live}
 
@@ -192,23 +276,24 @@ with PoolWatch(instance, WAREHOUSE_POOL, run_id, lambda line: print(line, flush=
 def test_sigterm_ends_a_run_waiting_inside_dagster_for_the_pool(env, home):
     """A run already started waits between steps in Dagster's executor, which only notes a SIGTERM;
     the watch cancels the waiting run and ends the process."""
-    from entra_pipeline.instance import open_instance, process_tags
+    from entra_pipeline.instance import open_instance
 
     instance = open_instance()
-    holder = live_run(instance, process_tags())
+    holder = held_run(instance)
     proc = subprocess.Popen([sys.executable, "-c", WAIT_INSIDE_RUN], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        run_id = proc.stdout.readline().strip()
-        assert proc.stdout.readline().strip() == \
-            f"waiting for run {holder} (integration elsewhere) to finish writing the warehouse"
+        lines = Lines(proc.stdout)
+        run_id = lines.next(120)
+        assert lines.next(120) == waiting(holder)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
+        out = lines.rest(20)
     finally:
         proc.kill()
-    out, err = proc.communicate()
-    assert code == 128 + signal.SIGTERM, out + err
-    assert out.splitlines() == [f"stopped {int(signal.SIGTERM)}"]
+    err = proc.stderr.read()
+    assert code == 128 + signal.SIGTERM, "\n".join(lines.seen) + err
+    assert out == [run_id, waiting(holder), f"stopped {int(signal.SIGTERM)}"]
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.CANCELED
     assert pool_holders(instance) == {holder}
     assert [p.run_id for p in instance.event_log_storage.get_concurrency_info(WAREHOUSE_POOL).pending_steps] \
@@ -216,31 +301,136 @@ def test_sigterm_ends_a_run_waiting_inside_dagster_for_the_pool(env, home):
 
 
 def test_the_daemons_sensor_frees_the_pool_of_ui_runs_whose_worker_died(home):
-    """Runs launched from the UI carry no tags of ours: their worker's pid is in their first engine
-    event ("Started process for run (pid: N)"), which the sensor checks."""
-    from dagster._core.events import EngineEventData
-
+    """Runs launched from the UI carry no tags of ours: their worker holds the run's lock (taken by
+    the job's executor), and the sensor frees the runs whose lock nobody holds any more."""
     from entra_pipeline.defs.schedules import build_reclaim_sensor
 
     instance = dg.DagsterInstance.get()
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    dead, live = live_run(instance, {}), str(uuid.uuid4())
+    dead = live_run(instance, {})
+    worker = died_holding_its_lock(dead)
+    from entra_pipeline.instance import hold_run_lock
+
+    live = str(uuid.uuid4())
+    assert hold_run_lock(instance, live)
     instance.add_run(dg.DagsterRun(job_name="entra_sync", run_id=live, status=dg.DagsterRunStatus.STARTED,
                                    tags={"integration": "also_elsewhere"}))
-    for run_id, pid in ((dead, gone.pid), (live, os.getpid())):
-        instance.report_engine_event(f"Started process for run (pid: {pid}).", instance.get_run_by_id(run_id),
-                                     EngineEventData.in_process(pid))
     # A UI run waits for the slot behind the dead one.
     assert not instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, live, "raw_graph_users").is_claimed
 
     result = build_reclaim_sensor()(dg.build_sensor_context(instance=instance))
-    assert result.skip_message == (f"recovered run {dead} of elsewhere (its process {gone.pid} is gone); "
+    assert result.skip_message == (f"recovered run {dead} of elsewhere (its process {worker} is gone); "
                                    "its warehouse slot is free again")
     assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+    # The dead run's lock file went with it; the live run's stays.
+    assert sorted(path.name for path in (home / "run-locks").iterdir()) == [f"{live}.lock"]
     # The waiting run is handed the slot.
     assert instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, live, "raw_graph_users").is_claimed
     assert build_reclaim_sensor()(dg.build_sensor_context(instance=instance)).skip_message == \
         "no run whose process died holds the warehouse pool"
     assert pool_holders(instance) == {live}
+
+
+def test_a_ui_run_worker_holds_its_runs_lock_and_when_killed_its_run_is_reclaimed(emulator, env, home):
+    """The job's executor takes the run's lock in the process that runs the steps (a UI or daemon run's
+    worker: here `dagster job execute`, which runs the job as the run worker does)."""
+    from entra_pipeline.defs.schedules import build_reclaim_sensor
+    from entra_pipeline.instance import reclaim_dead_runs, run_lock_path
+
+    emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
+    command = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "entra_pipeline.definitions",
+               "-a", "defs", "-j", "entra_sync", "--tags", '{"dagster/partition": "alpha", "integration": "alpha"}']
+    worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        instance = dg.DagsterInstance.get()
+        run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the run claimed the pool")
+        # Alive, with no tags of ours: its lock keeps it.
+        assert not any(tag.startswith("entra-pipeline/") for tag in instance.get_run_by_id(run_id).tags)
+        assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
+        assert run_lock_path(instance, run_id).read_text().split()[0] == str(worker.pid)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    emulator.faults.clear()
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    result = build_reclaim_sensor()(dg.build_sensor_context(instance=instance))
+    assert result.skip_message == (f"recovered run {run_id} of alpha (its process {worker.pid} is gone); "
+                                   "its warehouse slot is free again")
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    assert pool_holders(instance) == set()
+
+
+def test_a_re_executed_run_is_not_judged_by_its_parents_process(home):
+    """A re-execution (UI, run-retry daemon) copies its parent's tags, pid included; the parent's
+    process being gone says nothing of the new run's."""
+    from entra_pipeline.defs.schedules import build_reclaim_sensor
+    from entra_pipeline.instance import open_instance, reclaim_dead_runs
+
+    instance = open_instance()
+    parent = str(uuid.uuid4())
+    # The parent: a CLI run whose process is gone (a pid no process has now, same host).
+    parent_tags = {"integration": "alpha", "entra-pipeline/run_id": parent, "entra-pipeline/host": socket.gethostname(),
+                   "entra-pipeline/pid": str(gone_pid()), "entra-pipeline/pid_start": "1"}
+    # Re-executed: alive (its worker holds its lock), and another still before its worker took the lock.
+    alive = held_run(instance, lambda run_id: dict(parent_tags))
+    starting = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="entra_sync", run_id=starting, status=dg.DagsterRunStatus.STARTING,
+                                   tags=dict(parent_tags)))
+
+    assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
+    assert build_reclaim_sensor()(dg.build_sensor_context(instance=instance)).skip_message == \
+        "no run whose process died holds the warehouse pool"
+    assert instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED
+    assert instance.get_run_by_id(starting).status == dg.DagsterRunStatus.STARTING
+    assert pool_holders(instance) == {alive}
+
+
+def test_a_live_run_whose_pid_cannot_be_seen_is_not_reclaimed(home):
+    """A run in another pid namespace or container names a pid this process cannot see; its lock,
+    held, is what counts."""
+    from entra_pipeline.instance import open_instance, reclaim_dead_runs
+
+    instance = open_instance()
+    unseen = gone_pid()
+    live = held_run(instance, lambda run_id: {"entra-pipeline/run_id": run_id,
+                                              "entra-pipeline/host": socket.gethostname(),
+                                              "entra-pipeline/pid": str(unseen), "entra-pipeline/pid_start": "1"})
+    assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
+    assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+    assert pool_holders(instance) == {live}
+
+
+def reclaim_command(run_id: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "entra_pipeline", "reclaim", run_id], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_reclaim_refuses_a_live_run_and_frees_one_whose_container_is_gone(home):
+    from entra_pipeline.instance import open_instance, reclaim_dead_runs
+
+    instance = open_instance()
+    live = held_run(instance)
+    refused = reclaim_command(live)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.splitlines() == [
+        f"reclaim: run {live} of elsewhere is alive (its process holds {home / 'run-locks' / (live + '.lock')}); "
+        "refused: stop that run instead (Dagster UI: Terminate)"]
+    assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
+    assert pool_holders(instance) == {live}
+
+    # A run of a container since re-created (another host name), from before run locks: no sync can
+    # tell whether it lives, so none reclaims it; the operator does.
+    instance.event_log_storage.free_concurrency_slots_for_run(live)
+    instance.report_run_failed(instance.get_run_by_id(live), "ended for this test")
+    lost = str(uuid.uuid4())
+    live_run(instance, {"entra-pipeline/run_id": lost, "entra-pipeline/host": "container-gone",
+                        "entra-pipeline/pid": "1"}, lost)
+    assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
+    freed = reclaim_command(lost)
+    assert (freed.returncode, freed.stderr) == (0, "")
+    assert freed.stdout.splitlines() == [f"reclaim: run {lost} of elsewhere marked failed; its warehouse slot is free again"]
+    assert instance.get_run_by_id(lost).status == dg.DagsterRunStatus.FAILURE
+    assert pool_holders(instance) == set()
+    unknown = reclaim_command("no-such-run")
+    assert (unknown.returncode, unknown.stderr.splitlines()) == (
+        1, [f"reclaim: no run 'no-such-run' in the Dagster instance at {home}"])
