@@ -450,9 +450,10 @@ _GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def _first_line(text: object) -> str:
-    # AADSTS descriptions carry trace and correlation ids on later lines.
+    # AADSTS descriptions carry trace and correlation ids on later lines. 400: a whole AADSTS
+    # sentence, or a connection error down to its TLS reason.
     text = str(text).strip()
-    return one_line(text.splitlines()[0]) if text else ""
+    return one_line(text.splitlines()[0], 400) if text else ""
 
 
 def _error_code(answer: dict) -> str:

@@ -289,4 +289,4 @@ def _error_text(text: str) -> str:
 
 def _first_line(text: str) -> str:
     text = text.strip()
-    return one_line(text.splitlines()[0]) if text else ""
+    return one_line(text.splitlines()[0], 300) if text else ""
