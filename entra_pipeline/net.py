@@ -199,4 +199,5 @@ class OriginSession(requests.Session):
         return iter(())
 
 
-__all__ = ["OriginSession", "SaneRetry", "TrustAdapter", "one_line", "origin_of", "show_origin", "show_url", "trust_context"]
+__all__ = ["OriginSession", "SaneRetry", "TrustAdapter", "one_line", "origin_of", "show_origin", "show_url",
+           "trust_context"]

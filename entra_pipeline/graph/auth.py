@@ -428,8 +428,8 @@ def sign_in_with_device_code(credential: DelegatedSignIn, *, authority_host: str
     username = one_line(claims.get("preferred_username", ""), 120)
     # What scheduled runs depend on, checked now rather than at 6 a.m. tomorrow.
     if not tokens._of_tenant(claims.get("tid")):
-        raise AuthError(f"{username} signed in to tenant {one_line(claims.get('tid'), 100)}, not {tokens.tenant_id}; sign in with "
-                        "an account of the configured tenant")
+        raise AuthError(f"{username} signed in to tenant {one_line(claims.get('tid'), 100)}, not {tokens.tenant_id}; "
+                        "sign in with an account of the configured tenant")
     if not result.get("refresh_token"):
         raise AuthError("the sign-in gave no refresh token (offline_access not granted); scheduled syncs could not "
                         "renew it")

@@ -634,7 +634,8 @@ class GraphClient:
         tries = f" after {self.settings.max_retries} retries" if status in RETRY_SUB_STATUS else ""
         return GraphError(
             f"GET {_describe(self.base)}{_describe(url)} (in $batch): HTTP {status} {_short(str(code or 'error'), 100)}"
-            f"{tries}: {_short(str(message or 'no error message'))} (request-id {_short(str(request_id or 'none'), 100)})",
+            f"{tries}: {_short(str(message or 'no error message'))} "
+            f"(request-id {_short(str(request_id or 'none'), 100)})",
             status=status, code=code, request_id=request_id,
         )
 
