@@ -375,7 +375,26 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, pool: str) -> list[Recovered
         if run is None or run.is_finished:
             storage.free_concurrency_slots_for_run(run_id)
             recovered.append(Recovered(run_id, _integration(run), None, finished=True))
+    _sweep_run_locks(instance)
     return recovered
+
+
+def _sweep_run_locks(instance: dg.DagsterInstance) -> None:
+    """Remove the lock files nobody holds of runs that have ended (a UI run's worker leaves its file
+    when it exits) or that were never recorded (a CLI killed before its run started)."""
+    if not instance.is_persistent:
+        return
+    for path in (Path(instance.root_directory) / RUN_LOCK_DIR).glob("*.lock"):
+        run_id = path.name.removesuffix(".lock")
+        if run_id in _held:
+            continue
+        run = instance.get_run_by_id(run_id) if _RUN_ID.fullmatch(run_id) else None
+        if run is not None and not run.is_finished:
+            continue
+        state, lock = _probe_run_lock(path)
+        if state == "free" and lock is not None:
+            path.unlink(missing_ok=True)
+            lock.close()
 
 
 def reclaim_run(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:

@@ -145,6 +145,8 @@ def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home, se
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
     assert run.tags["entra-pipeline/pid"] == str(killed.pid)
     assert pool_holders(instance) == set()
+    # The dead run's lock file went with it, the next sync's when it ended.
+    assert list((home / "run-locks").iterdir()) == []
     runs = instance.get_runs()
     assert sorted(r.status.value for r in runs) == ["FAILURE", "SUCCESS"]
 
@@ -308,6 +310,10 @@ def test_the_daemons_sensor_frees_the_pool_of_ui_runs_whose_worker_died(home):
     instance = dg.DagsterInstance.get()
     dead = live_run(instance, {})
     worker = died_holding_its_lock(dead)
+    # A run that ended well: its worker left its lock file behind as it exited.
+    ended = str(uuid.uuid4())
+    instance.add_run(dg.DagsterRun(job_name="entra_sync", run_id=ended, status=dg.DagsterRunStatus.SUCCESS))
+    died_holding_its_lock(ended)
     from entra_pipeline.instance import hold_run_lock
 
     live = str(uuid.uuid4())
@@ -322,7 +328,7 @@ def test_the_daemons_sensor_frees_the_pool_of_ui_runs_whose_worker_died(home):
                                    "its warehouse slot is free again")
     assert instance.get_run_by_id(dead).status == dg.DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(live).status == dg.DagsterRunStatus.STARTED
-    # The dead run's lock file went with it; the live run's stays.
+    # The dead and the ended run's lock files are gone; the live run's stays.
     assert sorted(path.name for path in (home / "run-locks").iterdir()) == [f"{live}.lock"]
     # The waiting run is handed the slot.
     assert instance.event_log_storage.claim_concurrency_slot(WAREHOUSE_POOL, live, "raw_graph_users").is_claimed
