@@ -89,6 +89,17 @@ def _frame(data: list[dict] | dict[str, list], columns: list[str], integration: 
     return frame
 
 
+def _insert_issues(con, integration: str, run_id: str, issues: Iterable[ImportIssue]) -> int:
+    rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
+    if rows:
+        con.executemany(
+            f'INSERT INTO "{s.IMPORT_ERRORS}" (integration, run_id, stage, record, field, code, message, '
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    return len(rows)
+
+
 def replace_issues(con, integration: str, stage: str, run_id: str, issues: Iterable[ImportIssue],
                    records: set[str] | None = None) -> int:
     """Replace one stage's import errors for an integration (only those about ``records``, with
@@ -100,14 +111,7 @@ def replace_issues(con, integration: str, stage: str, run_id: str, issues: Itera
         con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND stage = ? '
                     "AND record IN (SELECT id FROM _issue_records)", [integration, stage])
         issues = [i for i in issues if i.record in records]
-    rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
-    if rows:
-        con.executemany(
-            f'INSERT INTO "{s.IMPORT_ERRORS}" (integration, run_id, stage, record, field, code, message, '
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    return len(rows)
+    return _insert_issues(con, integration, run_id, issues)
 
 
 def replace_value_issues(con, integration: str, stage: str, run_id: str, issues: Iterable[ImportIssue],
@@ -126,14 +130,7 @@ def replace_value_issues(con, integration: str, stage: str, run_id: str, issues:
     con.execute(f'DELETE FROM "{s.IMPORT_ERRORS}" e WHERE integration = ? AND stage = ? '
                 "AND (record IN (SELECT id FROM _assessed_whole) OR EXISTS (SELECT 1 FROM _assessed a "
                 "WHERE a.record = e.record AND a.field = e.field))", [integration, stage])
-    rows = [(integration, run_id, i.stage, i.record, i.field, i.code, i.message, _now()) for i in issues]
-    if rows:
-        con.executemany(
-            f'INSERT INTO "{s.IMPORT_ERRORS}" (integration, run_id, stage, record, field, code, message, '
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-    return len(rows)
+    return _insert_issues(con, integration, run_id, issues)
 
 
 def stage_issues(con, integration: str, stage: str, codes: Iterable[str]) -> list[ImportIssue]:
