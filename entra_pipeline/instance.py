@@ -135,8 +135,9 @@ def release_run_lock(instance: dg.DagsterInstance, run_id: str) -> None:
 
 
 def _probe_run_lock(path: Path | None) -> tuple[str, IO[str] | None]:
-    """("held", None) while a process holds the lock (or it cannot be told), ("free", the file,
-    locked now by this process) when its process is gone, ("none", None) when there is no lock file."""
+    """("held", None) while a process holds the lock, ("free", the file, locked now by this process)
+    when its process is gone, ("none", None) when there is no lock file, ("unknown: <why>", None)
+    when it cannot be told (a file this user may not open): then the run counts as alive."""
     if path is None:
         return "none", None
     try:
@@ -144,13 +145,16 @@ def _probe_run_lock(path: Path | None) -> tuple[str, IO[str] | None]:
         handle = open(path, "r+")
     except FileNotFoundError:
         return "none", None
-    except OSError:
-        return "held", None
+    except OSError as exc:
+        return f"unknown: {exc.strerror or type(exc).__name__}", None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         handle.close()
         return "held", None
+    except OSError as exc:
+        handle.close()
+        return f"unknown: {exc.strerror or type(exc).__name__}", None
     return "free", handle
 
 
@@ -328,10 +332,10 @@ def _dead(instance: dg.DagsterInstance, run: dg.DagsterRun) -> _Dead | None:
         return None
     path = run_lock_path(instance, run.run_id)
     state, lock = _probe_run_lock(path)
-    if state == "held":
-        return None
     if state == "free":
         return _Dead(_lock_pid(lock), lock, path)
+    if state != "none":
+        return None
     # No lock file: a run from before run locks, or one whose worker died before its executor started.
     process = run_process(run)
     if process is not None and process.is_gone():
@@ -415,6 +419,9 @@ def reclaim_run(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
     if state == "held" or run_id in _held:
         return False, (f"reclaim: run {run_id} of {integration} is alive (its process holds {path}); "
                        "refused: stop that run instead (Dagster UI: Terminate)")
+    if state.startswith("unknown"):
+        return False, (f"reclaim: cannot tell whether run {run_id} of {integration} is alive ({path}: "
+                       f"{state.removeprefix('unknown: ')}); refused: run reclaim as the user that runs the syncs")
     process = run_process(run)
     if state == "none" and process is not None and not process.is_gone():
         return False, (f"reclaim: run {run_id} of {integration} is alive (its process {process.pid} runs on this "
