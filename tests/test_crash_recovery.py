@@ -434,9 +434,28 @@ def test_reclaim_refuses_a_live_run_and_frees_one_whose_container_is_gone(home):
     assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
     freed = reclaim_command(lost)
     assert (freed.returncode, freed.stderr) == (0, "")
-    assert freed.stdout.splitlines() == [f"reclaim: run {lost} of elsewhere marked failed; its warehouse slot is free again"]
+    assert freed.stdout.splitlines() == [
+        f"reclaim: run {lost} of elsewhere marked failed; its warehouse slot is free again"]
     assert instance.get_run_by_id(lost).status == dg.DagsterRunStatus.FAILURE
     assert pool_holders(instance) == set()
     unknown = reclaim_command("no-such-run")
     assert (unknown.returncode, unknown.stderr.splitlines()) == (
         1, [f"reclaim: no run 'no-such-run' in the Dagster instance at {home}"])
+
+
+def test_a_run_whose_lock_cannot_be_opened_counts_as_alive(home):
+    """A lock file this process cannot open (here a directory in its place; in practice another
+    user's file) tells nothing: the run is left alone, and reclaim says it cannot tell."""
+    from entra_pipeline.instance import open_instance, reclaim_dead_runs, run_lock_path
+
+    instance = open_instance()
+    run_id = live_run(instance, {})
+    run_lock_path(instance, run_id).mkdir(parents=True)
+    assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
+    refused = reclaim_command(run_id)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.splitlines() == [
+        f"reclaim: cannot tell whether run {run_id} of elsewhere is alive ({run_lock_path(instance, run_id)}: "
+        "Is a directory); refused: run reclaim as the user that runs the syncs"]
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    assert pool_holders(instance) == {run_id}
