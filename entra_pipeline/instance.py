@@ -31,9 +31,6 @@ from pathlib import Path
 from typing import IO, Callable
 
 import dagster as dg
-# The executor Dagster's in_process_executor makes; it has no public name to extend it by.
-from dagster._core.executor.in_process import InProcessExecutor
-from dagster._core.execution.retries import RetryMode
 
 from entra_pipeline.config import ConfigError
 from entra_pipeline.process import process_start_ticks
@@ -168,21 +165,36 @@ def _lock_pid(handle: IO[str]) -> int | None:
         return None
 
 
-class RunLockedInProcessExecutor(InProcessExecutor):
+class RunLockedExecutor(dg.Executor):
     """Dagster's in-process executor, whose process first takes the run's lock and keeps it until it
-    ends (a run worker of the UI or the daemon is a process of its own, ending after its run)."""
+    ends (a run worker of the UI or the daemon is a process of its own, ending after its run).
+    It wraps the executor ``in_process_executor`` builds, through Dagster's public Executor API."""
 
-    def execute(self, plan_context, execution_plan):  # noqa: ANN001 - Dagster's own signature
+    def __init__(self, inner: dg.Executor) -> None:
+        self._inner = inner
+
+    @property
+    def retries(self):  # noqa: ANN201 - Dagster's RetryMode
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):  # noqa: ANN201 - Dagster's StepDependencyConfig
+        return self._inner.step_dependency_config
+
+    def get_step_event_or_retry_event(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        return self._inner.get_step_event_or_retry_event(*args, **kwargs)
+
+    def execute(self, plan_context, execution_plan):  # noqa: ANN001, ANN201 - Dagster's own signature
         # False only if another process executes this very run: nothing to add to that.
         hold_run_lock(plan_context.instance, plan_context.run_id)
-        yield from super().execute(plan_context, execution_plan)
+        yield from self._inner.execute(plan_context, execution_plan)
 
 
-@dg.executor(name="in_process_run_locked")
-def run_locked_executor(init_context: dg.InitExecutorContext) -> RunLockedInProcessExecutor:
+@dg.executor(name="in_process_run_locked", config_schema=dg.in_process_executor.config_schema)
+def run_locked_executor(init_context: dg.InitExecutorContext) -> RunLockedExecutor:
     """The steps one after another in the run's process, which holds the run's lock (they share one
-    warehouse slot: they never run in parallel anyway)."""
-    return RunLockedInProcessExecutor(retries=RetryMode.ENABLED)
+    warehouse slot: they never run in parallel anyway). Configured like in_process_executor."""
+    return RunLockedExecutor(dg.in_process_executor.executor_creation_fn(init_context))
 
 
 # -- processes (runs without a lock file) ------------------------------------------------------------
