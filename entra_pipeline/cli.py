@@ -108,7 +108,7 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
         # sync or sensor takes the run for dead; once this process dies, the kernel lets it go.
         hold_run_lock(instance, run_id)
         try:
-            with PoolWatch(instance, WAREHOUSE_POOL, run_id, say, stopped):
+            with PoolWatch(instance, WAREHOUSE_POOL, run_id, say, stopped) as watch:
                 result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
                                                 run_config=run_config, tags=tags, run_id=run_id)
         finally:
@@ -129,6 +129,11 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
             print(_preview_summary(str(warehouse_path()), key) if preview else _summary(str(warehouse_path()), key))
         except Exception as exc:  # noqa: BLE001 - the summary must not hide the sync's own outcome
             print(f"  (no summary: {type(exc).__name__}: {str(exc).splitlines()[0]})")
+        if watch.signalled:
+            # Stopped on purpose (Ctrl-C, docker stop, systemd): no further integration is started.
+            print(f"{verb}: stopped by {signal.Signals(watch.signalled).name}; the other integrations were not "
+                  "started", file=sys.stderr)
+            return 128 + watch.signalled
     return 1 if failed else 0
 
 
@@ -200,7 +205,7 @@ def delete_integration(key: str, confirm: str | None) -> int:
     return 0
 
 
-def reclaim(run_id: str) -> int:
+def reclaim(run_id: str, force: bool = False) -> int:
     """Mark failed a run whose process is gone for good where no sync can see it (another machine or
     container) and free its warehouse slots; refused while the run's process holds its lock."""
     from entra_pipeline.instance import open_instance, reclaim_run
@@ -210,7 +215,7 @@ def reclaim(run_id: str) -> int:
         print("reclaim: DAGSTER_HOME is not set: there is no Dagster instance whose runs could be reclaimed",
               file=sys.stderr)
         return 2
-    done, line = reclaim_run(instance, run_id)
+    done, line = reclaim_run(instance, run_id, force)
     print(line, file=sys.stdout if done else sys.stderr)
     return 0 if done else 1
 
@@ -312,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         "reclaim", help="mark failed a run whose process is gone for good and free its warehouse slot "
                         "(refused while the run is alive)")
     reclaim_parser.add_argument("run_id", metavar="RUN_ID")
+    reclaim_parser.add_argument("--force", action="store_true",
+                                help="also a run with neither a run lock nor a recorded process (you know it is gone)")
     demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
     demo.add_argument("action", choices=["stop"])
     args = parser.parse_args(argv)
@@ -327,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "login":
             return login(args.integration)
         if args.command == "reclaim":
-            return reclaim(args.run_id)
+            return reclaim(args.run_id, args.force)
         if args.command == "delete-integration":
             return delete_integration(args.integration, args.confirm)
         from entra_pipeline.demo_tenant import stop_all

@@ -49,6 +49,8 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
         jobs=[job, preview],
         schedules=build_schedules(integrations, job),
         sensors=[build_reclaim_sensor()],
+        # The UI's Materialize and backfills run the implicit asset job: it holds its run's lock too.
+        executor=run_locked_executor,
         resources={
             "integrations": IntegrationsResource(config_path=str(config_file)),
             "graph": GraphResource(demo_dir=str(demo_dir) if demo_dir else None),

@@ -77,12 +77,14 @@ def hold_run_lock(instance: dg.DagsterInstance, run_id: str) -> bool:
     path = run_lock_path(instance, run_id)
     if path is None:
         return True
-    path.parent.mkdir(exist_ok=True)
+    # Only this user may lock a run's file: another could otherwise pin a dead run as alive.
+    path.parent.mkdir(mode=0o700, exist_ok=True)
     label = f"{os.getpid()} {socket.gethostname()}\n"
     # Locked under a name of its own first, then linked into place: a reclaimer never finds the
     # file of a live run unlocked, not even for the moment between creating and locking it.
     partial = path.with_name(f".{run_id}.{os.getpid()}.{threading.get_ident()}.partial")
-    handle = open(partial, "w+")
+    partial.unlink(missing_ok=True)
+    handle = _open_lock(partial, os.O_CREAT | os.O_EXCL)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.write(label)
@@ -92,7 +94,7 @@ def hold_run_lock(instance: dg.DagsterInstance, run_id: str) -> bool:
         except FileExistsError:
             # Left by an earlier process of this run that died: it is ours once nobody holds it.
             handle.close()
-            handle = open(path, "r+")
+            handle = _open_lock(path)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -104,7 +106,7 @@ def hold_run_lock(instance: dg.DagsterInstance, run_id: str) -> bool:
         except OSError:
             # A file system without hard links: create and lock in place.
             handle.close()
-            handle = open(path, "a+")
+            handle = _open_lock(path, os.O_CREAT)
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -131,6 +133,11 @@ def release_run_lock(instance: dg.DagsterInstance, run_id: str) -> None:
     handle.close()
 
 
+def _open_lock(path: Path, flags: int = 0) -> IO[str]:
+    """A run's lock file for reading and writing, 0600, never through a symbolic link."""
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o600), "r+")
+
+
 def _probe_run_lock(path: Path | None) -> tuple[str, IO[str] | None]:
     """("held", None) while a process holds the lock, ("free", the file, locked now by this process)
     when its process is gone, ("none", None) when there is no lock file, ("unknown: <why>", None)
@@ -139,7 +146,7 @@ def _probe_run_lock(path: Path | None) -> tuple[str, IO[str] | None]:
         return "none", None
     try:
         # Opened for writing: on NFS an exclusive lock needs it.
-        handle = open(path, "r+")
+        handle = _open_lock(path)
     except FileNotFoundError:
         return "none", None
     except OSError as exc:
@@ -387,12 +394,25 @@ def reclaim_dead_runs(instance: dg.DagsterInstance, pool: str) -> list[Recovered
         in_pool.discard(run.run_id)
     for run_id in in_pool:
         run = instance.get_run_by_id(run_id)
-        # A run deleted from the instance, or finished, uses the warehouse no more.
-        if run is None or run.is_finished:
+        # A run deleted from the instance, or finished, uses the warehouse no more, unless its
+        # process is still running (a run marked canceled while its worker writes on).
+        if (run is None or run.is_finished) and not _lock_held(instance, run_id):
             storage.free_concurrency_slots_for_run(run_id)
             recovered.append(Recovered(run_id, _integration(run), None, finished=True))
     _sweep_run_locks(instance)
     return recovered
+
+
+def _lock_held(instance: dg.DagsterInstance, run_id: str) -> bool:
+    if run_id in _held:
+        return True
+    path = run_lock_path(instance, run_id)
+    if path is None:
+        return False
+    state, lock = _probe_run_lock(path)
+    if lock is not None:
+        lock.close()
+    return state == "held"
 
 
 def _sweep_run_locks(instance: dg.DagsterInstance) -> None:
@@ -413,10 +433,11 @@ def _sweep_run_locks(instance: dg.DagsterInstance) -> None:
             lock.close()
 
 
-def reclaim_run(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
+def reclaim_run(instance: dg.DagsterInstance, run_id: str, force: bool = False) -> tuple[bool, str]:
     """The operator's reclaim of one run whose process cannot be seen from here (another machine or
-    container): refused while its lock is held; otherwise marked failed and its slots freed. Returns
-    (done, the one line to show)."""
+    container): refused while its lock is held, and without ``force`` when it has neither a lock file
+    nor tags naming its process; otherwise marked failed and its slots freed. Returns (done, the one
+    line to show)."""
     run = instance.get_run_by_id(run_id) if _RUN_ID.fullmatch(run_id) else None
     if run is None:
         return False, f"reclaim: no run {run_id[:80]!r} in the Dagster instance at {instance.root_directory}"
@@ -438,6 +459,9 @@ def reclaim_run(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
     if state == "none" and process is not None and not process.is_gone():
         return False, (f"reclaim: run {run_id} of {integration} is alive (its process {process.pid} runs on this "
                        "host); refused: stop that run instead")
+    if state == "none" and run.tags.get(RUN_ID_TAG) != run.run_id and not force:
+        return False, (f"reclaim: run {run_id} of {integration} has no run lock and no process recorded, so "
+                       "nothing tells whether it is alive; if you know its process is gone, add --force")
     dead = _Dead(_lock_pid(lock) if lock else None, lock, path)
     try:
         # Read again now that its lock is ours: a run that ended meanwhile released it as it finished.
@@ -514,6 +538,9 @@ class PoolWatch:
         self.poll_seconds = poll_seconds
         self._done = threading.Event()
         self._named: set[str] = set()
+        #: SIGTERM or SIGINT seen while the run went on (Dagster stops the step it interrupts, and
+        #: returns): the caller stops too instead of starting another run.
+        self.signalled = 0
 
     def __enter__(self) -> "PoolWatch":
         self._reader, self._writer = socket.socketpair()
@@ -543,7 +570,7 @@ class PoolWatch:
             if ready:
                 for byte in self._reader.recv(64):
                     if byte in (signal.SIGTERM, signal.SIGINT):
-                        signum = byte
+                        signum = self.signalled = byte
             if self._done.is_set():
                 return
             try:

@@ -35,9 +35,9 @@ _DEFAULT_PORTS = {"https": 443, "http": 80}
 _SHOWN = 120
 
 
-#: Control characters that are not whitespace (ESC, DEL, C1): a remote answer could use them to
-#: rewrite what a terminal shows.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: Control characters that are not whitespace (ESC, DEL, C1) and bidirectional overrides: a remote
+#: answer could use them to rewrite what a terminal shows; lone surrogates cannot even be printed.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def one_line(text: object, limit: int = 200) -> str:

@@ -155,6 +155,29 @@ def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home, se
     assert snapshot(Path(env["ENTRA_PIPELINE_WAREHOUSE"])) == snapshot(clean.warehouse)
 
 
+def test_sigterm_during_a_step_stops_the_sync_and_starts_no_other_integration(emulator, env, home, secret_env):
+    # Every Graph request takes 3 s: alpha is in its first step when the signal comes.
+    emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
+    proc = subprocess.Popen(sync_command("alpha", "beta"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        instance = instance_when_ready(home)
+        run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the sync claimed the pool")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        emulator.faults.clear()
+    assert proc.returncode == 128 + signal.SIGTERM, out + err
+    assert "sync alpha: running" in out.splitlines() and "sync beta: running" not in out
+    assert err.splitlines()[-1] == "sync: stopped by SIGTERM; the other integrations were not started"
+    assert instance.get_run_by_id(run_id).status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    assert [r.tags["integration"] for r in instance.get_runs()] == ["alpha"]
+    assert pool_holders(instance) == set()
+
+
 def test_four_first_syncs_on_a_new_instance_all_succeed(env, home):
     procs = [subprocess.Popen(sync_command(key), env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for key in KEYS]
@@ -406,9 +429,9 @@ def test_a_live_run_whose_pid_cannot_be_seen_is_not_reclaimed(home):
     assert pool_holders(instance) == {live}
 
 
-def reclaim_command(run_id: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "entra_pipeline", "reclaim", run_id], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+def reclaim_command(run_id: str, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "entra_pipeline", "reclaim", run_id, *options], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_reclaim_refuses_a_live_run_and_frees_one_whose_container_is_gone(home):
@@ -441,6 +464,20 @@ def test_reclaim_refuses_a_live_run_and_frees_one_whose_container_is_gone(home):
     unknown = reclaim_command("no-such-run")
     assert (unknown.returncode, unknown.stderr.splitlines()) == (
         1, [f"reclaim: no run 'no-such-run' in the Dagster instance at {home}"])
+
+    # A run with neither a lock file nor tags of ours (a run from before run locks) may be alive:
+    # reclaim frees it only when the operator says so with --force.
+    untagged = live_run(instance, {})
+    refused = reclaim_command(untagged)
+    assert (refused.returncode, refused.stderr.splitlines()) == (1, [
+        f"reclaim: run {untagged} of elsewhere has no run lock and no process recorded, so nothing tells whether it "
+        "is alive; if you know its process is gone, add --force"])
+    assert instance.get_run_by_id(untagged).status == dg.DagsterRunStatus.STARTED
+    forced = reclaim_command(untagged, "--force")
+    assert (forced.returncode, forced.stdout.splitlines()) == (0, [
+        f"reclaim: run {untagged} of elsewhere marked failed; its warehouse slot is free again"])
+    assert instance.get_run_by_id(untagged).status == dg.DagsterRunStatus.FAILURE
+    assert pool_holders(instance) == set()
 
 
 def test_a_run_whose_lock_cannot_be_opened_counts_as_alive(home):

@@ -380,6 +380,29 @@ def test_a_list_beyond_the_json_limit_is_refused_whatever_the_other_fields():
         [{**fits, "displayName": None}]
 
 
+@pytest.mark.parametrize("manager", [{}, {"id": 123}, {"id": None, "mail": "boss@contoso.com"},
+                                     {"mail": "boss@contoso.com"}])
+def test_a_manager_without_a_usable_id_is_refused_whatever_the_other_fields(manager):
+    """The quick check must not accept an expanded manager the exact check refuses."""
+    from entra_pipeline.transform import values
+
+    alone = {"id": "u1", "userPrincipalName": "a@contoso.com", "manager": manager}
+    with_long_name = {**alone, "displayName": "N" * 300}
+    for item, also in ((alone, set()), (with_long_name, {("u1", "displayName", "value_too_long")})):
+        checked = values.check_users([item], RAW_STAGE)
+        assert {(i.record, i.field, i.code) for i in checked.issues} == {("u1", "managerId", "invalid_text"), *also}
+        assert checked.items[0]["manager"] is None
+
+
+def test_error_lines_quote_no_lone_surrogate_and_no_bidirectional_override():
+    """Text a server sent goes into an error line that the CLI prints: a lone surrogate could not be
+    printed at all, and a right-to-left override would rewrite what the terminal shows."""
+    from entra_pipeline.net import one_line
+
+    assert one_line("bad\ud800code \u202eevil\u2066 line\nnext") == "bad\ufffdcode \ufffdevil\ufffd line next"
+    one_line("bad\udfffcode").encode("utf-8")
+
+
 def test_a_member_left_out_stays_an_import_error_while_later_rounds_change_other_members(tenant, make_sync):
     """members@delta carries only the members that changed: a later round about other members of
     the group does not mean the member left out (unusable id) is there now."""

@@ -716,8 +716,8 @@ class GraphClient:
                                  f"'id': {_short(json.dumps(item, default=str), 120)}")
             odata_type = item.get("@odata.type")
             if not isinstance(odata_type, str) or not odata_type.startswith("#microsoft.graph."):
-                raise GraphError(f"{what}: page {page} has member {item['id']!r} without a usable "
-                                 f"@odata.type: {odata_type!r}")
+                raise GraphError(f"{what}: page {page} has member {_short(repr(item['id']), 80)} without a usable "
+                                 f"@odata.type: {_short(repr(odata_type), 80)}")
         items[gid].extend(value)
         next_link = body.get("@odata.nextLink")
         return None if next_link is None else self._relative(next_link, what)
@@ -736,7 +736,7 @@ def _check_delta_item(item: object, what: str, page: int) -> None:
                 isinstance(l, dict) and isinstance(l.get("id"), str) and l["id"]
                 and (isinstance(l.get("@odata.type"), str) or isinstance(l.get("@removed"), dict))
                 for l in links):
-            raise GraphError(f"{what}: delta page {page}: {key} of {item['id']!r} is not a list of "
+            raise GraphError(f"{what}: delta page {page}: {key} of {_short(repr(item['id']), 80)} is not a list of "
                              f"objects with an id and an @odata.type: {_short(json.dumps(links, default=str), 120)}")
 
 
@@ -744,7 +744,7 @@ def member_type(item: dict) -> str:
     """``#microsoft.graph.user`` -> ``user``; GraphError for an item without a Graph type."""
     odata_type = item.get("@odata.type")
     if not isinstance(odata_type, str) or not odata_type.startswith("#microsoft.graph."):
-        raise GraphError(f"member {item.get('id')!r} has no usable @odata.type: {odata_type!r}")
+        raise GraphError(f"member {_short(repr(item.get('id')), 80)} has no usable @odata.type: {_short(repr(odata_type), 80)}")
     return odata_type.removeprefix("#microsoft.graph.")
 
 

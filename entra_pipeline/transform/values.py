@@ -246,6 +246,8 @@ def _plainly_fine(kind: str, item: dict) -> bool:
                     return False
                 parts.append(value)
             elif kind_of is dict or kind_of is list:
+                if kind == "user" and name == "manager" and kind_of is dict and not usable_id(value.get("id")):
+                    return False  # a manager without a usable id is refused the exact way
                 is_links = name in ("manager@delta", "members@delta")
                 size += _ITEM_SIZE
                 for element in (value.items() if kind_of is dict else value):

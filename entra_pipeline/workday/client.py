@@ -238,7 +238,7 @@ class WorkdayClient:
                 raise WorkdayError(f"{self.report_url}: the connection broke after {self.stats.bytes:,} bytes and "
                                    f"{self.stats.entries:,} entries ({type(exc).__name__})", transient=True) from None
             if ENTRIES not in seen:
-                found = ", ".join(sorted(seen)) or "nothing"
+                found = one_line(", ".join(sorted(seen)) or "nothing")
                 raise WorkdayError(f"{self.report_url}: the answer has no {ENTRIES} (found: {found}); is this a RaaS "
                                    "report with JSON output?")
         finally:
