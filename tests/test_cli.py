@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from entra_pipeline.config import DEFAULT_CONFIG_PATH, load_integrations
-from entra_pipeline.definitions import SYNC_JOB, build_defs
+from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
 from entra_pipeline.emulator.directory import generate_directory
 from entra_pipeline.emulator.workday import generate_workers
 
@@ -130,6 +130,10 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
     assert job.partitions_def.get_partition_keys() == ["demo", "demo_workday"]
     assert [(s.name, s.cron_schedule, s.execution_timezone) for s in defs.schedules] == [
         ("sync_demo", "0 6 * * *", "UTC"), ("sync_demo_workday", "30 6 * * *", "UTC")]
+    # Every job the UI can launch (the two jobs, Materialize and backfills) runs in its run's one
+    # process, which holds the run's lock: how a dead run is told from a live one.
+    assert {job.executor_def.name for job in (defs.resolve_job_def(SYNC_JOB), defs.resolve_job_def(PREVIEW_JOB),
+                                              defs.resolve_implicit_global_asset_job_def())} == {"in_process_run_locked"}
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"all_directory_users_read", "all_directory_groups_read", "directory_users_mapped",
                       "contacts_have_unique_id", "unique_contact_ids_distinct", "contact_values_valid",
