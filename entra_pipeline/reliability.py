@@ -168,9 +168,17 @@ def _change(emulator, rng: random.Random) -> None:
         emulator.update_user(uid, {"jobTitle": f"Title {rng.randrange(50)}"})
     emulator.hard_delete_user(rng.choice(users))
     groups = [g["id"] for g in directory.groups if directory.members.get(g["id"])]
-    new = emulator.add_user({"id": f"00000000-0000-4000-8000-{rng.randrange(10**12):012d}",
-                             "userPrincipalName": f"kill.{rng.randrange(10**9)}@contoso.com",
-                             "displayName": "Kill Run", "mail": f"kill.{rng.randrange(10**9)}@contoso.com"})
+    # The kill series and the kill-then-sync series draw from equal seeds: a drawn id or name may
+    # already be taken by then (the emulator refuses it); draw again.
+    while True:
+        try:
+            new = emulator.add_user({"id": f"00000000-0000-4000-8000-{rng.randrange(10**12):012d}",
+                                     "userPrincipalName": f"kill.{rng.randrange(10**9)}@contoso.com",
+                                     "displayName": "Kill Run", "mail": f"kill.{rng.randrange(10**9)}@contoso.com"})
+            break
+        except ValueError as exc:
+            if "already" not in str(exc):
+                raise
     emulator.add_member(rng.choice(groups), new["id"])
 
 
