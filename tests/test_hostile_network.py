@@ -8,11 +8,9 @@ request at all); the warehouse stays exactly as it was."""
 from __future__ import annotations
 
 import itertools
-import json
 import ssl
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import certifi
 import pytest
@@ -27,6 +25,7 @@ from entra_pipeline.graph import client as graph_client
 from entra_pipeline.graph.auth import AuthError, ClientSecret
 from entra_pipeline.graph.client import GraphClient, GraphError, GraphSettings
 from entra_pipeline.net import trust_context
+from entra_pipeline.reliability_hostile import Foreign
 from entra_pipeline.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
 from test_sync import step_metadata
 
@@ -55,52 +54,6 @@ def emulator(directory, tmp_path_factory):
     server.stop()
 
 
-class Foreign:
-    """Another host (127.0.0.1 on another port) that records every request it receives and
-    answers anything with 200 and a plausible body: a token, a page of users with a delta link."""
-
-    def __init__(self, context: ssl.SSLContext | None) -> None:
-        self.requests: list[tuple[str, str, dict, bytes]] = []
-        lock = threading.Lock()
-        received = self.requests
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with lock:
-                    received.append((self.command, self.path, dict(self.headers), body))
-                answer = json.dumps({
-                    "token_type": "Bearer", "expires_in": 3599, "access_token": "foreign-token",
-                    "value": [{"id": "66666666-0000-4000-8000-000000000666", "mail": "injected@evil.example",
-                               "displayName": "Injected"}],
-                    "@odata.deltaLink": "https://evil.example/v1.0/users/delta?$deltatoken=foreign",
-                    "Report_Entry": [{"Employee_ID": "666", "Email_Address": "injected@evil.example"}],
-                    "responses": [],
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        if context is not None:
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.scheme = "https" if context is not None else "http"
-        self.origin = f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def foreign_ca():
     return trustme.CA(organization_name="another host")
@@ -108,11 +61,8 @@ def foreign_ca():
 
 @pytest.fixture(scope="module", params=["http", "https"])
 def foreign(request, foreign_ca):
-    context = None
-    if request.param == "https":
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        foreign_ca.issue_cert("127.0.0.1").configure_cert(context)
-    server = Foreign(context)
+    """Another host that records every request (the one `make reliability` uses too)."""
+    server = Foreign(foreign_ca if request.param == "https" else None)
     yield server
     server.close()
 
@@ -120,7 +70,7 @@ def foreign(request, foreign_ca):
 @pytest.fixture
 def received(foreign):
     """What the foreign server received during one test."""
-    foreign.requests.clear()
+    foreign.reset()
     return foreign.requests
 
 
