@@ -17,7 +17,6 @@ import io
 import ipaddress
 import os
 import re
-import stat
 import unicodedata
 from contextvars import ContextVar
 from datetime import date
@@ -42,6 +41,8 @@ from pydantic import (
 )
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from entra_pipeline.files import (MAX_PEM_FILE_BYTES, MAX_TEXT_FILE_BYTES, FileProblem, check_regular_file,
+                                  read_file_limited)
 from entra_pipeline.graph.auth import Certificate, ClientSecret, Credential, DelegatedSignIn
 from entra_pipeline.graph.certificates import CertificateError, CertificateInfo, load_certificate_credential
 from entra_pipeline.transform.lists import custom_list_id
@@ -79,10 +80,6 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _ENV_NAME_MAX = 128
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 
-# Files the configuration names are read whole, so their size is bounded before reading: the
-# integrations file and a bulk selector file hold text, certificates and keys are PEM.
-MAX_TEXT_FILE_BYTES = 16 * 1024 * 1024
-MAX_PEM_FILE_BYTES = 1024 * 1024
 MAX_PATH_CHARS = 1024
 MAX_URL_CHARS = 512
 # Error messages show at most this many characters of a value from the file.
@@ -118,60 +115,6 @@ def _shown_path(path: Path | str) -> str:
     if len(text) > SHOWN_PATH_CHARS:
         text = f"{text[:SHOWN_CHARS]}…{text[-SHOWN_CHARS:]}"
     return repr(text)
-
-
-_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-               (stat.S_ISSOCK, "a socket"))
-
-
-class _FileProblem(Exception):
-    """Why a named file cannot be used: the end of a sentence that starts with the file's name."""
-
-
-def _regular_file_problem(mode: int, size: int, limit: int) -> str | None:
-    if stat.S_ISDIR(mode):
-        return "is a directory, not a file"
-    if not stat.S_ISREG(mode):
-        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
-        return f"is {kind}, not a regular file"
-    if size > limit:
-        return f"is {size / 1024 / 1024:,.1f} MB; at most {limit // 1024 // 1024} MB is read"
-    return None
-
-
-def _check_regular_file(path: Path, limit: int) -> None:
-    """Raise _FileProblem unless ``path`` is a regular file of at most ``limit`` bytes (stat only)."""
-    try:
-        info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise _FileProblem("does not exist") from None
-    except OSError as exc:
-        raise _FileProblem(f"cannot be read ({exc.strerror})") from None
-    problem = _regular_file_problem(info.st_mode, info.st_size, limit)
-    if problem:
-        raise _FileProblem(problem)
-
-
-def read_file_limited(path: Path, limit: int) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes; _FileProblem otherwise.
-
-    Checked before reading: a FIFO would block the read forever, /dev/zero never ends, and a
-    directory or a huge file is a mistake. The file is opened without blocking and checked again
-    through its descriptor, so it cannot be swapped for another kind between check and read."""
-    _check_regular_file(path, limit)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise _FileProblem(f"cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
-        problem = _regular_file_problem(info.st_mode, info.st_size, limit)
-        if problem:
-            raise _FileProblem(problem)
-        data = file.read(limit + 1)
-    if len(data) > limit:  # it grew since the check
-        raise _FileProblem(f"is larger than {limit // 1024 // 1024} MB")
-    return data
 
 
 def _script(char: str) -> str:
@@ -308,12 +251,12 @@ def _checked_path(value: Path | None, info: ValidationInfo) -> Path | None:
     try:
         if info.field_name == "token_cache_path":
             if os.path.lexists(value):
-                _check_regular_file(value, MAX_TEXT_FILE_BYTES)
+                check_regular_file(value, MAX_TEXT_FILE_BYTES)
         elif info.field_name == "ca_bundle":
             _check_pem_certificates(read_file_limited(value, MAX_PEM_FILE_BYTES))
         else:
-            _check_regular_file(value, MAX_PEM_FILE_BYTES)
-    except _FileProblem as exc:
+            check_regular_file(value, MAX_PEM_FILE_BYTES)
+    except FileProblem as exc:
         if info.field_name == "token_cache_path" and str(exc).startswith("is a directory"):
             raise ValueError(f"{_shown_path(value)} is a directory; name the token cache file") from None
         raise ValueError(f"{what} {_shown_path(value)} {exc}") from None
@@ -324,7 +267,7 @@ def _check_pem_certificates(data: bytes) -> None:
     try:
         x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise _FileProblem("holds no PEM certificate (-----BEGIN CERTIFICATE-----); it must be the CA "
+        raise FileProblem("holds no PEM certificate (-----BEGIN CERTIFICATE-----); it must be the CA "
                            "certificates to trust, in PEM") from None
 
 
@@ -803,7 +746,7 @@ def read_bulk_selector(path: Path, header_check: bool = True) -> list[str]:
     where = f"bulk selector file {_shown_path(path)}"
     try:
         raw = read_file_limited(_plain_path(path), MAX_TEXT_FILE_BYTES)
-    except _FileProblem as exc:
+    except FileProblem as exc:
         raise ValueError(f"{where} {exc}") from None
     try:
         text = raw.decode("utf-8-sig")
@@ -1225,7 +1168,7 @@ def load_integrations(path: Path | str | None = None) -> IntegrationsFile:
         raise ConfigError(f"integrations file path {_shown(str(file))} is not a usable path (set {CONFIG_PATH_ENV})")
     try:
         raw = read_file_limited(file, MAX_TEXT_FILE_BYTES)
-    except _FileProblem as exc:
+    except FileProblem as exc:
         if str(exc) == "does not exist":
             raise ConfigError(f"{file}: integrations file not found (set {CONFIG_PATH_ENV})") from None
         raise ConfigError(f"{file}: the integrations file {exc}") from None

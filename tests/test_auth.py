@@ -283,7 +283,7 @@ def test_a_token_cache_widened_to_other_users_is_refused(delegated, emulator, fa
 def test_certificate_files_are_read_with_the_limits_of_the_configuration(tmp_path):
     """The certificate and key are read when a run signs in, after the configuration was loaded:
     by then the file may be a FIFO or huge, and is read with the same limits, naming the field."""
-    from entra_pipeline.config import MAX_PEM_FILE_BYTES
+    from entra_pipeline.files import MAX_PEM_FILE_BYTES
     from entra_pipeline.graph.certificates import CertificateError, load_certificate_credential
 
     key, cert = self_signed_certificate()

@@ -12,6 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from entra_pipeline.files import MAX_PEM_FILE_BYTES, FileProblem, read_file_limited
 from entra_pipeline.graph.auth import Certificate
 
 _CERT_BEGIN = b"-----BEGIN CERTIFICATE-----"
@@ -105,9 +106,7 @@ def load_certificate_credential(*, certificate_path: Path | None, private_key_pa
 def _read(path: Path, field: str) -> bytes:
     # With the limits the path had when the configuration was loaded: the file may since have
     # been replaced by a FIFO (a read that never ends) or something huge.
-    from entra_pipeline.config import MAX_PEM_FILE_BYTES, _FileProblem, read_file_limited  # config imports us
-
     try:
         return read_file_limited(path, MAX_PEM_FILE_BYTES)
-    except _FileProblem as exc:
+    except FileProblem as exc:
         raise CertificateError(field, f"{path} {exc}") from None

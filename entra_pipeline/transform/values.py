@@ -364,28 +364,28 @@ def _check_parts(checker: _Checker, oid: str, item: dict, parts: dict, label, li
     return out
 
 
+def _check_objects(kind: str, items: Iterable[dict], stage: str, known: dict[str, dict] | None,
+                   track: bool) -> Checked:
+    checker = _Checker(stage, kind, known, track)
+    for item in items:
+        kept = _check_object(checker, item)
+        if kept is not None:
+            checker.out.items.append(kept)
+    return checker.finish()
+
+
 def check_users(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None,
                 track: bool = True) -> Checked:
     """Users (a list read) or users delta items, in order. ``known``: stored users by id, which
     name a user whose item carries neither UPN nor mail. ``track``: fill ``Checked.assessed``
     (only an incremental round needs it)."""
-    checker = _Checker(stage, "user", known, track)
-    for item in items:
-        kept = _check_object(checker, item)
-        if kept is not None:
-            checker.out.items.append(kept)
-    return checker.finish()
+    return _check_objects("user", items, stage, known, track)
 
 
 def check_groups(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None,
                  track: bool = True) -> Checked:
     """Groups or groups delta items (``members@delta`` links with an unusable id dropped)."""
-    checker = _Checker(stage, "group", known, track)
-    for item in items:
-        kept = _check_object(checker, item)
-        if kept is not None:
-            checker.out.items.append(kept)
-    return checker.finish()
+    return _check_objects("group", items, stage, known, track)
 
 
 def check_entry(entry: dict, keep: set[str], id_field: str, position: int, stage: str
