@@ -41,7 +41,7 @@ import requests
 
 from entra_pipeline.graph.auth import AppTokens, AuthError, Credential, DelegatedSignIn, DelegatedTokens, \
     sign_in_with_device_code, token_source
-from entra_pipeline.net import OriginSession, SaneRetry, one_line, trust_context
+from entra_pipeline.net import OriginSession, SaneRetry, one_line, origin_of, show_origin, trust_context
 
 API_VERSION = "v1.0"
 # The user agent names the tool so tenant admins can recognise it in sign-in and audit logs.
@@ -206,7 +206,7 @@ class GraphClient:
     def __init__(self, settings: GraphSettings) -> None:
         self.settings = settings
         self.base = f"{settings.graph_url.rstrip('/')}/{API_VERSION}"
-        self._origin = _origin(self.base)
+        self._origin = origin_of(self.base)
         self.stats = GraphStats()
         self._stats_lock = threading.Lock()
         retry = _GraphRetry(
@@ -414,9 +414,9 @@ class GraphClient:
             if progress is not None:
                 progress(label or path, len(items), reported)
             next_link = body.get("@odata.nextLink")
-            if next_link is not None and (not isinstance(next_link, str) or _origin(next_link) != self._origin):
+            if next_link is not None and (not isinstance(next_link, str) or origin_of(next_link) != self._origin):
                 # The bearer token must never be sent to another host.
-                raise GraphError(f"GET {_describe(url)}: nextLink points outside {self._origin}")
+                raise GraphError(f"GET {_describe(url)}: nextLink points outside {show_origin(self.base)}")
             if next_link is not None:
                 guard.follow(next_link, pages + 1)
             url, query = next_link, None
@@ -451,7 +451,7 @@ class GraphClient:
     # -- delta queries ---------------------------------------------------------------------
     def serves(self, url: str) -> bool:
         """Whether ``url`` (a stored deltaLink) belongs to this client's Graph endpoint."""
-        return _origin(url) == self._origin and urlsplit(url).path.startswith(urlsplit(self.base).path + "/")
+        return origin_of(url) == self._origin and urlsplit(url).path.startswith(urlsplit(self.base).path + "/")
 
     def delta_round(self, resource: str, select: Iterable[str], delta_link: str | None = None,
                     progress: Progress | None = None) -> DeltaRound:
@@ -612,7 +612,7 @@ class GraphClient:
     def _relative(self, next_link: object, what: str) -> str:
         """An absolute nextLink as a URL relative to ``/v1.0``; never another origin."""
         base_path = urlsplit(self.base).path
-        if isinstance(next_link, str) and _origin(next_link) == self._origin:
+        if isinstance(next_link, str) and origin_of(next_link) == self._origin:
             parts = urlsplit(next_link)
             if parts.path.startswith(base_path + "/"):
                 return parts.path[len(base_path):] + (f"?{parts.query}" if parts.query else "")
@@ -746,11 +746,6 @@ def member_type(item: dict) -> str:
     if not isinstance(odata_type, str) or not odata_type.startswith("#microsoft.graph."):
         raise GraphError(f"member {_short(repr(item.get('id')), 80)} has no usable @odata.type: {_short(repr(odata_type), 80)}")
     return odata_type.removeprefix("#microsoft.graph.")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def _describe(url: str) -> str:
