@@ -65,8 +65,9 @@ def _summary(database: str, key: str) -> str:
 def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = False, preview: bool = False) -> int:
     from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
     from entra_pipeline.defs.resources import WAREHOUSE_POOL
-    from entra_pipeline.instance import (PoolWatch, hold_run_lock, open_instance, process_tags, release_run_lock,
-                                         wait_for_pool)
+    from entra_pipeline.instance import open_instance
+    from entra_pipeline.run_locks import hold_run_lock, process_tags, release_run_lock
+    from entra_pipeline.pool import PoolWatch, wait_for_pool
     from entra_pipeline.warehouse import warehouse_path
 
     defs = build_defs()
@@ -208,7 +209,8 @@ def delete_integration(key: str, confirm: str | None) -> int:
 def reclaim(run_id: str, force: bool = False) -> int:
     """Mark failed a run whose process is gone for good where no sync can see it (another machine or
     container) and free its warehouse slots; refused while the run's process holds its lock."""
-    from entra_pipeline.instance import open_instance, reclaim_run
+    from entra_pipeline.instance import open_instance
+    from entra_pipeline.pool import reclaim_run
 
     instance = open_instance()
     if not instance.is_persistent:

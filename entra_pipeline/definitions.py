@@ -14,7 +14,7 @@ from entra_pipeline.config import config_path, load_integrations
 from entra_pipeline.defs.assets import PREVIEW_ASSET, build_assets
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
 from entra_pipeline.defs.schedules import build_reclaim_sensor, build_schedules
-from entra_pipeline.instance import run_locked_executor
+from entra_pipeline.run_locks import run_locked_executor
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import warehouse_path
 

@@ -210,7 +210,7 @@ def own_process_tags(run_id: str) -> dict[str, str]:
 def held_run(instance: dg.DagsterInstance, tags=lambda run_id: {}) -> str:
     """A live run holding the pool's slot: this test's process holds its run lock, as a run's process
     does; ``tags`` makes the run's tags from its id."""
-    from entra_pipeline.instance import hold_run_lock
+    from entra_pipeline.run_locks import hold_run_lock
 
     run_id = str(uuid.uuid4())
     assert hold_run_lock(instance, run_id)
@@ -226,7 +226,8 @@ def gone_pid() -> int:
 
 DIE_HOLDING_LOCK = """
 import sys
-from entra_pipeline.instance import hold_run_lock, open_instance
+from entra_pipeline.instance import open_instance
+from entra_pipeline.run_locks import hold_run_lock
 assert hold_run_lock(open_instance(), sys.argv[1])
 """
 
@@ -262,7 +263,9 @@ def test_a_live_runs_slot_is_waited_for_not_taken_and_sigterm_stops_the_wait(env
 
 
 def test_a_recycled_pid_does_not_keep_a_dead_run_alive(home):
-    from entra_pipeline.instance import open_instance, process_tags, reclaim_dead_runs
+    from entra_pipeline.instance import open_instance
+    from entra_pipeline.run_locks import process_tags
+    from entra_pipeline.pool import reclaim_dead_runs
 
     instance = open_instance()
     recycled = str(uuid.uuid4())
@@ -287,7 +290,8 @@ import sys, uuid
 from entra_pipeline.cli import QUIET
 from entra_pipeline.definitions import SYNC_JOB, build_defs
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
-from entra_pipeline.instance import PoolWatch, open_instance
+from entra_pipeline.instance import open_instance
+from entra_pipeline.pool import PoolWatch
 instance = open_instance()
 run_id = str(uuid.uuid4())
 print(run_id, flush=True)
@@ -337,7 +341,7 @@ def test_the_daemons_sensor_frees_the_pool_of_ui_runs_whose_worker_died(home):
     ended = str(uuid.uuid4())
     instance.add_run(dg.DagsterRun(job_name="entra_sync", run_id=ended, status=dg.DagsterRunStatus.SUCCESS))
     died_holding_its_lock(ended)
-    from entra_pipeline.instance import hold_run_lock
+    from entra_pipeline.run_locks import hold_run_lock
 
     live = str(uuid.uuid4())
     assert hold_run_lock(instance, live)
@@ -364,7 +368,8 @@ def test_a_ui_run_worker_holds_its_runs_lock_and_when_killed_its_run_is_reclaime
     """The job's executor takes the run's lock in the process that runs the steps (a UI or daemon run's
     worker: here `dagster job execute`, which runs the job as the run worker does)."""
     from entra_pipeline.defs.schedules import build_reclaim_sensor
-    from entra_pipeline.instance import reclaim_dead_runs, run_lock_path
+    from entra_pipeline.run_locks import run_lock_path
+    from entra_pipeline.pool import reclaim_dead_runs
 
     emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
     command = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "entra_pipeline.definitions",
@@ -393,7 +398,8 @@ def test_a_re_executed_run_is_not_judged_by_its_parents_process(home):
     """A re-execution (UI, run-retry daemon) copies its parent's tags, pid included; the parent's
     process being gone says nothing of the new run's."""
     from entra_pipeline.defs.schedules import build_reclaim_sensor
-    from entra_pipeline.instance import open_instance, reclaim_dead_runs
+    from entra_pipeline.instance import open_instance
+    from entra_pipeline.pool import reclaim_dead_runs
 
     instance = open_instance()
     parent = str(uuid.uuid4())
@@ -417,7 +423,8 @@ def test_a_re_executed_run_is_not_judged_by_its_parents_process(home):
 def test_a_live_run_whose_pid_cannot_be_seen_is_not_reclaimed(home):
     """A run in another pid namespace or container names a pid this process cannot see; its lock,
     held, is what counts."""
-    from entra_pipeline.instance import open_instance, reclaim_dead_runs
+    from entra_pipeline.instance import open_instance
+    from entra_pipeline.pool import reclaim_dead_runs
 
     instance = open_instance()
     unseen = gone_pid()
@@ -435,7 +442,8 @@ def reclaim_command(run_id: str, *options: str) -> subprocess.CompletedProcess:
 
 
 def test_reclaim_refuses_a_live_run_and_frees_one_whose_container_is_gone(home):
-    from entra_pipeline.instance import open_instance, reclaim_dead_runs
+    from entra_pipeline.instance import open_instance
+    from entra_pipeline.pool import reclaim_dead_runs
 
     instance = open_instance()
     live = held_run(instance)
@@ -483,7 +491,9 @@ def test_reclaim_refuses_a_live_run_and_frees_one_whose_container_is_gone(home):
 def test_a_run_whose_lock_cannot_be_opened_counts_as_alive(home):
     """A lock file this process cannot open (here a directory in its place; in practice another
     user's file) tells nothing: the run is left alone, and reclaim says it cannot tell."""
-    from entra_pipeline.instance import open_instance, reclaim_dead_runs, run_lock_path
+    from entra_pipeline.instance import open_instance
+    from entra_pipeline.run_locks import run_lock_path
+    from entra_pipeline.pool import reclaim_dead_runs
 
     instance = open_instance()
     run_id = live_run(instance, {})

@@ -8,7 +8,7 @@ import dagster as dg
 
 from entra_pipeline.config import Integration, IntegrationsFile
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
-from entra_pipeline.instance import reclaim_dead_runs
+from entra_pipeline.pool import reclaim_dead_runs
 
 RECLAIM_SENSOR = "warehouse_pool_reclaim"
 
