@@ -208,7 +208,7 @@ def _report_child(mode: str, url: str, ca_path: str) -> None:
 
     import requests
 
-    from entra_pipeline.workday.client import BasicAuth, WorkdayClient, WorkdaySettings
+    from entra_pipeline.sources.workday.client import BasicAuth, WorkdayClient, WorkdaySettings
 
     host, _, rest = url.partition("/ccx/service/customreport2/")
     tenant, owner, report = rest.split("/")

@@ -226,7 +226,7 @@ def login(key: str) -> int:
     """Device-code sign-in of a delegated integration's service account; the token cache is
     written readable only by its owner."""
     from entra_pipeline.defs.resources import GraphResource
-    from entra_pipeline.graph.auth import AuthError
+    from entra_pipeline.sources.graph.auth import AuthError
 
     integration = load_integrations().get(key)
     if integration.source.auth != "delegated":
@@ -248,7 +248,7 @@ def _credential_status(integration) -> str:
     """One line on whether the integration can sign in; ConfigError when it cannot."""
     from datetime import datetime, timezone
 
-    from entra_pipeline.graph.auth import AuthError, TokenCacheFile
+    from entra_pipeline.sources.graph.auth import AuthError, TokenCacheFile
 
     source = integration.source
     if integration.kind == "workday":

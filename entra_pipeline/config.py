@@ -41,10 +41,11 @@ from pydantic import (
 )
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.files import (MAX_PEM_FILE_BYTES, MAX_TEXT_FILE_BYTES, FileProblem, check_regular_file,
                                   read_file_limited)
-from entra_pipeline.graph.auth import Certificate, ClientSecret, Credential, DelegatedSignIn
-from entra_pipeline.graph.certificates import CertificateError, CertificateInfo, load_certificate_credential
+from entra_pipeline.sources.graph.auth import Certificate, ClientSecret, Credential, DelegatedSignIn
+from entra_pipeline.sources.graph.certificates import CertificateError, CertificateInfo, load_certificate_credential
 from entra_pipeline.transform.lists import custom_list_id
 from entra_pipeline.transform.fields import (
     BOOLEAN,
@@ -62,7 +63,7 @@ from entra_pipeline.transform.fields import (
     default_mapping,
     is_valid_source_field,
 )
-from entra_pipeline.workday.client import BasicAuth, RefreshTokenAuth
+from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "data" / "integrations.yaml"
@@ -88,7 +89,7 @@ SHOWN_PATH_CHARS = 240
 _MAX_ERROR_LINE = 2000
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError, ValueError):
     """The integrations file is invalid; the message is one line per problem."""
 
 

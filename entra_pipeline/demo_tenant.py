@@ -22,6 +22,7 @@ from pathlib import Path
 import requests
 
 from entra_pipeline.config import PROJECT_ROOT, DemoTenant
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.process import is_recorded_process, process_identity, signal_recorded_process
 
 DEMO_DIR_ENV = "ENTRA_PIPELINE_DEMO_DIR"
@@ -40,7 +41,7 @@ WORKDAY_PASSWORD_ENV = "ENTRA_EMULATOR_WORKDAY_PASSWORD"
 _PASSED_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "SYSTEMROOT"}
 
 
-class DemoTenantError(RuntimeError):
+class DemoTenantError(PipelineError):
     pass
 
 

@@ -8,6 +8,8 @@ import os
 import stat
 from pathlib import Path
 
+from entra_pipeline.errors import PipelineError
+
 #: The integrations file, the bulk selector CSV, the token cache.
 MAX_TEXT_FILE_BYTES = 16 * 1024 * 1024
 #: Certificates, private keys and CA bundles.
@@ -17,7 +19,7 @@ _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), 
                (stat.S_ISSOCK, "a socket"))
 
 
-class FileProblem(Exception):
+class FileProblem(PipelineError):
     """Why a named file cannot be used: the end of a sentence that starts with the file's name."""
 
 

@@ -284,7 +284,7 @@ def test_certificate_files_are_read_with_the_limits_of_the_configuration(tmp_pat
     """The certificate and key are read when a run signs in, after the configuration was loaded:
     by then the file may be a FIFO or huge, and is read with the same limits, naming the field."""
     from entra_pipeline.files import MAX_PEM_FILE_BYTES
-    from entra_pipeline.graph.certificates import CertificateError, load_certificate_credential
+    from entra_pipeline.sources.graph.certificates import CertificateError, load_certificate_credential
 
     key, cert = self_signed_certificate()
     huge = write_private(tmp_path / "huge.pem", key + cert + b"#" * MAX_PEM_FILE_BYTES)
@@ -382,7 +382,7 @@ def test_a_new_sign_in_is_not_undone_by_a_run_that_started_before_it(delegated, 
     ("contoso.onmicrosoft.com", "99999999-2222-3333-4444-555555555555", True),  # a domain cannot be compared
 ])
 def test_the_sign_in_must_be_of_the_configured_tenant(configured, signed_in, same):
-    from entra_pipeline.graph.auth import _Tokens
+    from entra_pipeline.sources.graph.auth import _Tokens
 
     tokens = _Tokens(authority_host="https://login.example", tenant_id=configured, graph_url="https://graph.example")
     assert tokens._of_tenant(signed_in) is same

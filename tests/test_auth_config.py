@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from conftest import self_signed_certificate, write_private
 from entra_pipeline.config import CLOUDS, ConfigError, load_integrations, parse_integrations
 from entra_pipeline.defs import checks as c
-from entra_pipeline.graph.auth import AuthError, Certificate, ClientSecret, DelegatedSignIn, TokenCacheFile
-from entra_pipeline.graph.certificates import CertificateInfo
+from entra_pipeline.sources.graph.auth import AuthError, Certificate, ClientSecret, DelegatedSignIn, TokenCacheFile
+from entra_pipeline.sources.graph.certificates import CertificateInfo
 
 SOURCE = """\
 integrations:

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 import conftest
-from entra_pipeline.graph.auth import ClientSecret
-from entra_pipeline.graph.client import BATCH_LIMIT, GraphClient, GraphError, GraphSettings, member_type
+from entra_pipeline.sources.graph.auth import ClientSecret
+from entra_pipeline.sources.graph.client import BATCH_LIMIT, GraphClient, GraphError, GraphSettings, member_type
 
 BATCH = "/v1.0/$batch"
 

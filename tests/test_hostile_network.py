@@ -21,12 +21,12 @@ from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_CLIENT_SECRET, WORKD
                       expected_contacts, failure_messages, integration)
 from entra_pipeline.emulator.directory import generate_directory
 from entra_pipeline.emulator.server import Emulator
-from entra_pipeline.graph import client as graph_client
-from entra_pipeline.graph.auth import AuthError, ClientSecret
-from entra_pipeline.graph.client import GraphClient, GraphError, GraphSettings
+from entra_pipeline.sources.graph import client as graph_client
+from entra_pipeline.sources.graph.auth import AuthError, ClientSecret
+from entra_pipeline.sources.graph.client import GraphClient, GraphError, GraphSettings
 from entra_pipeline.net import trust_context
 from entra_pipeline.reliability_hostile import Foreign
-from entra_pipeline.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
+from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
 from test_sync import step_metadata
 
 USERS, GROUPS, BATCH = "/v1.0/users/delta", "/v1.0/groups/delta", "/v1.0/$batch"

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
 from entra_pipeline.emulator.workday import generate_workers
-from entra_pipeline.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
+from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
 
 REPORT = "/ccx/service/customreport2/"
 PASSWORD, CLIENT_SECRET, REFRESH, SEED = WORKDAY_PASSWORD, WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED

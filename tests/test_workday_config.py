@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from entra_pipeline.config import ConfigError, parse_integrations
-from entra_pipeline.workday.client import BasicAuth, RefreshTokenAuth
+from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth
 
 GOOD = """\
 integrations:

@@ -17,19 +17,20 @@ from typing import Callable, Iterator
 import dagster as dg
 from tabulate import tabulate
 
+from entra_pipeline.errors import is_transient
 from entra_pipeline.config import SKIP, ConfigError, Integration, RunSettings
 from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import (WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource,
                                            WorkdayResource)
-from entra_pipeline.graph import delta
-from entra_pipeline.graph.client import Collection, DeltaExpired, DeltaRound, GraphClient, GraphError, member_type
+from entra_pipeline.sources.graph import delta
+from entra_pipeline.sources.graph.client import Collection, DeltaExpired, DeltaRound, GraphClient, GraphError, member_type
 from entra_pipeline.transform import exclusions, lists, mapping, values
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.process import peak_rss_mb
 from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, WORKDAY, delta_select_for, graph_select_for,
                                              imported_fields_for, manager_expand_for)
 from entra_pipeline.transform.guard import assess
-from entra_pipeline.workday.client import WorkdayError
+from entra_pipeline.sources.workday.client import WorkdayError
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import store
 from entra_pipeline.warehouse.store import transaction
@@ -96,7 +97,7 @@ def _read(integration: Integration, graph: GraphResource, what: str,
         # Only a passing Graph condition is worth the step's RetryPolicy; anything else would
         # fail the same way again.
         raise dg.Failure(description=f"integration {integration.key!r}: reading {what} failed: {exc}",
-                         allow_retries=bool(getattr(exc, "transient", False))) from None
+                         allow_retries=is_transient(exc)) from None
     metadata = {**{f"graph_{k}": v for k, v in client.stats.as_dict().items()},
                 "graph_seconds": round(time.monotonic() - started, 3)}
     return result, metadata

@@ -15,9 +15,9 @@ from datetime import datetime
 
 import dagster as dg
 
-from entra_pipeline.graph.certificates import CertificateInfo
+from entra_pipeline.sources.graph.certificates import CertificateInfo
 from entra_pipeline.transform.fields import WORKDAY_ALIAS
-from entra_pipeline.graph.client import Collection, DeltaRound
+from entra_pipeline.sources.graph.client import Collection, DeltaRound
 from entra_pipeline.transform import lists, mapping, values
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.guard import Removal

@@ -12,13 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.files import MAX_PEM_FILE_BYTES, FileProblem, read_file_limited
-from entra_pipeline.graph.auth import Certificate
+from entra_pipeline.sources.graph.auth import Certificate
 
 _CERT_BEGIN = b"-----BEGIN CERTIFICATE-----"
 
 
-class CertificateError(ValueError):
+class CertificateError(PipelineError, ValueError):
     """A certificate or private key file cannot be used; ``field`` is the config field it came from."""
 
     def __init__(self, field: str, message: str) -> None:

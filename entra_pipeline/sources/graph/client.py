@@ -39,8 +39,9 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from entra_pipeline.graph.auth import AppTokens, AuthError, Credential, DelegatedSignIn, DelegatedTokens, \
+from entra_pipeline.sources.graph.auth import AppTokens, AuthError, Credential, DelegatedSignIn, DelegatedTokens, \
     sign_in_with_device_code, token_source
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.net import OriginSession, SaneRetry, one_line, origin_of, show_origin, trust_context
 
 API_VERSION = "v1.0"
@@ -57,18 +58,17 @@ RETRY_SUB_STATUS = frozenset({429, 500, 502, 503, 504})
 TRANSIENT_STATUS = RETRY_SUB_STATUS
 
 
-class GraphError(RuntimeError):
+class GraphError(PipelineError):
     """A Graph request failed for good; the message is one line with path and request-id."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  request_id: str | None = None, transient: bool | None = None) -> None:
-        super().__init__(message)
+        # Worth trying again later (throttled, unavailable, connection lost), after the client's
+        # own retries gave up.
+        super().__init__(message, transient=status in TRANSIENT_STATUS if transient is None else transient)
         self.status = status
         self.code = code
         self.request_id = request_id
-        #: Worth trying again later (throttled, unavailable, connection lost), after the
-        #: client's own retries gave up.
-        self.transient = status in TRANSIENT_STATUS if transient is None else transient
 
 
 class DeltaExpired(GraphError):

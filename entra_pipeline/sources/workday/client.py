@@ -32,6 +32,7 @@ import ijson
 import requests
 import urllib3
 
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.net import OriginSession, SaneRetry, one_line, trust_context
 
 USER_AGENT = "entra-pipeline (Workday RaaS)"
@@ -46,13 +47,12 @@ MAX_DEPTH = 32
 MAX_RETRY_AFTER_SECONDS = 120.0
 
 
-class WorkdayError(RuntimeError):
+class WorkdayError(PipelineError):
     """The report could not be read whole. ``transient``: a later attempt may succeed (a 5xx, a
     dropped connection, a body cut short); sign-in and configuration problems are not."""
 
     def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
+        super().__init__(message, transient=transient)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Callable, Iterator, Union
 import msal
 import requests
 
+from entra_pipeline.errors import PipelineError
 from entra_pipeline.net import one_line, origin_of, show_origin
 
 
@@ -75,13 +76,12 @@ logging.getLogger("msal.oauth2cli.oauth2").addFilter(_HideTokenResponseBody())
 _NO_REGION = {"azure_region": msal.ClientApplication.DISABLE_MSAL_FORCE_REGION}
 
 
-class AuthError(RuntimeError):
+class AuthError(PipelineError):
     """The identity platform refused to issue a token, or the sign-in cannot be used.
     ``transient``: it could not be reached, so a later attempt may succeed."""
 
     def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
+        super().__init__(message, transient=transient)
 
 
 @dataclass(frozen=True)
