@@ -21,7 +21,7 @@ from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_CLIENT_SECRET, WORKD
                       expected_contacts, failure_messages, integration)
 from entra_pipeline.emulator.directory import generate_directory
 from entra_pipeline.emulator.server import Emulator
-from entra_pipeline.sources.graph import client as graph_client
+from entra_pipeline.sources.graph import pages as graph_pages
 from entra_pipeline.sources.graph.auth import AuthError, ClientSecret
 from entra_pipeline.sources.graph.client import GraphClient, GraphError, GraphSettings
 from entra_pipeline.net import trust_context
@@ -241,7 +241,7 @@ def test_a_collection_far_beyond_its_count_ends(emulator, bundle):
 
 
 def test_a_read_without_count_ends_at_the_page_cap(emulator, bundle, monkeypatch):
-    monkeypatch.setattr(graph_client, "MAX_PAGES_PER_READ", 7)
+    monkeypatch.setattr(graph_pages, "MAX_PAGES_PER_READ", 7)
     minted = (f"{emulator.graph_url}/users/delta?$skiptoken=new{n}" for n in itertools.count())
     emulator.faults.rewrite(USERS, lambda body: {"value": [], "@odata.nextLink": next(minted)}, times=30, status=200)
     since = len(emulator.request_log)
@@ -339,7 +339,7 @@ def test_an_unusable_retry_after_in_batch_is_a_short_backoff(emulator, bundle, m
             asked.append(seconds)
         real_sleep(seconds)
 
-    monkeypatch.setattr(graph_client.time, "sleep", sleep)
+    monkeypatch.setattr(time, "sleep", sleep)
     for value in ("inf", "-5", "soon", "nan"):
         emulator.faults.add(429, path=f"/v1.0/groups/{group}/members", times=1,
                             body={"error": {"code": "TooManyRequests", "message": "slow down"}})

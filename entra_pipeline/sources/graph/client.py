@@ -25,24 +25,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import random
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
-from urllib.parse import quote, urlsplit
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
 
 import requests
 
+from entra_pipeline.net import OriginSession, SaneRetry, origin_of, show_origin, trust_context
 from entra_pipeline.sources.graph.auth import AppTokens, AuthError, Credential, DelegatedSignIn, DelegatedTokens, \
     sign_in_with_device_code, token_source
-from entra_pipeline.errors import PipelineError
-from entra_pipeline.net import OriginSession, SaneRetry, one_line, origin_of, show_origin, trust_context
+from entra_pipeline.sources.graph.batch import BATCH_LIMIT, BatchReads
+from entra_pipeline.sources.graph.errors import DELTA_RESYNC_CODES, DeltaExpired, GraphError, describe, error_code, \
+    error_from, short
+from entra_pipeline.sources.graph.pages import Collection, DeltaRound, PageGuard, check_delta_item, member_type
 
 API_VERSION = "v1.0"
 # The user agent names the tool so tenant admins can recognise it in sign-in and audit logs.
@@ -50,89 +50,11 @@ USER_AGENT = "entra-pipeline/0.1"
 
 Progress = Callable[[str, int, int | None], None]
 
-#: Graph's limit on the requests in one JSON batch.
-BATCH_LIMIT = 20
-#: Sub-responses that are retried (re-batched) by ``batch_get``.
-RETRY_SUB_STATUS = frozenset({429, 500, 502, 503, 504})
-#: Statuses that say "try again later".
-TRANSIENT_STATUS = RETRY_SUB_STATUS
-
-
-class GraphError(PipelineError):
-    """A Graph request failed for good; the message is one line with path and request-id."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 request_id: str | None = None, transient: bool | None = None) -> None:
-        # Worth trying again later (throttled, unavailable, connection lost), after the client's
-        # own retries gave up.
-        super().__init__(message, transient=status in TRANSIENT_STATUS if transient is None else transient)
-        self.status = status
-        self.code = code
-        self.request_id = request_id
-
-
-class DeltaExpired(GraphError):
-    """Graph no longer knows the stored delta state (400 syncStateNotFound, 410 resyncRequired):
-    a full round has to start again."""
-
-
 #: A token rejected within this many seconds of being renewed is not renewed again.
 FRESH_TOKEN_SECONDS = 5.0
 
 # A body cut short after the headers arrived (a connection dropped mid-answer).
 _BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
-
-#: Graph's codes for a delta token it can no longer use.
-DELTA_RESYNC_CODES = frozenset({"syncStateNotFound", "resyncRequired"})
-
-#: Pages one read (a collection, a delta round, one group's members) may take, whatever the
-#: server says: 10 million objects at 100 a page (Graph's smallest default page), so a server
-#: minting ever-new nextLinks cannot keep a sync running forever.
-MAX_PAGES_PER_READ = 100_000
-#: A read whose first page reported ``@odata.count`` may take twice the pages that count needs
-#: (at the smaller of page_size and 100 a page: Graph may send less than ``$top``) plus this many;
-#: eventual consistency moves the count a little, never by half the collection.
-COUNT_MARGIN_PAGES = 10
-
-
-class _PageGuard:
-    """Ends a paged read that loops (a nextLink seen before in the same read) or runs far beyond
-    its expected size, with one GraphError line. Links are remembered as digests: a hostile
-    server's long links cost 32 bytes each."""
-
-    def __init__(self, what: str, first_url: str, page_size: int) -> None:
-        self.what = what
-        self.page_size = max(1, min(page_size, 100))
-        self.limit = MAX_PAGES_PER_READ
-        self.reported: int | None = None
-        self._seen = {self._key(first_url): 1}
-
-    @staticmethod
-    def _key(url: str) -> bytes:
-        return hashlib.sha256(url.encode("utf-8", "surrogatepass")).digest()
-
-    def expect(self, count: object) -> None:
-        """The first page's ``@odata.count``, if it is a count."""
-        if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-            self.reported = count
-            self.limit = min(MAX_PAGES_PER_READ, 2 * math.ceil(count / self.page_size) + COUNT_MARGIN_PAGES)
-
-    def follow(self, link: str, page: int) -> None:
-        """``link`` leads to page number ``page``; raises GraphError instead of reading it when the
-        read loops or has gone on too long."""
-        key = self._key(link)
-        if key in self._seen:
-            raise GraphError(f"nextLink loop: page {page} repeats page {self._seen[key]} of {self.what}; "
-                             "the read was ended", transient=False)
-        if page > self.limit:
-            if self.reported is not None and self.limit < MAX_PAGES_PER_READ:
-                raise GraphError(f"{self.what}: page {page} is far beyond the {self.reported:,} objects Graph reported "
-                                 f"(@odata.count; at most {self.limit:,} pages expected); the read was ended",
-                                 transient=False)
-            raise GraphError(f"{self.what}: more than {MAX_PAGES_PER_READ:,} pages; the read was ended",
-                             transient=False)
-        self._seen[key] = page
-
 
 class _GraphRetry(SaneRetry):
     # Graph may send Retry-After on 503 and 504 as well as on 429.
@@ -176,31 +98,7 @@ class GraphStats:
         return dict(self.__dict__)
 
 
-@dataclass
-class Collection:
-    items: list[dict]
-    reported_count: int | None
-    pages: int
-
-
-@dataclass
-class DeltaRound:
-    """One round of a delta query: every page from the start (or the stored deltaLink) up to the
-    page carrying the next ``@odata.deltaLink``.
-
-    ``items`` are Graph's objects in page order (changed properties only, ``@removed`` entries,
-    ``members@delta`` / ``manager@delta``); an object may appear more than once. ``complete`` is
-    False when a page carried neither nextLink nor deltaLink: the round was cut short and must not
-    be applied as if it were whole."""
-
-    items: list[dict]
-    delta_link: str | None
-    pages: int
-    full: bool
-    complete: bool
-
-
-class GraphClient:
+class GraphClient(BatchReads):
     """Reads one tenant. Thread-safe for the parallel member reads it does itself."""
 
     def __init__(self, settings: GraphSettings) -> None:
@@ -234,7 +132,7 @@ class GraphClient:
         self.session = OriginSession(
             self.base, name="Graph (graph_url)", refuse=lambda message: GraphError(message, transient=False),
             ssl_context=context, timeout=settings.timeout_seconds, retry=retry,
-            pool_maxsize=max(settings.parallel_requests, 2), user_agent=USER_AGENT, describe=_describe)
+            pool_maxsize=max(settings.parallel_requests, 2), user_agent=USER_AGENT, describe=describe)
         self.identity_session = OriginSession(
             settings.authority_host, name="the identity platform (authority_host)", refuse=AuthError,
             ssl_context=context, timeout=settings.timeout_seconds, retry=retry, user_agent=USER_AGENT)
@@ -302,16 +200,16 @@ class GraphClient:
                 # middle of the body is retried here, as often as max_retries allows.
                 cut_short += 1
                 if cut_short > self.settings.max_retries:
-                    raise GraphError(f"{method} {_describe(url)}: the connection dropped in the middle of the "
-                                     f"answer {cut_short} times: {type(exc).__name__}: {_short(str(exc))}",
+                    raise GraphError(f"{method} {describe(url)}: the connection dropped in the middle of the "
+                                     f"answer {cut_short} times: {type(exc).__name__}: {short(str(exc))}",
                                      transient=True) from None
                 self._pause(cut_short)
                 continue
             except requests.RequestException as exc:
-                raise GraphError(f"{method} {_describe(url)} failed after retries: {type(exc).__name__}: "
-                                 f"{_short(str(exc))}", transient=True) from None
+                raise GraphError(f"{method} {describe(url)} failed after retries: {type(exc).__name__}: "
+                                 f"{short(str(exc))}", transient=True) from None
             self._count(response)
-            if response.status_code == 401 and _error_code(response) == "InvalidAuthenticationToken":
+            if response.status_code == 401 and error_code(response) == "InvalidAuthenticationToken":
                 # The token expired or was revoked mid-run: renew it and ask again. A token Graph
                 # rejects as soon as it was issued is not renewed again (a sign-in problem), but
                 # one that expired during a long run of retries (Retry-After waits) is.
@@ -335,7 +233,7 @@ class GraphClient:
         """``_send``, and the answer's JSON object when it succeeded (None for an error status).
         A success whose body is not whole JSON (cut by a proxy) is asked for again; after
         max_retries it is one GraphError naming the request."""
-        what = f"{method} {_describe(url)}"
+        what = f"{method} {describe(url)}"
         for attempt in range(1, self.settings.max_retries + 2):
             response = self._send(method, url, params=params, headers=headers, json_body=json_body)
             if response.status_code >= 400:
@@ -369,7 +267,7 @@ class GraphClient:
         """GET a Graph URL and return its JSON object, or raise GraphError."""
         response, body = self._request_json("GET", url, params=params, headers=headers)
         if body is None:
-            raise _error_from(response, _describe(url))
+            raise error_from(response, describe(url))
         return body
 
     def _count(self, response: requests.Response) -> None:
@@ -395,28 +293,28 @@ class GraphClient:
         items: list[dict] = []
         reported: int | None = None
         pages = 0
-        guard = _PageGuard(f"GET {_describe(url)}", requests.Request("GET", url, params=query).prepare().url,
+        guard = PageGuard(f"GET {describe(url)}", requests.Request("GET", url, params=query).prepare().url,
                            self.settings.page_size)
         while url:
             body = self.get_json(url, query, headers)
             pages += 1
             value = body.get("value")
             if not isinstance(value, list):
-                raise GraphError(f"GET {_describe(url)}: response has no 'value' list (page {pages})")
+                raise GraphError(f"GET {describe(url)}: response has no 'value' list (page {pages})")
             if pages == 1 and isinstance(body.get("@odata.count"), int):
                 reported = body["@odata.count"]
                 guard.expect(reported)
             for item in value:
                 if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-                    raise GraphError(f"GET {_describe(url)}: page {pages} has an item without a string "
-                                     f"'id': {_short(json.dumps(item, default=str), 120)}")
+                    raise GraphError(f"GET {describe(url)}: page {pages} has an item without a string "
+                                     f"'id': {short(json.dumps(item, default=str), 120)}")
             items.extend(value)
             if progress is not None:
                 progress(label or path, len(items), reported)
             next_link = body.get("@odata.nextLink")
             if next_link is not None and (not isinstance(next_link, str) or origin_of(next_link) != self._origin):
                 # The bearer token must never be sent to another host.
-                raise GraphError(f"GET {_describe(url)}: nextLink points outside {show_origin(self.base)}")
+                raise GraphError(f"GET {describe(url)}: nextLink points outside {show_origin(self.base)}")
             if next_link is not None:
                 guard.follow(next_link, pages + 1)
             url, query = next_link, None
@@ -453,6 +351,16 @@ class GraphClient:
         """Whether ``url`` (a stored deltaLink) belongs to this client's Graph endpoint."""
         return origin_of(url) == self._origin and urlsplit(url).path.startswith(urlsplit(self.base).path + "/")
 
+    def _relative(self, next_link: object, what: str) -> str:
+        """An absolute nextLink as a URL relative to ``/v1.0``; never another origin."""
+        base_path = urlsplit(self.base).path
+        if isinstance(next_link, str) and origin_of(next_link) == self._origin:
+            parts = urlsplit(next_link)
+            if parts.path.startswith(base_path + "/"):
+                return parts.path[len(base_path):] + (f"?{parts.query}" if parts.query else "")
+        # The bearer token must never be sent to another host.
+        raise GraphError(f"{what}: nextLink points outside {self.base}")
+
     def delta_round(self, resource: str, select: Iterable[str], delta_link: str | None = None,
                     progress: Progress | None = None) -> DeltaRound:
         """Read one delta round of ``users`` or ``groups``: from scratch (``delta_link`` None: every
@@ -468,7 +376,7 @@ class GraphClient:
         label = f"{resource} ({'full round' if delta_link is None else 'changes'})"
         items: list[dict] = []
         pages = 0
-        guard = _PageGuard(f"GET {_describe(url)}", requests.Request("GET", url, params=query).prepare().url,
+        guard = PageGuard(f"GET {describe(url)}", requests.Request("GET", url, params=query).prepare().url,
                            self.settings.page_size)
         while True:
             try:
@@ -479,12 +387,12 @@ class GraphClient:
                                        request_id=exc.request_id) from None
                 raise
             pages += 1
-            what = f"GET {_describe(url)}"
+            what = f"GET {describe(url)}"
             value = body.get("value")
             if not isinstance(value, list):
                 raise GraphError(f"{what}: response has no 'value' list (delta page {pages})")
             for item in value:
-                _check_delta_item(item, what, pages)
+                check_delta_item(item, what, pages)
             items.extend(value)
             if progress is not None:
                 progress(label, len(items), None)
@@ -499,310 +407,6 @@ class GraphClient:
             with self._stats_lock:
                 self.stats.pages += pages
             return DeltaRound(items, delta, pages, delta_link is None, delta is not None)
-
-    # -- JSON batching ---------------------------------------------------------------------
-    def batch_get(self, relative_urls: list[str], headers: dict[str, str] | None = None) -> list[dict]:
-        """GET each URL through ``POST /v1.0/$batch`` and return one sub-response per URL, in the
-        order of ``relative_urls``.
-
-        URLs are relative to ``/v1.0`` (``/groups/{id}/members?$top=999``); ``headers`` (e.g.
-        ``ConsistencyLevel``) go into every sub-request, the token into the batch request. URLs
-        are sent at most :data:`BATCH_LIMIT` to a batch, up to ``parallel_requests`` batches at
-        once. Each answer is Graph's ``{"id", "status", "headers", "body"}`` (``headers`` always a
-        dict). Sub-responses with 429, 500, 502, 503 or 504 are sent again, only they, re-batched, after
-        the largest ``Retry-After`` among them (capped at ``max_retry_after_seconds``; without
-        one, exponential backoff), for at most ``max_retries`` rounds; after that their last
-        answer is returned. Other error statuses are returned as they came, not raised. A
-        ``$batch`` request that fails (after urllib3's retries) or a malformed batch answer
-        raises GraphError.
-        """
-        return self._batch_get(list(relative_urls), headers)
-
-    def _batch_get(self, urls: list[str], headers: dict[str, str] | None,
-                   on_final: Callable[[list[int], list[dict | None]], None] | None = None) -> list[dict]:
-        """``batch_get``; ``on_final(indices, results)`` is called in the calling thread each time
-        a batch leaves final answers (``results[i]`` for ``i`` in ``indices``)."""
-        results: list[dict | None] = [None] * len(urls)
-        pending = list(range(len(urls)))
-        settings = self.settings
-        for round_ in range(settings.max_retries + 1):
-            last_round = round_ == settings.max_retries
-            chunks = [pending[i:i + BATCH_LIMIT] for i in range(0, len(pending), BATCH_LIMIT)]
-            retry: list[int] = []
-            wait: float | None = None
-            throttled = 0
-            batches = self._map_batches(chunks, urls, headers)
-            try:
-                for chunk, answers in batches:
-                    final = []
-                    for index, answer in zip(chunk, answers):
-                        if answer["status"] in RETRY_SUB_STATUS and not last_round:
-                            retry.append(index)
-                            throttled += answer["status"] == 429
-                            after = _retry_after(answer["headers"])
-                            if after is not None:
-                                wait = after if wait is None else max(wait, after)
-                        else:
-                            results[index] = answer
-                            final.append(index)
-                    if on_final is not None and final:
-                        on_final(final, results)
-            finally:
-                batches.close()  # on an error: batches not yet sent are cancelled now
-            if not retry:
-                break
-            with self._stats_lock:
-                self.stats.retries += len(retry)
-                self.stats.throttled += throttled
-            if wait is None:
-                wait = min(30.0, settings.backoff_factor * 2 ** round_) + random.uniform(0, settings.backoff_factor)
-            time.sleep(min(wait, settings.max_retry_after_seconds))
-            pending = sorted(retry)
-        return results  # type: ignore[return-value]  # every index was answered in some round
-
-    def _map_batches(self, chunks: list[list[int]], urls: list[str], headers: dict[str, str] | None):
-        """(chunk, answers) for each chunk, in order, ``parallel_requests`` batches in flight."""
-        workers = min(self.settings.parallel_requests, len(chunks))
-        if workers <= 1:
-            for chunk in chunks:
-                yield chunk, self._post_batch([urls[i] for i in chunk], headers)
-            return
-        pool = ThreadPoolExecutor(max_workers=workers)
-        try:
-            futures = [pool.submit(self._post_batch, [urls[i] for i in chunk], headers) for chunk in chunks]
-            for chunk, future in zip(chunks, futures):
-                yield chunk, future.result()
-        finally:
-            # On an error (or an abandoned generator) batches not yet started are not sent.
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _post_batch(self, urls: list[str], headers: dict[str, str] | None) -> list[dict]:
-        """One ``$batch`` request; the sub-responses in the order of ``urls``."""
-        what = f"POST {_describe(self.base)}/$batch"
-        requests_ = []
-        for n, url in enumerate(urls, 1):
-            request = {"id": str(n), "method": "GET", "url": url}
-            if headers:
-                request["headers"] = dict(headers)
-            requests_.append(request)
-        response, body = self._request_json("POST", f"{self.base}/$batch", json_body={"requests": requests_})
-        if body is None:
-            raise _error_from(response, f"{_describe(self.base)}/$batch", "POST")
-        with self._stats_lock:
-            self.stats.batched_requests += len(urls)
-        rid = response.headers.get("request-id", "none")
-        answers = body.get("responses")
-        if not isinstance(answers, list):
-            raise GraphError(f"{what}: answer has no 'responses' list (request-id {rid})")
-        by_id: dict[str, dict] = {}
-        for answer in answers:  # Graph may answer in any order
-            sub_id = answer.get("id") if isinstance(answer, dict) else None
-            if (not isinstance(sub_id, str) or not sub_id.isdigit() or not 1 <= int(sub_id) <= len(urls)
-                    or sub_id in by_id or not isinstance(answer.get("status"), int)):
-                raise GraphError(f"{what}: unexpected sub-response "
-                                 f"{_short(json.dumps(answer, default=str), 120)} (request-id {rid})")
-            sub_headers = answer.get("headers")
-            by_id[sub_id] = {**answer, "headers": sub_headers if isinstance(sub_headers, dict) else {}}
-        if len(by_id) != len(urls):
-            missing = [url for n, url in enumerate(urls, 1) if str(n) not in by_id]
-            raise GraphError(f"{what}: no sub-response for {len(missing)} of {len(urls)} requests, e.g. "
-                             f"GET {_describe(missing[0])} (request-id {rid})")
-        return [by_id[str(n)] for n in range(1, len(urls) + 1)]
-
-    def _relative(self, next_link: object, what: str) -> str:
-        """An absolute nextLink as a URL relative to ``/v1.0``; never another origin."""
-        base_path = urlsplit(self.base).path
-        if isinstance(next_link, str) and origin_of(next_link) == self._origin:
-            parts = urlsplit(next_link)
-            if parts.path.startswith(base_path + "/"):
-                return parts.path[len(base_path):] + (f"?{parts.query}" if parts.query else "")
-        # The bearer token must never be sent to another host.
-        raise GraphError(f"{what}: nextLink points outside {self.base}")
-
-    def _sub_error(self, url: str, answer: dict) -> GraphError:
-        """GraphError for a failed sub-request: its path, status, Graph code and request-id."""
-        status = answer["status"]
-        body = answer.get("body")
-        error = body.get("error") if isinstance(body, dict) else None
-        code = message = None
-        request_id = _header(answer["headers"], "request-id")
-        if isinstance(error, dict):
-            code, message = error.get("code"), error.get("message")
-            inner = error.get("innerError")
-            if not request_id and isinstance(inner, dict):
-                request_id = inner.get("request-id")
-        tries = f" after {self.settings.max_retries} retries" if status in RETRY_SUB_STATUS else ""
-        return GraphError(
-            f"GET {_describe(self.base)}{_describe(url)} (in $batch): HTTP {status} {_short(str(code or 'error'), 100)}"
-            f"{tries}: {_short(str(message or 'no error message'))} "
-            f"(request-id {_short(str(request_id or 'none'), 100)})",
-            status=status, code=code, request_id=request_id,
-        )
-
-    def group_members(self, group_ids: list[str], progress: Progress | None = None) -> dict[str, Collection | None]:
-        """Direct members of each group, items carrying ``@odata.type``; None for a group that was
-        deleted after it was listed (404). With ``$count`` so that a membership list cut short can
-        be noticed.
-
-        Read through ``$batch``: the first pages of up to 20 groups a batch, then the groups'
-        nextLinks, up to 20 a batch, round after round until no group has more pages."""
-        ids = list(dict.fromkeys(group_ids))
-        query = f"$select=id&$top={self.settings.page_size}&$count=true"
-        # Graph does not carry ConsistencyLevel to later pages: every sub-request sends it.
-        headers = {"ConsistencyLevel": "eventual"}
-        items: dict[str, list[dict]] = {gid: [] for gid in ids}
-        reported: dict[str, int | None] = {}
-        pages: dict[str, int] = dict.fromkeys(ids, 0)
-        gone: set[str] = set()
-        pending = [(gid, f"/groups/{quote(gid, safe='')}/members?{query}") for gid in ids]
-        guards = {gid: _PageGuard(f"GET {_describe(self.base)}{_describe(url)} (in $batch)", url,
-                                  self.settings.page_size) for gid, url in pending}
-        done = 0
-
-        while pending:
-            following: list[tuple[str, str]] = []
-            current = pending
-
-            def on_final(indices: list[int], results: list[dict | None]) -> None:
-                nonlocal done
-                before = done
-                for index in indices:
-                    gid, url = current[index]
-                    answer = results[index]
-                    assert answer is not None
-                    if answer["status"] == 404:
-                        gone.add(gid)  # deleted since it was listed
-                        done += 1
-                        continue
-                    if answer["status"] != 200:
-                        raise self._sub_error(url, answer)
-                    next_url = self._member_page(gid, url, answer, items, reported, pages)
-                    if pages[gid] == 1:
-                        guards[gid].expect(reported[gid])
-                    if next_url is None:
-                        done += 1
-                    else:
-                        guards[gid].follow(next_url, pages[gid] + 1)
-                        following.append((gid, next_url))
-                if progress is not None and done != before and (
-                        done // 100 != before // 100 or done == len(ids)):
-                    progress("group memberships", done, len(ids))
-
-            self._batch_get([url for _, url in current], headers, on_final)
-            pending = following
-
-        with self._stats_lock:
-            self.stats.pages += sum(pages.values())
-        return {gid: None if gid in gone else Collection(items[gid], reported.get(gid), pages[gid])
-                for gid in group_ids}
-
-    def _member_page(self, gid: str, url: str, answer: dict, items: dict[str, list[dict]],
-                     reported: dict[str, int | None], pages: dict[str, int]) -> str | None:
-        """Take one 200 page of a group's members; the next page's relative URL, if any."""
-        what = f"GET {_describe(self.base)}{_describe(url)} (in $batch)"
-        body = answer.get("body")
-        pages[gid] += 1
-        page = pages[gid]
-        value = body.get("value") if isinstance(body, dict) else None
-        if not isinstance(value, list):
-            raise GraphError(f"{what}: response has no 'value' list (page {page}, request-id "
-                             f"{_header(answer['headers'], 'request-id') or 'none'})")
-        if page == 1:
-            count = body.get("@odata.count")
-            reported[gid] = count if isinstance(count, int) and not isinstance(count, bool) else None
-        for item in value:
-            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-                raise GraphError(f"{what}: page {page} has an item without a string "
-                                 f"'id': {_short(json.dumps(item, default=str), 120)}")
-            odata_type = item.get("@odata.type")
-            if not isinstance(odata_type, str) or not odata_type.startswith("#microsoft.graph."):
-                raise GraphError(f"{what}: page {page} has member {_short(repr(item['id']), 80)} without a usable "
-                                 f"@odata.type: {_short(repr(odata_type), 80)}")
-        items[gid].extend(value)
-        next_link = body.get("@odata.nextLink")
-        return None if next_link is None else self._relative(next_link, what)
-
-
-def _check_delta_item(item: object, what: str, page: int) -> None:
-    """A delta item needs a string id; its ``*@delta`` lists need ids and types (or @removed)."""
-    if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-        raise GraphError(f"{what}: delta page {page} has an item without a string 'id': "
-                         f"{_short(json.dumps(item, default=str), 120)}")
-    for key in ("members@delta", "manager@delta"):
-        links = item.get(key)
-        if links is None:
-            continue
-        if not isinstance(links, list) or not all(
-                isinstance(l, dict) and isinstance(l.get("id"), str) and l["id"]
-                and (isinstance(l.get("@odata.type"), str) or isinstance(l.get("@removed"), dict))
-                for l in links):
-            raise GraphError(f"{what}: delta page {page}: {key} of {_short(repr(item['id']), 80)} is not a list of "
-                             f"objects with an id and an @odata.type: {_short(json.dumps(links, default=str), 120)}")
-
-
-def member_type(item: dict) -> str:
-    """``#microsoft.graph.user`` -> ``user``; GraphError for an item without a Graph type."""
-    odata_type = item.get("@odata.type")
-    if not isinstance(odata_type, str) or not odata_type.startswith("#microsoft.graph."):
-        raise GraphError(f"member {_short(repr(item.get('id')), 80)} has no usable @odata.type: {_short(repr(odata_type), 80)}")
-    return odata_type.removeprefix("#microsoft.graph.")
-
-
-def _describe(url: str) -> str:
-    """The request's path without query: skip tokens are long and say nothing to a reader."""
-    return urlsplit(url).path
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return one_line(text, limit)
-
-
-def _header(headers: dict, name: str) -> str | None:
-    """A sub-response header, whatever its case."""
-    name = name.lower()
-    for key, value in headers.items():
-        if isinstance(key, str) and key.lower() == name:
-            return str(value)
-    return None
-
-
-def _retry_after(headers: dict) -> float | None:
-    """A sub-response's ``Retry-After`` in seconds (Graph sends whole seconds), if usable."""
-    raw = _header(headers, "Retry-After")
-    try:
-        seconds = float(raw) if raw is not None else None
-    except ValueError:
-        return None
-    # Negative, "nan" or "inf": no usable advice, the exponential backoff applies.
-    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _error_code(response: requests.Response) -> str | None:
-    try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return error.get("code") if isinstance(error, dict) else None
-
-
-def _error_from(response: requests.Response, what: str, method: str = "GET") -> GraphError:
-    request_id = response.headers.get("request-id")
-    code, message = None, None
-    try:
-        error = response.json().get("error")
-        if isinstance(error, dict):
-            code, message = error.get("code"), error.get("message")
-            inner = error.get("innerError") or {}
-            request_id = request_id or inner.get("request-id")
-    except (ValueError, AttributeError, RecursionError):
-        message = _short(response.text, 120) or None
-    retries = getattr(response.raw, "retries", None)
-    tries = f" after {len(retries.history)} retries" if retries is not None and retries.history else ""
-    return GraphError(
-        f"{method} {what}: HTTP {response.status_code} {_short(str(code or response.reason), 100)}{tries}: "
-        f"{_short(str(message or 'no error message'))} (request-id {_short(str(request_id or 'none'), 100)})",
-        status=response.status_code, code=code, request_id=request_id,
-    )
 
 
 __all__ = ["AuthError", "BATCH_LIMIT", "Collection", "DeltaExpired", "DeltaRound", "GraphClient", "GraphError", "GraphSettings",

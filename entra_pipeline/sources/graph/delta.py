@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from entra_pipeline.sources.graph.client import member_type
+from entra_pipeline.sources.graph.pages import member_type
 
 MEMBERS_DELTA = "members@delta"
 MANAGER_DELTA = "manager@delta"
