@@ -15,7 +15,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._serdes import serialize_value
 
 from conftest import (
     ALLOW_REMOVALS,
@@ -137,10 +136,10 @@ def test_secrets_reach_neither_the_run_log_nor_the_warehouse(make_sync, emulator
         events = sync.instance.all_logs(result.run_id)
         assert len(events) > 20
         for event in events:
-            for text in (serialize_value(event), repr(event)):
+            for text in (dg.serialize_value(event), repr(event)):
                 assert SECRET not in text and wrong not in text, text[:300]
         run = sync.instance.get_run_by_id(result.run_id)
-        assert SECRET not in serialize_value(run) and wrong not in serialize_value(run)
+        assert SECRET not in dg.serialize_value(run) and wrong not in dg.serialize_value(run)
     tables = sync.snapshot()
     assert tables["contacts"] and tables["import_errors"]  # there is something to scan
     for table, rows in tables.items():
