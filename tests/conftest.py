@@ -227,9 +227,8 @@ def make_sync(tmp_path, secret_env):
 def recorded_text(sync: Sync, results: list[dg.ExecuteInProcessResult], caplog) -> dict[str, str]:
     """Everything the runs left behind, as text, for secret scans: the serialised Dagster event log
     (messages, metadata, errors), every captured log record, and every warehouse table."""
-    from dagster._serdes import serialize_value
 
-    events = "\n".join(serialize_value(entry) for r in results for entry in sync.instance.all_logs(r.run_id))
+    events = "\n".join(dg.serialize_value(entry) for r in results for entry in sync.instance.all_logs(r.run_id))
     logs = "\n".join(f"{record.getMessage()} {record.args!r} {record.exc_text or ''}" for record in caplog.records)
     con = duckdb.connect(str(sync.warehouse), read_only=True)
     try:
