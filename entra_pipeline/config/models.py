@@ -120,8 +120,8 @@ class EntraIntegration(IntegrationBase):
     @field_validator("source", mode="before")
     @classmethod
     def _known_source_type(cls, data: Any) -> Any:
-        # Any source not of type workday comes here (Entra ID is the default): say what a source
-        # can be, as for a choice between the types.
+        # Every source whose type is not workday lands here (Entra ID is the default). One that is
+        # not a mapping, or names an unknown type, gets the words of a choice between both types.
         if not isinstance(data, (dict, EntraSource)):
             raise PydanticKnownError("model_attributes_type")
         if isinstance(data, dict) and "type" in data and data["type"] not in SOURCE_KINDS:
