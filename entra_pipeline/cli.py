@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 
-from entra_pipeline.config import ConfigError, load_integrations
+from entra_pipeline.config import ConfigError, credentials, load_integrations
 
 
 # Progress lines (users 4,000 / 12,345) and failures on the console; the UI keeps the debug events.
@@ -252,13 +252,13 @@ def _credential_status(integration) -> str:
 
     source = integration.source
     if integration.kind == "workday":
-        integration.workday_auth()
+        credentials.workday_auth(integration)
         return "password set" if source.auth == "basic" else "client secret and refresh token set"
     if source.auth == "client_secret":
-        integration.client_secret()
+        credentials.client_secret(integration)
         return "secret set"
     if source.auth == "certificate":
-        _, info = integration.certificate()
+        _, info = credentials.certificate(integration)
         if info is None:
             return f"certificate key readable (thumbprint {source.certificate_thumbprint.upper()}; expiry unknown)"
         days = (info.not_after - datetime.now(timezone.utc)).days

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import self_signed_certificate, write_private
-from entra_pipeline.config import CLOUDS, ConfigError, load_integrations, parse_integrations
+from entra_pipeline.config import CLOUDS, ConfigError, credentials, load_integrations, parse_integrations
 from entra_pipeline.defs import checks as c
 from entra_pipeline.sources.graph.auth import AuthError, Certificate, ClientSecret, DelegatedSignIn, TokenCacheFile
 from entra_pipeline.sources.graph.certificates import CertificateInfo
@@ -131,7 +131,7 @@ def test_paths_are_relative_to_the_integrations_file(tmp_path):
         tmp_path / "certs" / "app.pem"
     (tmp_path / "integrations.yaml").write_text(config_text("auth: delegated", "token_cache_path: tokens/main.json"))
     integration = load_integrations(tmp_path / "integrations.yaml").get("main")
-    assert integration.credential() == DelegatedSignIn(cache_path=tmp_path / "tokens" / "main.json",
+    assert credentials.credential(integration) == DelegatedSignIn(cache_path=tmp_path / "tokens" / "main.json",
                                                        login_command="python -m entra_pipeline login main")
 
 
@@ -168,7 +168,7 @@ def _integration(tmp_path: Path, *lines: str):
 def test_certificate_file_with_the_key_gives_a_sha256_credential(tmp_path):
     key, cert = self_signed_certificate("contacts-sync")
     write_private(tmp_path / "app.pem", key + cert)
-    credential, info = _integration(tmp_path, "certificate_path: app.pem").certificate()
+    credential, info = credentials.certificate(_integration(tmp_path, "certificate_path: app.pem"))
     assert isinstance(credential, Certificate)
     assert credential.certificate_pem.encode() == cert and credential.thumbprint is None
     assert credential.msal_credential() == {"private_key": credential.private_key_pem, "public_certificate": cert.decode()}
@@ -180,9 +180,9 @@ def test_separate_key_and_thumbprint_only(tmp_path):
     key, cert = self_signed_certificate()
     write_private(tmp_path / "app.key", key)
     write_private(tmp_path / "app.crt", cert)
-    _, info = _integration(tmp_path, "certificate_path: app.crt", "private_key_path: app.key").certificate()
-    credential, none = _integration(tmp_path, "private_key_path: app.key",
-                                    f"certificate_thumbprint: {info.thumbprint.lower()}").certificate()
+    _, info = credentials.certificate(_integration(tmp_path, "certificate_path: app.crt", "private_key_path: app.key"))
+    credential, none = credentials.certificate(_integration(tmp_path, "private_key_path: app.key",
+                                                            f"certificate_thumbprint: {info.thumbprint.lower()}"))
     assert none is None
     assert credential.msal_credential() == {"private_key": credential.private_key_pem, "thumbprint": info.thumbprint.lower()}
 
@@ -195,21 +195,21 @@ def test_encrypted_key_with_its_password_from_the_environment(tmp_path, monkeypa
     write_private(tmp_path / "app.pem", encrypted + cert)
     integration = _integration(tmp_path, "certificate_path: app.pem", "private_key_password_env: APP_KEY_PASSWORD")
     with pytest.raises(ConfigError) as info:
-        integration.certificate()
+        credentials.certificate(integration)
     assert str(info.value) == ("integration 'main': environment variable APP_KEY_PASSWORD "
                                "(source.private_key_password_env) is not set")
     monkeypatch.setenv("APP_KEY_PASSWORD", "wrong")
     with pytest.raises(ConfigError) as info:
-        integration.certificate()
+        credentials.certificate(integration)
     assert str(info.value) == (f"integration 'main', field 'source.certificate_path': {tmp_path / 'app.pem'}: the "
                                "private key cannot be read (wrong password, or not a PEM private key)")
     monkeypatch.setenv("APP_KEY_PASSWORD", "k3y-PASSWORD")
-    credential, _ = integration.certificate()
+    credential, _ = credentials.certificate(integration)
     # MSAL gets the key decrypted once; the password is not carried along.
     assert credential.passphrase is None and "ENCRYPTED" not in credential.private_key_pem
     without = _integration(tmp_path, "certificate_path: app.pem")
     with pytest.raises(ConfigError) as info:
-        without.certificate()
+        credentials.certificate(without)
     assert str(info.value) == (f"integration 'main', field 'source.certificate_path': {tmp_path / 'app.pem'}: the "
                                "private key is encrypted and no password was given (source.private_key_password_env)")
 
@@ -219,7 +219,7 @@ def test_a_private_key_other_users_can_read_is_refused(tmp_path):
     (tmp_path / "app.pem").write_bytes(key + cert)
     (tmp_path / "app.pem").chmod(0o644)
     with pytest.raises(ConfigError) as info:
-        _integration(tmp_path, "certificate_path: app.pem").certificate()
+        credentials.certificate(_integration(tmp_path, "certificate_path: app.pem"))
     assert str(info.value) == (f"integration 'main', field 'source.certificate_path': {tmp_path / 'app.pem'} holds a "
                                f"private key other users can read (mode 0644); run 'chmod 600 {tmp_path / 'app.pem'}'")
 
@@ -237,7 +237,7 @@ def test_certificate_file_problems_name_the_field_and_file(tmp_path):
 
     def problem(*lines: str) -> str:
         with pytest.raises(ConfigError) as info:
-            _integration(tmp_path, *lines).certificate()
+            credentials.certificate(_integration(tmp_path, *lines))
         return str(info.value)
 
     where = "integration 'main', field"
@@ -330,5 +330,5 @@ def test_certificate_check_without_a_certificate_file_or_without_a_certificate()
 
 def test_credential_kinds(tmp_path, monkeypatch):
     monkeypatch.setenv("S", "value")
-    assert parse_integrations(config_text("client_secret_env: S")).get("main").credential() == ClientSecret("value")
+    assert credentials.credential(parse_integrations(config_text("client_secret_env: S")).get("main")) == ClientSecret("value")
     assert "value" not in repr(ClientSecret("value"))

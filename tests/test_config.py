@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from entra_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, load_integrations, parse_integrations
+from entra_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, credentials, load_integrations, parse_integrations
 from conftest import self_signed_certificate
 
 GOOD = """\
@@ -226,10 +226,10 @@ def test_missing_secret_variable(monkeypatch):
     monkeypatch.delenv("MAIN_SECRET", raising=False)
     main = parse_integrations(GOOD).get("main")
     with pytest.raises(ConfigError) as info:
-        main.client_secret()
+        credentials.client_secret(main)
     assert str(info.value) == "integration 'main': environment variable MAIN_SECRET (source.client_secret_env) is not set"
     monkeypatch.setenv("MAIN_SECRET", "x")
-    assert main.client_secret() == "x"
+    assert credentials.client_secret(main) == "x"
 
 
 def test_several_problems_one_line_each():

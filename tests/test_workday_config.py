@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from entra_pipeline.config import ConfigError, parse_integrations
+from entra_pipeline.config import ConfigError, credentials, parse_integrations
 from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth
 
 GOOD = """\
@@ -112,13 +112,13 @@ def test_oauth_refresh_sign_in_from_the_environment(monkeypatch):
     hr = parse_integrations(text, "cfg.yaml").get("hr")
     monkeypatch.setenv("WD_SECRET", "s")
     with pytest.raises(ConfigError) as info:
-        hr.workday_auth()
+        credentials.workday_auth(hr)
     assert str(info.value) == ("integration 'hr': environment variable WD_REFRESH (source.refresh_token_env) is "
                                "not set")
     monkeypatch.setenv("WD_REFRESH", "r")
-    assert hr.workday_auth() == RefreshTokenAuth("ZGVtbw", "s", "r")
+    assert credentials.workday_auth(hr) == RefreshTokenAuth("ZGVtbw", "s", "r")
     monkeypatch.setenv("WD_PASSWORD", "p")
-    assert parse().get("hr").workday_auth() == BasicAuth("ISU_Contacts", "p")
+    assert credentials.workday_auth(parse().get("hr")) == BasicAuth("ISU_Contacts", "p")
 
 
 def test_generated_lists_once_per_field():

@@ -19,6 +19,7 @@ from tabulate import tabulate
 
 from entra_pipeline.errors import is_transient
 from entra_pipeline.config import SKIP, ConfigError, Integration, RunSettings
+from entra_pipeline.config.credentials import certificate
 from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import (WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource,
                                            WorkdayResource)
@@ -107,7 +108,7 @@ def _certificate_check(integration: Integration) -> dg.AssetCheckResult:
     info = None
     if integration.source.auth == "certificate":
         try:
-            info = integration.certificate()[1]
+            info = certificate(integration)[1]
         except ConfigError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
     return c.certificate_result(integration.source.auth, info, datetime.now(timezone.utc))

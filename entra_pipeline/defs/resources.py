@@ -9,7 +9,7 @@ from typing import Iterator
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from entra_pipeline.config import ConfigError, Integration, IntegrationsFile, load_integrations
+from entra_pipeline.config import ConfigError, Integration, IntegrationsFile, credentials, load_integrations
 from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.sources.graph.client import GraphClient, GraphSettings
 from entra_pipeline.warehouse import LOCK_WAIT_SECONDS, connect, duckdb_config
@@ -41,12 +41,12 @@ class GraphResource(dg.ConfigurableResource):
 
     def client(self, integration: Integration) -> GraphClient:
         source = integration.source
-        credential = integration.credential()
+        credential = credentials.credential(integration)
         graph_url, authority, ca_bundle = source.graph_url, source.authority_url, source.ca_bundle
         if source.demo_tenant is not None:
             endpoint = ensure_demo_tenant(
                 source.demo_tenant, tenant_id=source.tenant_id, client_id=source.client_id,
-                client_secret=integration.client_secret(), root=Path(self.demo_dir) if self.demo_dir else None,
+                client_secret=credentials.client_secret(integration), root=Path(self.demo_dir) if self.demo_dir else None,
             )
             graph_url = authority = endpoint.base_url
             ca_bundle = endpoint.ca_path
@@ -69,7 +69,7 @@ class WorkdayResource(dg.ConfigurableResource):
 
     def client(self, integration: Integration) -> WorkdayClient:
         source = integration.source
-        auth = integration.workday_auth()
+        auth = credentials.workday_auth(integration)
         host, ca_bundle = source.host, source.ca_bundle
         if source.demo_tenant is not None:
             password = auth.password if isinstance(auth, BasicAuth) else None

@@ -1,0 +1,125 @@
+"""The integrations file as the Dagster code location reads it: a broken integration is set apart
+with the very line the strict loader gives for it, and the others load."""
+
+from __future__ import annotations
+
+import pytest
+
+from entra_pipeline.config import (BrokenIntegration, ConfigError, load_for_dagster, parse_for_dagster,
+                                   parse_integrations)
+from entra_pipeline.config.isolation import WHOLE_FILE
+
+ENTRA = """\
+  - key: {key}
+    title: {title}
+    source:
+      tenant_id: contoso.onmicrosoft.com
+      client_id: 11111111-2222-3333-4444-555555555555
+      client_secret_env: MAIN_SECRET
+"""
+WORKDAY = """\
+  - key: hr
+    title: Workday
+    source:
+      type: workday
+      host: https://wd2-impl-services1.workday.com
+      tenant: contoso
+      report_owner: lmcneil
+      report_name: Contacts_Sync
+      username: ISU_Contacts
+      password_env: WD_PASSWORD
+"""
+BROKEN = ENTRA.format(key="sales", title="Sales") + "    schedule:\n      cron: every day\n"
+TEXT = "integrations:\n" + ENTRA.format(key="main", title="Main tenant") + BROKEN + WORKDAY
+
+
+def strict_error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_integrations(text, "cfg.yaml")
+    return str(info.value)
+
+
+def test_one_bad_field_leaves_the_others_loaded():
+    loaded = parse_for_dagster(TEXT, "cfg.yaml")
+    assert loaded.file == "cfg.yaml"
+    assert [(i.key, i.kind) for i in loaded.integrations] == [("main", "entra"), ("hr", "workday")]
+    line = ("cfg.yaml: integration 'sales', field 'schedule.cron': invalid cron expression 'every day' "
+            "(expected five fields, e.g. '0 6 * * *')")
+    assert strict_error(TEXT) == line
+    assert loaded.broken == [BrokenIntegration(key="sales", title="Sales", line=line)]
+    assert loaded.get("hr").source.report_name == "Contacts_Sync"
+    with pytest.raises(ConfigError) as info:
+        loaded.get("sales")
+    assert str(info.value) == line
+
+
+def test_each_broken_integration_gets_its_own_lines():
+    text = TEXT + ENTRA.format(key="ops", title="Ops") + "    mapping:\n      unique_id: shoe_size\n"
+    loaded = parse_for_dagster(text, "cfg.yaml")
+    assert loaded.keys == ["main", "hr"]
+    assert [b.key for b in loaded.broken] == ["sales", "ops"]
+    # Together they are the strict loader's lines, in its order.
+    assert "\n".join(b.line for b in loaded.broken) == strict_error(text)
+
+
+def test_an_unreadable_key_gets_its_place_as_key():
+    text = TEXT + "  - key: [not, a, key]\n    title: 5\n" + "  - just text\n"
+    loaded = parse_for_dagster(text, "cfg.yaml")
+    assert loaded.keys == ["main", "hr"]
+    assert [(b.key, b.title) for b in loaded.broken] == [
+        ("sales", "Sales"), ("integrations[3]", "integrations[3]"), ("integrations[4]", "integrations[4]")]
+    assert loaded.broken[2].line == "cfg.yaml: integrations[4]: Input should be a valid dictionary or instance of Integration"
+    assert "\n".join(b.line for b in loaded.broken) == strict_error(text)
+
+
+def test_an_invalid_date_format_is_one_integrations_problem():
+    text = TEXT + ENTRA.format(key="ops", title="Ops") + (
+        "    mapping:\n      custom_fields: {hired: {type: Date, format: '%Q'}}\n"
+        "      fields: {extensionAttribute1: hired}\n")
+    loaded = parse_for_dagster(text, "cfg.yaml")
+    assert loaded.keys == ["main", "hr"]
+    assert loaded.broken[1].key == "ops"
+    assert loaded.broken[1].line.startswith(
+        "cfg.yaml: integration 'ops', field 'mapping.custom_fields.hired': format '%Q' is not a valid date format (")
+    assert strict_error(text.replace(BROKEN, "")) == loaded.broken[1].line
+
+
+def test_a_yaml_error_breaks_everything():
+    text = TEXT + "  - key: [unclosed\n"
+    loaded = parse_for_dagster(text, "cfg.yaml")
+    assert loaded.integrations == []
+    assert loaded.broken == [BrokenIntegration(key=WHOLE_FILE, title="the integrations file", line=strict_error(text))]
+    assert loaded.broken[0].line.startswith("cfg.yaml: line ")
+
+
+@pytest.mark.parametrize("extra, line", [
+    ("runs:\n  step_retries: -1\n", "cfg.yaml: field 'runs.step_retries': Input should be greater than or equal to 0"),
+    ("owner: me\n", "cfg.yaml: field 'owner': unknown field"),
+])
+def test_a_top_level_problem_breaks_every_integration(extra, line):
+    loaded = parse_for_dagster(TEXT + extra, "cfg.yaml")
+    assert loaded.integrations == []
+    assert [b.key for b in loaded.broken] == ["main", "sales", "hr"]
+    assert {b.line for b in loaded.broken} == {line}
+    assert strict_error(TEXT.replace(BROKEN, "") + extra) == line
+
+
+def test_a_key_used_twice_breaks_every_integration():
+    # Even when one of the two is broken: which of them runs as 'main' is not for the loader to pick.
+    text = TEXT + ENTRA.format(key="main", title="Again") + "    schedule: {cron: nope}\n"
+    loaded = parse_for_dagster(text, "cfg.yaml")
+    assert loaded.integrations == []
+    assert {b.line for b in loaded.broken} == {"cfg.yaml: field 'integrations': duplicate integration key 'main'"}
+    assert strict_error(text.replace(BROKEN, "").replace("{cron: nope}", "{cron: '0 6 * * *'}")) == \
+        "cfg.yaml: field 'integrations': duplicate integration key 'main'"
+
+
+def test_load_for_dagster_reads_the_file(tmp_path):
+    path = tmp_path / "integrations.yaml"
+    path.write_text(TEXT)
+    loaded = load_for_dagster(path)
+    assert loaded.file == str(path) and loaded.keys == ["main", "hr"] and [b.key for b in loaded.broken] == ["sales"]
+    assert loaded.broken[0].line.startswith(f"{path}: integration 'sales', field 'schedule.cron'")
+    missing = load_for_dagster(tmp_path / "nope.yaml")
+    assert missing.integrations == []
+    assert missing.broken[0].line == f"{tmp_path / 'nope.yaml'}: integrations file not found (set ENTRA_PIPELINE_CONFIG)"
