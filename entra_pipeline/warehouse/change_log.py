@@ -16,12 +16,16 @@ from entra_pipeline.warehouse.table_rows import insert_rows, utc_now
 
 @dataclass
 class StageState:
+    """A stage's bookkeeping: how far it consumed the log of the stage before it (None: never,
+    it recomputes everything), how far its own log goes, and its configuration fingerprint."""
+
     consumed_seq: int | None
     produced_seq: int
     fingerprint: str | None
 
 
 def stage_state(con, integration: str, stage: str) -> StageState | None:
+    """A stage's bookkeeping for an integration; None if the stage never wrote."""
     s.ensure_schema(con)
     row = con.execute(f'SELECT consumed_seq, produced_seq, fingerprint FROM "{s.STAGE_STATE}" '
                       "WHERE integration = ? AND stage = ?", [integration, stage]).fetchone()
@@ -75,6 +79,7 @@ def consumed(con, integration: str, consumer: str, producer: str, run_id: str, s
 
 
 def fingerprint(con, integration: str, stage: str) -> str | None:
+    """The configuration fingerprint a stage's current rows were made with, if any."""
     state = stage_state(con, integration, stage)
     return state.fingerprint if state else None
 

@@ -21,6 +21,9 @@ MAPPED_WORK = "_mapped_work"  # per-connection temporary table: the mapping's re
 
 @dataclass
 class MappingSummary:
+    """What a mapping produced, for the checks before anything is written: users read, contacts
+    made (first of each Unique Contact ID), import issues and a sample of contacts."""
+
     users_read: int
     contacts: int
     issues: list[ImportIssue]
@@ -28,7 +31,6 @@ class MappingSummary:
     #: With an incremental mapping: the users re-mapped (changed ones, and everyone sharing a
     #: Unique Contact ID with one of them, before or after). None: every user was mapped.
     candidates: set[str] | None = None
-
 
 
 def _raw_subset(con, integration: str, raw: str) -> None:
@@ -209,8 +211,6 @@ def contacts_of(con, integration: str, source_ids: set[str]) -> set[str]:
                                       "AND source_id IN (SELECT id FROM _of_sources)", [integration]).fetchall()}
 
 
-
-
 def people(con, integration: str, user_ids: Iterable[str] | None = None) -> lists.People:
     """What the contact stages decided about each directory user (only ``user_ids``, if given;
     see transform.lists.People)."""
@@ -236,6 +236,7 @@ def people(con, integration: str, user_ids: Iterable[str] | None = None) -> list
 
 
 def contact_ids(con, integration: str) -> set[str]:
+    """Every current contact id of an integration: the deletion guard's "before"."""
     s.ensure_schema(con)
     return {r[0] for r in con.execute(f'SELECT contact_id FROM "{s.CONTACTS}" WHERE integration = ?',
                                       [integration]).fetchall()}

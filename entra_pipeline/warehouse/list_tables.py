@@ -10,13 +10,16 @@ from entra_pipeline.transform import lists
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse.table_rows import id_table, insert_rows, replace_rows, run_frame
 
+#: distribution_lists columns the list stage fills (the recounted ones are updated from the rows).
 LIST_COLUMNS = ["list_id", "source_group_id", "display_name", "mail", "kind", "member_count",
-                 "users_not_contacts", "users_excluded", "users_without_contact_id", "non_user_members",
-                 "non_user_member_types", "nested_groups"]
+                "users_not_contacts", "users_excluded", "users_without_contact_id", "non_user_members",
+                "non_user_member_types", "nested_groups"]
 
 
 def write_lists(con, integration: str, run_id: str, lists: list[dict], members: list[tuple[str, str]],
                 non_members: list[tuple[str, str, str, str]]) -> tuple[int, int]:
+    """Replace an integration's lists, members and non-members (a full distribution_lists write);
+    (lists, memberships) written."""
     rows = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in lists]
     n_lists = replace_rows(con, s.DISTRIBUTION_LISTS, integration, run_frame(rows, LIST_COLUMNS, integration, run_id))
     columns = {"list_id": [m[0] for m in members], "contact_id": [m[1] for m in members]}
@@ -82,6 +85,7 @@ def list_rows_of(con, integration: str, contacts: set[str], lists_: set[str]) ->
 
 
 def write_available_groups(con, integration: str, run_id: str, rows: list[dict]) -> int:
+    """Replace the groups an integration offers as distribution lists (see transform.lists)."""
     columns = ["group_id", "display_name", "mail", "kind", "direct_members", "selected", "same_name_groups"]
     return replace_rows(con, s.AVAILABLE_GROUPS, integration, run_frame(rows, columns, integration, run_id))
 
@@ -92,8 +96,8 @@ def previous_lists(con, integration: str) -> dict[str, str]:
                             [integration]).fetchall())
 
 
-
 def memberships(con, integration: str) -> set[tuple[str, str]]:
+    """Every (list, contact) membership of an integration: the deletion guard's "before"."""
     return set(con.execute(f'SELECT list_id, contact_id FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ?',
                            [integration]).fetchall())
 

@@ -22,10 +22,10 @@ class PreviewState:
 
 
 def preview_state(con, integration: str) -> PreviewState:
+    """The state a preview starts from (read before the stages run in the rolled-back transaction)."""
     excluded = dict(con.execute(f'SELECT contact_id, rule FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ?',
                                 [integration]).fetchall())
     return PreviewState(excluded, previous_lists(con, integration), memberships(con, integration))
-
 
 
 def preview_rows(con, integration: str, run_id: str, before: PreviewState) -> list[tuple]:

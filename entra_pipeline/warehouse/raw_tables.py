@@ -52,11 +52,13 @@ def _edge_frame(integration: str, run_id: str, edges: dict[str, list[tuple[str, 
 
 
 def write_raw_users(con, integration: str, run_id: str, users: list[dict]) -> int:
+    """Replace an integration's users with ``users`` (a full read); the rows written."""
     return replace_rows(con, s.RAW_GRAPH_USERS, integration, _user_frame(integration, run_id, users))
 
 
 def write_raw_groups(con, integration: str, run_id: str, groups: list[dict], kinds: dict[str, str],
                      edges: dict[str, list[tuple[str, str]]]) -> tuple[int, int]:
+    """Replace an integration's groups and direct memberships (a full read); (groups, memberships)."""
     n_groups = replace_rows(con, s.RAW_GRAPH_GROUPS, integration, _group_frame(integration, run_id, groups, kinds))
     n_members = replace_rows(con, s.RAW_GRAPH_GROUP_MEMBERS, integration, _edge_frame(integration, run_id, edges))
     return n_groups, n_members
@@ -226,11 +228,17 @@ def stored_groups(con, integration: str, group_ids: list[str]) -> dict[str, dict
 
 
 def stored_users(con, integration: str, user_ids: list[str]) -> dict[str, dict]:
+    """The stored JSON of some users (what a delta round patches)."""
     return stored_json(con, s.RAW_GRAPH_USERS, integration, user_ids)
 
 
+# -- delta state ---------------------------------------------------------------------------------
+
 @dataclass
 class DeltaState:
+    """Where the next incremental read starts: Graph's deltaLink, the properties its round
+    selected (others need a full round), and when the last full round ran."""
+
     delta_link: str
     fields: list[str]
     full_round_at: datetime
@@ -253,6 +261,7 @@ def write_delta_state(con, integration: str, resource: str, run_id: str, delta_l
                     [integration, resource, delta_link, sorted(fields), full_round_at or utc_now(), run_id, utc_now()])
 
 
+# -- what the list stage reads -------------------------------------------------------------------
 
 def read_groups(con, integration: str) -> list[dict]:
     """Every group's Graph JSON, by display name."""
@@ -296,6 +305,7 @@ def user_groups(con, integration: str, user_ids: Iterable[str]) -> dict[str, set
 
 
 def direct_member_counts(con, integration: str) -> dict[str, int]:
+    """Group id -> how many direct members it has (of any type)."""
     return dict(con.execute(f'SELECT group_id, count(*) FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ? '
                             "GROUP BY group_id", [integration]).fetchall())
 

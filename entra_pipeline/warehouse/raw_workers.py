@@ -18,7 +18,7 @@ from entra_pipeline.warehouse.raw_tables import RawChange
 from entra_pipeline.warehouse.table_rows import count_rows, insert_rows, utc_now
 
 WORKER_BATCH = 5000  # report entries per insert: memory holds a batch, not the report
-STAGED = "staged_workday"
+STAGED = "staged_workday"  # the schema name the staged report is attached under (see ``staged``)
 
 
 def stage_workers(path: str, entries: Iterable[dict], id_field: str, keep: set[str]) -> int:
