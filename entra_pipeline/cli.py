@@ -36,7 +36,8 @@ def _failure_lines(result) -> list[str]:
 
 
 def _summary(database: str, key: str) -> str:
-    from entra_pipeline.warehouse import connect, schema as s
+    from entra_pipeline.warehouse import schema as s
+    from entra_pipeline.warehouse.connection import connect
 
     con = connect(database, read_only=True)
     try:
@@ -68,7 +69,7 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
     from entra_pipeline.instance import open_instance
     from entra_pipeline.run_locks import hold_run_lock, process_tags, release_run_lock
     from entra_pipeline.pool import PoolWatch, wait_for_pool
-    from entra_pipeline.warehouse import warehouse_path
+    from entra_pipeline.warehouse.connection import warehouse_path
 
     defs = build_defs()
     job = defs.resolve_job_def(PREVIEW_JOB if preview else SYNC_JOB)
@@ -139,7 +140,8 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
 
 
 def _preview_summary(database: str, key: str) -> str:
-    from entra_pipeline.warehouse import connect, schema as s
+    from entra_pipeline.warehouse import schema as s
+    from entra_pipeline.warehouse.connection import connect
 
     con = connect(database, read_only=True)
     try:
@@ -156,7 +158,7 @@ def query(sql: str, wait_seconds: float) -> int:
     writes, and holds the file only as long as the query runs."""
     import duckdb
 
-    from entra_pipeline.warehouse import connect, warehouse_path
+    from entra_pipeline.warehouse.connection import connect, warehouse_path
 
     try:
         con = connect(warehouse_path(), read_only=True, wait_seconds=wait_seconds)
@@ -176,8 +178,8 @@ def query(sql: str, wait_seconds: float) -> int:
 def delete_integration(key: str, confirm: str | None) -> int:
     """Remove one integration's rows from every warehouse table, in one transaction; the other
     integrations' rows are not touched. Refused without ``--confirm KEY`` repeating the key."""
-    from entra_pipeline.warehouse import connect, store, warehouse_path
-    from entra_pipeline.warehouse.store import transaction
+    from entra_pipeline.warehouse import admin
+    from entra_pipeline.warehouse.connection import connect, transaction, warehouse_path
 
     database = warehouse_path()
     if not database.exists():
@@ -185,7 +187,7 @@ def delete_integration(key: str, confirm: str | None) -> int:
         return 2
     con = connect(database)
     try:
-        present = store.integrations_in_warehouse(con)
+        present = admin.integrations_in_warehouse(con)
         if key not in present:
             print(f"integration {key!r} has no rows in {database} (present: {', '.join(present) or 'none'})",
                   file=sys.stderr)
@@ -196,7 +198,7 @@ def delete_integration(key: str, confirm: str | None) -> int:
                   f"--confirm {key}", file=sys.stderr)
             return 2
         with transaction(con):
-            removed = store.delete_integration(con, key)
+            removed = admin.delete_integration(con, key)
     finally:
         con.close()
     configured = key in load_integrations().keys

@@ -16,7 +16,7 @@ from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, W
 from entra_pipeline.defs.schedules import build_reclaim_sensor, build_schedules
 from entra_pipeline.run_locks import run_locked_executor
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse import warehouse_path
+from entra_pipeline.warehouse.connection import warehouse_path
 
 SYNC_JOB = "entra_sync"
 PREVIEW_JOB = "entra_preview"

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from entra_pipeline.config import PROJECT_ROOT
-from entra_pipeline.warehouse import connect
+from entra_pipeline.warehouse.connection import connect
 
 SECRET_ENV = "ENTRA_RELIABILITY_CLIENT_SECRET"
 TENANT_ID = "00000000-0000-0000-0000-0000000a11ab"

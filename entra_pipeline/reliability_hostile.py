@@ -35,7 +35,7 @@ import trustme
 import yaml
 
 from entra_pipeline.reliability import CLIENT_ID, GROUPS, SECRET_ENV, TENANT_ID, USERS, snapshot
-from entra_pipeline.warehouse import connect
+from entra_pipeline.warehouse.connection import connect
 
 # The integrations of the series: Entra ID read by delta queries and by lists ($batch), Workday
 # signed in with a password and with a refresh token.

@@ -10,7 +10,7 @@ import threading
 import time
 
 from conftest import SECRET, SECRET_ENV, expected_contacts, integration, write_config
-from entra_pipeline.warehouse import connect
+from entra_pipeline.warehouse.connection import connect
 
 KEYS = ["alpha", "beta", "gamma", "delta"]
 RUN = """

@@ -20,7 +20,8 @@ from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.emulator.directory import generate_directory
 from entra_pipeline.emulator.server import Emulator
 from entra_pipeline.emulator.workday import generate_workers
-from entra_pipeline.warehouse import MEMORY_LIMIT_ENV, connect, store
+from entra_pipeline.warehouse import raw_workers
+from entra_pipeline.warehouse.connection import MEMORY_LIMIT_ENV, connect
 
 USERS, GROUPS = "/v1.0/users/delta", "/v1.0/groups/delta"
 REPORT = "/ccx/service/customreport2/"
@@ -330,7 +331,7 @@ def test_an_invalid_memory_limit_is_one_line_naming_the_variable_and_changes_not
         connect(sync.warehouse, read_only=True)
     assert str(raised.value) == line
     with pytest.raises(ConfigError) as raised:
-        store.stage_workers(str(tmp_path / "scratch.duckdb"), iter([]), "Employee_ID", set())
+        raw_workers.stage_workers(str(tmp_path / "scratch.duckdb"), iter([]), "Employee_ID", set())
     assert str(raised.value) == line
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "10KB")
     with pytest.raises(ConfigError, match=f"^{MEMORY_LIMIT_ENV}='10KB' is not a DuckDB memory limit"):

@@ -77,7 +77,7 @@ def members_by_list(sync) -> dict[str, set[str]]:
 # -- 1. a failure in the middle of a stage's write ----------------------------------------------
 
 def test_failure_mid_write_rolls_the_whole_stage_back(first_sync, emulator, directory, monkeypatch):
-    from entra_pipeline.warehouse import store
+    from entra_pipeline.warehouse import contact_tables
 
     before, content_before = first_sync.snapshot(), first_sync.snapshot(content_only=True)
     # Without the guests switch the contacts would change: guests with a mailbox, enabled and not on
@@ -98,7 +98,7 @@ def test_failure_mid_write_rolls_the_whole_stage_back(first_sync, emulator, dire
         raise RuntimeError("disk full while writing excluded_contacts")
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "write_exclusions", broken_write_exclusions)
+        patch.setattr(contact_tables, "write_exclusions", broken_write_exclusions)
         result = first_sync.run("acme")
 
     assert not result.success

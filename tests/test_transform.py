@@ -11,8 +11,8 @@ from entra_pipeline.config import CustomList, ExclusionRule, Mapping
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.exclusions import apply_exclusions
 from entra_pipeline.transform.fields import graph_select_for, imported_fields_for, manager_expand_for
-from entra_pipeline.warehouse import store
-from entra_pipeline.warehouse.store import transaction
+from entra_pipeline.warehouse import contact_tables, raw_tables
+from entra_pipeline.warehouse.connection import transaction
 
 
 def user(uid: str, mail: str | None, **extra) -> dict:
@@ -37,13 +37,14 @@ class Mapped:
     def __init__(self, users: list[dict], m: Mapping) -> None:
         self.con = duckdb.connect()
         with transaction(self.con):
-            store.write_raw_users(self.con, "t", "run", users)
+            raw_tables.write_raw_users(self.con, "t", "run", users)
         plan = mapping.plan_for(m)
         fields = {p.source for p in plan if p.source} | {"userPrincipalName"}
-        self.summary = store.map_raw_users(self.con, "t", plan, m.unique_id, sorted(fields))
+        self.summary = contact_tables.map_raw_users(self.con, "t", plan, m.unique_id, sorted(fields),
+                                                    sample_columns=["contact_id", "display_name"])
         custom = {name: f.type for name, f in m.custom_fields.items()}
         with transaction(self.con):
-            store.write_mapped_contacts(self.con, "t", "run", plan, custom)
+            contact_tables.write_mapped_contacts(self.con, "t", "run", plan, custom)
         self.issues = sorted((i.record, i.code, i.field) for i in self.summary.issues)
 
     def rows(self, *columns: str) -> list[tuple]:

@@ -33,8 +33,9 @@ from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, WORKDAY, del
 from entra_pipeline.transform.guard import assess
 from entra_pipeline.sources.workday.client import WorkdayError
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse import store
-from entra_pipeline.warehouse.store import transaction
+from entra_pipeline.warehouse import (admin, change_log, contact_tables, import_errors, list_tables, preview_report,
+                                      raw_tables, raw_workers, run_log, table_rows)
+from entra_pipeline.warehouse.connection import rolled_back, transaction
 
 GROUP_NAME = "entra_sync"
 PREVIEW_GROUP = "entra_preview"
@@ -130,7 +131,7 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
     stage = _Stage(context, integration)
     source = integration.source
     with warehouse.get_connection() as con:
-        previous = store.count_rows(con, s.RAW_WORKDAY_WORKERS, integration.key)
+        previous = table_rows.count_rows(con, s.RAW_WORKDAY_WORKERS, integration.key)
     with tempfile.TemporaryDirectory(prefix="workday-") as scratch:
         staged = str(Path(scratch) / "report.duckdb")
         # Only the columns the configuration uses are kept (a report may carry more, even
@@ -138,7 +139,8 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
         named = integration.imported_fields()
         try:
             with workday.client(integration) as client:
-                store.stage_workers(staged, _counted(context, client.entries(), "workers"), source.id_field, named)
+                raw_workers.stage_workers(staged, _counted(context, client.entries(), "workers"), source.id_field,
+                                          named)
         except ConfigError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         except WorkdayError as exc:
@@ -156,21 +158,23 @@ def _read_workday(context: dg.AssetExecutionContext, integration: Integration, w
         checks = [c.report_columns_result(columns, named | set(integration.mapping.fields), explicit),
                   c.rule_columns_result(columns, tested)]
         try:
-            with warehouse.get_connection() as con, store.staged(con, staged), transaction(con):
-                change, issues = store.apply_raw_workers(con, integration.key, context.run.run_id, source.id_field)
+            with warehouse.get_connection() as con, raw_workers.staged(con, staged), transaction(con):
+                change, issues = raw_workers.apply_raw_workers(con, integration.key, context.run.run_id,
+                                                               source.id_field)
                 checks = [c.workers_not_emptied_result(change.total, previous),
                           c.issues_result(c.WORKERS_IDENTIFIED, issues), *checks]
                 if c.failed_blocking(checks):
                     raise _Blocked
-                store.drop_other_source(con, integration.key, WORKDAY)
-                store.replace_issues(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, issues)
-                store.log_changes(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, change.changed_ids)
+                raw_tables.drop_other_source(con, integration.key, WORKDAY)
+                import_errors.replace_issues(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, issues)
+                change_log.log_changes(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id,
+                                       change.changed_ids)
                 # Every configured column counts as read: a report without it has it empty for everyone.
-                store.write_fields_read(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, named)
+                change_log.write_fields_read(con, integration.key, s.RAW_WORKDAY_WORKERS, context.run.run_id, named)
                 stage.record(con, read_mode="full", read_reason="a Workday report is read whole",
                              changes_read=stats.entries, added=change.added, updated=change.updated,
                              removed=change.removed, graph_requests=stats.requests, graph_bytes=stats.bytes)
-                sample = store.sample_rows(con, s.RAW_WORKDAY_WORKERS, integration.key, ["id"])
+                sample = table_rows.sample_rows(con, s.RAW_WORKDAY_WORKERS, integration.key, ["id"])
         except _Blocked:
             yield from stage.blocked(checks)
     yield stage.done(checks, {"rows": change.total, "workers_added": change.added, "workers_updated": change.updated,
@@ -194,7 +198,7 @@ def _require_fields(con, integration: Integration, stage: str, needed: set[str],
     """The fields ``stage``'s rows carry; Failure if the configuration needs others (the mapping or
     exclusions changed since that stage last ran)."""
     asset = asset or stage
-    available = store.fields_read(con, integration.key, stage)
+    available = change_log.fields_read(con, integration.key, stage)
     if available is None:
         raise dg.Failure(description=f"integration {integration.key!r}: {asset} has no rows yet; "
                                      f"materialize {asset} first", allow_retries=False)
@@ -224,8 +228,8 @@ class _Stage:
         self.name = context.assets_def.key.path[-1]
 
     def record(self, con, **values) -> None:
-        store.record_stage(con, self.integration.key, self.context.run.run_id, self.name, self.started_at,
-                           **values)
+        run_log.record_stage(con, self.integration.key, self.context.run.run_id, self.name, self.started_at,
+                             **values)
 
     def blocked(self, results: list[dg.AssetCheckResult]) -> Iterator:
         """Report the checks and fail the step; nothing is written."""
@@ -265,15 +269,15 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
 
     def write() -> dict:
         with warehouse.get_connection() as con, transaction(con):
-            rows = store.write_raw_users(con, integration.key, context.run.run_id, checked.items)
-            store.replace_value_issues(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
-                                       checked.issues, None)
-            store.drop_other_source(con, integration.key, ENTRA)
-            store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, None)
-            store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
-                                    imported_fields_for(fields))
+            rows = raw_tables.write_raw_users(con, integration.key, context.run.run_id, checked.items)
+            import_errors.replace_value_issues(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                               checked.issues, None)
+            raw_tables.drop_other_source(con, integration.key, ENTRA)
+            change_log.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, None)
+            change_log.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                         imported_fields_for(fields))
             # A later switch back to delta starts with a full round, not from a stale token.
-            store.write_delta_state(con, integration.key, "users", context.run.run_id, None, [], None)
+            raw_tables.write_delta_state(con, integration.key, "users", context.run.run_id, None, [], None)
             stage.record(con, read_mode="full", read_reason="read: list", changes_read=None,
                          graph_requests=graph_meta["graph_requests"], graph_bytes=graph_meta["graph_bytes"])
         return {"rows": rows, "graph_reported_count": users.reported_count, "pages": users.pages,
@@ -282,7 +286,7 @@ def _list_users(context: dg.AssetExecutionContext, stage: _Stage, integration: I
                 "preview": _preview(checked.items, ["id", "userPrincipalName", "displayName", "mail"])}
 
     with warehouse.get_connection() as con:
-        previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
+        previous = table_rows.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
     checks = [c.users_complete_result(users, integration.source.page_size),
               c.directory_not_empty_result(len(users.items), previous), *context_checks,
               c.issues_result(c.DIRECTORY_VALUES_FIT, checked.issues)]
@@ -322,11 +326,11 @@ def _list_groups(context: dg.AssetExecutionContext, stage: _Stage, integration: 
 
     def write() -> dict:
         with warehouse.get_connection() as con, transaction(con):
-            n_groups, n_members = store.write_raw_groups(con, integration.key, context.run.run_id,
-                                                         kept, kinds, edges)
-            store.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, issues)
-            store.log_changes(con, integration.key, s.RAW_GRAPH_GROUPS, context.run.run_id, None)
-            store.write_delta_state(con, integration.key, "groups", context.run.run_id, None, [], None)
+            n_groups, n_members = raw_tables.write_raw_groups(con, integration.key, context.run.run_id,
+                                                              kept, kinds, edges)
+            import_errors.replace_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, issues)
+            change_log.log_changes(con, integration.key, s.RAW_GRAPH_GROUPS, context.run.run_id, None)
+            raw_tables.write_delta_state(con, integration.key, "groups", context.run.run_id, None, [], None)
             stage.record(con, read_mode="full", read_reason="read: list", changes_read=None,
                          graph_requests=graph_meta["graph_requests"], graph_bytes=graph_meta["graph_bytes"])
         return {"groups": n_groups, "memberships": n_members, "graph_reported_count": groups.reported_count,
@@ -345,7 +349,7 @@ class RawReadConfig(dg.Config):
     full_resync: bool = False
 
 
-def _read_plan(integration: Integration, state: store.DeltaState | None, select: list[str],
+def _read_plan(integration: Integration, state: raw_tables.DeltaState | None, select: list[str],
                full_resync: bool) -> tuple[bool, str]:
     """(full round?, why) for a delta read."""
     if full_resync:
@@ -365,7 +369,7 @@ def _read_plan(integration: Integration, state: store.DeltaState | None, select:
 
 
 def _delta_read(context: dg.AssetExecutionContext, integration: Integration, graph: GraphResource,
-                resource: str, select: list[str], state: store.DeltaState | None,
+                resource: str, select: list[str], state: raw_tables.DeltaState | None,
                 config: RawReadConfig) -> tuple[DeltaRound, str, dict]:
     """One delta round, falling back to a full round when Graph has forgotten the token."""
     full, reason = _read_plan(integration, state, select, config.full_resync)
@@ -395,14 +399,14 @@ def _delta_read(context: dg.AssetExecutionContext, integration: Integration, gra
     return round_, why, graph_meta
 
 
-def _stage_values(round_: DeltaRound | None, reason: str, change: store.RawChange, graph_meta: dict) -> dict:
+def _stage_values(round_: DeltaRound | None, reason: str, change: raw_tables.RawChange, graph_meta: dict) -> dict:
     return {"read_mode": "full" if round_ is None or round_.full else "incremental", "read_reason": reason,
             "changes_read": len(round_.items) if round_ is not None else None, "added": change.added,
             "updated": change.updated, "removed": change.removed,
             "graph_requests": graph_meta.get("graph_requests"), "graph_bytes": graph_meta.get("graph_bytes")}
 
 
-def _change_metadata(round_: DeltaRound, change: store.RawChange, what: str) -> dict:
+def _change_metadata(round_: DeltaRound, change: raw_tables.RawChange, what: str) -> dict:
     """A full round's counts are what it corrected against the stored rows (drift, or changes
     since the last sync when the token had expired); an incremental round's are the changes."""
     prefix = "reconciled_" if round_.full else ""
@@ -435,7 +439,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
         configured = integrations.load()
         integration = configured.get(context.partition_key)
         with warehouse.get_connection() as con:
-            orphans = {k: n for k, n in store.integrations_in_warehouse(con).items() if k not in configured.keys}
+            orphans = {k: n for k, n in admin.integrations_in_warehouse(con).items() if k not in configured.keys}
         if integration.kind != ENTRA:
             # The orphan check is about the warehouse, not the source: it runs for every integration.
             yield _not_theirs(integration, "Entra ID", [c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY,
@@ -450,8 +454,8 @@ def build_assets(partitions: dg.PartitionsDefinition,
             return
         select = delta_select_for(fields)
         with warehouse.get_connection() as con:
-            state = store.delta_state(con, integration.key, "users")
-            previous = store.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
+            state = raw_tables.delta_state(con, integration.key, "users")
+            previous = table_rows.count_rows(con, s.RAW_GRAPH_USERS, integration.key)
         round_, reason, graph_meta = _delta_read(context, integration, graph, "users", select, state, config)
         checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), *context_checks]
         if c.failed_blocking(checks):
@@ -459,7 +463,7 @@ def build_assets(partitions: dg.PartitionsDefinition,
         managers = any(f in MANAGER_FIELDS for f in fields)
         try:
             with warehouse.get_connection() as con, transaction(con):
-                stored = {} if round_.full else store.stored_users(
+                stored = {} if round_.full else raw_tables.stored_users(
                     con, integration.key, list(dict.fromkeys(i["id"] for i in round_.items
                                                              if values.usable_id(i["id"]))))
                 # Before anything reaches DuckDB: a value beyond its limit is an import error about
@@ -467,25 +471,25 @@ def build_assets(partitions: dg.PartitionsDefinition,
                 checked = values.check_users(round_.items, s.RAW_GRAPH_USERS, stored, track=not round_.full)
                 users = delta.apply_users(stored, checked.items)
                 if managers:
-                    users = store.with_manager_mail(con, integration.key, users, round_.full)
-                change = store.apply_raw_users(con, integration.key, context.run.run_id, round_.full, users)
-                store.drop_other_source(con, integration.key, ENTRA)
+                    users = raw_tables.with_manager_mail(con, integration.key, users, round_.full)
+                change = raw_tables.apply_raw_users(con, integration.key, context.run.run_id, round_.full, users)
+                raw_tables.drop_other_source(con, integration.key, ENTRA)
                 checks.append(c.directory_not_empty_result(change.total, previous))
                 if c.failed_blocking(checks):
                     raise _Blocked
-                store.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, change.changed_ids)
-                store.replace_value_issues(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
-                                           checked.issues, None if round_.full else checked.assessed)
+                change_log.log_changes(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id, change.changed_ids)
+                import_errors.replace_value_issues(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                                   checked.issues, None if round_.full else checked.assessed)
                 # Errors of earlier rounds stay until their value comes back fixed: the check counts them all.
-                checks.append(c.issues_result(c.DIRECTORY_VALUES_FIT, store.stage_issues(
+                checks.append(c.issues_result(c.DIRECTORY_VALUES_FIT, import_errors.stage_issues(
                     con, integration.key, s.RAW_GRAPH_USERS, values.CODES)))
-                store.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
-                                        imported_fields_for(fields))
-                store.write_delta_state(con, integration.key, "users", context.run.run_id, round_.delta_link,
-                                        select, None if round_.full else state.full_round_at)
+                change_log.write_fields_read(con, integration.key, s.RAW_GRAPH_USERS, context.run.run_id,
+                                             imported_fields_for(fields))
+                raw_tables.write_delta_state(con, integration.key, "users", context.run.run_id, round_.delta_link,
+                                             select, None if round_.full else state.full_round_at)
                 stage.record(con, **_stage_values(round_, reason, change, graph_meta))
-                sample = store.sample_rows(con, s.RAW_GRAPH_USERS, integration.key,
-                                           ["id", "user_principal_name", "display_name", "mail"])
+                sample = table_rows.sample_rows(con, s.RAW_GRAPH_USERS, integration.key,
+                                                ["id", "user_principal_name", "display_name", "mail"])
         except _Blocked:
             yield from stage.blocked(checks)
         yield stage.done(checks, {"rows": change.total, **_change_metadata(round_, change, "users"),
@@ -514,14 +518,14 @@ def build_assets(partitions: dg.PartitionsDefinition,
             return
         select = [*GROUP_SELECT, "members"]
         with warehouse.get_connection() as con:
-            state = store.delta_state(con, integration.key, "groups")
+            state = raw_tables.delta_state(con, integration.key, "groups")
         round_, reason, graph_meta = _delta_read(context, integration, graph, "groups", select, state, config)
         checks = [c.delta_complete_result(c.RAW_GROUPS_COMPLETE, "groups", round_)]
         if c.failed_blocking(checks):
             yield from stage.blocked(checks)
         with warehouse.get_connection() as con, transaction(con):
             ids = list(dict.fromkeys(i["id"] for i in round_.items if values.usable_id(i["id"])))
-            stored = {} if round_.full else store.stored_groups(con, integration.key, ids)
+            stored = {} if round_.full else raw_tables.stored_groups(con, integration.key, ids)
             checked = values.check_groups(round_.items, RAW_GROUPS_STAGE, stored, track=not round_.full)
             try:
                 groups, members = delta.apply_groups(stored, checked.items)
@@ -529,18 +533,20 @@ def build_assets(partitions: dg.PartitionsDefinition,
                 raise dg.Failure(description=f"integration {integration.key!r}: reading groups failed: {exc}",
                                  allow_retries=False) from None
             kinds = {gid: lists.group_kind(g) for gid, g in groups.items() if g is not None}
-            change = store.apply_raw_groups(con, integration.key, context.run.run_id, round_.full, groups,
-                                            members, kinds)
-            store.log_changes(con, integration.key, s.RAW_GRAPH_GROUPS, context.run.run_id,
-                              None if change.structure_changed is None else
-                              [*(f"g:{g}" for g in change.structure_changed), *(f"u:{u}" for u in change.users_moved)])
-            store.replace_value_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id, checked.issues,
-                                       None if round_.full else checked.assessed)
-            store.write_delta_state(con, integration.key, "groups", context.run.run_id, round_.delta_link,
-                                    select, None if round_.full else state.full_round_at)
+            change = raw_tables.apply_raw_groups(con, integration.key, context.run.run_id, round_.full, groups,
+                                                 members, kinds)
+            change_log.log_changes(con, integration.key, s.RAW_GRAPH_GROUPS, context.run.run_id,
+                                   None if change.structure_changed is None else
+                                   [*(f"g:{g}" for g in change.structure_changed),
+                                    *(f"u:{u}" for u in change.users_moved)])
+            import_errors.replace_value_issues(con, integration.key, RAW_GROUPS_STAGE, context.run.run_id,
+                                               checked.issues, None if round_.full else checked.assessed)
+            raw_tables.write_delta_state(con, integration.key, "groups", context.run.run_id, round_.delta_link,
+                                         select, None if round_.full else state.full_round_at)
             stage.record(con, **_stage_values(round_, reason, change, graph_meta))
-            memberships = store.count_rows(con, s.RAW_GRAPH_GROUP_MEMBERS, integration.key)
-            sample = store.sample_rows(con, s.RAW_GRAPH_GROUPS, integration.key, ["id", "display_name", "mail", "kind"])
+            memberships = table_rows.count_rows(con, s.RAW_GRAPH_GROUP_MEMBERS, integration.key)
+            sample = table_rows.sample_rows(con, s.RAW_GRAPH_GROUPS, integration.key,
+                                            ["id", "display_name", "mail", "kind"])
         prefix = "reconciled_" if round_.full else ""
         yield stage.done(checks, {"groups": change.total, "memberships": memberships,
                                   "import_errors": len(checked.issues),
@@ -627,18 +633,18 @@ def build_assets(partitions: dg.PartitionsDefinition,
         stage = _Stage(context, integration)
         run_id = context.run.run_id
         with warehouse.get_connection() as con:
-            with store.rolled_back(con):  # the preview never changes the synced tables
-                before = store.preview_state(con, integration.key)
+            with rolled_back(con):  # the preview never changes the synced tables
+                before = preview_report.preview_state(con, integration.key)
                 would_block: list[dg.AssetCheckResult] = []
                 for compute in (_mapped_stage, _filtered_stage, _lists_stage):
                     outcome = compute(con, integration, run_id, SyncRunConfig())
                     would_block += c.failed_blocking(outcome.checks)
                     outcome.write(con)
-                rows = store.preview_rows(con, integration.key, run_id, before)
+                rows = preview_report.preview_rows(con, integration.key, run_id, before)
             rows += [("check_would_block", None, None, {"check": r.check_name, "description": r.description})
                      for r in would_block]
             with transaction(con):
-                store.write_preview(con, integration.key, run_id, rows)
+                preview_report.write_preview(con, integration.key, run_id, rows)
         counts = _counts(kind for kind, *_ in rows)
         context.log.info(f"preview of {integration.key!r}: " + (", ".join(f"{n:,} {k}" for k, n in counts.items())
                                                                or "no changes"))
@@ -696,10 +702,10 @@ def _incremental_input(con, integration: Integration, producer: str, consumer: s
     """(the producer's object ids changed since the consumer last ran, or None when the consumer
     has to recompute everything; the producer's log position to record as consumed). ``table``
     is what the share of changes is measured against."""
-    changed, seq = store.changes_since(con, integration.key, producer, consumer)
-    if changed is None or store.fingerprint(con, integration.key, consumer) != fingerprint:
+    changed, seq = change_log.changes_since(con, integration.key, producer, consumer)
+    if changed is None or change_log.fingerprint(con, integration.key, consumer) != fingerprint:
         return None, seq
-    if len(changed) > INCREMENTAL_LIMIT * max(store.count_rows(con, table, integration.key), 1):
+    if len(changed) > INCREMENTAL_LIMIT * max(table_rows.count_rows(con, table, integration.key), 1):
         return None, seq
     return changed, seq
 
@@ -719,26 +725,27 @@ def _mapped_stage(con, integration: Integration, run_id: str, config: SyncRunCon
                          allow_retries=False)
     fingerprint = _fingerprint(plan, unique_id, sorted(available), custom)
     changed, seq = _incremental_input(con, integration, raw, s.MAPPED_CONTACTS, fingerprint, raw)
-    result = store.map_raw_users(con, integration.key, plan, unique_id, sorted(available), changed,
-                                 integration.kind)
+    result = contact_tables.map_raw_users(con, integration.key, plan, unique_id, sorted(available), changed,
+                                          integration.kind, sample_columns=PREVIEW_COLUMNS)
     candidates = result.candidates
     checks = [c.users_mapped_result(result.users_read, result.contacts),
               c.issues_result(c.CONTACTS_HAVE_UNIQUE_ID, result.issues),
               c.issues_result(c.UNIQUE_CONTACT_IDS_DISTINCT, result.issues),
               c.issues_result(c.CONTACT_VALUES_VALID, result.issues),
-              c.extension_attributes_result(undecided, store.extension_value_counts(con, integration.key, undecided))
+              c.extension_attributes_result(undecided,
+                                            contact_tables.extension_value_counts(con, integration.key, undecided))
               if integration.kind == ENTRA else c.not_applicable(c.EXTENSION_ATTRIBUTES_DECIDED, integration.kind)]
 
     def write(con) -> dict:
-        rows = store.write_mapped_contacts(con, integration.key, run_id, plan, custom, candidates)
-        store.replace_issues(con, integration.key, mapping.STAGE, run_id, result.issues, candidates)
-        store.log_changes(con, integration.key, s.MAPPED_CONTACTS, run_id, candidates)
-        store.consumed(con, integration.key, s.MAPPED_CONTACTS, raw, run_id, seq, fingerprint)
+        rows = contact_tables.write_mapped_contacts(con, integration.key, run_id, plan, custom, candidates)
+        import_errors.replace_issues(con, integration.key, mapping.STAGE, run_id, result.issues, candidates)
+        change_log.log_changes(con, integration.key, s.MAPPED_CONTACTS, run_id, candidates)
+        change_log.consumed(con, integration.key, s.MAPPED_CONTACTS, raw, run_id, seq, fingerprint)
         # The imported column carries what the raw read selected; the contact columns what this
         # mapping fed.
-        store.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, run_id, available)
-        store.write_fields_read(con, integration.key, MAPPED_CONTACT_FIELDS, run_id,
-                                [p.contact_field for p in plan if p.source])
+        change_log.write_fields_read(con, integration.key, s.MAPPED_CONTACTS, run_id, available)
+        change_log.write_fields_read(con, integration.key, MAPPED_CONTACT_FIELDS, run_id,
+                                     [p.contact_field for p in plan if p.source])
         return {"rows": rows, "mode": "full" if candidates is None else "incremental",
                 "users_mapped": result.users_read if candidates is None else len(candidates),
                 "directory_users": result.users_read, "import_errors": len(result.issues),
@@ -758,17 +765,17 @@ def _filtered_stage(con, integration: Integration, run_id: str, config: SyncRunC
     fingerprint = _fingerprint(integration.exclusions.model_dump_json(), imported_needed, contact_needed)
     only, seq = _incremental_input(con, integration, s.MAPPED_CONTACTS, FILTERED_STAGE, fingerprint,
                                    s.MAPPED_CONTACTS)
-    mapped = store.read_for_rules(con, integration.key, contact_needed, imported_needed, source_ids=only)
+    mapped = contact_tables.read_for_rules(con, integration.key, contact_needed, imported_needed, source_ids=only)
     result = exclusions.apply_exclusions(mapped, rules)
     guard = integration.deletion_guard
     if only is None:
-        current = store.contact_ids(con, integration.key)
+        current = contact_tables.contact_ids(con, integration.key)
         total, mapped_total, kept_total = len(current), len(mapped), len(result.kept)
     else:
         # Only the contacts of changed directory users can change: weigh them against the whole.
-        current = store.contacts_of(con, integration.key, only)
-        total = store.count_rows(con, s.CONTACTS, integration.key)
-        mapped_total = store.count_rows(con, s.MAPPED_CONTACTS, integration.key)
+        current = contact_tables.contacts_of(con, integration.key, only)
+        total = table_rows.count_rows(con, s.CONTACTS, integration.key)
+        mapped_total = table_rows.count_rows(con, s.MAPPED_CONTACTS, integration.key)
         kept_total = total - len(current) + len(result.kept)
     removal = assess(current, (m["contact_id"] for m in result.kept), guard.max_removed, guard.max_removed_percent,
                      total)
@@ -777,14 +784,14 @@ def _filtered_stage(con, integration: Integration, run_id: str, config: SyncRunC
     changes: dict[str, int] = {}
 
     def write(con) -> dict:
-        store.write_contacts_except(con, integration.key, run_id, (c["contact_id"] for c, _ in result.excluded),
-                                    only)
-        store.write_exclusions(con, integration.key, run_id, result.excluded, only)
-        store.log_changes(con, integration.key, FILTERED_STAGE, run_id, only)
-        pruned = store.prune_list_members(con, integration.key)
-        store.consumed(con, integration.key, FILTERED_STAGE, s.MAPPED_CONTACTS, run_id, seq, fingerprint)
-        sample = store.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
-        changes.update(store.change_counts(con, integration.key, run_id))
+        contact_tables.write_contacts_except(con, integration.key, run_id,
+                                             (c["contact_id"] for c, _ in result.excluded), only)
+        contact_tables.write_exclusions(con, integration.key, run_id, result.excluded, only)
+        change_log.log_changes(con, integration.key, FILTERED_STAGE, run_id, only)
+        pruned = list_tables.prune_list_members(con, integration.key)
+        change_log.consumed(con, integration.key, FILTERED_STAGE, s.MAPPED_CONTACTS, run_id, seq, fingerprint)
+        sample = table_rows.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
+        changes.update(contact_tables.change_counts(con, integration.key, run_id))
         excluded = dict(con.execute(f'SELECT rule, count(*) FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ? '
                                     "GROUP BY rule ORDER BY rule", [integration.key]).fetchall())
         return {"rows": kept_total, "mode": "full" if only is None else "incremental",
@@ -815,8 +822,8 @@ def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConf
         moved = set()  # no groups, so never a group change (an absent log would mean "recompute all")
     people_changed, contacts_seq = _incremental_input(con, integration, FILTERED_STAGE, LISTS_FROM_CONTACTS,
                                                       fingerprint, raw)
-    groups = store.read_groups(con, integration.key)
-    previous = store.previous_lists(con, integration.key)
+    groups = raw_tables.read_groups(con, integration.key)
+    previous = list_tables.previous_lists(con, integration.key)
     # Generated lists come and go with their values: they are recomputed whole on every sync.
     if moved is None or people_changed is None or selection.generated:
         plan = _all_lists(con, integration, run_id, groups, custom_contact, custom_imported)
@@ -825,7 +832,7 @@ def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConf
                               custom_imported)
     issues = plan.selection_issues + lists.removed_lists(previous, [{"list_id": l} for l in plan.list_ids], groups,
                                                          plan.selection_issues)
-    available = lists.available_groups(groups, store.direct_member_counts(con, integration.key), plan.selected)
+    available = lists.available_groups(groups, raw_tables.direct_member_counts(con, integration.key), plan.selected)
     guard = integration.deletion_guard
     removal = assess(plan.current, plan.members, guard.max_removed, guard.max_removed_percent, plan.total)
     checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues),
@@ -835,10 +842,12 @@ def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConf
 
     def write(con) -> dict:
         plan.write(con)
-        store.write_available_groups(con, integration.key, run_id, available)
-        store.replace_issues(con, integration.key, lists.STAGE, run_id, issues)
-        store.consumed(con, integration.key, LISTS_FROM_GROUPS, s.RAW_GRAPH_GROUPS, run_id, groups_seq, fingerprint)
-        store.consumed(con, integration.key, LISTS_FROM_CONTACTS, FILTERED_STAGE, run_id, contacts_seq, fingerprint)
+        list_tables.write_available_groups(con, integration.key, run_id, available)
+        import_errors.replace_issues(con, integration.key, lists.STAGE, run_id, issues)
+        change_log.consumed(con, integration.key, LISTS_FROM_GROUPS, s.RAW_GRAPH_GROUPS, run_id, groups_seq,
+                            fingerprint)
+        change_log.consumed(con, integration.key, LISTS_FROM_CONTACTS, FILTERED_STAGE, run_id, contacts_seq,
+                            fingerprint)
         all_lists = [dict(zip(("display_name", "kind", "member_count", "users_excluded", "users_without_contact_id",
                                "nested_groups"), row)) for row in con.execute(
             f'SELECT display_name, kind, member_count, users_excluded, users_without_contact_id, nested_groups '
@@ -846,11 +855,11 @@ def _lists_stage(con, integration: Integration, run_id: str, config: SyncRunConf
             [integration.key]).fetchall()]
         return {"lists": len(all_lists), "mode": plan.mode, "lists_rebuilt": plan.rebuilt,
                 "users_reconsidered": plan.users,
-                "memberships": store.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key),
+                "memberships": table_rows.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key),
                 "custom_lists": len(selection.custom),
                 "generated_lists": sum(1 for l in all_lists if l["kind"] == lists.KIND_GENERATED),
                 "memberships_added": added, "memberships_removed": removed,
-                "non_members": store.count_rows(con, s.DISTRIBUTION_LIST_NON_MEMBERS, integration.key),
+                "non_members": table_rows.count_rows(con, s.DISTRIBUTION_LIST_NON_MEMBERS, integration.key),
                 "available_groups": len(available), "import_errors": len(issues),
                 "lists_by_kind": dg.MetadataValue.json(_counts(l["kind"] for l in all_lists)),
                 "preview": _preview(all_lists, ["display_name", "kind", "member_count", "users_excluded",
@@ -882,10 +891,10 @@ def _all_lists(con, integration: Integration, run_id: str, groups: list[dict], c
     full read, or too many changes)."""
     selection = integration.distribution_lists
     edges = {g["id"]: [] for g in groups}
-    edges.update(store.read_edges(con, integration.key))
-    people = store.people(con, integration.key)
-    current = store.memberships(con, integration.key)
-    contacts = (store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
+    edges.update(raw_tables.read_edges(con, integration.key))
+    people = contact_tables.people(con, integration.key)
+    current = list_tables.memberships(con, integration.key)
+    contacts = (contact_tables.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
                 if selection.custom or selection.generated else [])
     result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
     custom = lists.custom_lists(contacts, selection.custom)
@@ -894,7 +903,7 @@ def _all_lists(con, integration: Integration, run_id: str, groups: list[dict], c
     members = result.members + custom.members + generated.members
 
     def write(con) -> None:
-        store.write_lists(con, integration.key, run_id, all_lists, members, result.non_members)
+        list_tables.write_lists(con, integration.key, run_id, all_lists, members, result.non_members)
 
     return _ListPlan("full", {l["source_group_id"] for l in result.lists}, {l["list_id"] for l in all_lists},
                      result.issues, current, set(members), len(current), write, len(all_lists), len(people.read))
@@ -911,7 +920,7 @@ def _changed_lists(con, integration: Integration, run_id: str, groups: list[dict
                                                             selection.names)
     selected = {g["id"] for g in selected_groups}
     custom_ids = {lists.custom_list_id(d.name) for d in selection.custom}
-    parents = store.group_parents(con, integration.key)
+    parents = raw_tables.group_parents(con, integration.key)
     structural = {x[2:] for x in changed if x.startswith("g:")}
     users = {x[2:] if x.startswith("u:") else x for x in changed if not x.startswith("g:")}
     rebuild = (lists.reachable(parents, structural) & selected) | (selected - previous.keys())
@@ -925,13 +934,13 @@ def _changed_lists(con, integration: Integration, run_id: str, groups: list[dict
                 children.setdefault(parent, set()).add(child)
         closure = lists.reachable(children, rebuild)
         edges = {gid: [] for gid in closure}
-        edges.update(store.read_edges(con, integration.key, closure))
+        edges.update(raw_tables.read_edges(con, integration.key, closure))
         in_closure = {m for links in edges.values() for t, m in links if t == lists.USER}
         rebuilt = lists.resolve_groups([g for g in selected_groups if g["id"] in rebuild], edges,
-                                       store.people(con, integration.key, in_closure))
+                                       contact_tables.people(con, integration.key, in_closure))
 
-    people = store.people(con, integration.key, users)
-    direct = store.user_groups(con, integration.key, users)
+    people = contact_tables.people(con, integration.key, users)
+    direct = raw_tables.user_groups(con, integration.key, users)
     lists_of_group: dict[str, set[str]] = {}
     members: set[tuple[str, str]] = set()
     non_members: set[tuple[str, str, str, str]] = set()
@@ -949,17 +958,17 @@ def _changed_lists(con, integration: Integration, run_id: str, groups: list[dict
             reason = lists.why_not_member(user, people)
             non_members |= {(list_id, user, lists.USER, reason) for list_id in on}
     if selection.custom:
-        changed_contacts = store.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS,
-                                                source_ids=users)
+        changed_contacts = contact_tables.read_for_rules(con, integration.key, custom_contact, custom_imported,
+                                                         s.CONTACTS, source_ids=users)
         members |= set(lists.custom_lists(changed_contacts, selection.custom).members)
-    current = store.list_rows_of(con, integration.key, contacts, drop)
+    current = list_tables.list_rows_of(con, integration.key, contacts, drop)
     members |= set(rebuilt.members)
     non_members |= set(rebuilt.non_members)
 
     def write(con) -> None:
-        store.write_list_changes(con, integration.key, run_id, rebuilt.lists, drop, contacts, users, members,
-                                 non_members)
+        list_tables.write_list_changes(con, integration.key, run_id, rebuilt.lists, drop, contacts, users, members,
+                                       non_members)
 
     return _ListPlan("incremental", selected, selected | custom_ids, selection_issues, current, members,
-                     store.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key), write, len(rebuilt.lists),
-                     len(users))
+                     table_rows.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key), write,
+                     len(rebuilt.lists), len(users))

@@ -19,10 +19,9 @@ from entra_pipeline.sources.graph.certificates import CertificateInfo
 from entra_pipeline.transform.fields import WORKDAY_ALIAS
 from entra_pipeline.sources.graph.client import Collection, DeltaRound
 from entra_pipeline.transform import lists, mapping, values
-from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.transform.errors import DUPLICATE_WORKER_ID, MISSING_WORKER_ID, ImportIssue
 from entra_pipeline.transform.guard import Removal
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse.store import DUPLICATE_WORKER_ID, MISSING_WORKER_ID
 
 RAW_USERS_COMPLETE = "all_directory_users_read"
 RAW_GROUPS_COMPLETE = "all_directory_groups_read"

@@ -12,7 +12,7 @@ from dagster_duckdb import DuckDBResource
 from entra_pipeline.config import ConfigError, Integration, IntegrationsFile, credentials, load_integrations
 from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.sources.graph.client import GraphClient, GraphSettings
-from entra_pipeline.warehouse import LOCK_WAIT_SECONDS, connect, duckdb_config
+from entra_pipeline.warehouse.connection import LOCK_WAIT_SECONDS, connect, duckdb_config
 from entra_pipeline.sources.workday.client import BasicAuth, WorkdayClient, WorkdaySettings
 
 # Every asset that writes the DuckDB file claims this pool, so concurrent runs take turns instead

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: A Workday report entry without the integration's id field (it is not imported).
+MISSING_WORKER_ID = "missing_worker_id"
+#: A Workday report entry repeating another entry's id (only the first is imported).
+DUPLICATE_WORKER_ID = "duplicate_worker_id"
+
 
 @dataclass(frozen=True)
 class ImportIssue:

@@ -1,7 +1,7 @@
 """Directory users -> contacts: the field mapping, types and the Unique Contact ID, as SQL.
 
 Mapping runs inside DuckDB over the raw Graph JSON (vectorised; a 100k-user tenant never becomes
-100k Python dicts). This module only builds the query; ``warehouse.store`` runs it.
+100k Python dicts). This module only builds the query; ``warehouse.contact_tables`` runs it.
 
 Rules, per contact field:
 - Text: the directory value as text, trimmed; empty is NULL. A collection (businessPhones,

@@ -125,7 +125,7 @@ class Checked:
     """Records after the limits: ``items`` as they may be imported (bad values None, objects with
     an unusable id left out), the import errors (one per record and field) and, per record, the
     fields these items carried (None: the whole record, e.g. removed), which is what an
-    incremental stage replaces the errors of (see ``warehouse.store.replace_value_issues``)."""
+    incremental stage replaces the errors of (see ``warehouse.import_errors.replace_value_issues``)."""
 
     items: list[dict] = field(default_factory=list)
     issues: list[ImportIssue] = field(default_factory=list)

@@ -1,90 +1,17 @@
-"""The DuckDB contact warehouse: table definitions and SQL. No Dagster here.
+"""The DuckDB contact warehouse: its tables and the SQL that reads and writes them. No Dagster here.
 
-DuckDB lets one process write a database file, and other processes open it only while nobody
-writes. The sync keeps its connections short (each stage opens the file, writes one transaction
-and closes it; Graph is read with the file closed), and both sides wait for the other instead of
-failing: ``connect`` retries while another process holds the lock.
+One module per topic; callers import the module (``from entra_pipeline.warehouse import
+contact_tables``), this package re-exports nothing:
+
+- ``connection``: opening the file (lock waits, memory bound) and ``Transaction``
+- ``schema``: the tables and their columns
+- ``table_rows``: replacing and reading an integration's rows in any table
+- ``raw_tables`` / ``raw_workers``: the raw Graph tables and delta state / the raw Workday table
+- ``contact_tables``: mapped contacts, contacts, exclusions and contact history
+- ``list_tables``: distribution lists, members, non-members and available groups
+- ``import_errors``: per-record problems of each stage
+- ``change_log``: what each stage changed and the next one consumed (incremental stages)
+- ``run_log``: one row per committed stage of every sync run
+- ``preview_report``: what a sync would change
+- ``admin``: integrations present in the warehouse, deleting one
 """
-
-import os
-import random
-import re
-import time
-from pathlib import Path
-
-import duckdb
-
-from entra_pipeline.config import PROJECT_ROOT, ConfigError
-
-WAREHOUSE_PATH_ENV = "ENTRA_PIPELINE_WAREHOUSE"
-DEFAULT_WAREHOUSE_PATH = PROJECT_ROOT / "data" / "warehouse.duckdb"
-#: How long a connection waits for another process's lock on the file before it gives up.
-LOCK_WAIT_SECONDS = 300.0
-#: DuckDB's memory_limit for every connection (warehouse and scratch files): a size such as 2GB or
-#: 512MB, or a share of the machine's memory such as 25%. Beyond it DuckDB spills to disk or
-#: fails one query, instead of taking the machine's memory (its own default is 80% of it).
-MEMORY_LIMIT_ENV = "ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "2GB"
-MIN_MEMORY_BYTES = 64 * 1000 ** 2
-_UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
-          "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
-_SIZE = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)\s*([kmgt]i?b|b)", re.IGNORECASE)
-_SHARE = re.compile(r"(\d{1,3}(?:\.\d{1,3})?)\s*%")
-
-
-def memory_limit(value: str | None = None, name: str = MEMORY_LIMIT_ENV) -> str:
-    """The memory_limit to give DuckDB: ``value`` (a setting called ``name``), else the
-    environment variable, else 2GB. ConfigError, one line naming the setting, when it is not a
-    size of at least 64MB or a share of memory between 1% and 100%."""
-    if value is None:
-        value = os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT
-        name = MEMORY_LIMIT_ENV
-    text = str(value).strip()
-    size, share = _SIZE.fullmatch(text), _SHARE.fullmatch(text)
-    if size and float(size.group(1)) * _UNITS[size.group(2).lower()] >= MIN_MEMORY_BYTES:
-        return f"{size.group(1)}{size.group(2).upper().replace('I', 'i')}"
-    if share and 1 <= float(share.group(1)) <= 100:
-        return f"{share.group(1)}%"
-    shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
-    raise ConfigError(f"{name}={shown} is not a DuckDB memory limit: give a size of at least 64MB such as 2GB "
-                      "or 512MB, or a share of memory such as 25%")
-
-
-def duckdb_config(database: str | Path, memory: str | None = None, name: str = MEMORY_LIMIT_ENV) -> dict:
-    """DuckDB settings for a database file: the memory limit (see ``memory_limit``) and a temp
-    directory next to the file (``<file>.tmp``) where work beyond the limit spills."""
-    return {"memory_limit": memory_limit(memory, name), **_spill_directory(database)}
-
-
-def _spill_directory(database: str | Path) -> dict:
-    return {} if str(database) in ("", ":memory:") else {"temp_directory": f"{database}.tmp"}
-
-
-def warehouse_path() -> Path:
-    return Path(os.environ.get(WAREHOUSE_PATH_ENV) or DEFAULT_WAREHOUSE_PATH)
-
-
-def _locked(exc: Exception) -> bool:
-    return "lock" in str(exc).lower()
-
-
-def connect(database: str | Path, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
-            config: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the memory bound of ``duckdb_config`` (``config`` may override
-    it), waiting (up to ``wait_seconds``, backing off from 50 ms to 2 s) while another process
-    holds the file's lock; after that the lock error is raised, naming the file. ConfigError
-    when the memory limit setting is invalid."""
-    config = config or {}
-    # An explicit memory limit wins: the environment variable is then not consulted (nor its errors).
-    defaults = _spill_directory(database) if "memory_limit" in config else duckdb_config(database)
-    config = {**defaults, **config}
-    deadline = time.monotonic() + wait_seconds
-    pause = 0.05
-    while True:
-        try:
-            return duckdb.connect(str(database), read_only=read_only, config=config)
-        except duckdb.IOException as exc:
-            if not _locked(exc) or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause + random.uniform(0, pause))
-        pause = min(pause * 2, 2.0)
