@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from entra_pipeline.definitions import SYNC_JOB, build_defs
-from entra_pipeline.emulator.directory import generate_directory
+from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
 
 TENANT_ID = "11111111-2222-3333-4444-555555555555"

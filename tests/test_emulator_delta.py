@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from entra_pipeline.emulator import DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, generate_directory
-from entra_pipeline.emulator.directory import CONTACT_TYPE, GROUP_PROPERTIES, GROUP_TYPE, USER_TYPE
+from entra_pipeline.emulator.model import CONTACT_TYPE, GROUP_PROPERTIES, GROUP_TYPE, USER_TYPE
 
 SECRET = "delta-test-secret"
 USER_DEFAULTS = {

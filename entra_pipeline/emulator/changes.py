@@ -39,7 +39,8 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from .directory import CONTACT_TYPE, GROUP_TYPE, USER_PROPERTIES, USER_TYPE, Directory
+from .directory import Directory
+from .model import CONTACT_TYPE, GROUP_TYPE, USER_PROPERTIES, USER_TYPE
 from .odata import EntitySchema, group_schema, user_schema
 
 __all__ = ["ChangeTracker", "DeltaToken", "Selection", "TokenCodec", "TokenError", "paginate", "USERS", "GROUPS"]

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Callable
 
-from .directory import (
+from .model import (
     CONTACT_TYPE,
     DEVICE_TYPE,
     GROUP_PROPERTIES,

@@ -92,7 +92,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Iterable, Iterator
 
-from .directory import _COUNTRIES, _CULTURE_PICK, _DEPARTMENTS, _JOB_TITLES, Directory
+from .directory import Directory
+from .names import COUNTRIES, CULTURE_PICK, DEPARTMENTS, JOB_TITLES
 
 __all__ = [
     "BAD_DATES",
@@ -485,7 +486,7 @@ class WorkerReport:
         title = user.get("jobTitle")
         business_title = title
         if title is not None and rng.random() < TITLE_CHANGE_SHARE:
-            business_title = rng.choice([t for t in _JOB_TITLES if t != title])
+            business_title = rng.choice([t for t in JOB_TITLES if t != title])
         _put(entry, "Business_Title", business_title)
         _put(entry, "Job_Profile", title)
         _put(entry, "Management_Level", _management_level(title))
@@ -511,11 +512,11 @@ class WorkerReport:
 
     def _synthetic_user(self, i: int) -> dict:
         rng = _rng(self.seed, f"synthetic:{i}")
-        _, _, homes, given_pool, surname_pool, _ = rng.choice(_CULTURE_PICK)
+        _, _, homes, given_pool, surname_pool, _ = rng.choice(CULTURE_PICK)
         given, given_ascii = rng.choice(given_pool)
         surname, surname_ascii = rng.choice(surname_pool)
         country = rng.choice(homes)
-        _, cities, company, _, prefix = _COUNTRIES[country]
+        _, cities, company, _, prefix = COUNTRIES[country]
         type_roll = rng.random()
         return {
             "id": f"synthetic-{i}",
@@ -525,8 +526,8 @@ class WorkerReport:
             "businessPhones": [f"{prefix} {rng.randint(20, 899)} {rng.randint(100000, 9999999)}"],
             "mobilePhone": f"{prefix} {rng.randint(20, 899)} {rng.randint(100000, 9999999)}"
             if rng.random() < 0.6 else None,
-            "jobTitle": rng.choice(_JOB_TITLES) if rng.random() < 0.95 else None,
-            "department": rng.choice(_DEPARTMENTS) if rng.random() < 0.97 else None,
+            "jobTitle": rng.choice(JOB_TITLES) if rng.random() < 0.95 else None,
+            "department": rng.choice(DEPARTMENTS) if rng.random() < 0.97 else None,
             "companyName": company,
             "city": rng.choice(cities),
             "country": country,
@@ -542,11 +543,11 @@ class WorkerReport:
         """Workday-only worker ``j``: a contractor (80 %) or a new hire not yet in Entra."""
         rng = _rng(self.seed, f"extra:{j}")
         contractor = rng.random() < 0.80
-        _, _, homes, given_pool, surname_pool, _ = rng.choice(_CULTURE_PICK)
+        _, _, homes, given_pool, surname_pool, _ = rng.choice(CULTURE_PICK)
         given, given_ascii = rng.choice(given_pool)
         surname, surname_ascii = rng.choice(surname_pool)
         country = rng.choice(homes)
-        _, cities, company, _, prefix = _COUNTRIES[country]
+        _, cities, company, _, prefix = COUNTRIES[country]
         entry = {
             "Employee_ID": f"C{100000 + j:06d}" if contractor else f"E9{j:06d}",
             "Worker_WID": "%032x" % rng.getrandbits(128),
@@ -563,10 +564,10 @@ class WorkerReport:
             entry["Email_Address"] = f"{given_ascii}.{surname_ascii}{j}@{rng.choice(_VENDOR_DOMAINS)}"
         if rng.random() < 0.7:
             entry["Work_Phone"] = f"{prefix} {rng.randint(20, 899)} {rng.randint(100000, 9999999)}"
-        title = rng.choice(_JOB_TITLES)
+        title = rng.choice(JOB_TITLES)
         entry["Business_Title"] = entry["Job_Profile"] = title
         entry["Management_Level"] = _management_level(title)
-        entry["Supervisory_Organization"] = _organization(rng.choice(_DEPARTMENTS), country)
+        entry["Supervisory_Organization"] = _organization(rng.choice(DEPARTMENTS), country)
         entry["Company"] = company
         if not contractor or rng.random() < 0.5:
             entry["Cost_Center"] = f"CC-{rng.randint(1000, 9999)}"

@@ -8,7 +8,8 @@ import time
 from typing import Callable
 from urllib.parse import parse_qsl, unquote
 
-from ..directory import CONTACT_TYPE, DEVICE_TYPE, GROUP_TYPE, SERVICE_PRINCIPAL_TYPE, USER_TYPE, Directory
+from ..directory import Directory
+from ..model import CONTACT_TYPE, DEVICE_TYPE, GROUP_TYPE, SERVICE_PRINCIPAL_TYPE, USER_TYPE
 from ..changes import GROUPS, USERS
 from ..identity import GRAPH_READ_PERMISSIONS
 from ..odata import (

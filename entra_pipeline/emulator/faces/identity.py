@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl, unquote, unquote_plus
 
-from ..directory import INITIAL_DOMAIN, TENANT_DOMAIN
+from ..model import INITIAL_DOMAIN, TENANT_DOMAIN
 from ..identity import (
     CLIENT_ASSERTION_TYPE,
     DEVICE_CODE_GRANT,
