@@ -14,7 +14,8 @@ from typing import Callable
 from urllib.parse import unquote_plus
 
 from ..faults import TRUNCATE_PAGING
-from ..odata import EntitySchema, bad_request, compile_filter, unsupported
+from ..odata import EntitySchema, bad_request, unsupported
+from ..odata_filter import compile_filter
 from ..transport import Request, Response
 from .responses import graph_json
 
