@@ -10,7 +10,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..changes import DELTA, SKIP, USERS, DeltaToken, Selection, TokenCodec, TokenError, paginate
+from ..changes import USERS
+from ..delta import DELTA, SKIP, DeltaToken, Selection, TokenCodec, TokenError, group_round, paginate, user_round
 from ..directory import Directory
 from ..faults import TRUNCATE_PAGING
 from ..odata import bad_request, group_schema, resolve_select, unsupported, user_schema
@@ -134,9 +135,9 @@ class DeltaFace:
             tracker = self.emulator.tracker
             selection = self._selection(resource, tracker.directory, select)
             if resource == USERS:
-                entries = tracker.user_round(selection, since)
+                entries = user_round(tracker, selection, since)
             else:
-                entries = tracker.group_round(selection, since)
+                entries = group_round(tracker, selection, since)
             self._seq += 1
             round_ = DeltaRound(secrets.token_bytes(16), resource, select, self._seq,
                                  tracker.version, [])
