@@ -241,7 +241,8 @@ def run_workday(workdir: Path) -> dict:
     changes), and the same report read bare: streamed, and held whole."""
     from entra_pipeline.emulator.population import generate_directory
     from entra_pipeline.emulator.server import Emulator
-    from entra_pipeline.emulator.workday import WorkdayTenant, WorkerReport
+    from entra_pipeline.emulator.workday import WorkdayTenant
+    from entra_pipeline.emulator.workday_workers import WorkerReport
 
     os.environ.setdefault(WORKDAY_PASSWORD_ENV, "bench-isu-password")
     tenant = WorkdayTenant(password=os.environ[WORKDAY_PASSWORD_ENV],

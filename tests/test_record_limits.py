@@ -19,7 +19,7 @@ from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
-from entra_pipeline.emulator.workday import generate_workers
+from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.warehouse import MEMORY_LIMIT_ENV, connect, store
 
 USERS, GROUPS = "/v1.0/users/delta", "/v1.0/groups/delta"

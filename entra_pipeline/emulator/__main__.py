@@ -52,8 +52,8 @@ from .workday import (
     WORKDAY_PASSWORD_ENV,
     WORKDAY_REFRESH_TOKEN_ENV,
     WorkdayTenant,
-    WorkerReport,
 )
+from .workday_workers import WorkerReport
 
 STATE_FILE = "state.json"
 
