@@ -147,6 +147,16 @@ def test_first_round_pages_every_user_once_with_default_properties(client, d, em
     assert first["@odata.nextLink"].startswith(f"{emulator.base_url}/v1.0/users/delta?$skiptoken=")
 
 
+@pytest.mark.parametrize("resource", ["users", "groups"])
+@pytest.mark.parametrize("function", ["delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()"])
+def test_every_spelling_graph_accepts_for_the_delta_function(client, d, emulator, resource, function):
+    # Microsoft's SDKs send /users/delta(); Graph also takes the namespace-qualified name.
+    items, delta_link = client.items(f"/{resource}/{function}", {"$select": "displayName"})
+    assert [item["id"] for item in items] == [o["id"] for o in getattr(d, resource)]
+    assert delta_link.startswith(f"{emulator.base_url}/v1.0/{resource}/delta?$deltatoken=")
+    assert client.get(f"/{resource}/{function}/extra").status_code == 400
+
+
 def test_select_is_carried_by_the_tokens(client, d, emulator):
     pages, delta_link = client.round("/users/delta", {"$select": "displayName,department"})
     assert len(pages) == 8
