@@ -60,6 +60,7 @@ class GraphFace:
         self.pager = CollectionPager(emulator)
 
     def answer(self, request: Request, *, batched: bool = False) -> Response:
+        """Answer a ``/v1.0`` request (``batched``: a ``$batch`` sub-request, which cannot nest)."""
         try:
             self._authenticate(request)
             self._parse_options(request)

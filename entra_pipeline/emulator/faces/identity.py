@@ -144,6 +144,7 @@ class IdentityFace:
         return unquote(tenant).lower() in (self.emulator.tenant_id, INITIAL_DOMAIN, TENANT_DOMAIN)
 
     def answer(self, request: Request) -> Response:
+        """Answer a request to an identity-platform path (discovery, token, device code, keys)."""
         path = request.path
         try:
             for pattern, method, handler in (
@@ -169,6 +170,7 @@ class IdentityFace:
         return Response(status, json_body(payload), headers)
 
     def error(self, request: Request, exc: IdentityError) -> Response:
+        """Entra's error body for ``exc``: AADSTS code, trace and correlation ids, timestamp."""
         timestamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         payload = {
             "error": exc.error,

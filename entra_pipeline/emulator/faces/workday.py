@@ -47,6 +47,7 @@ class WorkdayFace:
         self.lock = threading.Lock()
 
     def expire_tokens(self) -> None:
+        """Every access token issued so far expires (``Emulator.expire_workday_tokens``)."""
         with self.lock:
             for token in self.tokens:
                 self.tokens[token] = 0.0
@@ -55,6 +56,7 @@ class WorkdayFace:
     _WD_TOKEN_RE = re.compile(r"^/ccx/oauth2/([^/]+)/token$")
 
     def sent(self, record: WorkdayRequest) -> Callable[[int, bool], None]:
+        """What the transport calls before its last write: how much of the body went out."""
         def sent(body_bytes: int, complete: bool) -> None:
             with self.emulator.state_lock:
                 record.body_bytes, record.complete = body_bytes, complete
@@ -71,6 +73,7 @@ class WorkdayFace:
         return self._json_answer(request, status, {"error": message}, extra)
 
     def fault(self, request: Request, fault: Fault) -> Response:
+        """A scripted fault's status in Workday's shape (or the fault's own body)."""
         extra = [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
         if fault.body is not None:
             return self._json_answer(request, fault.status, fault.body, extra)
@@ -78,6 +81,7 @@ class WorkdayFace:
         return self.error(request, fault.status, message, extra)
 
     def answer(self, request: Request) -> Response:
+        """Answer a request below ``/ccx/``: the report or the token endpoint."""
         tenant = self.emulator.workday
         assert tenant is not None
         query = parse_qsl(request.query, keep_blank_values=True)
