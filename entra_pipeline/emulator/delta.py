@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from .changes import GROUPS, USERS, ChangeTracker
 from .odata import EntitySchema, group_schema, user_schema
 
-__all__ = ["DELTA", "SKIP", "DeltaToken", "Selection", "TokenCodec", "TokenError", "group_round", "paginate", "user_round"]
+__all__ = [
+    "DELTA", "SKIP", "DeltaToken", "Selection", "TokenCodec", "TokenError", "group_round", "paginate", "user_round",
+]
 
 
 _UNSET = object()

@@ -4,8 +4,6 @@ users and groups carry."""
 from __future__ import annotations
 
 
-
-
 USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"
 CONTACT_TYPE = "#microsoft.graph.orgContact"

@@ -7,8 +7,27 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
-from .model import CONTACT_TYPE, DEVICE_TYPE, EXTENSION_ATTRIBUTES, INITIAL_DOMAIN, SERVICE_PRINCIPAL_TYPE, TENANT_DOMAIN
-from .names import COUNTRIES, CULTURE_PICK, DEPARTMENTS, DIVISIONS, GUEST_DOMAINS, JOB_TITLES, SERVICE_PRINCIPALS, MailAllocator, random_phone, random_timestamp, random_guid
+from .model import (
+    CONTACT_TYPE,
+    DEVICE_TYPE,
+    EXTENSION_ATTRIBUTES,
+    INITIAL_DOMAIN,
+    SERVICE_PRINCIPAL_TYPE,
+    TENANT_DOMAIN,
+)
+from .names import (
+    COUNTRIES,
+    CULTURE_PICK,
+    DEPARTMENTS,
+    DIVISIONS,
+    GUEST_DOMAINS,
+    JOB_TITLES,
+    SERVICE_PRINCIPALS,
+    MailAllocator,
+    random_guid,
+    random_phone,
+    random_timestamp,
+)
 
 
 def _pick_count(n: int, share: float) -> int:

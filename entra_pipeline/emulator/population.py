@@ -8,7 +8,7 @@ import random
 
 from .directory import Directory
 from .model import CONTACT_TYPE, DEVICE_TYPE, GROUP_TYPE, SERVICE_PRINCIPAL_TYPE, TENANT_DOMAIN, USER_TYPE
-from .names import APPS, CODENAMES, COUNTRIES, DEPARTMENTS, ROLES, ascii_fold, random_timestamp, random_guid
+from .names import APPS, CODENAMES, COUNTRIES, DEPARTMENTS, ROLES, ascii_fold, random_guid, random_timestamp
 from .people import add_typed_attributes, assign_managers, generate_other_objects, generate_users, side_rng
 
 

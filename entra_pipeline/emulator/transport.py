@@ -67,7 +67,6 @@ class SubHeaders:
         return self._headers.get(name.lower(), default)
 
 
-
 @dataclass
 class Response:
     """An answer: status, headers and a body held whole or streamed."""
@@ -87,8 +86,6 @@ class Response:
         """Turn a streamed body into ``body`` (rewrite faults; small reports only)."""
         if self.stream is not None:
             self.body, self.stream = b"".join(self.stream), None
-
-
 
 
 def common_headers(request: Request, content_type: str) -> list[tuple[str, str]]:

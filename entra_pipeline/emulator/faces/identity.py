@@ -284,7 +284,8 @@ class IdentityFace:
                 raise IdentityError(
                     401, "invalid_client", 7000215,
                     "Invalid client secret provided. Ensure the secret being sent in the request is the "
-                    f"client secret value, not the client secret ID, for a secret added to app '{self.emulator.client_id}'.",
+                    "client secret value, not the client secret ID, for a secret added to app "
+                    f"'{self.emulator.client_id}'.",
                 )
             return "secret"
         if required or not self.emulator.allow_public_client:
@@ -347,7 +348,8 @@ class IdentityFace:
                 del self.tokens[t]
             self.tokens[token] = AccessToken(now + self.emulator.token_ttl, grant, user_id)
             self.issued.append(token)
-        reported = self.emulator.token_ttl if self.emulator.token_reported_ttl is None else self.emulator.token_reported_ttl
+        ttl, reported = self.emulator.token_ttl, self.emulator.token_reported_ttl
+        reported = ttl if reported is None else reported
         payload = {"token_type": "Bearer"}
         if grant is not None:
             payload["scope"] = grant.scope

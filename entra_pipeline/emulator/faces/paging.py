@@ -66,7 +66,6 @@ class PagingToken:
         return generation, offset
 
 
-
 def page_size(request: Request) -> int:
     raw = request.params.get("$top")
     if raw is None:
