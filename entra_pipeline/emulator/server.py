@@ -25,6 +25,7 @@ from .faces.delta import (
     DELTA_TOKEN_LIFETIME,
     DeltaFace,
 )
+from .faces.device_login import device_login
 from .faces.graph import EXPAND_PAGE_LIMIT, GraphFace
 from .faces.identity import PATH_RE as IDENTITY_PATH_RE
 from .faces.identity import IdentityFace
@@ -274,7 +275,7 @@ class Emulator(ControlAPI):
             elif identity:
                 response = self.identity.answer(request)
             elif path == "/devicelogin":
-                response = self.identity.device_login(request)
+                response = device_login(self.identity, request)
             elif path == "/v1.0" or path.startswith("/v1.0/"):
                 response = self.graph.answer(request)
             else:

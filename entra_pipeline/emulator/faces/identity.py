@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import html
 import re
 import secrets
 import threading
@@ -37,6 +36,14 @@ from ..transport import IDENTITY_CONTENT_TYPE, Request, Response, common_headers
 # Graph's own application id: real 401s name it in WWW-Authenticate.
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 PATH_RE = re.compile(r"^/[^/]+/(?:v2\.0/\.well-known/|oauth2/|discovery/)")
+
+
+def form_fields(request: Request) -> dict[str, str]:
+    """The fields of a form-encoded request body ({} when it is not UTF-8)."""
+    try:
+        return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return {}
 
 
 class IdentityFace:
@@ -233,13 +240,6 @@ class IdentityFace:
         return IdentityError(status, error, 900144,
                              f"The request body must contain the following parameter: '{name}'.")
 
-    @staticmethod
-    def _form(request: Request) -> dict[str, str]:
-        try:
-            return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            return {}
-
     def _check_client_id(self, form: dict[str, str]) -> str:
         client_id = form.get("client_id", "")
         if not client_id:
@@ -297,7 +297,7 @@ class IdentityFace:
     def _token(self, request: Request, tenant: str) -> Response:
         if not self._known_tenant(tenant):
             raise self._unknown_tenant(tenant, "invalid_request")
-        form = self._form(request)
+        form = form_fields(request)
         basic = request.headers.get("Authorization") or ""
         if basic[:6].lower() == "basic ":
             # client_secret_basic: URL-encoded id and secret in the Authorization header.
@@ -381,7 +381,7 @@ class IdentityFace:
     def _devicecode(self, request: Request, tenant: str) -> Response:
         if not self._known_tenant(tenant):
             raise self._unknown_tenant(tenant, "invalid_request")
-        form = self._form(request)
+        form = form_fields(request)
         client_id = self._check_client_id(form)
         scope = form.get("scope", "").strip()
         if not scope:
@@ -478,41 +478,3 @@ class IdentityFace:
         grant = self._delegated_grant(scope) if scope else previous.grant
         # Entra keeps the old refresh token valid until its own expiry: nothing is rotated out.
         return self._identity_json(request, self._user_tokens(form, client_id, previous.user, grant, refresh=True))
-
-    # -- the device sign-in page ------------------------------------------------
-
-    _DEVICE_LOGIN_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Demo tenant: device sign-in</title></head>
-<body><h1>Demo tenant: device sign-in</h1>{notice}
-<form method="post" action="/devicelogin">
-<p><label>Code <input name="code" autocomplete="off" required></label></p>
-<p><label>Sign in as (userPrincipalName) <input name="username" size="40"></label></p>
-<p><button name="action" value="approve">Sign in</button> <button name="action" value="decline">Decline</button></p>
-</form>
-<p>No password is asked: this is the demo-tenant emulator.</p></body></html>
-"""
-
-    def device_login(self, request: Request) -> Response:
-        """The ``verification_uri`` of device sign-ins: a form to approve or decline one by hand
-        (tests call ``approve_device_code`` / ``decline_device_code`` instead)."""
-        def page(status: int, notice: str = "") -> Response:
-            body = self._DEVICE_LOGIN_PAGE.format(notice=f"<p>{html.escape(notice)}</p>" if notice else "")
-            return Response(status, body.encode("utf-8"),
-                            common_headers(request, "text/html; charset=utf-8"))
-
-        if request.method == "GET":
-            return page(200)
-        if request.method != "POST":
-            return page(405, "Use GET to see the form and POST to send it.")
-        form = self._form(request)
-        code, username = form.get("code", "").strip(), form.get("username", "").strip()
-        try:
-            if form.get("action") == "decline":
-                self.decline_device_code(code)
-                return page(200, "You declined the sign-in. You can close this window.")
-            if not username:
-                return page(400, "Enter the userPrincipalName to sign in as.")
-            self.approve_device_code(code, username)
-            return page(200, f"You signed in as {username} on the device. You can close this window.")
-        except (KeyError, ValueError) as exc:
-            return page(400, str(exc.args[0]) if exc.args else "The sign-in failed.")
