@@ -158,7 +158,7 @@ def change_users(emulator, share: float = CHANGED_SHARE, seed: int = 2) -> dict[
 
 
 def run_size(users: int, groups: int, workdir: Path) -> dict:
-    from entra_pipeline.emulator.directory import generate_directory
+    from entra_pipeline.emulator.population import generate_directory
     from entra_pipeline.emulator.server import Emulator
 
     started = time.monotonic()
@@ -239,9 +239,10 @@ def _report_child(mode: str, url: str, ca_path: str) -> None:
 def run_workday(workdir: Path) -> dict:
     """A sync of a generated report of WORKDAY_WORKERS workers, read whole twice (the second sees no
     changes), and the same report read bare: streamed, and held whole."""
-    from entra_pipeline.emulator.directory import generate_directory
+    from entra_pipeline.emulator.population import generate_directory
     from entra_pipeline.emulator.server import Emulator
-    from entra_pipeline.emulator.workday import WorkdayTenant, WorkerReport
+    from entra_pipeline.emulator.workday import WorkdayTenant
+    from entra_pipeline.emulator.workday_workers import WorkerReport
 
     os.environ.setdefault(WORKDAY_PASSWORD_ENV, "bench-isu-password")
     tenant = WorkdayTenant(password=os.environ[WORKDAY_PASSWORD_ENV],

@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault(SECRET_ENV, "reliability-client-secret")
     if args.hostile_only:
         return _hostile_only(args.seed, args.no_doc)
-    from entra_pipeline.emulator.directory import generate_directory
+    from entra_pipeline.emulator.population import generate_directory
     from entra_pipeline.emulator.server import Emulator
 
     with tempfile.TemporaryDirectory(prefix="entra-reliability-") as tmp:

@@ -433,9 +433,10 @@ def _config(emulator, bundle: str) -> dict:
 
 def hostile_runs(workdir: Path, seed: int) -> list[dict]:
     """The series on a tenant of its own (its directory changes only while the value scenarios run)."""
-    from entra_pipeline.emulator.directory import generate_directory
+    from entra_pipeline.emulator.population import generate_directory
     from entra_pipeline.emulator.server import Emulator
-    from entra_pipeline.emulator.workday import WorkdayTenant, generate_workers
+    from entra_pipeline.emulator.workday import WorkdayTenant
+    from entra_pipeline.emulator.workday_workers import generate_workers
 
     for name, value in WORKDAY_SECRETS.items():
         os.environ.setdefault(name, value)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from entra_pipeline.definitions import SYNC_JOB, build_defs
-from entra_pipeline.emulator.directory import generate_directory
+from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
 
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
@@ -136,7 +136,8 @@ def hr_directory():
 @pytest.fixture(scope="module")
 def workday(hr_directory, tmp_path_factory):
     """An emulator serving a Workday report of ``hr_directory``'s workers (and that directory)."""
-    from entra_pipeline.emulator.workday import WorkdayTenant, generate_workers
+    from entra_pipeline.emulator.workday import WorkdayTenant
+    from entra_pipeline.emulator.workday_workers import generate_workers
 
     tenant = WorkdayTenant(password=WORKDAY_PASSWORD, client_secret=WORKDAY_CLIENT_SECRET,
                            refresh_token=WORKDAY_REFRESH_TOKEN, entries=generate_workers(hr_directory, WORKDAY_SEED))

@@ -369,10 +369,10 @@ def test_a_new_sign_in_is_not_undone_by_a_run_that_started_before_it(delegated, 
     assert _login(emulator, "svc", first["userPrincipalName"])[0] == 0
     with GraphResource().client(load_integrations(sync.config).get("svc")) as client:
         token = client._token()
-        assert emulator._tokens[token].user_id == first["id"]
+        assert emulator.identity.tokens[token].user_id == first["id"]
         assert _login(emulator, "svc", second["userPrincipalName"])[0] == 0
         renewed = client._token(rejected=token)
-    assert emulator._tokens[renewed].user_id == second["id"]
+    assert emulator.identity.tokens[renewed].user_id == second["id"]
     assert second["userPrincipalName"] in cache.read_text() and first["userPrincipalName"] not in cache.read_text()
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from entra_pipeline.config import DEFAULT_CONFIG_PATH, load_integrations
 from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
-from entra_pipeline.emulator.directory import generate_directory
-from entra_pipeline.emulator.workday import generate_workers
+from entra_pipeline.emulator.population import generate_directory
+from entra_pipeline.emulator.workday_workers import generate_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from conftest import (ALLOW_REMOVALS, CLIENT_ID, SECRET, TENANT_ID, Sync, expect
                       failure_messages, integration, offered_group_ids, write_config)
 from entra_pipeline.definitions import PREVIEW_JOB, build_defs
 from entra_pipeline.defs import checks as c
-from entra_pipeline.emulator.directory import generate_directory
+from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
 
 USER = "#microsoft.graph.user"

@@ -33,9 +33,7 @@ from entra_pipeline.emulator import (
     Emulator,
     generate_directory,
 )
-from entra_pipeline.emulator.directory import (
-    BAD_DATES,
-    BAD_NUMBERS,
+from entra_pipeline.emulator.model import (
     CONTACT_TYPE,
     DEVICE_TYPE,
     GROUP_PROPERTIES,
@@ -44,6 +42,7 @@ from entra_pipeline.emulator.directory import (
     USER_PROPERTIES,
     USER_TYPE,
 )
+from entra_pipeline.emulator.people import BAD_DATES, BAD_NUMBERS
 
 SECRET = "unit-test-secret-7Qx"
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]

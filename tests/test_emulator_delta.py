@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from entra_pipeline.emulator import DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, generate_directory
-from entra_pipeline.emulator.directory import CONTACT_TYPE, GROUP_PROPERTIES, GROUP_TYPE, USER_TYPE
+from entra_pipeline.emulator.model import CONTACT_TYPE, GROUP_PROPERTIES, GROUP_TYPE, USER_TYPE
 
 SECRET = "delta-test-secret"
 USER_DEFAULTS = {
@@ -145,6 +145,16 @@ def test_first_round_pages_every_user_once_with_default_properties(client, d, em
     first = client.get("/users/delta").json()
     assert first["@odata.context"] == f"{emulator.base_url}/v1.0/$metadata#users"
     assert first["@odata.nextLink"].startswith(f"{emulator.base_url}/v1.0/users/delta?$skiptoken=")
+
+
+@pytest.mark.parametrize("resource", ["users", "groups"])
+@pytest.mark.parametrize("function", ["delta", "delta()", "microsoft.graph.delta", "microsoft.graph.delta()"])
+def test_every_spelling_graph_accepts_for_the_delta_function(client, d, emulator, resource, function):
+    # Microsoft's SDKs send /users/delta(); Graph also takes the namespace-qualified name.
+    items, delta_link = client.items(f"/{resource}/{function}", {"$select": "displayName"})
+    assert [item["id"] for item in items] == [o["id"] for o in getattr(d, resource)]
+    assert delta_link.startswith(f"{emulator.base_url}/v1.0/{resource}/delta?$deltatoken=")
+    assert client.get(f"/{resource}/{function}/extra").status_code == 400
 
 
 def test_select_is_carried_by_the_tokens(client, d, emulator):

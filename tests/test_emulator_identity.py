@@ -345,8 +345,8 @@ def test_device_flow_signs_in_and_the_account_survives_a_reloaded_cache(tenant, 
     issued = tenant.issued_credentials()
     for credential in (flow["device_code"], result["access_token"], result["refresh_token"], fresh["access_token"]):
         assert credential in issued
-    with tenant._tokens_lock:
-        assert result["access_token"] in tenant._tokens and result["refresh_token"] not in tenant._tokens
+    with tenant.identity.lock:
+        assert result["access_token"] in tenant.identity.tokens and result["refresh_token"] not in tenant.identity.tokens
 
 
 def test_device_flow_pending_then_declined(tenant, http):

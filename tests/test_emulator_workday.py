@@ -26,16 +26,13 @@ import requests
 
 from entra_pipeline.emulator import DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, generate_directory
 from entra_pipeline.emulator.workday import (
-    BAD_DATES,
-    BAD_NUMBERS,
     REPORT_COLUMNS,
     WORKDAY_CLIENT_SECRET_ENV,
     WORKDAY_PASSWORD_ENV,
     WORKDAY_REFRESH_TOKEN_ENV,
     WorkdayTenant,
-    WorkerReport,
-    generate_workers,
 )
+from entra_pipeline.emulator.workday_workers import BAD_DATES, BAD_NUMBERS, WorkerReport, generate_workers
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 5
@@ -352,7 +349,7 @@ def test_workers_are_deterministic(directory, workers):
     assert generate_workers(directory, seed=SEED + 1) != workers
     assert list(WorkerReport(workers=50, seed=1)) == list(WorkerReport(workers=50, seed=1))
     script = ("import hashlib, json; from entra_pipeline.emulator import generate_directory as g; "
-              "from entra_pipeline.emulator.workday import generate_workers as w; "
+              "from entra_pipeline.emulator.workday_workers import generate_workers as w; "
               f"print(hashlib.sha256(json.dumps(w(g(users=400, groups=20, seed={SEED}), seed={SEED})).encode())"
               ".hexdigest())")
     remote = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True,

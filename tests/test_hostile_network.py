@@ -19,7 +19,7 @@ import trustme
 
 from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN,
                       expected_contacts, failure_messages, integration)
-from entra_pipeline.emulator.directory import generate_directory
+from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
 from entra_pipeline.sources.graph import pages as graph_pages
 from entra_pipeline.sources.graph.auth import AuthError, ClientSecret

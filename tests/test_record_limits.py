@@ -17,9 +17,9 @@ from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_PASSWORD, WORKDAY_SE
 from entra_pipeline.config import ConfigError
 from entra_pipeline.defs import checks as c
 from entra_pipeline.defs.resources import WarehouseResource
-from entra_pipeline.emulator.directory import generate_directory
+from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
-from entra_pipeline.emulator.workday import generate_workers
+from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.warehouse import raw_workers
 from entra_pipeline.warehouse.connection import MEMORY_LIMIT_ENV, connect
 

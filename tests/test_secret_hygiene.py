@@ -16,8 +16,8 @@ def test_no_secret_or_token_in_logs_events_or_the_warehouse(make_sync, emulator,
                         body={"error": {"code": "InvalidAuthenticationToken", "message": "Lifetime validation failed"}})
     results = [sync.run("acme"), sync.run("acme")]
     assert all(r.success for r in results)
-    with emulator._tokens_lock:
-        tokens = list(emulator._tokens)
+    with emulator.identity.lock:
+        tokens = list(emulator.identity.tokens)
     assert len(tokens) >= 3  # one per Graph-reading step and run, plus the renewal
     secrets = [SECRET, *tokens]
 

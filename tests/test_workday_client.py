@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
-from entra_pipeline.emulator.workday import generate_workers
+from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
 
 REPORT = "/ccx/service/customreport2/"

@@ -12,8 +12,9 @@ DEMO_CLIENT_SECRET = "demo-client-secret"
 #: Environment variable the CLI reads the client secret from (never the command line).
 CLIENT_SECRET_ENV = "ENTRA_EMULATOR_CLIENT_SECRET"
 
-from .directory import Directory, generate_directory  # noqa: E402
+from .directory import Directory  # noqa: E402
 from .faults import FaultProfile  # noqa: E402
+from .population import generate_directory  # noqa: E402
 from .server import Emulator  # noqa: E402
 
 __all__ = [

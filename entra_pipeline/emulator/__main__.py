@@ -34,10 +34,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from entra_pipeline.process import is_recorded_process, process_identity, signal_recorded_process
-
 from . import CLIENT_SECRET_ENV, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID
-from .directory import generate_directory
+from .population import generate_directory
+from .processes import is_recorded_process, process_identity, signal_recorded_process
 from .server import Emulator
 from .workday import (
     DEMO_WORKDAY_CLIENT_ID,
@@ -52,8 +51,8 @@ from .workday import (
     WORKDAY_PASSWORD_ENV,
     WORKDAY_REFRESH_TOKEN_ENV,
     WorkdayTenant,
-    WorkerReport,
 )
+from .workday_workers import WorkerReport
 
 STATE_FILE = "state.json"
 

@@ -357,3 +357,8 @@ class FaultInjector:
     def _check_times(times: int | None) -> None:
         if times is not None and times < 1:
             raise ValueError("times must be at least 1 (or None for 'until cleared')")
+
+
+def profile_fault(drawn: ProfileFault) -> Fault:
+    """The scripted-fault equivalent of a profile error (429/503/504), answered the same way."""
+    return Fault(STATUS, status=drawn.status, retry_after=drawn.retry_after, remaining=None)
