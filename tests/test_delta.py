@@ -13,7 +13,7 @@ import pytest
 from conftest import (ALLOW_REMOVALS, CLIENT_ID, SECRET, TENANT_ID, Sync, expected_contacts, expected_members,
                       failure_messages, integration, offered_group_ids, write_config)
 from entra_pipeline.definitions import PREVIEW_JOB, build_defs
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.directory import generate_directory
 from entra_pipeline.emulator.server import Emulator
 

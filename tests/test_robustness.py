@@ -30,7 +30,7 @@ from conftest import (
     write_config,
 )
 from entra_pipeline.definitions import SYNC_JOB, build_defs
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from test_sync import check_outcomes, materialized, step_metadata
 
 ROOT = Path(__file__).resolve().parent.parent

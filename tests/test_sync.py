@@ -16,7 +16,7 @@ from conftest import (
     integration,
     offered_group_ids,
 )
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 
 ASSETS = ["raw_graph_users", "raw_graph_groups", "mapped_contacts", "filtered_contacts", "distribution_lists"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ALLOW_REMOVALS, WORKDAY_PASSWORD, WORKDAY_SEED, Sync, failure_messages, integration, write_config
 from entra_pipeline.definitions import PREVIEW_JOB, build_defs
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.workday import generate_workers
 from entra_pipeline.transform.lists import generated_list_id
 
