@@ -4,10 +4,9 @@ import dagster as dg
 
 from entra_pipeline.defs import checks
 from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, IntegrationsResource, WarehouseResource
-from entra_pipeline.defs.stage import RawReadConfig, execute, not_theirs, stage_run
+from entra_pipeline.defs.stage import RawReadConfig, execute, stage_run
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names, raw_graph_groups, raw_graph_users
-from entra_pipeline.transform.fields import ENTRA
 
 GROUP_NAME = "entra_sync"
 
@@ -30,9 +29,6 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
     def raw_graph_users_asset(context: dg.AssetExecutionContext, config: RawReadConfig,
                               integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key)
-        if integration.kind != ENTRA:
-            yield not_theirs(integration, "Entra ID", USERS_CHECKS)
-            return
         run = stage_run(context, integration, warehouse)
         yield from execute(lambda: raw_graph_users.materialize(run, graph.client, config.options()))
 
@@ -48,9 +44,6 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
     def raw_graph_groups_asset(context: dg.AssetExecutionContext, config: RawReadConfig,
                                integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key)
-        if integration.kind != ENTRA:
-            yield not_theirs(integration, "Entra ID", (c.RAW_GROUPS_COMPLETE,))
-            return
         run = stage_run(context, integration, warehouse)
         yield from execute(lambda: raw_graph_groups.materialize(run, graph.client, config.options()))
 

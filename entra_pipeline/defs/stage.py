@@ -9,6 +9,7 @@ import dagster as dg
 
 from entra_pipeline.config import Integration, RunSettings
 from entra_pipeline.defs.checks import check_result, metadata_value
+from entra_pipeline.defs.jobs import SYNC_RUN_TAG
 from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.sync.options import RawReadOptions, SyncOptions
 from entra_pipeline.sync.outcome import StageOutcome
@@ -46,7 +47,9 @@ def source_retry(runs: RunSettings) -> dg.RetryPolicy | None:
 
 def stage_run(context: dg.AssetExecutionContext, integration: Integration, warehouse: WarehouseResource) -> StageRun:
     """The stage of this asset, for the run's integration; progress goes to the run's log."""
-    return StageRun(integration, context.run.run_id, context.assets_def.key.path[-1], warehouse.get_connection,
+    # A contacts run that follows a source run records its stages under that run's id: one sync.
+    run_id = context.run.tags.get(SYNC_RUN_TAG, context.run.run_id)
+    return StageRun(integration, run_id, context.assets_def.key.path[-1], warehouse.get_connection,
                     info=context.log.info, warn=context.log.warning)
 
 
@@ -73,13 +76,3 @@ def materialize_result(outcome: StageOutcome) -> dg.MaterializeResult:
                 columns=[dg.TableColumn(column.name, column.type) for column in outcome.columns])})
     return dg.MaterializeResult(metadata=metadata, check_results=[check_result(r) for r in outcome.checks])
 
-
-def not_theirs(integration: Integration, source: str, check_names: tuple[str, ...]) -> dg.MaterializeResult:
-    """An asset of the other source type in this integration's run: nothing read or written."""
-    from entra_pipeline.sync.checks import not_applicable
-
-    return dg.MaterializeResult(
-        metadata={"source_type": integration.kind,
-                  "skipped": f"integration {integration.key!r} reads {integration.kind}, not {source}: "
-                             "nothing read or written"},
-        check_results=[check_result(not_applicable(name, integration.kind)) for name in check_names])

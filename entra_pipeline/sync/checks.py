@@ -74,7 +74,6 @@ NO_ORPHANED_DATA = "no_orphaned_integrations"
 CERTIFICATE_NOT_EXPIRING = "certificate_not_expiring"
 DIRECTORY_VALUES_FIT = "directory_values_fit"
 CERTIFICATE_WARN_DAYS = 30
-SOURCE_NAMES = {"entra": "an Entra ID", "workday": "a Workday"}
 WORKERS_NOT_EMPTIED = "workday_report_not_emptied"
 WORKERS_IDENTIFIED = "workers_identified"
 REPORT_COLUMNS_DECIDED = "report_columns_decided"
@@ -275,11 +274,6 @@ def certificate_result(auth: str, info: CertificateInfo | None, now: datetime) -
     return _result(CERTIFICATE_NOT_EXPIRING, False,
                    f"certificate {info.thumbprint} {when}: add a new certificate to the app registration and set "
                    "source.certificate_path to it", metadata, Severity.WARN)
-
-
-def not_applicable(name: str, kind: str) -> CheckOutcome:
-    """A check of the other source type's asset: it passes, saying so."""
-    return _result(name, True, f"not applicable: {SOURCE_NAMES[kind]} integration", {"source_type": kind})
 
 
 def workers_not_emptied_result(workers: int, previous: int) -> CheckOutcome:
