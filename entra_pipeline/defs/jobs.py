@@ -25,7 +25,8 @@ SOURCE_JOBS = (ENTRA_SOURCES_JOB, WORKDAY_SOURCES_JOB)
 
 #: The run id a sync's stages are recorded under in the warehouse: its source run's.
 SYNC_RUN_TAG = "entra_pipeline/sync_run"
-#: On a source run: "in_process" when its launcher runs the next job itself (the sensor then does not).
+#: On a source run: the sensor follows it with the contacts job only without this tag ("in_process":
+#: its launcher runs the next job itself; "preview": a preview follows, by hand).
 FOLLOW_TAG = "entra_pipeline/then"
 IN_PROCESS = "in_process"
 
