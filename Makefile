@@ -40,7 +40,7 @@ reliability: setup
 	$(BIN)/python -m entra_pipeline.reliability
 
 ui: setup
-	$(BIN)/dagster dev -w workspace.yaml
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev
 
 emulator: setup
 	$(BIN)/python -m entra_pipeline.emulator serve --state-dir data/.demo-tenant/standalone

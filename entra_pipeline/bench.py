@@ -78,13 +78,12 @@ def _child(config: str, warehouse: str, demo_dir: str) -> None:
     """Runs one sync and prints a JSON line with its measurements."""
     import dagster as dg
 
-    from entra_pipeline.definitions import SYNC_JOB, build_defs
+    from entra_pipeline.definitions import build_defs, run_sync
 
     defs = build_defs(config, warehouse, demo_dir)
     instance = dg.DagsterInstance.ephemeral()
     started = time.monotonic()
-    result = defs.resolve_job_def(SYNC_JOB).execute_in_process(partition_key="bench", instance=instance,
-                                                               raise_on_error=False)
+    result = run_sync(defs, "bench", instance)
     wall = time.monotonic() - started
     metadata: dict[str, dict] = {}
     for event in result.get_asset_materialization_events():
@@ -92,7 +91,7 @@ def _child(config: str, warehouse: str, demo_dir: str) -> None:
                                               if isinstance(v.value, (int, float))}
     steps: dict[str, float] = {}
     starts: dict[str, float] = {}
-    for entry in instance.all_logs(result.run_id):
+    for entry in (entry for run_id in result.run_ids for entry in instance.all_logs(run_id)):
         event = entry.dagster_event
         if event is None or event.step_key is None:
             continue

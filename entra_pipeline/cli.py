@@ -64,15 +64,16 @@ def _summary(database: str, key: str) -> str:
 
 
 def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = False, preview: bool = False) -> int:
-    from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
+    from entra_pipeline.definitions import build_defs, run_sync
+    from entra_pipeline.defs.jobs import SyncResult
     from entra_pipeline.defs.resources import WAREHOUSE_POOL
     from entra_pipeline.instance import open_instance
-    from entra_pipeline.run_locks import hold_run_lock, process_tags, release_run_lock
     from entra_pipeline.pool import PoolWatch, wait_for_pool
+    from entra_pipeline.run_locks import hold_run_lock, process_tags, release_run_lock
+    from entra_pipeline.sync import names
     from entra_pipeline.warehouse.connection import warehouse_path
 
     defs = build_defs()
-    job = defs.resolve_job_def(PREVIEW_JOB if preview else SYNC_JOB)
     all_keys = load_integrations().keys
     unknown = [k for k in keys if k not in all_keys]
     if unknown:
@@ -88,55 +89,74 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
         if allow_removals and not preview:
             # The operator's approval of this run's removals (the deletion guard), for these steps only.
             run_config["ops"].update({step: {"config": {"allow_removals": True}}
-                                      for step in ("filtered_contacts", "distribution_lists")})
+                                      for step in (names.FILTERED_CONTACTS, names.DISTRIBUTION_LISTS)})
         if full_resync:
-            run_config["ops"].update({step: {"config": {"full_resync": True}}
-                                      for step in ("raw_graph_users", "raw_graph_groups")})
+            run_config["ops"].update({step: {"config": {"full_resync": True}} for step in names.GRAPH_STAGES})
         tags = {"integration": key, "started_by": f"entra-pipeline {verb}"}
         tags.update({name: "true" for name, on in (("allow_removals", allow_removals), ("full_resync", full_resync))
                      if on})
-        run_id = str(uuid.uuid4())
-        # Which process runs it (for runs without a lock file); the run lock below is what tells.
-        tags.update(process_tags(run_id))
+        watches: list[PoolWatch] = []
+        done: list = []  # the runs of this sync so far
 
         def say(line: str) -> None:
             print(f"{verb} {key}: {line}", flush=True)
 
-        def stopped(signum: int) -> str:
-            return f"stopped by {signal.Signals(signum).name} while waiting for the warehouse (run {run_id} canceled)"
+        def execute(job, **kwargs):
+            """One of the sync's runs, holding its run lock from before it exists until it has ended."""
+            if watches and watches[-1].signalled:
+                raise _Stopped
+            run_id = str(uuid.uuid4())
 
-        wait_for_pool(instance, WAREHOUSE_POOL, say)
-        # Held by this process from before the run exists until it has ended: while it is held, no
-        # sync or sensor takes the run for dead; once this process dies, the kernel lets it go.
-        hold_run_lock(instance, run_id)
+            def stopped(signum: int) -> str:
+                return (f"stopped by {signal.Signals(signum).name} while waiting for the warehouse "
+                        f"(run {run_id} canceled)")
+
+            wait_for_pool(instance, WAREHOUSE_POOL, say)
+            # While it is held, no sync or sensor takes the run for dead; once this process dies, the
+            # kernel lets it go. Which process runs it (for runs without a lock file) is in its tags.
+            hold_run_lock(instance, run_id)
+            try:
+                with PoolWatch(instance, WAREHOUSE_POOL, run_id, say, stopped) as watch:
+                    watches.append(watch)
+                    done.append(job.execute_in_process(
+                        **{**kwargs, "tags": {**kwargs["tags"], **process_tags(run_id)}}, run_id=run_id))
+                    return done[-1]
+            finally:
+                release_run_lock(instance, run_id)
+
         try:
-            with PoolWatch(instance, WAREHOUSE_POOL, run_id, say, stopped) as watch:
-                result = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                                run_config=run_config, tags=tags, run_id=run_id)
-        finally:
-            release_run_lock(instance, run_id)
+            result = run_sync(defs, key, instance, preview=preview, run_config=run_config, tags=tags, execute=execute)
+        except _Stopped:
+            result = SyncResult(done)
         seconds = time.monotonic() - started
-        checks = result.get_asset_check_evaluations()
-        bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
-        if result.success:
-            print(f"{verb} {key}: ok in {seconds:.1f} s (run {result.run_id})")
-        else:
-            failed += 1
-            print(f"{verb} {key}: FAILED in {seconds:.1f} s (run {result.run_id})")
-            for line in _failure_lines(result):
-                print(f"  {line}")
-        for line in bad_checks:
-            print(f"  check {line}")
-        try:
-            print(_preview_summary(str(warehouse_path()), key) if preview else _summary(str(warehouse_path()), key))
-        except Exception as exc:  # noqa: BLE001 - the summary must not hide the sync's own outcome
-            print(f"  (no summary: {type(exc).__name__}: {str(exc).splitlines()[0]})")
-        if watch.signalled:
-            # Stopped on purpose (Ctrl-C, docker stop, systemd): no further integration is started.
-            print(f"{verb}: stopped by {signal.Signals(watch.signalled).name}; the other integrations were not "
+        if result.results:
+            checks = result.get_asset_check_evaluations()
+            bad_checks = [f"{e.check_name} ({e.severity.value}): {e.description}" for e in checks if not e.passed]
+            if result.success:
+                print(f"{verb} {key}: ok in {seconds:.1f} s (run {result.run_id})")
+            else:
+                failed += 1
+                print(f"{verb} {key}: FAILED in {seconds:.1f} s (run {result.run_id})")
+                for line in _failure_lines(result):
+                    print(f"  {line}")
+            for line in bad_checks:
+                print(f"  check {line}")
+            try:
+                print(_preview_summary(str(warehouse_path()), key) if preview
+                      else _summary(str(warehouse_path()), key))
+            except Exception as exc:  # noqa: BLE001 - the summary must not hide the sync's own outcome
+                print(f"  (no summary: {type(exc).__name__}: {str(exc).splitlines()[0]})")
+        signalled = next((w.signalled for w in watches if w.signalled), 0)
+        if signalled:
+            # Stopped on purpose (Ctrl-C, docker stop, systemd): no further run or integration is started.
+            print(f"{verb}: stopped by {signal.Signals(signalled).name}; the other integrations were not "
                   "started", file=sys.stderr)
-            return 128 + watch.signalled
+            return 128 + signalled
     return 1 if failed else 0
+
+
+class _Stopped(Exception):
+    """A signal stopped the sync's first run: its second is not started."""
 
 
 def _preview_summary(database: str, key: str) -> str:

@@ -1,6 +1,7 @@
-"""dg.Definitions for the sync: gathers assets, checks, the job, schedules, the pool sensor and resources.
+"""dg.Definitions for the sync: assets, checks, jobs, schedules, sensors and resources.
 
-The integrations file is read when the code location loads: its keys are the partitions and its
+The integrations file is read when the code location loads: its keys are the partitions (the
+source assets' over the integrations of their source type, the contact assets' over all) and its
 crons the schedules. Edit the file, then reload the code location.
 """
 
@@ -10,46 +11,65 @@ from pathlib import Path
 
 import dagster as dg
 
-from entra_pipeline.config import config_path, load_integrations
-from entra_pipeline.defs.assets import PREVIEW_ASSET, build_assets
+from entra_pipeline.config import Integration, RunSettings, config_path, load_integrations
+from entra_pipeline.defs import contacts, entra, lists, preview, workday
+from entra_pipeline.defs.jobs import (ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_jobs,
+                                      run_sync)
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
-from entra_pipeline.defs.schedules import build_reclaim_sensor, build_schedules
+from entra_pipeline.defs.schedules import build_follow_sensor, build_reclaim_sensor, build_schedules
+from entra_pipeline.defs.stage import source_retry
 from entra_pipeline.run_locks import run_locked_executor
-from entra_pipeline.warehouse import schema as s
+from entra_pipeline.transform.fields import ENTRA, WORKDAY
 from entra_pipeline.warehouse.connection import warehouse_path
 
-SYNC_JOB = "entra_sync"
-PREVIEW_JOB = "entra_preview"
+__all__ = ["ENTRA_SOURCES_JOB", "PREVIEW_JOB", "SYNC_JOB", "WORKDAY_SOURCES_JOB", "build_defs", "defs", "run_sync"]
+
+
+def _partitions(integrations: list[Integration]) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([i.key for i in integrations])
+
+
+def _identity(asset: dg.AssetsDefinition) -> dg.AssetDep:
+    # The same integration upstream; a Workday partition simply has no Entra ID upstream partition.
+    return dg.AssetDep(asset, partition_mapping=dg.IdentityPartitionMapping())
+
+
+def build_assets(integrations: list[Integration], runs: RunSettings) -> tuple[dict[str, list], list, list]:
+    """(source assets by source type, contact and list assets, preview assets). A source type no
+    integration reads has no assets."""
+    retry = source_retry(runs)
+    by_kind = {kind: [i for i in integrations if i.kind == kind] for kind in (ENTRA, WORKDAY)}
+    sources = {ENTRA: entra.build_assets(_partitions(by_kind[ENTRA]), retry) if by_kind[ENTRA] else [],
+               WORKDAY: workday.build_assets(_partitions(by_kind[WORKDAY]), retry) if by_kind[WORKDAY] else []}
+    groups = [a for a in sources[ENTRA] if a.key.path[-1] == "raw_graph_groups"]
+    people = [a for a in sources[ENTRA] + sources[WORKDAY] if a not in groups]
+    everyone = _partitions(integrations)
+    mapped, filtered = contacts.build_assets(everyone, [_identity(a) for a in people])
+    distribution_lists = lists.build_assets(everyone, [dg.AssetDep(filtered)] + [_identity(a) for a in groups])
+    previews = preview.build_assets(everyone, [_identity(a) for a in people + groups])
+    return sources, [mapped, filtered, *distribution_lists], previews
 
 
 def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path | None = None,
                demo_dir: str | Path | None = None) -> dg.Definitions:
     config_file = Path(config_file) if config_file else config_path()
-    integrations = load_integrations(config_file)
-    partitions = dg.StaticPartitionsDefinition(integrations.keys)
-    assets = build_assets(partitions, integrations.runs)
-    sync_assets = [a for a in assets if a.key.path[-1] != PREVIEW_ASSET]
-    # Both jobs run in the run's own process, which holds the run's lock (how a dead run is told).
-    job = dg.define_asset_job(
-        SYNC_JOB, selection=dg.AssetSelection.assets(*sync_assets), executor_def=run_locked_executor,
-        description="Sync of one integration: Entra ID users and groups (changes only, or a full round) or the "
-                    "Workday report (whole), then contacts, exclusions, lists.",
-    )
-    preview = dg.define_asset_job(
-        PREVIEW_JOB, executor_def=run_locked_executor, selection=dg.AssetSelection.assets(
-            *(a for a in assets if a.key.path[-1] in (s.RAW_GRAPH_USERS, s.RAW_GRAPH_GROUPS, s.RAW_WORKDAY_WORKERS,
-                                                        PREVIEW_ASSET))),
-        description="Preview of a sync of one integration: reads the directory's changes, then reports what "
-                    "the sync would change in contacts and lists (table sync_preview) without changing them.",
-    )
+    configured = load_integrations(config_file)
+    # The integrations the code location serves: one call, so that a loader leaving out a broken
+    # integration can take its place.
+    integrations = list(configured.integrations)
+    sources, contact_assets, previews = build_assets(integrations, configured.runs)
+    jobs = build_jobs(sources[ENTRA], sources[WORKDAY], contact_assets, previews)
+    by_name = {job.name: job for job in jobs}
+    source_jobs = {kind: by_name[name] for kind, name in ((ENTRA, ENTRA_SOURCES_JOB), (WORKDAY, WORKDAY_SOURCES_JOB))
+                   if name in by_name}
     database = Path(warehouse_file) if warehouse_file else warehouse_path()
     database.parent.mkdir(parents=True, exist_ok=True)
     return dg.Definitions(
-        assets=assets,
-        jobs=[job, preview],
-        schedules=build_schedules(integrations, job),
-        sensors=[build_reclaim_sensor()],
-        # The UI's Materialize and backfills run the implicit asset job: it holds its run's lock too.
+        assets=[*sources[ENTRA], *sources[WORKDAY], *contact_assets, *previews],
+        jobs=jobs,
+        schedules=build_schedules(integrations, source_jobs),
+        sensors=[build_follow_sensor(list(source_jobs.values()), by_name[SYNC_JOB]), build_reclaim_sensor()],
+        # The UI's Materialize and backfills run the implicit asset jobs: they hold their run's lock too.
         executor=run_locked_executor,
         resources={
             "integrations": IntegrationsResource(config_path=str(config_file)),
@@ -58,6 +78,12 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
             "warehouse": WarehouseResource(database=str(database)),
         },
     )
+
+
+@dg.definitions
+def load_defs() -> dg.Definitions:
+    """The code location `dg dev`, `dg check defs` and `dg list defs` load."""
+    return build_defs()
 
 
 defs = build_defs()

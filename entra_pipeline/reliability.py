@@ -85,13 +85,10 @@ def _child(config: str, warehouse: str, steps: str = "") -> None:
     when it ends."""
     import dagster as dg
 
-    from entra_pipeline.definitions import SYNC_JOB, build_defs
+    from entra_pipeline.definitions import build_defs, run_sync
 
     defs = build_defs(config, warehouse)
-    selection = [dg.AssetKey(step) for step in steps.split(",")] if steps else None
-    result = defs.resolve_job_def(SYNC_JOB).execute_in_process(
-        partition_key="reliability", instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-        asset_selection=selection)
+    result = run_sync(defs, "reliability", dg.DagsterInstance.ephemeral(), stages=steps.split(",") if steps else None)
     order = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
     failures = [e.step_key for e in result.get_step_failure_events()]
     print(json.dumps({"success": result.success, "failed_steps": failures, "order": order}), flush=True)

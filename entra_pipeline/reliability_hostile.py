@@ -269,12 +269,11 @@ def _user_errors(result) -> list[dict]:
 def _child(config: str, warehouse: str, keys: str) -> None:
     import dagster as dg
 
-    from entra_pipeline.definitions import SYNC_JOB, build_defs
+    from entra_pipeline.definitions import build_defs, run_sync
 
-    job = build_defs(config, warehouse).resolve_job_def(SYNC_JOB)
+    defs = build_defs(config, warehouse)
     for key in keys.split(","):
-        result = job.execute_in_process(partition_key=key, instance=dg.DagsterInstance.ephemeral(),
-                                        raise_on_error=False)
+        result = run_sync(defs, key, dg.DagsterInstance.ephemeral())
         print(json.dumps({"key": key, "success": result.success,
                           "succeeded_steps": [e.step_key for e in result.all_events
                                               if e.event_type_value == "STEP_SUCCESS"],

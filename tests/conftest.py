@@ -12,7 +12,8 @@ import duckdb
 import pytest
 import yaml
 
-from entra_pipeline.definitions import SYNC_JOB, build_defs
+from entra_pipeline.definitions import build_defs, run_sync
+from entra_pipeline.defs.jobs import SyncResult
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
 
@@ -162,16 +163,16 @@ def write_config(path: Path, *integrations: dict, runs: dict | None = None) -> P
 
 
 class Sync:
-    """Runs the real sync job for one config file and warehouse, on an ephemeral instance."""
+    """Runs the real sync (the integration's source job, then the contacts job) for one config file
+    and warehouse, on an ephemeral instance."""
 
     def __init__(self, config: Path, warehouse: Path) -> None:
         self.config, self.warehouse = config, warehouse
         self.instance = dg.DagsterInstance.ephemeral()
 
-    def run(self, key: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    def run(self, key: str, run_config: dict | None = None, preview: bool = False) -> SyncResult:
         defs = build_defs(self.config, self.warehouse)
-        return defs.resolve_job_def(SYNC_JOB).execute_in_process(
-            partition_key=key, instance=self.instance, raise_on_error=False, run_config=run_config)
+        return run_sync(defs, key, self.instance, run_config=run_config, preview=preview)
 
     def query(self, sql: str, params: list | None = None) -> list[tuple]:
         con = duckdb.connect(str(self.warehouse), read_only=True)
@@ -225,11 +226,12 @@ def make_sync(tmp_path, secret_env):
     return make
 
 
-def recorded_text(sync: Sync, results: list[dg.ExecuteInProcessResult], caplog) -> dict[str, str]:
+def recorded_text(sync: Sync, results: list[SyncResult], caplog) -> dict[str, str]:
     """Everything the runs left behind, as text, for secret scans: the serialised Dagster event log
     (messages, metadata, errors), every captured log record, and every warehouse table."""
 
-    events = "\n".join(dg.serialize_value(entry) for r in results for entry in sync.instance.all_logs(r.run_id))
+    events = "\n".join(dg.serialize_value(entry) for r in results for run_id in r.run_ids
+                       for entry in sync.instance.all_logs(run_id))
     logs = "\n".join(f"{record.getMessage()} {record.args!r} {record.exc_text or ''}" for record in caplog.records)
     con = duckdb.connect(str(sync.warehouse), read_only=True)
     try:
@@ -240,7 +242,7 @@ def recorded_text(sync: Sync, results: list[dg.ExecuteInProcessResult], caplog) 
     return {"event log": events, "log records": logs, "warehouse": warehouse}
 
 
-def failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+def failure_messages(result: SyncResult) -> list[str]:
     messages = []
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error

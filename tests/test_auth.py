@@ -18,7 +18,7 @@ from conftest import (expected_contacts, failure_messages, integration, recorded
                       write_private)
 from entra_pipeline import cli
 from entra_pipeline.config import CONFIG_PATH_ENV
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 
 
 

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import self_signed_certificate, write_private
 from entra_pipeline.config import CLOUDS, ConfigError, credentials, load_integrations, parse_integrations
-from entra_pipeline.defs import checks as c
+from entra_pipeline.defs.checks import check_result
+from entra_pipeline.sync import checks as c
 from entra_pipeline.sources.graph.auth import AuthError, Certificate, ClientSecret, DelegatedSignIn, TokenCacheFile
 from entra_pipeline.sources.graph.certificates import CertificateInfo
 
@@ -314,7 +315,8 @@ def _info(days: float) -> CertificateInfo:
                 "the app registration and set source.certificate_path to it"),
 ])
 def test_certificate_check_warns_30_days_ahead(days, passed, description):
-    result = c.certificate_result("certificate", _info(days), NOW)
+    # As the asset reports it to Dagster.
+    result = check_result(c.certificate_result("certificate", _info(days), NOW))
     assert (result.passed, result.severity, result.description) == (passed, dg.AssetCheckSeverity.WARN, description)
     assert result.metadata["days_left"].value == days
 

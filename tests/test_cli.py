@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from entra_pipeline.config import DEFAULT_CONFIG_PATH, load_integrations
-from entra_pipeline.definitions import PREVIEW_JOB, SYNC_JOB, build_defs
+from entra_pipeline.definitions import ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_defs
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.workday_workers import generate_workers
 
@@ -104,8 +104,10 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", demo_env["DAGSTER_HOME"])
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-    assert sorted((r.job_name, r.tags.get("dagster/partition"), r.is_success) for r in runs) == [
-        (SYNC_JOB, "demo", True), (SYNC_JOB, "demo_workday", True)]
+    # Each sync is its source run and the contacts run that followed it.
+    assert sorted((r.job_name, r.tags.get("dagster/partition"), r.is_success) for r in runs) == sorted([
+        (SYNC_JOB, "demo", True), (SYNC_JOB, "demo_workday", True),
+        (ENTRA_SOURCES_JOB, "demo", True), (WORKDAY_SOURCES_JOB, "demo_workday", True)])
 
     # The demo tenant is still running: a preview reads the (no) changes and would change nothing.
     proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "preview", "demo"], env=demo_env, cwd=ROOT,
@@ -125,6 +127,13 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
                            "-w", "workspace.yaml"], env=demo_env, cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The dg project: what `make ui` (dg dev) loads, checked and listed without a superseded-command warning.
+    env = {**demo_env, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
+    for command in (["check", "defs"], ["list", "defs"]):
+        proc = subprocess.run([str(Path(sys.executable).with_name("dg")), *command], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Supersession" not in proc.stdout + proc.stderr and "superseded" not in proc.stdout + proc.stderr
     defs = build_defs(DEFAULT_CONFIG_PATH)
     job = defs.resolve_job_def(SYNC_JOB)
     assert job.partitions_def.get_partition_keys() == ["demo", "demo_workday"]
@@ -132,8 +141,10 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
         ("sync_demo", "0 6 * * *", "UTC"), ("sync_demo_workday", "30 6 * * *", "UTC")]
     # Every job the UI can launch (the two jobs, Materialize and backfills) runs in its run's one
     # process, which holds the run's lock: how a dead run is told from a live one.
-    assert {job.executor_def.name for job in (defs.resolve_job_def(SYNC_JOB), defs.resolve_job_def(PREVIEW_JOB),
-                                              defs.resolve_implicit_global_asset_job_def())} == {"in_process_run_locked"}
+    assert {job.executor_def.name for job in (
+        defs.resolve_job_def(SYNC_JOB), defs.resolve_job_def(PREVIEW_JOB), defs.resolve_job_def(ENTRA_SOURCES_JOB),
+        defs.resolve_job_def(WORKDAY_SOURCES_JOB), defs.resolve_implicit_global_asset_job_def())} == {
+        "in_process_run_locked"}
     checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
     assert checks == {"all_directory_users_read", "all_directory_groups_read", "directory_users_mapped",
                       "contacts_have_unique_id", "unique_contact_ids_distinct", "contact_values_valid",

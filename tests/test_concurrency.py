@@ -15,10 +15,9 @@ from entra_pipeline.warehouse.connection import connect
 KEYS = ["alpha", "beta", "gamma", "delta"]
 RUN = """
 import sys, dagster as dg
-from entra_pipeline.definitions import SYNC_JOB, build_defs
+from entra_pipeline.definitions import build_defs, run_sync
 defs = build_defs(sys.argv[1], sys.argv[2])
-result = defs.resolve_job_def(SYNC_JOB).execute_in_process(
-    partition_key=sys.argv[3], instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+result = run_sync(defs, sys.argv[3], dg.DagsterInstance.ephemeral())
 sys.exit(0 if result.success else 1)
 """
 

@@ -148,7 +148,8 @@ def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home, se
     # The dead run's lock file went with it, the next sync's when it ended.
     assert list((home / "run-locks").iterdir()) == []
     runs = instance.get_runs()
-    assert sorted(r.status.value for r in runs) == ["FAILURE", "SUCCESS"]
+    # The killed source run failed; the next sync's source run and contacts run succeeded.
+    assert sorted(r.status.value for r in runs) == ["FAILURE", "SUCCESS", "SUCCESS"]
 
     clean = Sync(Path(env["ENTRA_PIPELINE_CONFIG"]), tmp_path / "clean.duckdb")
     assert clean.run("alpha").success
@@ -187,7 +188,8 @@ def test_four_first_syncs_on_a_new_instance_all_succeed(env, home):
         assert f"sync {key}: ok in " in out
         assert "alembic_version" not in err and "Traceback" not in err
     with dg.DagsterInstance.get() as instance:
-        assert sorted(r.tags["integration"] for r in instance.get_runs() if r.is_success) == sorted(KEYS)
+        # Each sync: its source run and its contacts run.
+        assert sorted(r.tags["integration"] for r in instance.get_runs() if r.is_success) == sorted(KEYS * 2)
 
 
 def live_run(instance: dg.DagsterInstance, tags: dict[str, str], run_id: str | None = None) -> str:
@@ -373,7 +375,7 @@ def test_a_ui_run_worker_holds_its_runs_lock_and_when_killed_its_run_is_reclaime
 
     emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
     command = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "entra_pipeline.definitions",
-               "-a", "defs", "-j", "entra_sync", "--tags", '{"dagster/partition": "alpha", "integration": "alpha"}']
+               "-a", "defs", "-j", "sync_entra_sources", "--tags", '{"dagster/partition": "alpha", "integration": "alpha"}']
     worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         instance = dg.DagsterInstance.get()

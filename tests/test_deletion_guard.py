@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 
 from conftest import ALLOW_REMOVALS, expected_contacts, failure_messages, integration
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from test_robustness import check_evaluations
 from test_sync import materialized
 

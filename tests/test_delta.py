@@ -12,8 +12,7 @@ import pytest
 
 from conftest import (ALLOW_REMOVALS, CLIENT_ID, SECRET, TENANT_ID, Sync, expected_contacts, expected_members,
                       failure_messages, integration, offered_group_ids, write_config)
-from entra_pipeline.definitions import PREVIEW_JOB, build_defs
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
 
@@ -295,7 +294,7 @@ def test_expired_token_falls_back_to_a_full_round_with_the_fresh_sync_result(syn
         assert "Graph no longer accepts the stored delta token" in meta["read_reason"]
     assert metadata(result, "raw_graph_users")["reconciled_users_removed"] == 1
     assert any("Graph no longer accepts the stored delta token" in e.message
-               for e in sync.instance.all_logs(result.run_id) if e.level >= 30)
+               for run_id in result.run_ids for e in sync.instance.all_logs(run_id) if e.level >= 30)
 
     fresh = Sync(write_config(tmp_path / "fresh.yaml", integration("acme", tenant)), tmp_path / "fresh.duckdb")
     synced(fresh)
@@ -449,8 +448,7 @@ def test_preview_shows_exact_changes_and_touches_no_contact_table(sync, tenant):
                  "available_groups")
     before, lists_before = sync.snapshot(), group_lists(sync)
     assert any(kept[leaving] in members for members in lists_before.values())
-    defs = build_defs(sync.config, sync.warehouse)
-    result = defs.resolve_job_def(PREVIEW_JOB).execute_in_process(partition_key="acme", instance=sync.instance)
+    result = sync.run("acme", preview=True)
     assert result.success
     after = sync.snapshot()
     for table in protected:
@@ -486,9 +484,8 @@ def test_preview_names_the_guard_that_would_block(sync, tenant):
     kept = expected_contacts(tenant.directory)
     for uid in list(kept)[: len(kept) // 2]:
         tenant.hard_delete_user(uid)
-    defs = build_defs(sync.config, sync.warehouse)
     before = sync.snapshot()
-    result = defs.resolve_job_def(PREVIEW_JOB).execute_in_process(partition_key="acme", instance=sync.instance)
+    result = sync.run("acme", preview=True)
     assert result.success
     assert sync.snapshot()["contacts"] == before["contacts"]
     blocks = sync.query("SELECT json_extract_string(details, '$.check') FROM sync_preview "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import SECRET, SECRET_ENV, expected_contacts, failure_messages, integration
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from test_sync import check_outcomes, materialized, step_metadata
 
 

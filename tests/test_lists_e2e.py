@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 from conftest import expected_contacts, expected_members, failure_messages, integration, offered_group_ids
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from test_robustness import check_evaluations
 
 KEY = "acme"

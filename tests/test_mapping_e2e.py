@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 
 from conftest import expected_contacts, expected_mapped, failure_messages, integration, write_config
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.people import BAD_DATES, BAD_NUMBERS
 from test_robustness import check_evaluations, excluded_by_rule
 from test_sync import materialized, step_metadata

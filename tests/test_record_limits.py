@@ -15,7 +15,7 @@ import pytest
 from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_PASSWORD, WORKDAY_SEED, Sync, expected_contacts,
                       failure_messages, integration, write_config)
 from entra_pipeline.config import ConfigError
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator

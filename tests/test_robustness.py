@@ -28,8 +28,8 @@ from conftest import (
     offered_group_ids,
     write_config,
 )
-from entra_pipeline.definitions import SYNC_JOB, build_defs
-from entra_pipeline.defs import checks as c
+from entra_pipeline.definitions import ENTRA_SOURCES_JOB, SYNC_JOB, build_defs
+from entra_pipeline.sync import checks as c
 from test_sync import check_outcomes, materialized, step_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,13 +133,13 @@ def test_secrets_reach_neither_the_run_log_nor_the_warehouse(make_sync, emulator
     assert all("invalid_client: AADSTS7000215" in m for m in failure_messages(bad))
 
     for result in (good, bad):
-        events = sync.instance.all_logs(result.run_id)
-        assert len(events) > 20
-        for event in events:
-            for text in (dg.serialize_value(event), repr(event)):
-                assert SECRET not in text and wrong not in text, text[:300]
-        run = sync.instance.get_run_by_id(result.run_id)
-        assert SECRET not in dg.serialize_value(run) and wrong not in dg.serialize_value(run)
+        assert len(sync.instance.all_logs(result.run_id)) > 20
+        for run_id in result.run_ids:
+            for event in sync.instance.all_logs(run_id):
+                for text in (dg.serialize_value(event), repr(event)):
+                    assert SECRET not in text and wrong not in text, text[:300]
+            run = sync.instance.get_run_by_id(run_id)
+            assert SECRET not in dg.serialize_value(run) and wrong not in dg.serialize_value(run)
     tables = sync.snapshot()
     assert tables["contacts"] and tables["import_errors"]  # there is something to scan
     for table, rows in tables.items():
@@ -455,7 +455,8 @@ def test_disabled_schedule_starts_stopped(tmp_path, emulator):
     assert (schedules["sync_on"].cron_schedule, schedules["sync_on"].execution_timezone) == \
         ("15 5 * * 1-5", "Europe/Berlin")
     assert (schedules["sync_off"].cron_schedule, schedules["sync_off"].execution_timezone) == ("0 6 * * *", "UTC")
-    assert schedules["sync_off"].job_name == SYNC_JOB
+    # A schedule starts its integration's source job; the contacts job follows it (sensor).
+    assert schedules["sync_off"].job_name == ENTRA_SOURCES_JOB
 
 
 # -- 13. check-config ----------------------------------------------------------------------------

@@ -10,8 +10,7 @@ import copy
 import pytest
 
 from conftest import ALLOW_REMOVALS, WORKDAY_PASSWORD, WORKDAY_SEED, Sync, failure_messages, integration, write_config
-from entra_pipeline.definitions import PREVIEW_JOB, build_defs
-from entra_pipeline.defs import checks as c
+from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.transform.lists import generated_list_id
 
@@ -82,11 +81,12 @@ def test_workday_workers_become_contacts(hr_sync, workday, hr_directory):
     errors = set(sync.query("SELECT record, field FROM import_errors WHERE code = 'invalid_value'"))
     assert errors == {(wid, {"Hire_Date": "hire_date", "Standard_Hours": "weekly_hours"}[f]) for wid, f in bad}
     assert bad
-    # The Entra assets did nothing; the Workday asset said what it read.
+    # The Entra assets have no partition for a Workday integration: they neither ran nor checked anything.
     assert sync.query("SELECT count(*) FROM raw_graph_users") == [(0,)]
-    [raw] = [m for m in result.get_asset_materialization_events() if m.asset_key.path[-1] == "raw_graph_users"]
-    assert raw.materialization.metadata["skipped"].value == ("integration 'hr' reads workday, not Entra ID: nothing "
-                                                             "read or written")
+    assert {m.asset_key.path[-1] for m in result.get_asset_materialization_events()} == {
+        "raw_workday_workers", "mapped_contacts", "filtered_contacts", "distribution_lists"}
+    assert not {c.RAW_USERS_COMPLETE, c.RAW_GROUPS_COMPLETE, c.DIRECTORY_NOT_EMPTY} & {
+        e.check_name for e in result.get_asset_check_evaluations()}
     assert sync.query("SELECT count(*) FROM raw_workday_workers") == [(len(workers),)]
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks[c.WORKERS_NOT_EMPTIED] and checks[c.WORKERS_IDENTIFIED]
@@ -155,9 +155,9 @@ def test_entra_and_workday_integrations_side_by_side(hr_sync, workday, emulator,
     sync = hr_sync(hr_integration(workday), integration("acme", emulator))
     entra, hr = sync.run("acme"), sync.run("hr")
     assert entra.success and hr.success, failure_messages(entra) + failure_messages(hr)
-    # The Workday asset did nothing for the Entra integration, and each has only its own rows.
-    [raw] = [m for m in entra.get_asset_materialization_events() if m.asset_key.path[-1] == "raw_workday_workers"]
-    assert raw.materialization.metadata["skipped"].value.startswith("integration 'acme' reads entra, not Workday")
+    # The Workday asset has no partition for the Entra integration, and each has only its own rows.
+    assert "raw_workday_workers" not in {m.asset_key.path[-1] for m in entra.get_asset_materialization_events()}
+    assert not {c.WORKERS_NOT_EMPTIED, c.WORKERS_IDENTIFIED} & {e.check_name for e in entra.get_asset_check_evaluations()}
     assert dict(sync.query("SELECT integration, count(*) FROM raw_workday_workers GROUP BY 1")) == {
         "hr": len(workday.workday.entries)}
     assert dict(sync.query("SELECT integration, count(*) FROM raw_graph_users GROUP BY 1")) == {
@@ -219,8 +219,7 @@ def test_deletion_guard_and_preview_compare_with_the_last_committed_sync(hr_sync
     # A report that lost a third of its people (a changed prompt, say): previewed, then blocked.
     gone = {wid for i, wid in enumerate(sorted(kept)) if i % 3 == 0}
     workday.workday.entries = [w for w in entries if w["Employee_ID"] not in gone]
-    preview = build_defs(sync.config, sync.warehouse).resolve_job_def(PREVIEW_JOB).execute_in_process(
-        partition_key="hr", instance=sync.instance)
+    preview = sync.run("hr", preview=True)
     assert preview.success
     assert sync.snapshot()["contacts"] == contacts
     assert {r[0] for r in sync.query("SELECT contact_id FROM sync_preview WHERE change = 'contact_left'")} == {

@@ -1,16 +1,19 @@
-"""One schedule per integration, from its cron; the same job runs by hand from the UI. And the
-sensor that frees the warehouse pool of runs whose process died."""
+"""One schedule per integration, from its cron, launching its source job; the sensor that runs the
+contacts job after each successful source run; and the sensor that frees the warehouse pool of
+runs whose process died."""
 
 from __future__ import annotations
 
 
 import dagster as dg
 
-from entra_pipeline.config import Integration, IntegrationsFile
+from entra_pipeline.config import Integration
+from entra_pipeline.defs.jobs import FOLLOW_TAG, SYNC_RUN_TAG, contacts_run_config
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
 from entra_pipeline.pool import reclaim_dead_runs
 
 RECLAIM_SENSOR = "warehouse_pool_reclaim"
+FOLLOW_SENSOR = "follow_source_runs"
 
 
 def schedule_name(integration: Integration) -> str:
@@ -34,8 +37,31 @@ def _schedule(integration: Integration, job: "dg.UnresolvedAssetJobDefinition") 
     return _sync
 
 
-def build_schedules(integrations: IntegrationsFile, job: "dg.UnresolvedAssetJobDefinition") -> list[dg.ScheduleDefinition]:
-    return [_schedule(integration, job) for integration in integrations.integrations]
+def build_schedules(integrations: list[Integration],
+                    source_jobs: dict[str, "dg.UnresolvedAssetJobDefinition"]) -> list[dg.ScheduleDefinition]:
+    """A schedule per integration, launching the source job of its source type (``source_jobs``: by kind)."""
+    return [_schedule(integration, source_jobs[integration.kind]) for integration in integrations]
+
+
+def build_follow_sensor(source_jobs: list, contacts_job: "dg.UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
+    """After each successful source run (scheduled, or launched from the UI), the contacts job for
+    the same integration, once per source run; an approval of removals (tag allow_removals) goes
+    with it. Runs whose launcher runs the contacts job itself (the CLI) are left alone."""
+
+    @dg.run_status_sensor(name=FOLLOW_SENSOR, run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=source_jobs,
+                          request_job=contacts_job, default_status=dg.DefaultSensorStatus.RUNNING,
+                          description="Runs the contacts job of an integration after its source job succeeded.")
+    def _follow(context: dg.RunStatusSensorContext):
+        run = context.dagster_run
+        key = run.tags.get("dagster/partition")
+        if run.tags.get(FOLLOW_TAG) or not key:
+            return dg.SkipReason(f"run {run.run_id} is followed by its launcher")
+        tags = {SYNC_RUN_TAG: run.run_id, "integration": key}
+        tags.update({name: "true" for name in ("allow_removals",) if run.tags.get(name) == "true"})
+        return dg.RunRequest(run_key=run.run_id, partition_key=key, tags=tags,
+                             run_config=contacts_run_config(run.tags.get("allow_removals") == "true"))
+
+    return _follow
 
 
 def build_reclaim_sensor() -> dg.SensorDefinition:

@@ -1,0 +1,116 @@
+"""How the Graph stages read: the read plan (a delta round of changes, a full delta round, or a
+list read), one read against the integration's tenant with its cost, and progress that says
+"users 4,000 / 12,345" about every tenth of the way."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from entra_pipeline.config import ConfigError, Integration
+from entra_pipeline.errors import is_transient
+from entra_pipeline.sources.graph.client import DeltaExpired, DeltaRound, GraphClient
+from entra_pipeline.sync.options import RawReadOptions
+from entra_pipeline.sync.runner import ReadFailed, StageFailed, StageRun
+from entra_pipeline.warehouse import raw_tables
+
+OpenGraph = Callable[[Integration], GraphClient]  # a client for the integration's tenant
+
+
+def progress(run: StageRun) -> Callable[[str, int, int | None], None]:
+    """Reports "users 4,000 / 12,345" about every tenth of the way, not on every page."""
+    last: dict[str, int] = {}
+
+    def report(label: str, done: int, total: int | None) -> None:
+        step = max((total or 0) // 10, 1)
+        if total is None or done >= total or done - last.get(label, 0) >= step:
+            last[label] = done
+            run.info(f"{label} {done:,} / {total:,}" if total is not None else f"{label} {done:,}")
+
+    return report
+
+
+def read(integration: Integration, open_graph: OpenGraph, what: str, fetch: Callable[[GraphClient], object]) -> tuple:
+    """(``fetch``'s result against the integration's tenant, the read's cost as metadata); any
+    failure is one ReadFailed naming the integration."""
+    started = time.monotonic()
+    try:
+        with open_graph(integration) as client:
+            result = fetch(client)
+    except ConfigError as exc:
+        raise StageFailed(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - reported as one line naming the integration
+        # Only a passing Graph condition is worth a retry; anything else would fail the same way again.
+        raise ReadFailed(f"integration {integration.key!r}: reading {what} failed: {exc}",
+                         transient=is_transient(exc)) from None
+    metadata = {**{f"graph_{k}": v for k, v in client.stats.as_dict().items()},
+                "graph_seconds": round(time.monotonic() - started, 3)}
+    return result, metadata
+
+
+def read_plan(integration: Integration, state: raw_tables.DeltaState | None, select: list[str],
+              full_resync: bool) -> tuple[bool, str]:
+    """(full round?, why) for a delta read."""
+    if full_resync:
+        return True, "full resync asked for in the run config (full_resync: true)"
+    if state is None:
+        return True, "first delta sync of this integration"
+    if sorted(state.fields) != sorted(select):
+        added = sorted(set(select) - set(state.fields))
+        return True, ("the mapping or exclusions now read other directory properties"
+                      + (f" ({', '.join(added)})" if added else ""))
+    every = integration.source.full_sync_every_days
+    age = datetime.now(timezone.utc) - state.full_round_at
+    if every is not None and age >= timedelta(days=every):
+        return True, (f"periodic full reconciliation: the last full round was {age.days} days ago "
+                      f"(full_sync_every_days: {every:g})")
+    return False, f"changes since the last sync (last full round {state.full_round_at:%Y-%m-%d %H:%M} UTC)"
+
+
+def delta_read(run: StageRun, open_graph: OpenGraph, resource: str, select: list[str],
+               state: raw_tables.DeltaState | None, options: RawReadOptions) -> tuple[DeltaRound, str, dict]:
+    """One delta round, falling back to a full round when Graph has forgotten the token:
+    (the round, why it was read so, its cost and plan as metadata)."""
+    integration = run.integration
+    full, reason = read_plan(integration, state, select, options.full_resync)
+    report = progress(run)
+    run.info(f"{resource}: {'full round' if full else 'incremental'}: {reason}")
+
+    def fetch(client: GraphClient) -> tuple[DeltaRound, str]:
+        if full or state is None:
+            return client.delta_round(resource, select, None, report), reason
+        if not client.serves(state.delta_link):
+            # The token must never go to another host: the Graph endpoint changed, read everything.
+            why = ("the stored deltaLink points to another Graph endpoint (the Graph URL changed, or the demo "
+                   "tenant restarted); read everything again")
+            run.warn(f"integration {integration.key!r}: {resource}: {why}")
+            return client.delta_round(resource, select, None, report), why
+        try:
+            return client.delta_round(resource, select, state.delta_link, report), reason
+        except DeltaExpired as exc:
+            why = f"Graph no longer accepts the stored delta token ({exc}); read everything again"
+            run.warn(f"integration {integration.key!r}: {resource}: {why}")
+            return client.delta_round(resource, select, None, report), why
+
+    (round_, why), graph_meta = read(integration, open_graph, resource, fetch)
+    graph_meta.update({"read_mode": "full" if round_.full else "incremental", "read_reason": why,
+                       "delta_token_expired": why != reason, "delta_pages": round_.pages,
+                       "delta_items": len(round_.items)})
+    return round_, why, graph_meta
+
+
+def stage_values(round_: DeltaRound | None, reason: str, change: raw_tables.RawChange, graph_meta: dict) -> dict:
+    """A delta read's sync_run_stages values."""
+    return {"read_mode": "full" if round_ is None or round_.full else "incremental", "read_reason": reason,
+            "changes_read": len(round_.items) if round_ is not None else None, "added": change.added,
+            "updated": change.updated, "removed": change.removed,
+            "graph_requests": graph_meta.get("graph_requests"), "graph_bytes": graph_meta.get("graph_bytes")}
+
+
+def change_metadata(round_: DeltaRound, change: raw_tables.RawChange, what: str) -> dict:
+    """A full round's counts are what it corrected against the stored rows (drift, or changes
+    since the last sync when the token had expired); an incremental round's are the changes."""
+    prefix = "reconciled_" if round_.full else ""
+    return {f"{prefix}{what}_added": change.added, f"{prefix}{what}_updated": change.updated,
+            f"{prefix}{what}_removed": change.removed}

@@ -1,0 +1,110 @@
+"""The Dagster definitions as the UI and the daemon see them: per-source partitions, partitioned
+checks, in-process jobs, a schedule per integration starting its source job, and the sensor that
+follows a source run with the contacts job for the same integration."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+import yaml
+
+from entra_pipeline.config import DEFAULT_CONFIG_PATH, load_integrations
+from entra_pipeline.definitions import ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_defs
+from entra_pipeline.defs.jobs import SYNC_RUN_TAG
+from entra_pipeline.defs.schedules import FOLLOW_SENSOR
+
+GRAPH_ASSETS = ("raw_graph_users", "raw_graph_groups")
+
+
+def config_with(tmp_path, keys: list[str]):
+    """The shipped demo configuration with only the integrations ``keys`` (demo: Entra ID,
+    demo_workday: Workday), plus a second Entra ID integration when "demo2" is asked for."""
+    document = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    by_key = {i["key"]: i for i in document["integrations"]}
+    if "demo2" in keys:
+        by_key["demo2"] = {**by_key["demo"], "key": "demo2", "title": "Demo 2"}
+    document["integrations"] = [by_key[k] for k in keys]
+    path = tmp_path / "integrations.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def defs(tmp_path):
+    return build_defs(config_with(tmp_path, ["demo", "demo_workday", "demo2"]), tmp_path / "warehouse.duckdb")
+
+
+def partition_keys(defs: dg.Definitions, asset: str) -> list[str]:
+    return defs.resolve_asset_graph().get(dg.AssetKey(asset)).partitions_def.get_partition_keys()
+
+
+def test_source_assets_are_partitioned_by_their_source_type(defs):
+    for asset in GRAPH_ASSETS:
+        assert partition_keys(defs, asset) == ["demo", "demo2"]
+    assert partition_keys(defs, "raw_workday_workers") == ["demo_workday"]
+    for asset in ("mapped_contacts", "filtered_contacts", "distribution_lists", "sync_preview"):
+        assert partition_keys(defs, asset) == ["demo", "demo_workday", "demo2"]
+
+
+def test_a_source_type_nobody_reads_has_no_assets_and_no_job(tmp_path):
+    only_entra = build_defs(config_with(tmp_path, ["demo"]), tmp_path / "warehouse.duckdb")
+    keys = {key.path[-1] for key in only_entra.resolve_asset_graph().get_all_asset_keys()}
+    assert "raw_workday_workers" not in keys and set(GRAPH_ASSETS) <= keys
+    assert {job.name for job in only_entra.jobs} == {ENTRA_SOURCES_JOB, SYNC_JOB, PREVIEW_JOB}
+
+
+def test_every_check_is_partitioned_like_its_asset(defs):
+    graph = defs.resolve_asset_graph()
+    specs = [spec for asset in defs.assets for spec in asset.check_specs]
+    assert len(specs) == len(graph.asset_check_keys) == 20
+    for spec in specs:
+        assert spec.partitions_def is not None, spec.name
+        assert spec.partitions_def == graph.get(spec.asset_key).partitions_def, spec.name
+
+
+def test_every_job_runs_in_process_holding_its_run_lock(defs):
+    jobs = [defs.resolve_job_def(name) for name in (ENTRA_SOURCES_JOB, WORKDAY_SOURCES_JOB, SYNC_JOB, PREVIEW_JOB)]
+    jobs += [defs.resolve_implicit_global_asset_job_def()]
+    assert {job.executor_def.name for job in jobs} == {"in_process_run_locked"}
+    # The UI's Materialize of the contact assets alone, and of the sources alone, too.
+    for selection in (["mapped_contacts"], ["raw_workday_workers"]):
+        job = defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(s) for s in selection])
+        assert job.executor_def.name == "in_process_run_locked"
+
+
+def test_a_schedule_per_integration_launches_its_source_job(defs):
+    schedules = {s.name: s for s in defs.schedules}
+    assert {name: s.job_name for name, s in schedules.items()} == {
+        "sync_demo": ENTRA_SOURCES_JOB, "sync_demo2": ENTRA_SOURCES_JOB, "sync_demo_workday": WORKDAY_SOURCES_JOB}
+    for key in ("demo", "demo_workday"):
+        request = schedules[f"sync_{key}"](dg.build_schedule_context())
+        assert request.partition_key == key
+
+
+def test_the_sensor_follows_a_source_run_with_the_contacts_job(defs):
+    sensor = next(s for s in defs.sensors if s.name == FOLLOW_SENSOR)
+    assert sensor.job_name == SYNC_JOB
+    instance = dg.DagsterInstance.ephemeral()
+
+    def follow(tags: dict):
+        run = dg.DagsterRun(job_name=WORKDAY_SOURCES_JOB, run_id="source-run", tags=tags)
+        event = dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=WORKDAY_SOURCES_JOB)
+        return sensor(dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event,
+                                                         dagster_instance=instance, dagster_run=run))
+
+    request = follow({"dagster/partition": "demo_workday"})
+    assert (request.partition_key, request.run_key, request.tags[SYNC_RUN_TAG]) == (
+        "demo_workday", "source-run", "source-run")
+    assert request.run_config == {}
+    # An operator's approval of removals goes with it, to the writers.
+    approved = follow({"dagster/partition": "demo_workday", "allow_removals": "true"})
+    assert approved.run_config == {"ops": {step: {"config": {"allow_removals": True}}
+                                           for step in ("filtered_contacts", "distribution_lists")}}
+    # A run whose launcher runs the contacts job itself (the CLI) is left alone.
+    assert isinstance(follow({"dagster/partition": "demo_workday", "entra_pipeline/then": "in_process"}),
+                      dg.SkipReason)
+
+
+def test_the_shipped_configuration_loads(tmp_path):
+    defs = build_defs(DEFAULT_CONFIG_PATH, tmp_path / "warehouse.duckdb")
+    assert [s.name for s in defs.schedules] == [f"sync_{k}" for k in load_integrations(DEFAULT_CONFIG_PATH).keys]
