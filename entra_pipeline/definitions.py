@@ -11,8 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from entra_pipeline.config import Integration, RunSettings, config_path, load_integrations
-from entra_pipeline.defs import contacts, entra, lists, preview, workday
+from entra_pipeline.config import Integration, RunSettings, config_path
+from entra_pipeline.config.isolation import load_for_dagster
+from entra_pipeline.defs import contacts, entra, integrations_file, lists, preview, workday
 from entra_pipeline.defs.jobs import (ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_jobs,
                                       run_sync)
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
@@ -53,10 +54,12 @@ def build_assets(integrations: list[Integration], runs: RunSettings) -> tuple[di
 def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path | None = None,
                demo_dir: str | Path | None = None) -> dg.Definitions:
     config_file = Path(config_file) if config_file else config_path()
-    configured = load_integrations(config_file)
-    # The integrations the code location serves: one call, so that a loader leaving out a broken
-    # integration can take its place.
+    # A broken integration is left out (no partition, no schedule) and named by the integrations
+    # file's check; the others keep their schedules. `make sync` and check-config stay strict.
+    configured = load_for_dagster(config_file)
+    integrations_file.report_broken(configured)
     integrations = list(configured.integrations)
+    file_spec, file_check, file_job, file_watch = integrations_file.build(config_file, configured.keys)
     sources, contact_assets, previews = build_assets(integrations, configured.runs)
     jobs = build_jobs(sources[ENTRA], sources[WORKDAY], contact_assets, previews)
     by_name = {job.name: job for job in jobs}
@@ -65,10 +68,12 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
     database = Path(warehouse_file) if warehouse_file else warehouse_path()
     database.parent.mkdir(parents=True, exist_ok=True)
     return dg.Definitions(
-        assets=[*sources[ENTRA], *sources[WORKDAY], *contact_assets, *previews],
-        jobs=jobs,
+        assets=[*sources[ENTRA], *sources[WORKDAY], *contact_assets, *previews, file_spec],
+        asset_checks=[file_check],
+        jobs=[*jobs, file_job],
         schedules=build_schedules(integrations, source_jobs),
-        sensors=[build_follow_sensor(list(source_jobs.values()), by_name[SYNC_JOB]), build_reclaim_sensor()],
+        sensors=[build_follow_sensor(list(source_jobs.values()), by_name[SYNC_JOB]), build_reclaim_sensor(),
+                 file_watch],
         # The UI's Materialize and backfills run the implicit asset jobs: they hold their run's lock too.
         executor=run_locked_executor,
         resources={

@@ -8,9 +8,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from entra_pipeline.config import DEFAULT_CONFIG_PATH, load_integrations
+from entra_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, load_integrations
 from entra_pipeline.definitions import ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_defs
+from entra_pipeline.defs.integrations_file import CHECK, CHECK_JOB, INTEGRATIONS_FILE, WATCH_SENSOR
 from entra_pipeline.defs.jobs import SYNC_RUN_TAG
+from entra_pipeline.defs.resources import IntegrationsResource
 from entra_pipeline.defs.schedules import FOLLOW_SENSOR
 
 GRAPH_ASSETS = ("raw_graph_users", "raw_graph_groups")
@@ -50,13 +52,16 @@ def test_a_source_type_nobody_reads_has_no_assets_and_no_job(tmp_path):
     only_entra = build_defs(config_with(tmp_path, ["demo"]), tmp_path / "warehouse.duckdb")
     keys = {key.path[-1] for key in only_entra.resolve_asset_graph().get_all_asset_keys()}
     assert "raw_workday_workers" not in keys and set(GRAPH_ASSETS) <= keys
-    assert {job.name for job in only_entra.jobs} == {ENTRA_SOURCES_JOB, SYNC_JOB, PREVIEW_JOB}
+    assert {job.name for job in only_entra.jobs} == {ENTRA_SOURCES_JOB, SYNC_JOB, PREVIEW_JOB, CHECK_JOB}
 
 
 def test_every_check_is_partitioned_like_its_asset(defs):
     graph = defs.resolve_asset_graph()
-    specs = [spec for asset in defs.assets for spec in asset.check_specs]
-    assert len(specs) == len(graph.asset_check_keys) == 20
+    specs = [spec for asset in defs.assets if isinstance(asset, dg.AssetsDefinition) for spec in asset.check_specs]
+    assert len(specs) == 20
+    # The one check not about an integration: the integrations file's own.
+    assert set(graph.asset_check_keys) - {spec.key for spec in specs} == {
+        dg.AssetCheckKey(dg.AssetKey(INTEGRATIONS_FILE), CHECK)}
     for spec in specs:
         assert spec.partitions_def is not None, spec.name
         assert spec.partitions_def == graph.get(spec.asset_key).partitions_def, spec.name
@@ -108,3 +113,61 @@ def test_the_sensor_follows_a_source_run_with_the_contacts_job(defs):
 def test_the_shipped_configuration_loads(tmp_path):
     defs = build_defs(DEFAULT_CONFIG_PATH, tmp_path / "warehouse.duckdb")
     assert [s.name for s in defs.schedules] == [f"sync_{k}" for k in load_integrations(DEFAULT_CONFIG_PATH).keys]
+
+
+def file_check(defs: dg.Definitions) -> dg.AssetCheckEvaluation:
+    result = defs.resolve_job_def(CHECK_JOB).execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    [evaluation] = result.get_asset_check_evaluations()
+    assert evaluation.check_name == CHECK
+    return evaluation
+
+
+def test_a_broken_integration_is_left_out_and_named_while_the_others_keep_their_schedules(tmp_path):
+    path = config_with(tmp_path, ["demo", "demo_workday", "demo2"])
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # demo2's source is demo's (a YAML alias): give it its own before breaking it.
+    document["integrations"][2]["source"] = {**document["integrations"][2]["source"], "page_size": "lots"}
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    with pytest.raises(ConfigError) as strict:  # make sync and check-config refuse the file
+        load_integrations(path)
+    line = str(strict.value)
+    assert "demo2" in line and "page_size" in line and "\n" not in line
+
+    defs = build_defs(path, tmp_path / "warehouse.duckdb")
+    assert {s.name: s.job_name for s in defs.schedules} == {
+        "sync_demo": ENTRA_SOURCES_JOB, "sync_demo_workday": WORKDAY_SOURCES_JOB}
+    for asset in GRAPH_ASSETS:
+        assert partition_keys(defs, asset) == ["demo"]
+    assert partition_keys(defs, "mapped_contacts") == ["demo", "demo_workday"]
+    evaluation = file_check(defs)
+    assert (evaluation.passed, evaluation.severity) == (False, dg.AssetCheckSeverity.ERROR)
+    assert evaluation.description == f"demo2: {line}"
+    assert evaluation.metadata["left_out"].value == ["demo2"]
+    # A run of the broken integration fails with the same line; the others load.
+    resource = IntegrationsResource(config_path=str(path))
+    assert resource.get("demo").key == "demo"
+    with pytest.raises(ConfigError) as run_error:
+        resource.get("demo2")
+    assert str(run_error.value) == line
+
+
+def test_an_unreadable_file_leaves_every_integration_out_and_says_why(tmp_path):
+    path = tmp_path / "integrations.yaml"
+    path.write_text("integrations: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as strict:
+        load_integrations(path)
+    defs = build_defs(path, tmp_path / "warehouse.duckdb")
+    assert list(defs.schedules) == []
+    evaluation = file_check(defs)
+    assert not evaluation.passed and evaluation.description.endswith(str(strict.value))
+
+
+def test_a_valid_file_passes_its_check_and_the_sensor_watches_its_content(defs, tmp_path):
+    evaluation = file_check(defs)
+    assert evaluation.passed and evaluation.description == "3 integrations, all valid"
+    sensor = next(s for s in defs.sensors if s.name == WATCH_SENSOR)
+    first = sensor(dg.build_sensor_context())
+    again = sensor(dg.build_sensor_context())
+    (tmp_path / "integrations.yaml").write_text("integrations: []\n", encoding="utf-8")
+    changed = sensor(dg.build_sensor_context())
+    assert first.run_key == again.run_key != changed.run_key

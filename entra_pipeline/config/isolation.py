@@ -46,6 +46,12 @@ class LoadedIntegrations:
     def keys(self) -> list[str]:
         return [i.key for i in self.integrations]
 
+    @property
+    def named_keys(self) -> frozenset[str]:
+        """Every key the file names, its broken integrations' included: their warehouse rows are not orphans."""
+        return frozenset(self.keys) | {b.key for b in self.broken if b.key != WHOLE_FILE
+                                       and not b.key.startswith("integrations[")}
+
     def get(self, key: str) -> EntraIntegration | WorkdayIntegration:
         """The integration ``key``; ConfigError with its lines when it is broken."""
         for integration in self.integrations:

@@ -9,7 +9,8 @@ from typing import Iterator
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from entra_pipeline.config import ConfigError, Integration, IntegrationsFile, credentials, load_integrations
+from entra_pipeline.config import ConfigError, Integration, credentials
+from entra_pipeline.config.isolation import LoadedIntegrations, load_for_dagster
 from entra_pipeline.demo_tenant import ensure_demo_tenant
 from entra_pipeline.sources.graph.client import GraphClient, GraphSettings
 from entra_pipeline.warehouse.connection import LOCK_WAIT_SECONDS, connect, duckdb_config
@@ -21,12 +22,13 @@ WAREHOUSE_POOL = "duckdb_warehouse"
 
 
 class IntegrationsResource(dg.ConfigurableResource):
-    """The validated integrations file, read afresh by each run."""
+    """The integrations file, read afresh by each run: the valid integrations, and the broken ones
+    set apart (a run of a broken integration fails with its one-line error; the others run)."""
 
     config_path: str
 
-    def load(self) -> IntegrationsFile:
-        return load_integrations(self.config_path)
+    def load(self) -> LoadedIntegrations:
+        return load_for_dagster(self.config_path)
 
     def get(self, key: str) -> Integration:
         return self.load().get(key)
