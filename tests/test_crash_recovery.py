@@ -22,7 +22,7 @@ import pytest
 from conftest import SECRET, SECRET_ENV, Sync, integration, write_config
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
 from entra_pipeline.emulator.faults import FaultProfile
-from entra_pipeline.reliability import snapshot
+from entra_pipeline.measure.reliability import snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ["alpha", "beta", "gamma", "delta"]
