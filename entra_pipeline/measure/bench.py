@@ -404,7 +404,8 @@ def write_doc(results: list[dict], workday: dict | None = None) -> str:
         "- `mapped_contacts` runs in DuckDB (one SQL statement; each user's JSON parsed once), "
         "`filtered_contacts` reads only the fields its rules test and copies kept contacts inside DuckDB, "
         "`distribution_lists` flattens nested groups in Python.",
-        "- The job runs its steps one after another in one process (`execute_in_process`), as `make sync` does.",
+        "- A sync is two runs, the source job and then the contacts job, one after the other in one process "
+        "(`execute_in_process`), as `make sync` does.",
         "",
         *(_workday_lines(workday) if workday else []),
     ]
