@@ -114,3 +114,21 @@ def test_misuse_is_refused(database):
     with pytest.raises(TransactionError):
         tx.commit()
     con.close()
+
+
+def test_a_failure_while_beginning_leaves_no_open_transaction(database, monkeypatch):
+    def broken(con):
+        raise KeyboardInterrupt  # Ctrl-C while the tables are being made sure of
+
+    con = connect(database)
+    try:
+        monkeypatch.setattr(s, "ensure_schema", broken)
+        for begin in (transaction, rolled_back):
+            with pytest.raises(KeyboardInterrupt):
+                with begin(con):
+                    pass
+        monkeypatch.undo()
+        joined(con, "t", "after")  # the connection is usable: no transaction was left open
+    finally:
+        con.close()
+    assert rows(database) == 1

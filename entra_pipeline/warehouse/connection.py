@@ -130,7 +130,12 @@ class Transaction:
             raise TransactionError("the connection already has an open transaction: pass that Transaction "
                                    f"to join it ({exc})") from None
         self.state = "open"
-        s.ensure_schema(self.con)
+        try:
+            s.ensure_schema(self.con)
+        except BaseException:
+            # Ctrl-C or a DuckDB error while creating tables: the connection must not stay in a transaction.
+            self.rollback()
+            raise
         return self
 
     def commit(self) -> None:
