@@ -100,7 +100,10 @@ def test_a_top_level_problem_breaks_every_integration(extra, line):
     loaded = parse_for_dagster(TEXT + extra, "cfg.yaml")
     assert loaded.integrations == []
     assert [b.key for b in loaded.broken] == ["main", "sales", "hr"]
-    assert {b.line for b in loaded.broken} == {line}
+    # An integration with a problem of its own keeps its line, as the strict loader reports it too.
+    sales = strict_error(TEXT)
+    assert [b.line for b in loaded.broken] == [line, sales, line]
+    assert strict_error(TEXT + extra) == f"{sales}\n{line}"
     assert strict_error(TEXT.replace(BROKEN, "") + extra) == line
 
 
@@ -108,8 +111,11 @@ def test_a_key_used_twice_breaks_every_integration():
     # Even when one of the two is broken: which of them runs as 'main' is not for the loader to pick.
     text = TEXT + ENTRA.format(key="main", title="Again") + "    schedule: {cron: nope}\n"
     loaded = parse_for_dagster(text, "cfg.yaml")
+    duplicate = "cfg.yaml: field 'integrations': duplicate integration key 'main'"
     assert loaded.integrations == []
-    assert {b.line for b in loaded.broken} == {"cfg.yaml: field 'integrations': duplicate integration key 'main'"}
+    # One entry per key; 'sales' keeps its own problem.
+    assert [(b.key, b.line) for b in loaded.broken] == [("main", duplicate), ("sales", strict_error(TEXT)),
+                                                        ("hr", duplicate)]
     assert strict_error(text.replace(BROKEN, "").replace("{cron: nope}", "{cron: '0 6 * * *'}")) == \
         "cfg.yaml: field 'integrations': duplicate integration key 'main'"
 
@@ -123,3 +129,17 @@ def test_load_for_dagster_reads_the_file(tmp_path):
     missing = load_for_dagster(tmp_path / "nope.yaml")
     assert missing.integrations == []
     assert missing.broken[0].line == f"{tmp_path / 'nope.yaml'}: integrations file not found (set ENTRA_PIPELINE_CONFIG)"
+
+
+def test_a_clash_between_integrations_breaks_them_and_keeps_a_broken_ones_own_line():
+    def custom(key: str, kind: str) -> str:
+        return ENTRA.format(key=key, title=key) + (f"    mapping:\n      custom_fields: {{c1: {{type: {kind}}}}}\n"
+                                                   "      fields: {extensionAttribute1: c1}\n")
+
+    text = "integrations:\n" + custom("main", "Text") + BROKEN + custom("ops", "Number")
+    loaded = parse_for_dagster(text, "cfg.yaml")
+    clash = strict_error(text.replace(BROKEN, ""))
+    assert "c1" in clash
+    assert loaded.integrations == []
+    assert [(b.key, b.line) for b in loaded.broken] == [("main", clash), ("sales", strict_error(TEXT)),
+                                                        ("ops", clash)]

@@ -76,9 +76,16 @@ def _broken(items: list, index: int, line: str) -> BrokenIntegration:
     return BrokenIntegration(key=key, title=title if isinstance(title, str) and title else key, line=line)
 
 
-def _all_broken(file: str, items: list, line: str) -> LoadedIntegrations:
-    broken = [_broken(items, i, line) for i in range(len(items))]
-    return LoadedIntegrations(file, [], broken or [BrokenIntegration(WHOLE_FILE, "the integrations file", line)])
+def _all_broken(file: str, items: list, line: str, own: dict[int, list[str]] | None = None) -> LoadedIntegrations:
+    """Every integration broken by a problem of the file (``line``); one with problems of its own
+    (``own``, by index) keeps those, as the strict loader reports them. One entry per key."""
+    own = own or {}
+    by_key: dict[str, BrokenIntegration] = {}
+    for i in range(len(items)):
+        broken = _broken(items, i, "\n".join(own[i]) if i in own else line)
+        by_key.setdefault(broken.key, broken)
+    return LoadedIntegrations(file, [], list(by_key.values())
+                              or [BrokenIntegration(WHOLE_FILE, "the integrations file", line)])
 
 
 def _duplicate_key_line(items: list, raw: dict, source: str) -> str | None:
@@ -115,7 +122,7 @@ def parse_for_dagster(text: str, path: Path | str) -> LoadedIntegrations:
                 file_lines.append(line)
     duplicate = _duplicate_key_line(items, raw, source)
     if file_lines or duplicate:
-        return _all_broken(source, items, "\n".join(file_lines) or duplicate)
+        return _all_broken(source, items, "\n".join(file_lines) or duplicate, by_index)
     good = [i for i in range(len(items)) if i not in by_index]
     if not good:
         return LoadedIntegrations(source, [], [_broken(items, i, "\n".join(by_index[i])) for i in sorted(by_index)])
@@ -123,7 +130,7 @@ def parse_for_dagster(text: str, path: Path | str) -> LoadedIntegrations:
         try:  # the checks across integrations (token caches, custom field types), among those that validate
             whole = IntegrationsFile.model_validate({**raw, "integrations": [items[i] for i in good]}, context=context)
         except ValidationError as exc:
-            return _all_broken(source, items, "\n".join(line for _, line in error_lines(exc, raw, source)))
+            return _all_broken(source, items, "\n".join(line for _, line in error_lines(exc, raw, source)), by_index)
     loaded: list[EntraIntegration | WorkdayIntegration] = []
     for index, integration in zip(good, whole.integrations):
         lines = date_format_lines(integration, index, raw, source)
