@@ -31,8 +31,11 @@ def _partitions(integrations: list[Integration]) -> dg.StaticPartitionsDefinitio
 
 
 def _identity(asset: dg.AssetsDefinition) -> dg.AssetDep:
-    # The same integration upstream; a Workday partition simply has no Entra ID upstream partition.
-    return dg.AssetDep(asset, partition_mapping=dg.IdentityPartitionMapping())
+    # The same integration upstream. A static mapping names the source's own integrations only: for
+    # an integration of the other source type there is simply no upstream partition (an identity
+    # mapping would call it missing, and backfills over every integration would refuse to start).
+    keys = asset.partitions_def.get_partition_keys()
+    return dg.AssetDep(asset, partition_mapping=dg.StaticPartitionMapping({key: key for key in keys}))
 
 
 def build_assets(integrations: list[Integration], runs: RunSettings) -> tuple[dict[str, list], list, list]:

@@ -55,6 +55,30 @@ def test_a_source_type_nobody_reads_has_no_assets_and_no_job(tmp_path):
     assert {job.name for job in only_entra.jobs} == {ENTRA_SOURCES_JOB, SYNC_JOB, PREVIEW_JOB, CHECK_JOB}
 
 
+def test_every_integration_depends_on_its_own_source_partitions_only(defs):
+    # What a backfill over every integration asks of each edge: the same integration upstream where
+    # the source has it, and nothing "required but missing" for the other source type.
+    graph = defs.resolve_asset_graph()
+    everyone = ["demo", "demo_workday", "demo2"]
+    edges = []
+    for stage in ("mapped_contacts", "distribution_lists", "sync_preview"):
+        node = graph.get(dg.AssetKey(stage))
+        for parent_key in node.parent_keys:
+            parent = graph.get(parent_key)
+            if parent.partitions_def == node.partitions_def:
+                continue
+            mapping = node.partition_mappings[parent_key]
+            edges.append((stage, parent_key.path[-1]))
+            for key in everyone:
+                result = mapping.get_upstream_mapped_partitions_result_for_partitions(
+                    node.partitions_def.subset_with_partition_keys([key]), node.partitions_def,
+                    parent.partitions_def)
+                own = key in parent.partitions_def.get_partition_keys()
+                assert list(result.partitions_subset.get_partition_keys()) == ([key] if own else []), (stage, key)
+                assert not list(result.required_but_nonexistent_subset.get_partition_keys()), (stage, parent_key, key)
+    assert len(edges) == 6  # users and workers into mapped_contacts, groups into lists, all three into the preview
+
+
 def test_every_check_is_partitioned_like_its_asset(defs):
     graph = defs.resolve_asset_graph()
     specs = [spec for asset in defs.assets if isinstance(asset, dg.AssetsDefinition) for spec in asset.check_specs]
