@@ -17,7 +17,7 @@ from entra_pipeline.defs import contacts, entra, integrations_file, lists, previ
 from entra_pipeline.defs.jobs import (ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_jobs,
                                       run_sync)
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
-from entra_pipeline.defs.schedules import build_follow_sensor, build_reclaim_sensor, build_schedules
+from entra_pipeline.defs.schedules import build_follow_sensors, build_reclaim_sensor, build_schedules
 from entra_pipeline.defs.stage import source_retry
 from entra_pipeline.run_locks import run_locked_executor
 from entra_pipeline.transform.fields import ENTRA, WORKDAY
@@ -54,6 +54,11 @@ def build_assets(integrations: list[Integration], runs: RunSettings) -> tuple[di
     return sources, [mapped, filtered, *distribution_lists], previews
 
 
+def contact_parents(contact_assets: list[dg.AssetsDefinition]) -> dict[dg.AssetKey, frozenset[dg.AssetKey]]:
+    """Each contact stage's inputs, in flow order (mapped, filtered, lists)."""
+    return {asset.key: frozenset(asset.asset_deps[asset.key]) for asset in contact_assets}
+
+
 def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path | None = None,
                demo_dir: str | Path | None = None) -> dg.Definitions:
     config_file = Path(config_file) if config_file else config_path()
@@ -68,6 +73,8 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
     by_name = {job.name: job for job in jobs}
     source_jobs = {kind: by_name[name] for kind, name in ((ENTRA, ENTRA_SOURCES_JOB), (WORKDAY, WORKDAY_SOURCES_JOB))
                    if name in by_name}
+    source_assets = {name: frozenset(key for asset in sources[kind] for key in asset.keys)
+                     for kind, name in ((ENTRA, ENTRA_SOURCES_JOB), (WORKDAY, WORKDAY_SOURCES_JOB)) if sources[kind]}
     database = Path(warehouse_file) if warehouse_file else warehouse_path()
     database.parent.mkdir(parents=True, exist_ok=True)
     return dg.Definitions(
@@ -75,8 +82,8 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
         asset_checks=[file_check],
         jobs=[*jobs, file_job],
         schedules=build_schedules(integrations, source_jobs),
-        sensors=[build_follow_sensor(list(source_jobs.values()), by_name[SYNC_JOB]), build_reclaim_sensor(),
-                 file_watch],
+        sensors=[*build_follow_sensors(source_assets, by_name[SYNC_JOB], contact_parents(contact_assets)),
+                 build_reclaim_sensor(), file_watch],
         # The UI's Materialize and backfills run the implicit asset jobs: they hold their run's lock too.
         executor=run_locked_executor,
         resources={

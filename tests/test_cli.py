@@ -153,7 +153,7 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
                       "directory_not_emptied", "contact_removals_within_limit", "membership_removals_within_limit",
                       "no_orphaned_integrations", "certificate_not_expiring", "directory_values_fit",
                       "workers_identified", "workday_report_not_emptied", "report_columns_decided",
-                      "rule_columns_in_report"}
+                      "rule_columns_in_report", "integrations_valid"}
 
 
 def test_invalid_config_fails_with_one_line(tmp_path, demo_env):

@@ -11,9 +11,9 @@ import yaml
 from entra_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, load_integrations
 from entra_pipeline.definitions import ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_defs
 from entra_pipeline.defs.integrations_file import CHECK, CHECK_JOB, INTEGRATIONS_FILE, WATCH_SENSOR
-from entra_pipeline.defs.jobs import SYNC_RUN_TAG
 from entra_pipeline.defs.resources import IntegrationsResource
-from entra_pipeline.defs.schedules import FOLLOW_SENSOR
+from entra_pipeline.defs.jobs import SYNC_RUN_TAG, stage_parents
+from entra_pipeline.defs.schedules import FOLLOW_FAILED_SENSOR, FOLLOW_SENSOR, follow_request
 
 GRAPH_ASSETS = ("raw_graph_users", "raw_graph_groups")
 
@@ -110,28 +110,52 @@ def test_a_schedule_per_integration_launches_its_source_job(defs):
         assert request.partition_key == key
 
 
-def test_the_sensor_follows_a_source_run_with_the_contacts_job(defs):
-    sensor = next(s for s in defs.sensors if s.name == FOLLOW_SENSOR)
-    assert sensor.job_name == SYNC_JOB
-    instance = dg.DagsterInstance.ephemeral()
+def test_the_sensors_follow_finished_source_runs_with_the_contacts_job(defs):
+    sensors = {s.name: s for s in defs.sensors if s.name in (FOLLOW_SENSOR, FOLLOW_FAILED_SENSOR)}
+    assert {name: s.job_name for name, s in sensors.items()} == {FOLLOW_SENSOR: SYNC_JOB, FOLLOW_FAILED_SENSOR: SYNC_JOB}
+    # A run that wrote nothing (no step succeeded, as in this empty instance) is not followed.
+    run = dg.DagsterRun(job_name=WORKDAY_SOURCES_JOB, run_id="source-run", tags={"dagster/partition": "demo_workday"})
+    event = dg.DagsterEvent(event_type_value="PIPELINE_FAILURE", job_name=WORKDAY_SOURCES_JOB)
+    skipped = sensors[FOLLOW_FAILED_SENSOR](dg.build_run_status_sensor_context(
+        sensor_name=FOLLOW_FAILED_SENSOR, dagster_event=event, dagster_instance=dg.DagsterInstance.ephemeral(),
+        dagster_run=run))
+    assert isinstance(skipped, dg.SkipReason) and "wrote nothing" in skipped.skip_message
 
-    def follow(tags: dict):
-        run = dg.DagsterRun(job_name=WORKDAY_SOURCES_JOB, run_id="source-run", tags=tags)
-        event = dg.DagsterEvent(event_type_value="PIPELINE_SUCCESS", job_name=WORKDAY_SOURCES_JOB)
-        return sensor(dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event,
-                                                         dagster_instance=instance, dagster_run=run))
 
-    request = follow({"dagster/partition": "demo_workday"})
-    assert (request.partition_key, request.run_key, request.tags[SYNC_RUN_TAG]) == (
-        "demo_workday", "source-run", "source-run")
-    assert request.run_config == {}
-    # An operator's approval of removals goes with it, to the writers.
-    approved = follow({"dagster/partition": "demo_workday", "allow_removals": "true"})
-    assert approved.run_config == {"ops": {step: {"config": {"allow_removals": True}}
-                                           for step in ("filtered_contacts", "distribution_lists")}}
-    # A run whose launcher runs the contacts job itself (the CLI) is left alone.
-    assert isinstance(follow({"dagster/partition": "demo_workday", "entra_pipeline/then": "in_process"}),
-                      dg.SkipReason)
+def test_what_follows_a_source_run(defs):
+    sources = {name: frozenset(defs.resolve_job_def(name).asset_layer.executable_asset_keys)
+               for name in (ENTRA_SOURCES_JOB, WORKDAY_SOURCES_JOB)}
+    parents = stage_parents(defs, defs.resolve_job_def(SYNC_JOB))
+    users, groups, workers = (dg.AssetKey(n) for n in ("raw_graph_users", "raw_graph_groups", "raw_workday_workers"))
+
+    def follow(job: str, done: set, tags: dict | None = None, selection=None):
+        run = dg.DagsterRun(job_name=job, run_id="source-run", asset_selection=selection,
+                            tags={"dagster/partition": "demo" if job != WORKDAY_SOURCES_JOB else "demo_workday",
+                                  **(tags or {})})
+        request = follow_request(run, done, sources, parents)
+        return request if isinstance(request, dg.SkipReason) else (
+            [k.path[-1] for k in request.asset_selection], request)
+
+    everything = ["mapped_contacts", "filtered_contacts", "distribution_lists"]
+    stages, request = follow(WORKDAY_SOURCES_JOB, {workers})
+    assert stages == everything
+    assert (request.partition_key, request.run_key, request.tags[SYNC_RUN_TAG], request.run_config) == (
+        "demo_workday", "source-run", "source-run", {})
+    # The groups' read failed: the contacts still sync, the lists wait. The users' read failed: nothing.
+    assert follow(ENTRA_SOURCES_JOB, {users})[0] == ["mapped_contacts", "filtered_contacts"]
+    assert "wrote nothing" in follow(ENTRA_SOURCES_JOB, {groups}).skip_message
+    # An operator's approval of removals goes with it, to the writers that run.
+    stages, approved = follow(ENTRA_SOURCES_JOB, {users}, {"allow_removals": "true"})
+    assert approved.run_config == {"ops": {"filtered_contacts": {"config": {"allow_removals": True}}}}
+    # Materialize of source assets from the asset graph is followed; a backfill's runs and runs with
+    # contact assets in them are not (they run what was selected).
+    assert follow("__ASSET_JOB", {users}, selection={users})[0] == everything
+    for tags, selection in (({"dagster/backfill": "b1"}, {users}), ({}, {users, dg.AssetKey("mapped_contacts")})):
+        assert isinstance(follow("__ASSET_JOB", {users}, tags, selection), dg.SkipReason)
+    # A run whose launcher runs the contacts job itself (the CLI), or that a preview follows, is left alone.
+    for then in ("in_process", "preview"):
+        skipped = follow(ENTRA_SOURCES_JOB, {users, groups}, {"entra_pipeline/then": then})
+        assert skipped.skip_message == f"run source-run is not followed: tag entra_pipeline/then={then}"
 
 
 def test_the_shipped_configuration_loads(tmp_path):

@@ -75,22 +75,34 @@ def config_for(job: dg.JobDefinition, run_config: dict) -> dict:
     return {**{k: v for k, v in run_config.items() if k != "ops"}, **({"ops": ops} if ops else {})}
 
 
-def runnable_after(defs: dg.Definitions, job: dg.JobDefinition, source: dg.ExecuteInProcessResult) -> list[dg.AssetKey]:
-    """The stages of ``job`` none of whose inputs failed in ``source``: with the groups' read failed
-    the contacts still sync, and the lists wait."""
-    graph = defs.resolve_asset_graph()
-    # The source assets do not depend on each other: a failed one is a failed step.
-    failed = {dg.AssetKey(e.step_key) for e in source.get_step_failure_events()}
-    runnable = []
-    for stage in names.CONTACT_STAGES + (names.SYNC_PREVIEW,):
-        key = dg.AssetKey(stage)
-        if key not in job.asset_layer.executable_asset_keys:
-            continue
-        if graph.get(key).parent_keys & failed:
+def runnable(parents: dict[dg.AssetKey, frozenset[dg.AssetKey]], failed: set[dg.AssetKey]) -> list[dg.AssetKey]:
+    """The stages of ``parents`` (stage -> its inputs, in flow order) none of whose inputs failed,
+    directly or through a stage that cannot run: with the groups' read failed the contacts still
+    sync, and the lists wait."""
+    failed = set(failed)
+    ready = []
+    for key, inputs in parents.items():
+        if inputs & failed:
             failed.add(key)
         else:
-            runnable.append(key)
-    return runnable
+            ready.append(key)
+    return ready
+
+
+def stage_parents(defs: dg.Definitions, job: dg.JobDefinition) -> dict[dg.AssetKey, frozenset[dg.AssetKey]]:
+    """The stages of ``job`` with their inputs, in flow order."""
+    graph = defs.resolve_asset_graph()
+    keys = [dg.AssetKey(stage) for stage in names.CONTACT_STAGES + (names.SYNC_PREVIEW,)]
+    return {key: frozenset(graph.get(key).parent_keys) for key in keys if key in job.asset_layer.executable_asset_keys}
+
+
+def runnable_after(defs: dg.Definitions, job: dg.JobDefinition, source: dg.ExecuteInProcessResult | None,
+                   expected: set[dg.AssetKey]) -> list[dg.AssetKey]:
+    """The stages of ``job`` that can run after the source run (None: none was needed): the source
+    assets it was to write (``expected``) and did not are failed inputs."""
+    done = set() if source is None else {
+        dg.AssetKey(e.step_key) for e in source.all_events if e.event_type_value == "STEP_SUCCESS"}
+    return runnable(stage_parents(defs, job), expected - done if source is not None else set())
 
 
 @dataclass
@@ -106,7 +118,7 @@ class SyncResult:
 
     @property
     def run_id(self) -> str:
-        return self.results[0].run_id
+        return self.results[0].run_id if self.results else ""
 
     @property
     def run_ids(self) -> list[str]:
@@ -138,22 +150,29 @@ def run_sync(defs: dg.Definitions, key: str, instance: dg.DagsterInstance, *, pr
     tags = {**(tags or {}), FOLLOW_TAG: IN_PROCESS}
     only = None if stages is None else {dg.AssetKey(stage) for stage in stages}
     source = source_job_of(defs, key)
-    result = SyncResult([execute(source, partition_key=key, instance=instance, raise_on_error=False, tags=tags,
-                                 run_config=config_for(source, run_config),
-                                 asset_selection=None if only is None else [
-                                     k for k in source.asset_layer.executable_asset_keys if k in only])])
+    expected = {k for k in source.asset_layer.executable_asset_keys if only is None or k in only}
+    result = SyncResult()
+    source_result = None
+    if expected:  # an empty asset_selection would mean the whole job to Dagster
+        source_result = execute(source, partition_key=key, instance=instance, raise_on_error=False, tags=tags,
+                                run_config=config_for(source, run_config),
+                                asset_selection=None if only is None else sorted(expected, key=str))
+        result.results.append(source_result)
     follow = defs.resolve_job_def(PREVIEW_JOB if preview else SYNC_JOB)
-    selection = [k for k in runnable_after(defs, follow, result.results[0]) if only is None or k in only]
+    selection = [k for k in runnable_after(defs, follow, source_result, expected) if only is None or k in only]
     if selection:
+        follow_tags = {**tags, SYNC_RUN_TAG: result.run_id} if source_result is not None else tags
         result.results.append(execute(follow, partition_key=key, instance=instance, raise_on_error=False,
-                                      asset_selection=selection, tags={**tags, SYNC_RUN_TAG: result.run_id},
+                                      asset_selection=selection, tags=follow_tags,
                                       run_config=config_for(follow, run_config)))
     return result
 
 
-def contacts_run_config(allow_removals: bool) -> dict:
-    """The contacts job's run config approving this run's removals (the deletion guard), or none."""
-    if not allow_removals:
+def contacts_run_config(allow_removals: bool, selection: list[dg.AssetKey] | None = None) -> dict:
+    """The contacts job's run config approving this run's removals (the deletion guard), or none;
+    for the stages of ``selection`` only, when given."""
+    writers = [stage for stage in (names.FILTERED_CONTACTS, names.DISTRIBUTION_LISTS)
+               if selection is None or dg.AssetKey(stage) in selection]
+    if not allow_removals or not writers:
         return {}
-    return {"ops": {stage: {"config": {"allow_removals": True}}
-                    for stage in (names.FILTERED_CONTACTS, names.DISTRIBUTION_LISTS)}}
+    return {"ops": {stage: {"config": {"allow_removals": True}} for stage in writers}}

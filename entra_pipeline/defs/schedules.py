@@ -1,6 +1,6 @@
-"""One schedule per integration, from its cron, launching its source job; the sensor that runs the
-contacts job after each successful source run; and the sensor that frees the warehouse pool of
-runs whose process died."""
+"""One schedule per integration, from its cron, launching its source job; the sensors that run the
+contacts job after each source run; and the sensor that frees the warehouse pool of runs whose
+process died."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from __future__ import annotations
 import dagster as dg
 
 from entra_pipeline.config import Integration
-from entra_pipeline.defs.jobs import FOLLOW_TAG, SYNC_RUN_TAG, contacts_run_config
+from entra_pipeline.defs.jobs import FOLLOW_TAG, SYNC_RUN_TAG, contacts_run_config, runnable
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
 from entra_pipeline.pool import reclaim_dead_runs
 
 RECLAIM_SENSOR = "warehouse_pool_reclaim"
 FOLLOW_SENSOR = "follow_source_runs"
+FOLLOW_FAILED_SENSOR = "follow_failed_source_runs"
+# Runs of a backfill: the backfill runs the assets it was asked for, the contacts too when selected.
+BACKFILL_TAG = "dagster/backfill"
 
 
 def schedule_name(integration: Integration) -> str:
@@ -43,25 +46,55 @@ def build_schedules(integrations: list[Integration],
     return [_schedule(integration, source_jobs[integration.kind]) for integration in integrations]
 
 
-def build_follow_sensor(source_jobs: list, contacts_job: "dg.UnresolvedAssetJobDefinition") -> dg.SensorDefinition:
-    """After each successful source run (scheduled, or launched from the UI), the contacts job for
-    the same integration, once per source run; an approval of removals (tag allow_removals) goes
-    with it. Runs whose launcher runs the contacts job itself (the CLI) are left alone."""
+def follow_request(run: dg.DagsterRun, done: set[dg.AssetKey], source_assets: dict[str, frozenset[dg.AssetKey]],
+                   parents: dict[dg.AssetKey, frozenset[dg.AssetKey]]) -> dg.RunRequest | dg.SkipReason:
+    """The contacts run that follows the finished source run ``run`` (``done``: the assets it
+    wrote), for the stages whose inputs it wrote; a SkipReason when none or not a source run."""
+    key = run.tags.get("dagster/partition")
+    expected = source_assets.get(run.job_name)
+    if expected is None and run.asset_selection and not run.tags.get(BACKFILL_TAG):
+        # Materialize of source assets from the asset graph (Dagster's implicit asset job).
+        every_source = frozenset().union(*source_assets.values())
+        expected = run.asset_selection if run.asset_selection <= every_source else None
+    if expected is None or not key:
+        return dg.SkipReason(f"run {run.run_id} is not a source run of one integration")
+    if run.tags.get(FOLLOW_TAG):
+        return dg.SkipReason(f"run {run.run_id} is not followed: tag {FOLLOW_TAG}={run.tags[FOLLOW_TAG]}")
+    selection = runnable(parents, set(run.asset_selection or expected) - done)
+    if not selection:
+        return dg.SkipReason(f"run {run.run_id} wrote nothing the contacts of {key!r} could be made from")
+    approved = run.tags.get("allow_removals") == "true"
+    tags = {SYNC_RUN_TAG: run.run_id, "integration": key, **({"allow_removals": "true"} if approved else {})}
+    return dg.RunRequest(run_key=run.run_id, partition_key=key, tags=tags, asset_selection=selection,
+                         run_config=contacts_run_config(approved, selection))
 
-    @dg.run_status_sensor(name=FOLLOW_SENSOR, run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=source_jobs,
-                          request_job=contacts_job, default_status=dg.DefaultSensorStatus.RUNNING,
-                          description="Runs the contacts job of an integration after its source job succeeded.")
-    def _follow(context: dg.RunStatusSensorContext):
-        run = context.dagster_run
-        key = run.tags.get("dagster/partition")
-        if run.tags.get(FOLLOW_TAG) or not key:
-            return dg.SkipReason(f"run {run.run_id} is followed by its launcher")
-        tags = {SYNC_RUN_TAG: run.run_id, "integration": key}
-        tags.update({name: "true" for name in ("allow_removals",) if run.tags.get(name) == "true"})
-        return dg.RunRequest(run_key=run.run_id, partition_key=key, tags=tags,
-                             run_config=contacts_run_config(run.tags.get("allow_removals") == "true"))
 
-    return _follow
+def build_follow_sensors(source_assets: dict[str, frozenset[dg.AssetKey]], contacts_job,
+                         parents: dict[dg.AssetKey, frozenset[dg.AssetKey]]) -> list[dg.SensorDefinition]:
+    """After each source run (a source job, scheduled or launched from the UI, or a Materialize of
+    source assets), the contacts job for the same integration, once per source run, for the stages
+    whose inputs it wrote: a failed groups read still updates the contacts, and the lists wait. An
+    approval of removals (tag allow_removals) goes with it. Runs whose launcher runs the contacts
+    job itself (the CLI) or that a preview follows are left alone. ``source_assets``: each source
+    job's assets; ``parents``: each contact stage's inputs, in flow order."""
+    if not source_assets:
+        return []  # no sensor watching every job of the location for nothing
+
+    def sensor(name: str, status: dg.DagsterRunStatus, what: str) -> dg.SensorDefinition:
+        # No monitored_jobs: every job of this code location, so Materialize runs are seen too.
+        @dg.run_status_sensor(name=name, run_status=status, request_job=contacts_job,
+                              default_status=dg.DefaultSensorStatus.RUNNING,
+                              description=f"Runs the contacts job of an integration after its source run {what}.")
+        def _sensor(context: dg.RunStatusSensorContext):
+            run = context.dagster_run
+            steps = context.instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+            return follow_request(run, {dg.AssetKey(event.step_key) for event in steps}, source_assets, parents)
+
+        return _sensor
+
+    return [sensor(FOLLOW_SENSOR, dg.DagsterRunStatus.SUCCESS, "succeeded"),
+            sensor(FOLLOW_FAILED_SENSOR, dg.DagsterRunStatus.FAILURE,
+                   "failed in part (the stages whose inputs were written)")]
 
 
 def build_reclaim_sensor() -> dg.SensorDefinition:
