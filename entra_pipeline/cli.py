@@ -1,9 +1,10 @@
 """Command line: ``python -m entra_pipeline sync | preview | query | login | delete-integration |
 check-config | reclaim | demo-tenant stop``.
 
-``sync`` runs the same Dagster job as the schedules, one run per integration, recorded in the
-Dagster instance at $DAGSTER_HOME (the one ``make ui`` shows), then prints a summary. ``preview``
-runs the preview job: what a sync would change, without changing contacts or lists. ``login``
+``sync`` runs, per integration, the same two Dagster jobs as a schedule and its sensor (the source
+job, then the contacts job), in this process, recorded in the Dagster instance at $DAGSTER_HOME (the
+one ``make ui`` shows), then prints a summary. ``preview`` runs the source job, then the preview
+job: what a sync would change, without changing contacts or lists. ``login``
 signs a delegated integration's service account in once (device code); scheduled runs then renew
 its tokens silently.
 """
@@ -73,8 +74,8 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
     from entra_pipeline.sync import names
     from entra_pipeline.warehouse.connection import warehouse_path
 
+    all_keys = load_integrations().keys  # strict: a broken integration stops the CLI with its line
     defs = build_defs()
-    all_keys = load_integrations().keys
     unknown = [k for k in keys if k not in all_keys]
     if unknown:
         print(f"unknown integration(s): {', '.join(unknown)} (configured: {', '.join(all_keys)})", file=sys.stderr)

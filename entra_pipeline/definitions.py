@@ -101,4 +101,9 @@ def load_defs() -> dg.Definitions:
     return build_defs()
 
 
-defs = build_defs()
+def __getattr__(name: str):
+    # `defs` (what the top-level definitions.py and workspace.yaml load) is built when asked for, not
+    # on import: the CLI imports this module without loading the code location.
+    if name == "defs":
+        return build_defs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
