@@ -143,3 +143,26 @@ def test_a_clash_between_integrations_breaks_them_and_keeps_a_broken_ones_own_li
     assert loaded.integrations == []
     assert [(b.key, b.line) for b in loaded.broken] == [("main", clash), ("sales", strict_error(TEXT)),
                                                         ("ops", clash)]
+
+
+def test_a_run_of_an_integration_the_file_no_longer_shows_gets_the_files_own_line():
+    # The code location loaded 'main'; since then the file broke. The run says why, not "no such key".
+    for text in (TEXT + "  - key: [unclosed\n", TEXT.replace("key: main", "key: 5")):
+        loaded = parse_for_dagster(text, "cfg.yaml")
+        with pytest.raises(ConfigError) as info:
+            loaded.get("main")
+        assert str(info.value) in strict_error(text).splitlines() or str(info.value) == strict_error(text)
+        assert "no integration with key" not in str(info.value)
+    assert parse_for_dagster(TEXT.replace("key: main", "key: 5"), "cfg.yaml").unreadable == 1
+
+
+def test_orphans_are_not_called_orphans_while_some_key_cannot_be_read():
+    from entra_pipeline.sync.checks import orphans_result
+
+    sure = orphans_result({"old": 12})
+    assert not sure.passed and "delete-integration" in sure.description
+    unsure = orphans_result({"old": 12}, unreadable=1)
+    assert not unsure.passed and "delete-integration" not in unsure.description
+    assert unsure.description == ("the warehouse holds integrations the file does not name: 'old' (12 contacts); "
+                                  "1 integrations of the file have no readable key and may be these: fix the file first")
+    assert orphans_result({}, unreadable=1).passed

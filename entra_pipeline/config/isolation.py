@@ -47,6 +47,11 @@ class LoadedIntegrations:
         return [i.key for i in self.integrations]
 
     @property
+    def unreadable(self) -> int:
+        """Integrations whose key cannot be read (the whole file, when it cannot be read at all)."""
+        return sum(1 for b in self.broken if b.key == WHOLE_FILE or b.key.startswith("integrations["))
+
+    @property
     def named_keys(self) -> frozenset[str]:
         """Every key the file names, its broken integrations' included: their warehouse rows are not orphans."""
         return frozenset(self.keys) | {b.key for b in self.broken if b.key != WHOLE_FILE
@@ -59,6 +64,9 @@ class LoadedIntegrations:
                 return integration
         for broken in self.broken:
             if broken.key == key:
+                raise ConfigError(broken.line)
+        for broken in self.broken:  # the file cannot be read, or some key cannot: say that, not "no such key"
+            if broken.key == WHOLE_FILE or broken.key.startswith("integrations["):
                 raise ConfigError(broken.line)
         raise ConfigError(f"no integration with key {shown(key)} in the integrations file")
 

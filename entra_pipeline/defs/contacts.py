@@ -32,7 +32,7 @@ def build_assets(partitions: dg.PartitionsDefinition, raw: list[dg.AssetDep]) ->
         configured = integrations.load()
         run = stage_run(context, configured.get(context.partition_key), warehouse)
         yield from execute(lambda: run_stage(run, mapped_contacts.compute, SyncOptions(),
-                                             configured.named_keys))
+                                             configured.named_keys, configured.unreadable))
 
     @dg.asset(
         name=names.FILTERED_CONTACTS, **common, deps=[dg.AssetDep(mapped_contacts_asset)],

@@ -243,9 +243,15 @@ def delta_complete_result(name: str, what: str, round_: DeltaRound) -> CheckOutc
                                f"{round_.pages:,} pages, ending with a deltaLink", meta)
 
 
-def orphans_result(orphans: dict[str, int]) -> CheckOutcome:
-    """Integrations with rows in the warehouse that the integrations file no longer has."""
+def orphans_result(orphans: dict[str, int], unreadable: int = 0) -> CheckOutcome:
+    """Integrations with rows in the warehouse that the integrations file no longer has. With
+    integrations in the file whose key cannot be read, nobody can tell: no deletion is suggested."""
     listing = ", ".join(f"{key!r} ({n:,} contacts)" for key, n in sorted(orphans.items()))
+    if orphans and unreadable:
+        return _result(NO_ORPHANED_DATA, False,
+                       f"the warehouse holds integrations the file does not name: {listing}; {unreadable:,} "
+                       "integrations of the file have no readable key and may be these: fix the file first",
+                       {"orphaned": Json(orphans), "unreadable_keys": unreadable}, Severity.WARN)
     return _result(NO_ORPHANED_DATA, not orphans,
                    f"the warehouse holds integrations that are not configured: {listing}; delete them with "
                    "python -m entra_pipeline delete-integration KEY --confirm KEY, or configure them again"

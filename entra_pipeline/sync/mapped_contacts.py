@@ -19,9 +19,10 @@ PREVIEW_COLUMNS = ["contact_id", "display_name", "department", "country"]
 
 
 def compute(con, integration: Integration, run_id: str, options: SyncOptions,
-            configured: frozenset[str] | None = None) -> Prepared:
+            configured: frozenset[str] | None = None, unreadable: int = 0) -> Prepared:
     """The mapping, its checks and its write. ``configured``: every configured integration key,
-    for the orphaned-integrations check (None: not evaluated, as in a preview)."""
+    for the orphaned-integrations check (None: not evaluated, as in a preview); ``unreadable``:
+    integrations of the file whose key cannot be read (any of them may be the one not named)."""
     # The mapping runs in DuckDB into a temporary table of this connection; the checks read it, and
     # only then (if nothing blocks) is it written.
     plan = mapping.plan_for(integration.mapping)
@@ -44,7 +45,7 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions,
     if configured is not None:
         # About the warehouse, not this integration's source: evaluated with every integration's sync.
         checks.append(c.orphans_result({k: n for k, n in admin.integrations_in_warehouse(con).items()
-                                        if k not in configured}))
+                                        if k not in configured}, unreadable))
 
     def write(con) -> dict:
         rows = contact_tables.write_mapped_contacts(con, integration.key, run_id, plan, custom, candidates)
