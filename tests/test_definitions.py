@@ -194,9 +194,13 @@ def test_a_broken_integration_is_left_out_and_named_while_the_others_keep_their_
     # A run of the broken integration fails with the same line; the others load.
     resource = IntegrationsResource(config_path=str(path))
     assert resource.get("demo").key == "demo"
-    with pytest.raises(ConfigError) as run_error:
+    with pytest.raises(dg.Failure) as run_error:  # not retried: a retry cannot fix the file
         resource.get("demo2")
-    assert str(run_error.value) == line
+    assert (run_error.value.description, run_error.value.allow_retries) == (line, False)
+    with pytest.raises(dg.Failure) as moved:  # the code location was loaded when demo read Entra ID
+        resource.get("demo", "workday")
+    assert moved.value.description == ("integration 'demo' now reads entra, not workday: reload the code location "
+                                       "(its partitions were made from the file as it was)")
 
 
 def test_an_unreadable_file_leaves_every_integration_out_and_says_why(tmp_path):
@@ -214,8 +218,19 @@ def test_a_valid_file_passes_its_check_and_the_sensor_watches_its_content(defs, 
     evaluation = file_check(defs)
     assert evaluation.passed and evaluation.description == "3 integrations, all valid"
     sensor = next(s for s in defs.sensors if s.name == WATCH_SENSOR)
-    first = sensor(dg.build_sensor_context())
-    again = sensor(dg.build_sensor_context())
-    (tmp_path / "integrations.yaml").write_text("integrations: []\n", encoding="utf-8")
-    changed = sensor(dg.build_sensor_context())
-    assert first.run_key == again.run_key != changed.run_key
+    path = tmp_path / "integrations.yaml"
+    original = path.read_text(encoding="utf-8")
+
+    def evaluate(cursor):
+        context = dg.build_sensor_context(cursor=cursor)
+        result = sensor(context)
+        return isinstance(result, dg.RunRequest), context.cursor
+
+    checked, cursor = evaluate(None)
+    assert checked
+    assert evaluate(cursor) == (False, cursor)  # unchanged: not checked again
+    path.write_text("integrations: []\n", encoding="utf-8")
+    checked, edited = evaluate(cursor)
+    assert checked and edited != cursor
+    path.write_text(original, encoding="utf-8")  # back to the first content: checked again
+    assert evaluate(edited) == (True, cursor)

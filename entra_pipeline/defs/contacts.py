@@ -30,7 +30,7 @@ def build_assets(partitions: dg.PartitionsDefinition, raw: list[dg.AssetDep]) ->
     def mapped_contacts_asset(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                               warehouse: WarehouseResource):
         configured = integrations.load()
-        run = stage_run(context, configured.get(context.partition_key), warehouse)
+        run = stage_run(context, integrations.get(context.partition_key, loaded=configured), warehouse)
         yield from execute(lambda: run_stage(run, mapped_contacts.compute, SyncOptions(),
                                              configured.named_keys, configured.unreadable))
 

@@ -7,6 +7,7 @@ from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, Integra
 from entra_pipeline.defs.stage import RawReadConfig, execute, stage_run
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names, raw_graph_groups, raw_graph_users
+from entra_pipeline.transform.fields import ENTRA
 
 GROUP_NAME = "entra_sync"
 
@@ -28,7 +29,7 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
     )
     def raw_graph_users_asset(context: dg.AssetExecutionContext, config: RawReadConfig,
                               integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
-        integration = integrations.get(context.partition_key)
+        integration = integrations.get(context.partition_key, ENTRA)
         run = stage_run(context, integration, warehouse)
         yield from execute(lambda: raw_graph_users.materialize(run, graph.client, config.options()))
 
@@ -43,7 +44,7 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
     )
     def raw_graph_groups_asset(context: dg.AssetExecutionContext, config: RawReadConfig,
                                integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
-        integration = integrations.get(context.partition_key)
+        integration = integrations.get(context.partition_key, ENTRA)
         run = stage_run(context, integration, warehouse)
         yield from execute(lambda: raw_graph_groups.materialize(run, graph.client, config.options()))
 

@@ -66,7 +66,13 @@ def build(config_file: Path, served: list[str]) -> tuple[dg.AssetSpec, dg.AssetC
 
     @dg.sensor(name=WATCH_SENSOR, job=job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
                description="Checks the integrations file each time its content changes.")
-    def watch(context: dg.SensorEvaluationContext) -> dg.RunRequest:
-        return dg.RunRequest(run_key=_fingerprint(config_file))
+    def watch(context: dg.SensorEvaluationContext):
+        # The file's content and what this code location serves: a change of either (an edit, a
+        # reload), or a return to an earlier content, is checked again.
+        seen = f"{_fingerprint(config_file)}:{','.join(served)}"
+        if context.cursor == seen:
+            return dg.SkipReason("the integrations file has not changed since it was last checked")
+        context.update_cursor(seen)
+        return dg.RunRequest()
 
     return spec, integrations_valid, job, watch

@@ -30,8 +30,18 @@ class IntegrationsResource(dg.ConfigurableResource):
     def load(self) -> LoadedIntegrations:
         return load_for_dagster(self.config_path)
 
-    def get(self, key: str) -> Integration:
-        return self.load().get(key)
+    def get(self, key: str, kind: str | None = None, loaded: LoadedIntegrations | None = None) -> Integration:
+        """The integration ``key`` as the file has it now. A Failure that is not retried (a retry
+        cannot fix a file) when the file no longer has it valid, or when it now reads another source
+        type (``kind``) than the code location's partitions were made for."""
+        try:
+            integration = (loaded or self.load()).get(key)
+        except ConfigError as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
+        if kind is not None and integration.kind != kind:
+            raise dg.Failure(f"integration {key!r} now reads {integration.kind}, not {kind}: reload the code "
+                             "location (its partitions were made from the file as it was)", allow_retries=False)
+        return integration
 
 
 class GraphResource(dg.ConfigurableResource):

@@ -47,8 +47,10 @@ def source_retry(runs: RunSettings) -> dg.RetryPolicy | None:
 
 def stage_run(context: dg.AssetExecutionContext, integration: Integration, warehouse: WarehouseResource) -> StageRun:
     """The stage of this asset, for the run's integration; progress goes to the run's log."""
-    # A contacts run that follows a source run records its stages under that run's id: one sync.
-    run_id = context.run.tags.get(SYNC_RUN_TAG, context.run.run_id)
+    # A contacts run that follows a source run records its stages under that run's id: one sync. A
+    # re-execution copies the tag, but it is a sync of its own.
+    tags = context.run.tags
+    run_id = context.run.run_id if "dagster/parent_run_id" in tags else tags.get(SYNC_RUN_TAG, context.run.run_id)
     return StageRun(integration, run_id, context.assets_def.key.path[-1], warehouse.get_connection,
                     info=context.log.info, warn=context.log.warning)
 

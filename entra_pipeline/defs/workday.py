@@ -8,6 +8,7 @@ from entra_pipeline.defs.resources import WAREHOUSE_POOL, IntegrationsResource, 
 from entra_pipeline.defs.stage import execute, stage_run
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names, raw_workday_workers
+from entra_pipeline.transform.fields import WORKDAY
 
 WORKERS_CHECKS = (c.WORKERS_NOT_EMPTIED, c.WORKERS_IDENTIFIED, c.REPORT_COLUMNS_DECIDED, c.RULE_COLUMNS_IN_REPORT)
 
@@ -25,7 +26,7 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
     )
     def raw_workday_workers_asset(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                                   workday: WorkdayResource, warehouse: WarehouseResource):
-        integration = integrations.get(context.partition_key)
+        integration = integrations.get(context.partition_key, WORKDAY)
         run = stage_run(context, integration, warehouse)
         yield from execute(lambda: raw_workday_workers.materialize(run, workday.client))
 
