@@ -14,12 +14,14 @@ import time
 
 import pytest
 
-from conftest import (expected_contacts, failure_messages, integration, recorded_text, self_signed_certificate,
-                      write_private)
 from entra_pipeline import cli
 from entra_pipeline.config import CONFIG_PATH_ENV
 from entra_pipeline.sync import checks as c
 
+from tests.support.certificates import self_signed_certificate, write_private
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration
+from tests.support.runs import failure_messages, recorded_text
 
 
 def _contacts(sync, key: str) -> dict[str, str]:

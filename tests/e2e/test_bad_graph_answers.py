@@ -9,8 +9,10 @@ import json
 
 import pytest
 
-from conftest import failure_messages, integration
 from entra_pipeline.emulator.faults import FaultProfile
+
+from tests.support.integrations import integration
+from tests.support.runs import failure_messages
 
 USERS, GROUPS = "/v1.0/users/delta", "/v1.0/groups/delta"
 HTML = "<html><head><title>Proxy sign-in</title></head><body>Please sign in to continue</body></html>"

@@ -18,7 +18,7 @@ from entra_pipeline.definitions import ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB,
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.workday_workers import generate_workers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

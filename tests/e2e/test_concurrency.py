@@ -9,8 +9,11 @@ import sys
 import threading
 import time
 
-from conftest import SECRET, SECRET_ENV, expected_contacts, integration, write_config
 from entra_pipeline.warehouse.connection import connect
+
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration, write_config
+from tests.support.tenant import SECRET, SECRET_ENV
 
 KEYS = ["alpha", "beta", "gamma", "delta"]
 RUN = """

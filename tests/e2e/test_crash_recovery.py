@@ -19,12 +19,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from conftest import SECRET, SECRET_ENV, Sync, integration, write_config
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
 from entra_pipeline.emulator.faults import FaultProfile
 from entra_pipeline.reliability import snapshot
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.integrations import integration, write_config
+from tests.support.runs import Sync
+from tests.support.tenant import SECRET, SECRET_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["alpha", "beta", "gamma", "delta"]
 
 

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import duckdb
 
-from conftest import SECRET, SECRET_ENV, Sync, expected_contacts, failure_messages, integration, write_config
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration, write_config
+from tests.support.runs import Sync, failure_messages
+from tests.support.tenant import SECRET, SECRET_ENV
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows_of(warehouse: Path, key: str) -> dict[str, list[str]]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import copy
 
-from conftest import ALLOW_REMOVALS, expected_contacts, failure_messages, integration
 from entra_pipeline.sync import checks as c
-from test_robustness import check_evaluations
-from test_sync import materialized
+
+from tests.support.expected import expected_contacts
+from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
+from tests.support.runs import check_evaluations, failure_messages, materialized
 
 KEY = "acme"
 # What the guard protects. raw_graph_* and mapped_contacts are the latest read and mapping: they
@@ -100,7 +101,6 @@ def test_deselecting_lists_is_a_membership_removal(make_sync, emulator, director
     kept = directory.special["nested_parent"]
     current = len(before["distribution_list_members"])
     staying = len(sync.query("SELECT 1 FROM distribution_list_members WHERE list_id = ?", [kept]))
-    from conftest import write_config
 
     write_config(sync.config, integration(KEY, emulator, distribution_lists={"select": "ids", "ids": [kept]}))
     result = sync.run(KEY)

@@ -10,11 +10,14 @@ import dagster as dg
 import duckdb
 import pytest
 
-from conftest import (ALLOW_REMOVALS, CLIENT_ID, SECRET, TENANT_ID, Sync, expected_contacts, expected_members,
-                      failure_messages, integration, offered_group_ids, write_config)
 from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
+
+from tests.support.expected import expected_contacts, expected_members, offered_group_ids
+from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
+from tests.support.runs import Sync, failure_messages
+from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID
 
 USER = "#microsoft.graph.user"
 GROUP = "#microsoft.graph.group"
@@ -548,7 +551,7 @@ def test_incremental_stages_equal_a_fresh_sync_through_duplicates_and_rule_chang
     result = synced(sync)
     assert metadata(result, "mapped_contacts")["mode"] == "incremental"
     assert metadata(result, "filtered_contacts")["mode"] == "incremental"
-    # (conftest's expected_contacts knows no duplicates or invalid ids: compare with a fresh sync.)
+    # (tests.support.expected's expected_contacts knows no duplicates or invalid ids: compare with a fresh sync.)
     assert_same_as_fresh_sync(sync, tenant, tmp_path, "fresh1")
     codes = dict(sync.query("SELECT record, code FROM import_errors WHERE stage = 'mapped_contacts' "
                             "AND record IN (?, ?, ?, ?)", [a["id"], b["id"], c_["id"], d["id"]]))

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SECRET, SECRET_ENV, expected_contacts, failure_messages, integration
 from entra_pipeline.sync import checks as c
-from test_sync import check_outcomes, materialized, step_metadata
+
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration, write_config
+from tests.support.runs import Sync, check_outcomes, failure_messages, materialized, step_metadata
+from tests.support.tenant import SECRET, SECRET_ENV
 
 
 @pytest.fixture
@@ -106,7 +109,6 @@ def test_lost_page_blocks_the_sync_and_writes_nothing(make_sync, emulator, read,
 def test_unique_id_mapped_to_an_empty_field_blocks_before_contacts_change(first_sync, emulator):
     before = first_sync.snapshot()
     broken = integration("acme", emulator, mapping={"fields": {"extensionAttribute10": "email"}})
-    from conftest import write_config
 
     write_config(first_sync.config, broken)
     result = first_sync.run("acme")
@@ -150,8 +152,6 @@ def test_selected_list_names_missing_or_ambiguous_warn(make_sync, emulator, dire
 
 
 def test_a_read_that_stays_unavailable_is_retried_by_dagster_later(tmp_path, secret_env, emulator, directory):
-    from conftest import Sync, write_config
-
     config = write_config(tmp_path / "integrations.yaml", integration("acme", emulator),
                           runs={"step_retries": 1, "step_retry_delay_seconds": 0})
     sync = Sync(config, tmp_path / "warehouse.duckdb")
@@ -165,8 +165,6 @@ def test_a_read_that_stays_unavailable_is_retried_by_dagster_later(tmp_path, sec
 
 
 def test_a_wrong_secret_is_not_retried_by_dagster(tmp_path, emulator, monkeypatch):
-    from conftest import SECRET_ENV, Sync, write_config
-
     monkeypatch.setenv(SECRET_ENV, "definitely-the-wrong-secret-123")
     config = write_config(tmp_path / "integrations.yaml", integration("acme", emulator),
                           runs={"step_retries": 2, "step_retry_delay_seconds": 0})

@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 
-from conftest import expected_contacts, failure_messages, integration
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration
+from tests.support.runs import failure_messages
 
 KEY = "acme"
 

@@ -17,8 +17,6 @@ import pytest
 import requests
 import trustme
 
-from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN,
-                      expected_contacts, failure_messages, integration)
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.server import Emulator
 from entra_pipeline.sources.graph import pages as graph_pages
@@ -27,7 +25,12 @@ from entra_pipeline.sources.graph.client import GraphClient, GraphError, GraphSe
 from entra_pipeline.net import trust_context
 from entra_pipeline.reliability_hostile import Foreign
 from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
-from test_sync import step_metadata
+
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration
+from tests.support.runs import failure_messages, step_metadata
+from tests.support.tenant import (
+    CLIENT_ID, SECRET, TENANT_ID, WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN)
 
 USERS, GROUPS, BATCH = "/v1.0/users/delta", "/v1.0/groups/delta", "/v1.0/$batch"
 TOKEN_PATH = f"/{TENANT_ID}/oauth2/v2.0/token"

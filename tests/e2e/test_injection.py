@@ -10,8 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from conftest import expected_contacts, failure_messages, integration, write_config
 from entra_pipeline.config import ConfigError
+
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration, write_config
+from tests.support.runs import failure_messages
 
 EVIL = "x'); DROP TABLE contacts; --"
 

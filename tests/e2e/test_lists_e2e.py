@@ -4,10 +4,11 @@ why people are not on a list, lists whose group left the directory, available gr
 from __future__ import annotations
 
 
-
-from conftest import expected_contacts, expected_members, failure_messages, integration, offered_group_ids
 from entra_pipeline.sync import checks as c
-from test_robustness import check_evaluations
+
+from tests.support.expected import expected_contacts, expected_members, offered_group_ids
+from tests.support.integrations import integration
+from tests.support.runs import check_evaluations, failure_messages
 
 KEY = "acme"
 USER = "#microsoft.graph.user"

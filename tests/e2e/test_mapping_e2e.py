@@ -16,11 +16,12 @@ from datetime import date, datetime
 import dagster as dg
 import pytest
 
-from conftest import expected_contacts, expected_mapped, failure_messages, integration, write_config
 from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.people import BAD_DATES, BAD_NUMBERS
-from test_robustness import check_evaluations, excluded_by_rule
-from test_sync import materialized, step_metadata
+
+from tests.support.expected import excluded_by_rule, expected_contacts, expected_mapped
+from tests.support.integrations import integration, write_config
+from tests.support.runs import check_evaluations, failure_messages, materialized, step_metadata
 
 KEY = "acme"
 EXTENSION_ATTRIBUTES = [f"extensionAttribute{i}" for i in range(1, 16)]

@@ -12,8 +12,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from conftest import (CLIENT_ID, SECRET, TENANT_ID, WORKDAY_PASSWORD, WORKDAY_SEED, Sync, expected_contacts,
-                      failure_messages, integration, write_config)
 from entra_pipeline.config import ConfigError
 from entra_pipeline.sync import checks as c
 from entra_pipeline.defs.resources import WarehouseResource
@@ -22,6 +20,11 @@ from entra_pipeline.emulator.server import Emulator
 from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.warehouse import raw_workers
 from entra_pipeline.warehouse.connection import MEMORY_LIMIT_ENV, connect
+
+from tests.support.expected import expected_contacts
+from tests.support.integrations import integration, write_config
+from tests.support.runs import Sync, failure_messages
+from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID, WORKDAY_PASSWORD, WORKDAY_SEED
 
 USERS, GROUPS = "/v1.0/users/delta", "/v1.0/groups/delta"
 REPORT = "/ccx/service/customreport2/"

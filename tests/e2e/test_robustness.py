@@ -16,23 +16,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from conftest import (
-    ALLOW_REMOVALS,
-    SECRET,
-    SECRET_ENV,
-    expected_contacts,
-    expected_mapped,
-    expected_members,
-    failure_messages,
-    integration,
-    offered_group_ids,
-    write_config,
-)
 from entra_pipeline.definitions import ENTRA_SOURCES_JOB, SYNC_JOB, build_defs
 from entra_pipeline.sync import checks as c
-from test_sync import check_outcomes, materialized, step_metadata
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.expected import (
+    excluded_by_rule, expected_contacts, expected_mapped, expected_members, offered_group_ids)
+from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
+from tests.support.runs import check_evaluations, check_outcomes, failure_messages, materialized, step_metadata
+from tests.support.tenant import SECRET, SECRET_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
 USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -45,26 +38,6 @@ def first_sync(make_sync, emulator):
     result = sync.run("acme")
     assert result.success, failure_messages(result)
     return sync
-
-
-def check_evaluations(result) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
-
-
-def excluded_by_rule(directory, *, guests_rule: bool = True) -> dict[str, str]:
-    """user id -> first matching default exclusion rule, for the users with a mail address."""
-    excluded = {}
-    for user in directory.users:
-        if not user["mail"]:
-            continue
-        ext1 = user["onPremisesExtensionAttributes"]["extensionAttribute1"]
-        if user["accountEnabled"] is False:
-            excluded[user["id"]] = "Disabled account"
-        elif guests_rule and user["userType"] == "Guest":
-            excluded[user["id"]] = "Guest"
-        elif ext1 == "Inactive":
-            excluded[user["id"]] = "On leave"
-    return excluded
 
 
 def members_by_list(sync) -> dict[str, set[str]]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 
-from conftest import SECRET, integration, recorded_text
+from tests.support.integrations import integration
+from tests.support.runs import recorded_text
+from tests.support.tenant import SECRET
 
 
 def test_no_secret_or_token_in_logs_events_or_the_warehouse(make_sync, emulator, caplog):

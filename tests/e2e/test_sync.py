@@ -6,43 +6,19 @@ import json
 
 import pytest
 
-from conftest import (
-    SECRET,
-    SECRET_ENV,
-    expected_contacts,
-    expected_mapped,
-    expected_members,
-    failure_messages,
-    integration,
-    offered_group_ids,
-)
 from entra_pipeline.sync import checks as c
 
+from tests.support.expected import expected_contacts, expected_mapped, expected_members, offered_group_ids
+from tests.support.integrations import integration, write_config
+from tests.support.runs import Sync, check_outcomes, failure_messages, materialized, step_metadata
+from tests.support.tenant import SECRET, SECRET_ENV
+
 ASSETS = ["raw_graph_users", "raw_graph_groups", "mapped_contacts", "filtered_contacts", "distribution_lists"]
-
-
-def materialized(result) -> set[str]:
-    """Assets that did their work (an asset of the other source type does not run at all)."""
-    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-
-
-def check_outcomes(result) -> dict[str, bool]:
-    """Check name -> passed (a check of the other source type is not evaluated at all)."""
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-
-
-def step_metadata(result, asset: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.path[-1] == asset:
-            return {k: v.value for k, v in event.materialization.metadata.items()}
-    raise AssertionError(f"{asset} was not materialized")
 
 
 @pytest.fixture(scope="module")
 def synced(directory, emulator, tmp_path_factory):
     """One full sync of the default test integration, shared by the read-only assertions below."""
-    from conftest import Sync, write_config
-
     tmp = tmp_path_factory.mktemp("full")
     config = write_config(tmp / "integrations.yaml", integration("acme", emulator))
     sync = Sync(config, tmp / "warehouse.duckdb")

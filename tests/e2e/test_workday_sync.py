@@ -9,10 +9,13 @@ import copy
 
 import pytest
 
-from conftest import ALLOW_REMOVALS, WORKDAY_PASSWORD, WORKDAY_SEED, Sync, failure_messages, integration, write_config
 from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.transform.lists import generated_list_id
+
+from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
+from tests.support.runs import Sync, failure_messages, recorded_text
+from tests.support.tenant import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
 
 PASSWORD_ENV, PASSWORD, SEED = "WD_TEST_PASSWORD", WORKDAY_PASSWORD, WORKDAY_SEED
 REPORT = "/ccx/service/customreport2/"
@@ -239,8 +242,6 @@ def test_deletion_guard_and_preview_compare_with_the_last_committed_sync(hr_sync
 
 def test_oauth_refresh_sign_in_and_no_secret_anywhere(hr_sync, workday, hr_directory, monkeypatch, caplog):
     import logging
-
-    from conftest import WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN, recorded_text
 
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("WD_TEST_CLIENT_SECRET", WORKDAY_CLIENT_SECRET)

@@ -13,16 +13,17 @@ import uuid
 import pytest
 import requests
 
-import conftest
 from entra_pipeline.sources.graph.auth import ClientSecret
 from entra_pipeline.sources.graph.client import BATCH_LIMIT, GraphClient, GraphError, GraphSettings, member_type
+
+from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID
 
 BATCH = "/v1.0/$batch"
 
 
 def make_client(emulator, **overrides) -> GraphClient:
     settings = dict(graph_url=emulator.base_url, authority_host=emulator.base_url,
-                    tenant_id=conftest.TENANT_ID, client_id=conftest.CLIENT_ID, credential=ClientSecret(conftest.SECRET),
+                    tenant_id=TENANT_ID, client_id=CLIENT_ID, credential=ClientSecret(SECRET),
                     ca_bundle=str(emulator.ca_path), max_retries=3, backoff_factor=0.01, timeout_seconds=30)
     settings.update(overrides)
     return GraphClient(GraphSettings(**settings))
@@ -260,7 +261,7 @@ def test_persistent_503_is_one_error_naming_path_and_request_id(emulator, direct
     assert (error.status, error.code) == (503, "ServiceUnavailable")
     uuid.UUID(error.request_id)
     assert f"(request-id {error.request_id})" in message
-    assert "$skiptoken" not in message and conftest.SECRET not in message
+    assert "$skiptoken" not in message and SECRET not in message
     attempts = [e for e in emulator.batched_request_log[sub_start:] if f"/groups/{failing}/" in e[1]]
     assert [status for _, _, status in attempts] == [503, 503, 503]  # first try and two retries
 

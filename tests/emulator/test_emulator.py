@@ -54,7 +54,7 @@ USER_DEFAULTS = {
     "officeLocation", "preferredLanguage", "surname", "userPrincipalName",
 }
 ADVANCED = {"ConsistencyLevel": "eventual"}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------

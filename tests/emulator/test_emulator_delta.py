@@ -1,6 +1,6 @@
 """Delta queries (/users/delta, /groups/delta) and the change API of the Graph emulator.
 
-Over real HTTPS like tests/test_emulator.py: sessions ignore the environment's CA
+Over real HTTPS like tests/emulator/test_emulator.py: sessions ignore the environment's CA
 bundles and verify against the emulator's own CA. One emulator serves the module;
 each test gets a fresh directory (replacing it resets the recycle bin and expires
 every delta token), small page sizes and no faults.

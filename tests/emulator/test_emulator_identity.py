@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from conftest import CLIENT_ID, SECRET, TENANT_ID
 from entra_pipeline.emulator import Emulator, generate_directory
+
+from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID
 
 GRAPH = "https://graph.microsoft.com"
 APP_SCOPE = [f"{GRAPH}/.default"]
@@ -568,7 +569,7 @@ def test_cli_registers_certificates(tmp_path):
     state_dir = tmp_path / "state"
     command = [sys.executable, "-m", "entra_pipeline.emulator", "serve", "--users", "40", "--groups", "18",
                "--state-dir", str(state_dir), "--idle-timeout", "60"]
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     bad = subprocess.run([*command, "--certificate", str(tmp_path / "missing.pem")], cwd=repo,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "missing.pem" in bad.stderr

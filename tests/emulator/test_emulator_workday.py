@@ -34,7 +34,7 @@ from entra_pipeline.emulator.workday import (
 )
 from entra_pipeline.emulator.workday_workers import BAD_DATES, BAD_NUMBERS, WorkerReport, generate_workers
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SEED = 5
 PASSWORD = "isu-Pa55word-for-tests"
 TENANT = WorkdayTenant(password=PASSWORD, client_secret="wd-client-secret-7Qz", refresh_token="wd-refresh-Lm3")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
 from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
+
+from tests.support.tenant import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
 
 REPORT = "/ccx/service/customreport2/"
 PASSWORD, CLIENT_SECRET, REFRESH, SEED = WORKDAY_PASSWORD, WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED

@@ -16,12 +16,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import self_signed_certificate, write_private
 from entra_pipeline.config import CLOUDS, ConfigError, credentials, load_integrations, parse_integrations
 from entra_pipeline.defs.checks import check_result
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sources.graph.auth import AuthError, Certificate, ClientSecret, DelegatedSignIn, TokenCacheFile
 from entra_pipeline.sources.graph.certificates import CertificateInfo
+
+from tests.support.certificates import self_signed_certificate, write_private
 
 SOURCE = """\
 integrations:

@@ -8,7 +8,8 @@ from datetime import date
 import pytest
 
 from entra_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, credentials, load_integrations, parse_integrations
-from conftest import self_signed_certificate
+
+from tests.support.certificates import self_signed_certificate
 
 GOOD = """\
 integrations:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import self_signed_certificate
 from entra_pipeline.config import ConfigError, load_integrations, parse_integrations
+
+from tests.support.certificates import self_signed_certificate
 
 GOOD = """\
 integrations:

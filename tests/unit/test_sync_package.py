@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SYNC = Path(__file__).resolve().parent.parent / "entra_pipeline" / "sync"
+SYNC = Path(__file__).resolve().parents[2] / "entra_pipeline" / "sync"
 
 
 def test_no_sync_module_imports_dagster():
