@@ -14,6 +14,7 @@ from entra_pipeline.emulator.faults import FaultProfile
 from tests.support.integrations import integration
 from tests.support.runs import failure_messages
 
+
 USERS, GROUPS = "/v1.0/users/delta", "/v1.0/groups/delta"
 HTML = "<html><head><title>Proxy sign-in</title></head><body>Please sign in to continue</body></html>"
 CONTACT_TABLES = ("raw_graph_users", "raw_graph_groups", "raw_graph_group_members", "mapped_contacts", "contacts",

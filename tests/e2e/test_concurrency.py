@@ -15,6 +15,7 @@ from tests.support.expected import expected_contacts
 from tests.support.integrations import integration, write_config
 from tests.support.tenant import SECRET, SECRET_ENV
 
+
 KEYS = ["alpha", "beta", "gamma", "delta"]
 RUN = """
 import sys, dagster as dg

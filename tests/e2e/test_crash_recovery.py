@@ -27,6 +27,7 @@ from tests.support.integrations import integration, write_config
 from tests.support.runs import Sync
 from tests.support.tenant import SECRET, SECRET_ENV
 
+
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = ["alpha", "beta", "gamma", "delta"]
 

@@ -15,6 +15,7 @@ from tests.support.integrations import integration, write_config
 from tests.support.runs import Sync, failure_messages
 from tests.support.tenant import SECRET, SECRET_ENV
 
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

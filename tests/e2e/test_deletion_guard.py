@@ -11,6 +11,7 @@ from tests.support.expected import expected_contacts
 from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
 from tests.support.runs import check_evaluations, failure_messages, materialized
 
+
 KEY = "acme"
 # What the guard protects. raw_graph_* and mapped_contacts are the latest read and mapping: they
 # move on, and the contacts and lists wait for the approval.

@@ -12,12 +12,12 @@ import pytest
 
 from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.population import generate_directory
-from entra_pipeline.emulator.server import Emulator
 
 from tests.support.expected import expected_contacts, expected_members, offered_group_ids
 from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
 from tests.support.runs import Sync, failure_messages
-from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID
+from tests.support.tenant import running_emulator
+
 
 USER = "#microsoft.graph.user"
 GROUP = "#microsoft.graph.group"
@@ -26,11 +26,8 @@ FULL_RESYNC = {"ops": {step: {"config": {"full_resync": True}} for step in ("raw
 
 @pytest.fixture
 def tenant(tmp_path):
-    server = Emulator(generate_directory(users=600, groups=30, seed=5), tenant_id=TENANT_ID, client_id=CLIENT_ID,
-                      client_secret=SECRET, cert_dir=tmp_path / "certs")
-    server.start()
-    yield server
-    server.stop()
+    with running_emulator(generate_directory(users=600, groups=30, seed=5), tmp_path / "certs") as server:
+        yield server
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from tests.support.expected import expected_contacts
 from tests.support.integrations import integration
 from tests.support.runs import failure_messages
 
+
 KEY = "acme"
 
 

@@ -18,7 +18,6 @@ import requests
 import trustme
 
 from entra_pipeline.emulator.population import generate_directory
-from entra_pipeline.emulator.server import Emulator
 from entra_pipeline.sources.graph import pages as graph_pages
 from entra_pipeline.sources.graph.auth import AuthError, ClientSecret
 from entra_pipeline.sources.graph.client import GraphClient, GraphError, GraphSettings
@@ -30,7 +29,8 @@ from tests.support.expected import expected_contacts
 from tests.support.integrations import integration
 from tests.support.runs import failure_messages, step_metadata
 from tests.support.tenant import (
-    CLIENT_ID, SECRET, TENANT_ID, WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN)
+    CLIENT_ID, SECRET, TENANT_ID, WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, running_emulator)
+
 
 USERS, GROUPS, BATCH = "/v1.0/users/delta", "/v1.0/groups/delta", "/v1.0/$batch"
 TOKEN_PATH = f"/{TENANT_ID}/oauth2/v2.0/token"
@@ -50,11 +50,8 @@ def directory():
 
 @pytest.fixture(scope="module")
 def emulator(directory, tmp_path_factory):
-    server = Emulator(directory, tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=SECRET,
-                      cert_dir=tmp_path_factory.mktemp("certs"))
-    server.start()
-    yield server
-    server.stop()
+    with running_emulator(directory, tmp_path_factory.mktemp("certs")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

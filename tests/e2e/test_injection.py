@@ -16,6 +16,7 @@ from tests.support.expected import expected_contacts
 from tests.support.integrations import integration, write_config
 from tests.support.runs import failure_messages
 
+
 EVIL = "x'); DROP TABLE contacts; --"
 
 

@@ -10,6 +10,7 @@ from tests.support.expected import expected_contacts, expected_members, offered_
 from tests.support.integrations import integration
 from tests.support.runs import check_evaluations, failure_messages
 
+
 KEY = "acme"
 USER = "#microsoft.graph.user"
 

@@ -23,6 +23,7 @@ from tests.support.expected import excluded_by_rule, expected_contacts, expected
 from tests.support.integrations import integration, write_config
 from tests.support.runs import check_evaluations, failure_messages, materialized, step_metadata
 
+
 KEY = "acme"
 EXTENSION_ATTRIBUTES = [f"extensionAttribute{i}" for i in range(1, 16)]
 

@@ -16,7 +16,6 @@ from entra_pipeline.config import ConfigError
 from entra_pipeline.sync import checks as c
 from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.emulator.population import generate_directory
-from entra_pipeline.emulator.server import Emulator
 from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.warehouse import raw_workers
 from entra_pipeline.warehouse.connection import MEMORY_LIMIT_ENV, connect
@@ -24,7 +23,8 @@ from entra_pipeline.warehouse.connection import MEMORY_LIMIT_ENV, connect
 from tests.support.expected import expected_contacts
 from tests.support.integrations import integration, write_config
 from tests.support.runs import Sync, failure_messages
-from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID, WORKDAY_PASSWORD, WORKDAY_SEED
+from tests.support.tenant import WORKDAY_PASSWORD, WORKDAY_SEED, running_emulator
+
 
 USERS, GROUPS = "/v1.0/users/delta", "/v1.0/groups/delta"
 REPORT = "/ccx/service/customreport2/"
@@ -36,11 +36,8 @@ CONTACT_COLUMNS = "* EXCLUDE (run_id, synced_at)"
 @pytest.fixture
 def tenant(tmp_path):
     """A small tenant of its own: tests change its users between syncs."""
-    server = Emulator(generate_directory(users=300, groups=20, seed=13), tenant_id=TENANT_ID, client_id=CLIENT_ID,
-                      client_secret=SECRET, cert_dir=tmp_path / "certs")
-    server.start()
-    yield server
-    server.stop()
+    with running_emulator(generate_directory(users=300, groups=20, seed=13), tmp_path / "certs") as server:
+        yield server
 
 
 def plant(changes: dict[str, dict], resource: str = "users"):

@@ -25,6 +25,7 @@ from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
 from tests.support.runs import check_evaluations, check_outcomes, failure_messages, materialized, step_metadata
 from tests.support.tenant import SECRET, SECRET_ENV
 
+
 ROOT = Path(__file__).resolve().parents[2]
 USER_TYPE = "#microsoft.graph.user"
 GROUP_TYPE = "#microsoft.graph.group"

@@ -13,6 +13,7 @@ from tests.support.integrations import integration, write_config
 from tests.support.runs import Sync, check_outcomes, failure_messages, materialized, step_metadata
 from tests.support.tenant import SECRET, SECRET_ENV
 
+
 ASSETS = ["raw_graph_users", "raw_graph_groups", "mapped_contacts", "filtered_contacts", "distribution_lists"]
 
 

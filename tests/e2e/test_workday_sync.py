@@ -17,6 +17,7 @@ from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
 from tests.support.runs import Sync, failure_messages, recorded_text
 from tests.support.tenant import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
 
+
 PASSWORD_ENV, PASSWORD, SEED = "WD_TEST_PASSWORD", WORKDAY_PASSWORD, WORKDAY_SEED
 REPORT = "/ccx/service/customreport2/"
 

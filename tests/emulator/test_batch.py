@@ -11,12 +11,12 @@ import time
 import uuid
 
 import pytest
-import requests
 
 from entra_pipeline.sources.graph.auth import ClientSecret
 from entra_pipeline.sources.graph.client import BATCH_LIMIT, GraphClient, GraphError, GraphSettings, member_type
 
-from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID
+from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID, https_session
+
 
 BATCH = "/v1.0/$batch"
 
@@ -350,9 +350,7 @@ def test_page_without_value_is_refused(client, monkeypatch):
 
 @pytest.fixture
 def session(emulator):
-    with requests.Session() as s:
-        s.trust_env = False
-        s.verify = emulator.ca_path
+    with https_session(emulator.ca_path) as s:
         yield s
 
 

@@ -44,6 +44,8 @@ from entra_pipeline.emulator.model import (
 )
 from entra_pipeline.emulator.people import BAD_DATES, BAD_NUMBERS
 
+from tests.support.tenant import https_session, running_emulator
+
 SECRET = "unit-test-secret-7Qx"
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
 GRAPH_CONTENT_TYPE = (
@@ -59,13 +61,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 # ---------------------------------------------------------------------------
 # fixtures
-
-
-def _session(ca_path: str) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # ignore REQUESTS_CA_BUNDLE / proxies from the environment
-    session.verify = ca_path
-    return session
 
 
 def _token(session: requests.Session, emulator: Emulator, secret: str = SECRET) -> str:
@@ -86,29 +81,20 @@ def directory():
 
 @pytest.fixture(scope="module")
 def emulator(directory, tmp_path_factory):
-    emu = Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
-                   cert_dir=tmp_path_factory.mktemp("emulator-certs"))
-    emu.start()
-    yield emu
-    emu.stop()
+    with running_emulator(directory, tmp_path_factory.mktemp("emulator-certs"), tenant_id=DEMO_TENANT_ID,
+                          client_id=DEMO_CLIENT_ID, client_secret=SECRET) as emu:
+        yield emu
 
 
 @pytest.fixture(scope="module")
 def session(emulator):
-    with _session(emulator.ca_path) as s:
+    with https_session(emulator.ca_path) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def auth(emulator, session):
     return {"Authorization": f"Bearer {_token(session, emulator)}"}
-
-
-@pytest.fixture(autouse=True)
-def _clear_faults(request):
-    yield
-    if "emulator" in request.fixturenames:
-        request.getfixturevalue("emulator").faults.clear()
 
 
 class Graph:
@@ -559,7 +545,7 @@ def test_graph_requires_a_valid_token(emulator, session):
 
 def test_expired_token(directory, tmp_path):
     with Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
-                  cert_dir=tmp_path, token_ttl=1) as emu, _session(emu.ca_path) as s:
+                  cert_dir=tmp_path, token_ttl=1) as emu, https_session(emu.ca_path) as s:
         token = _token(s, emu)
         headers = {"Authorization": f"Bearer {token}"}
         assert s.get(f"{emu.graph_url}/users", headers=headers).status_code == 200
@@ -1059,7 +1045,7 @@ def test_truncate_paging_drops_next_link_once(graph, emulator):
 
 def test_request_accounting_and_keep_alive(emulator, auth):
     before_count, before_connections = emulator.request_count, emulator.connection_count
-    with _session(emulator.ca_path) as fresh:
+    with https_session(emulator.ca_path) as fresh:
         for _ in range(5):
             assert fresh.get(f"{emulator.graph_url}/users", params={"$top": 1}, headers=auth).status_code == 200
     assert emulator.request_count == before_count + 5
@@ -1073,7 +1059,7 @@ def test_parallel_clients(emulator, auth, directory):
 
     def crawl():
         try:
-            with _session(emulator.ca_path) as s:
+            with https_session(emulator.ca_path) as s:
                 client = Graph(emulator, s, auth)
                 results.append([u["id"] for u in client.items("/users", params={"$top": 500, "$select": "id"})])
         except BaseException as exc:  # surfaced below
@@ -1220,7 +1206,7 @@ def test_batch_faults_and_accounting(graph, emulator, directory):
 def test_directory_changes_are_served(tmp_path):
     d = generate_directory(users=200, groups=20, seed=5)
     with Emulator(d, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
-                  cert_dir=tmp_path) as emu, _session(emu.ca_path) as s:
+                  cert_dir=tmp_path) as emu, https_session(emu.ca_path) as s:
         client = Graph(emu, s, {"Authorization": f"Bearer {_token(s, emu)}"})
         first_page = client.get("/users", params={"$top": 150, "$select": "id,displayName"}).json()
 
@@ -1279,7 +1265,7 @@ def test_cli_serve_and_stop(tmp_path):
         assert state["tenant_id"] == DEMO_TENANT_ID and state["client_id"] == DEMO_CLIENT_ID
         assert (state["users"], state["groups"], state["seed"]) == (60, 20, 3)
         assert Path(state["ca_path"]).parent == state_dir.resolve()
-        with _session(state["ca_path"]) as s:
+        with https_session(state["ca_path"]) as s:
             token = s.post(f"{state['authority']}/oauth2/v2.0/token", data={
                 "grant_type": "client_credentials", "client_id": state["client_id"],
                 "client_secret": "cli-secret-Ab12", "scope": GRAPH_SCOPE[0]}).json()["access_token"]

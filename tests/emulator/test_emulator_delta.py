@@ -19,6 +19,9 @@ import requests
 from entra_pipeline.emulator import DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, generate_directory
 from entra_pipeline.emulator.model import CONTACT_TYPE, GROUP_PROPERTIES, GROUP_TYPE, USER_TYPE
 
+from tests.support.tenant import https_session, running_emulator
+
+
 SECRET = "delta-test-secret"
 USER_DEFAULTS = {
     "id", "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
@@ -26,13 +29,6 @@ USER_DEFAULTS = {
 }
 REMOVED_CHANGED = {"reason": "changed"}
 REMOVED_DELETED = {"reason": "deleted"}
-
-
-def _session(ca_path: str) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # ignore REQUESTS_CA_BUNDLE / proxies from the environment
-    session.verify = ca_path
-    return session
 
 
 def _auth(session: requests.Session, emulator: Emulator) -> dict:
@@ -45,11 +41,9 @@ def _auth(session: requests.Session, emulator: Emulator) -> dict:
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
-    emu = Emulator(generate_directory(users=300, groups=20, seed=3), tenant_id=DEMO_TENANT_ID,
-                   client_id=DEMO_CLIENT_ID, client_secret=SECRET, cert_dir=tmp_path_factory.mktemp("certs"))
-    emu.start()
-    yield emu
-    emu.stop()
+    with running_emulator(generate_directory(users=300, groups=20, seed=3), tmp_path_factory.mktemp("certs"),
+                          tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET) as emu:
+        yield emu
 
 
 class Client:
@@ -87,7 +81,7 @@ class Client:
 
 @pytest.fixture(scope="module")
 def client(emulator):
-    with _session(emulator.ca_path) as session:
+    with https_session(emulator.ca_path) as session:
         yield Client(emulator, session, _auth(session, emulator))
 
 
@@ -529,7 +523,7 @@ def test_tampered_foreign_and_misused_tokens(client, d, emulator, tmp_path):
 
     other = Emulator(generate_directory(users=300, groups=20, seed=3), tenant_id=DEMO_TENANT_ID,
                      client_id=DEMO_CLIENT_ID, client_secret=SECRET, cert_dir=tmp_path)
-    with other, _session(other.ca_path) as session:
+    with other, https_session(other.ca_path) as session:
         foreign = Client(other, session, _auth(session, other)).items("/users/delta")[1]
     error_of(client.get("/users/delta", {"$deltatoken": foreign.split("$deltatoken=")[1]}),
              400, "syncStateNotFound")

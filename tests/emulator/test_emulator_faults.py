@@ -26,22 +26,18 @@ from entra_pipeline.emulator import (
 )
 from entra_pipeline.emulator.faults import PROFILE_KINDS
 
+from tests.support.tenant import https_session, running_emulator
+
+
 SECRET = "fault-test-secret-4Kp"
 SCOPE = "https://graph.microsoft.com/.default"
 CHEAP = "/users?$top=1&$select=id"
 EXPIRED = "Lifetime validation failed, the token is expired."
 
 
-def _session(ca_path: str) -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = ca_path
-    return session
-
-
-def _new_emulator(directory, tmp_path, **kwargs) -> Emulator:
-    return Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
-                    cert_dir=tmp_path, **kwargs)
+def _new_emulator(directory, tmp_path, **kwargs):
+    return running_emulator(directory, tmp_path, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID,
+                            client_secret=SECRET, **kwargs)
 
 
 def _token_response(session: requests.Session, emulator: Emulator) -> requests.Response:
@@ -63,26 +59,20 @@ def directory():
 
 @pytest.fixture(scope="module")
 def emulator(directory, tmp_path_factory):
-    with _new_emulator(directory, tmp_path_factory.mktemp("fault-certs")) as emu:
+    with running_emulator(directory, tmp_path_factory.mktemp("fault-certs"), tenant_id=DEMO_TENANT_ID,
+                          client_id=DEMO_CLIENT_ID, client_secret=SECRET) as emu:
         yield emu
 
 
 @pytest.fixture(scope="module")
 def session(emulator):
-    with _session(emulator.ca_path) as s:
+    with https_session(emulator.ca_path) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
 def auth(emulator, session):
     return _auth(session, emulator)
-
-
-@pytest.fixture(autouse=True)
-def _clear_faults(request):
-    yield
-    if "emulator" in request.fixturenames:
-        request.getfixturevalue("emulator").faults.clear()
 
 
 def observe(session: requests.Session, method: str, url: str, **kwargs) -> tuple:
@@ -128,7 +118,7 @@ def _mixed_requests(emulator: Emulator) -> list[tuple[str, str, dict]]:
 
 
 def _run(emulator: Emulator, profile: FaultProfile | None) -> tuple[list[tuple], dict]:
-    with _session(emulator.ca_path) as s:
+    with https_session(emulator.ca_path) as s:
         auth = _auth(s, emulator)
         emulator.faults.profile = profile
         seen = [observe(s, method, url, headers=auth, **kw) for method, url, kw in _mixed_requests(emulator)]
@@ -403,7 +393,7 @@ def test_a_scripted_fault_does_not_shift_the_profile_sequence(directory, tmp_pat
     with _new_emulator(directory, tmp_path / "a") as a, _new_emulator(directory, tmp_path / "b") as b:
         runs = []
         for emu, scripted in ((a, False), (b, True)):
-            with _session(emu.ca_path) as s:
+            with https_session(emu.ca_path) as s:
                 auth = _auth(s, emu)
                 emu.faults.profile = profile
                 if scripted:
@@ -436,7 +426,7 @@ def test_profile_none_and_clear(emulator, session, auth):
 
 
 def test_short_token_ttl_expires(directory, tmp_path):
-    with _new_emulator(directory, tmp_path, token_ttl=2) as emu, _session(emu.ca_path) as s:
+    with _new_emulator(directory, tmp_path, token_ttl=2) as emu, https_session(emu.ca_path) as s:
         token = _token_response(s, emu).json()
         assert token["expires_in"] == token["ext_expires_in"] == 2
         headers = {"Authorization": f"Bearer {token['access_token']}"}
@@ -457,7 +447,7 @@ def test_short_token_ttl_expires(directory, tmp_path):
 
 def test_token_reported_ttl_lets_a_cached_token_expire_mid_run(directory, tmp_path):
     with _new_emulator(directory, tmp_path, token_ttl=1, token_reported_ttl=3600) as emu, \
-            _session(emu.ca_path) as s:
+            https_session(emu.ca_path) as s:
         raw = _token_response(s, emu).json()
         assert raw["expires_in"] == raw["ext_expires_in"] == 3600
         app = msal.ConfidentialClientApplication(DEMO_CLIENT_ID, client_credential=SECRET,

@@ -29,7 +29,8 @@ from cryptography.x509.oid import NameOID
 
 from entra_pipeline.emulator import Emulator, generate_directory
 
-from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID
+from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID, running_emulator
+
 
 GRAPH = "https://graph.microsoft.com"
 APP_SCOPE = [f"{GRAPH}/.default"]
@@ -58,13 +59,10 @@ class RecordingSession(requests.Session):
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory):
     directory = generate_directory(users=40, groups=18, seed=5)
-    server = Emulator(directory, tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=SECRET,
-                      cert_dir=tmp_path_factory.mktemp("identity-certs"))
-    # MSAL sleeps `interval` whole seconds between polls; 0 would make it poll in a tight loop.
-    server.device_code_interval = 1
-    server.start()
-    yield server
-    server.stop()
+    with running_emulator(directory, tmp_path_factory.mktemp("identity-certs")) as server:
+        # MSAL sleeps `interval` whole seconds between polls; 0 would make it poll in a tight loop.
+        server.device_code_interval = 1
+        yield server
 
 
 @pytest.fixture

@@ -26,6 +26,9 @@ from msgraph_core.tasks.page_iterator import PageIterator
 from entra_pipeline.emulator import Emulator
 from entra_pipeline.emulator.population import generate_directory
 
+from tests.support.tenant import running_emulator
+
+
 TENANT_ID = "33333333-4444-5555-6666-777777777777"
 CLIENT_ID = "cccccccc-dddd-eeee-ffff-000000000000"
 SECRET = "msgraph-sdk-test-secret"
@@ -35,11 +38,9 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory):
     # users=2500 groups=120 seed=7: "All Employees" has 2,306 direct members (three pages of 999).
-    server = Emulator(generate_directory(users=2500, groups=120, seed=7), tenant_id=TENANT_ID,
-                      client_id=CLIENT_ID, client_secret=SECRET, cert_dir=tmp_path_factory.mktemp("certs"))
-    server.start()
-    yield server
-    server.stop()
+    with running_emulator(generate_directory(users=2500, groups=120, seed=7), tmp_path_factory.mktemp("certs"),
+                          tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=SECRET) as server:
+        yield server
 
 
 async def _read_everything(tenant: Emulator) -> dict:

@@ -34,6 +34,9 @@ from entra_pipeline.emulator.workday import (
 )
 from entra_pipeline.emulator.workday_workers import BAD_DATES, BAD_NUMBERS, WorkerReport, generate_workers
 
+from tests.support.tenant import https_session, running_emulator
+
+
 REPO = Path(__file__).resolve().parents[2]
 SEED = 5
 PASSWORD = "isu-Pa55word-for-tests"
@@ -53,9 +56,9 @@ def workers(directory):
 
 @pytest.fixture(scope="module")
 def emulator(directory, workers, tmp_path_factory):
-    with Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret="graph-secret",
-                  cert_dir=tmp_path_factory.mktemp("workday-certs"),
-                  workday=replace(TENANT, entries=list(workers))) as emu:
+    with running_emulator(directory, tmp_path_factory.mktemp("workday-certs"), tenant_id=DEMO_TENANT_ID,
+                          client_id=DEMO_CLIENT_ID, client_secret="graph-secret",
+                          workday=replace(TENANT, entries=list(workers))) as emu:
         yield emu
 
 
@@ -71,9 +74,7 @@ def _fresh_tenant(emulator, workers):
 
 @pytest.fixture(scope="module")
 def session(emulator):
-    with requests.Session() as s:
-        s.trust_env = False
-        s.verify = emulator.ca_path
+    with https_session(emulator.ca_path) as s:
         yield s
 
 

@@ -11,14 +11,9 @@ from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth, W
 
 from tests.support.tenant import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
 
+
 REPORT = "/ccx/service/customreport2/"
 PASSWORD, CLIENT_SECRET, REFRESH, SEED = WORKDAY_PASSWORD, WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
-
-
-@pytest.fixture(autouse=True)
-def _clean(workday):
-    yield
-    workday.faults.clear()
 
 
 def client(emulator, auth=None, **overrides) -> WorkdayClient:

@@ -36,9 +36,9 @@ def running_emulator(directory: Directory, cert_dir: Path, *, tenant_id: str = T
 
 
 @contextmanager
-def https_session(emulator: Emulator) -> Iterator[requests.Session]:
-    """A session trusting only the emulator's CA, ignoring the environment's CA bundle and proxies."""
+def https_session(ca_path: str | Path) -> Iterator[requests.Session]:
+    """A session trusting only an emulator's CA (its ``ca_path``), ignoring the environment's CA bundle and proxies."""
     with requests.Session() as session:
         session.trust_env = False
-        session.verify = emulator.ca_path
+        session.verify = str(ca_path)
         yield session

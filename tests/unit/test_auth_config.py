@@ -24,6 +24,7 @@ from entra_pipeline.sources.graph.certificates import CertificateInfo
 
 from tests.support.certificates import self_signed_certificate, write_private
 
+
 SOURCE = """\
 integrations:
   - key: main

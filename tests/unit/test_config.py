@@ -11,6 +11,7 @@ from entra_pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, credentials,
 
 from tests.support.certificates import self_signed_certificate
 
+
 GOOD = """\
 integrations:
   - key: main

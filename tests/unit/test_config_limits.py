@@ -15,6 +15,7 @@ from entra_pipeline.config import ConfigError, load_integrations, parse_integrat
 
 from tests.support.certificates import self_signed_certificate
 
+
 GOOD = """\
 integrations:
   - key: main
