@@ -37,12 +37,12 @@ test-quick: setup
 		tests/e2e/test_sync.py::test_contacts_are_exactly_the_directory_users_that_qualify
 
 bench: setup
-	$(BIN)/python -m entra_pipeline.bench
+	$(BIN)/python -m entra_pipeline.measure.bench
 
 # Seeded fault runs and SIGKILL runs compared with a clean run, kill-then-sync on a persistent Dagster instance, and
 # the hostile-network series; writes docs/reliability.md (not part of `make test`).
 reliability: setup
-	$(BIN)/python -m entra_pipeline.reliability
+	$(BIN)/python -m entra_pipeline.measure.reliability
 
 ui: setup
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/dg dev

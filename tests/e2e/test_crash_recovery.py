@@ -21,7 +21,7 @@ import pytest
 
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
 from entra_pipeline.emulator.faults import FaultProfile
-from entra_pipeline.reliability import snapshot
+from entra_pipeline.measure.reliability import snapshot
 
 from tests.support.integrations import integration, write_config
 from tests.support.runs import Sync

@@ -22,7 +22,7 @@ from entra_pipeline.sources.graph import pages as graph_pages
 from entra_pipeline.sources.graph.auth import AuthError, ClientSecret
 from entra_pipeline.sources.graph.client import GraphClient, GraphError, GraphSettings
 from entra_pipeline.net import trust_context
-from entra_pipeline.reliability_hostile import Foreign
+from entra_pipeline.measure.hostile_scenarios import Foreign
 from entra_pipeline.sources.workday.client import BasicAuth, RefreshTokenAuth, WorkdayClient, WorkdayError, WorkdaySettings
 
 from tests.support.expected import expected_contacts

@@ -107,7 +107,7 @@ def _child(config: str, warehouse: str, demo_dir: str) -> None:
 
 def _sync(config_path: Path, warehouse: Path, demo_dir: Path, what: str) -> dict:
     child = subprocess.run(
-        [sys.executable, "-m", "entra_pipeline.bench", "--child", str(config_path), str(warehouse), str(demo_dir)],
+        [sys.executable, "-m", "entra_pipeline.measure.bench", "--child", str(config_path), str(warehouse), str(demo_dir)],
         capture_output=True, text=True, check=False,
     )
     lines = [l for l in child.stdout.splitlines() if l.startswith("{")]
@@ -257,7 +257,7 @@ def run_workday(workdir: Path) -> dict:
         again = _sync(config_path, warehouse, demo_dir, f"second sync of {WORKDAY_WORKERS:,} Workday workers")
         bare = {}
         for mode in ("stream", "hold"):
-            child = subprocess.run([sys.executable, "-m", "entra_pipeline.bench", "--report", mode,
+            child = subprocess.run([sys.executable, "-m", "entra_pipeline.measure.bench", "--report", mode,
                                     emulator.workday_report_url, emulator.ca_path],
                                    capture_output=True, text=True, check=False)
             lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
@@ -351,7 +351,7 @@ def write_doc(results: list[dict], workday: dict | None = None) -> str:
     lines = [
         "# Benchmarks",
         "",
-        "Written by `make bench` (`python -m entra_pipeline.bench`): for each size, a first sync of a generated "
+        "Written by `make bench` (`python -m entra_pipeline.measure.bench`): for each size, a first sync of a generated "
         "tenant (a full delta round) through the same Dagster job as `make sync`, then 1% of the users changed "
         "in the emulator and an incremental sync. The Graph emulator serves over HTTPS from the benchmark's "
         "own process on the same machine; each sync runs in a fresh child process. Wall time is the job's run; "
@@ -404,7 +404,8 @@ def write_doc(results: list[dict], workday: dict | None = None) -> str:
         "- `mapped_contacts` runs in DuckDB (one SQL statement; each user's JSON parsed once), "
         "`filtered_contacts` reads only the fields its rules test and copies kept contacts inside DuckDB, "
         "`distribution_lists` flattens nested groups in Python.",
-        "- The job runs its steps one after another in one process (`execute_in_process`), as `make sync` does.",
+        "- A sync is two runs, the source job and then the contacts job, one after the other in one process "
+        "(`execute_in_process`), as `make sync` does.",
         "",
         *(_workday_lines(workday) if workday else []),
     ]

@@ -15,7 +15,7 @@ project's dagster-instance.yaml: the warehouse pool holds one writer), SIGKILLed
 then synced again: the next sync must not wait on the killed run (it frees the pool of a run whose
 process is gone) and must complete.
 
-Hostile network (:mod:`entra_pipeline.reliability_hostile`): redirects to other hosts, a foreign
+Hostile network (:mod:`entra_pipeline.measure.hostile`): redirects to other hosts, a foreign
 discovery document, nextLink loops, deep JSON, a negative Retry-After and bad values, each on a copy
 of a synced warehouse: one line, nothing sent off-origin, the warehouse as it must be.
 ``--hostile-only`` runs only that series and rewrites only its section of the doc.
@@ -95,7 +95,7 @@ def _child(config: str, warehouse: str, steps: str = "") -> None:
 
 
 def _sync(config: Path, warehouse: Path, kill_after: float | None = None, steps: list[str] | None = None) -> dict:
-    command = [sys.executable, "-m", "entra_pipeline.reliability", "--child", str(config), str(warehouse),
+    command = [sys.executable, "-m", "entra_pipeline.measure.reliability", "--child", str(config), str(warehouse),
                ",".join(steps or [])]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if kill_after is not None:
@@ -300,7 +300,7 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
     lines = [
         "# Reliability",
         "",
-        "Written by `make reliability` (`python -m entra_pipeline.reliability`). "
+        "Written by `make reliability` (`python -m entra_pipeline.measure.reliability`). "
         f"Tenant: {USERS:,} users, {GROUPS:,} groups (the emulator, seed 1, delta pages of 50 objects and "
         "200 members), the mapping with a custom field and the manager's mail, an exclusion rule, every "
         "group list plus a custom list.",
@@ -371,7 +371,7 @@ def write_doc(fault_results: list[dict], kill_results: list[dict], clean_seconds
             "",
         ]
     if hostile is not None:
-        from entra_pipeline.reliability_hostile import doc_section
+        from entra_pipeline.measure.hostile import doc_section
 
         lines += doc_section(hostile)
     text = "\n".join(lines)
@@ -440,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{recovered}/{len(kills)}; syncs after a kill on a persistent instance completed: "
           f"{completed}/{len(persistent)}")
     if hostile is not None:
-        from entra_pipeline.reliability_hostile import summary
+        from entra_pipeline.measure.hostile import summary
 
         print(summary(hostile))
     if not args.no_doc:
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _hostile(workdir: Path, seed: int) -> list[dict]:
-    from entra_pipeline.reliability_hostile import hostile_runs
+    from entra_pipeline.measure.hostile import hostile_runs
 
     (workdir / "hostile").mkdir()
     return hostile_runs(workdir / "hostile", seed)
@@ -461,7 +461,7 @@ def _hostile(workdir: Path, seed: int) -> list[dict]:
 def _hostile_only(seed: int, no_doc: bool) -> int:
     """The hostile-network series alone; its section of docs/reliability.md is replaced, the
     other series' figures are kept."""
-    from entra_pipeline.reliability_hostile import doc_section, replace_section, summary
+    from entra_pipeline.measure.hostile import doc_section, replace_section, summary
 
     with tempfile.TemporaryDirectory(prefix="entra-reliability-") as tmp:
         results = _hostile(Path(tmp), seed)
