@@ -9,7 +9,7 @@ export ENTRA_DEMO_CLIENT_SECRET ?= demo-client-secret
 # The demo Workday's Integration System User password (the demo tenant's built-in one).
 export ENTRA_DEMO_WORKDAY_PASSWORD ?= demo-isu-password
 
-.PHONY: setup sync test bench reliability ui emulator clean
+.PHONY: setup sync test test-quick bench reliability ui emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ sync: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Under a minute: the unit tests, and one real sync of the test tenant end to end.
+test-quick: setup
+	$(BIN)/python -m pytest -q tests/unit tests/e2e/test_sync.py::test_every_asset_materializes_and_checks_report_the_demo_problems \
+		tests/e2e/test_sync.py::test_contacts_are_exactly_the_directory_users_that_qualify
 
 bench: setup
 	$(BIN)/python -m entra_pipeline.measure.bench
