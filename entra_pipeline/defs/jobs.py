@@ -149,7 +149,12 @@ def run_sync(defs: dg.Definitions, key: str, instance: dg.DagsterInstance, *, pr
     run_config = run_config or {}
     tags = {**(tags or {}), FOLLOW_TAG: IN_PROCESS}
     only = None if stages is None else {dg.AssetKey(stage) for stage in stages}
-    source = source_job_of(defs, key)
+    try:
+        source = source_job_of(defs, key)
+    except KeyError:
+        # Not in the code location: say why, as the integrations file has it (a broken integration's line).
+        defs.resources["integrations"].load().get(key)
+        raise
     expected = {k for k in source.asset_layer.executable_asset_keys if only is None or k in only}
     result = SyncResult()
     source_result = None
