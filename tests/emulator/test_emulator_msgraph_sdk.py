@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import warnings
 
 import httpx
 import pytest
@@ -15,11 +16,17 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_authentication_azure.azure_identity_authentication_provider import (
     AzureIdentityAuthenticationProvider,
 )
-from msgraph import GraphRequestAdapter, GraphServiceClient
-from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
-from msgraph.generated.groups.item.members.members_request_builder import MembersRequestBuilder
-from msgraph.generated.users.delta.delta_request_builder import DeltaRequestBuilder
-from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+
+with warnings.catch_warnings():
+    # The SDK's generated modules warn, as they are imported, about classes they define for compatibility.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from msgraph import GraphRequestAdapter, GraphServiceClient
+    from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
+    from msgraph.generated.groups.item.members.members_request_builder import MembersRequestBuilder
+    from msgraph.generated.users.delta.delta_request_builder import DeltaRequestBuilder
+    from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+# ... and those it imports while the tests run.
+pytestmark = pytest.mark.filterwarnings("ignore:This class is deprecated:DeprecationWarning")
 from msgraph_core import GraphClientFactory
 from msgraph_core.tasks.page_iterator import PageIterator
 
@@ -27,7 +34,6 @@ from entra_pipeline.emulator import Emulator
 from entra_pipeline.emulator.population import generate_directory
 
 from tests.support.tenant import running_emulator
-
 
 TENANT_ID = "33333333-4444-5555-6666-777777777777"
 CLIENT_ID = "cccccccc-dddd-eeee-ffff-000000000000"
