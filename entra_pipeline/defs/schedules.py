@@ -4,7 +4,6 @@ process died."""
 
 from __future__ import annotations
 
-
 import dagster as dg
 
 from entra_pipeline.config import Integration
