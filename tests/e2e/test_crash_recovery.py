@@ -223,6 +223,19 @@ def held_run(instance: dg.DagsterInstance, tags=lambda run_id: {}) -> str:
     return live_run(instance, tags(run_id), run_id)
 
 
+def process_state(pid: int) -> str:
+    """The signal state and threads of a process, from /proc (for a test that finds it hanging)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        threads = sorted(Path(f"/proc/{pid}/task").iterdir())
+        names = [Path(t, "comm").read_text().strip() + ":" + Path(t, "status").read_text().split("SigBlk:")[1].split()[0]
+                 for t in threads]
+    except OSError as exc:
+        return f"({exc})"
+    wanted = ("State", "SigQ", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")
+    return "; ".join(line for line in status if line.split(":")[0] in wanted) + f"; threads (name:blocked) {names}"
+
+
 def gone_pid() -> int:
     """The pid of a process that has ended (and been reaped)."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -254,8 +267,13 @@ def test_a_live_runs_slot_is_waited_for_not_taken_and_sigterm_stops_the_wait(env
     try:
         lines = Lines(proc.stdout)
         lines.until(f"sync alpha: {waiting(holder)}", 120)
+        before = process_state(proc.pid)
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=20)
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running 20 s after SIGTERM; before: {before}; now: {process_state(proc.pid)}; "
+                                 f"output: {lines.seen}") from None
         out = lines.rest(20)
     finally:
         proc.kill()
