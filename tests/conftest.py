@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 
 import pytest
 
@@ -20,6 +21,12 @@ def pytest_configure(config):
     # The emulator's CA must come from config, never from these variables (graph-facts).
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         os.environ.setdefault(name, "/nonexistent/ca-bundle.pem")
+    # The syncs these tests start must get the signals a terminal or a container runtime sends,
+    # however pytest itself was started: `nohup ... &` or a CI runner may start it with SIGTERM and
+    # SIGINT ignored, which every child inherits (a sync stopped by SIGTERM would then run on).
+    for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
