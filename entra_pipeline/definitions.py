@@ -15,7 +15,7 @@ from entra_pipeline.config import Integration, RunSettings, config_path
 from entra_pipeline.config.isolation import load_for_dagster
 from entra_pipeline.defs import contacts, entra, integrations_file, lists, preview, workday
 from entra_pipeline.defs.jobs import (ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_jobs,
-                                      run_sync)
+                                      run_sync, stage_inputs)
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
 from entra_pipeline.defs.schedules import build_follow_sensors, build_reclaim_sensor, build_schedules
 from entra_pipeline.defs.stage import source_retry
@@ -54,11 +54,6 @@ def build_assets(integrations: list[Integration], runs: RunSettings) -> tuple[di
     return sources, [mapped, filtered, *distribution_lists], previews
 
 
-def contact_parents(contact_assets: list[dg.AssetsDefinition]) -> dict[dg.AssetKey, frozenset[dg.AssetKey]]:
-    """Each contact stage's inputs, in flow order (mapped, filtered, lists)."""
-    return {asset.key: frozenset(asset.asset_deps[asset.key]) for asset in contact_assets}
-
-
 def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path | None = None,
                demo_dir: str | Path | None = None) -> dg.Definitions:
     config_file = Path(config_file) if config_file else config_path()
@@ -82,7 +77,7 @@ def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path
         asset_checks=[file_check],
         jobs=[*jobs, file_job],
         schedules=build_schedules(integrations, source_jobs),
-        sensors=[*build_follow_sensors(source_assets, by_name[SYNC_JOB], contact_parents(contact_assets)),
+        sensors=[*build_follow_sensors(source_assets, by_name[SYNC_JOB], stage_inputs(contact_assets)),
                  build_reclaim_sensor(), file_watch],
         # The UI's Materialize and backfills run the implicit asset jobs: they hold their run's lock too.
         executor=run_locked_executor,

@@ -89,11 +89,15 @@ def runnable(parents: dict[dg.AssetKey, frozenset[dg.AssetKey]], failed: set[dg.
     return ready
 
 
+def stage_inputs(assets) -> dict[dg.AssetKey, frozenset[dg.AssetKey]]:
+    """Each stage of ``assets`` (AssetsDefinitions, in flow order) with its inputs."""
+    return {asset.key: frozenset(asset.asset_deps[asset.key]) for asset in assets}
+
+
 def stage_parents(defs: dg.Definitions, job: dg.JobDefinition) -> dict[dg.AssetKey, frozenset[dg.AssetKey]]:
     """The stages of ``job`` with their inputs, in flow order."""
-    graph = defs.resolve_asset_graph()
     keys = [dg.AssetKey(stage) for stage in names.CONTACT_STAGES + (names.SYNC_PREVIEW,)]
-    return {key: frozenset(graph.get(key).parent_keys) for key in keys if key in job.asset_layer.executable_asset_keys}
+    return stage_inputs(defs.get_assets_def(key) for key in keys if key in job.asset_layer.executable_asset_keys)
 
 
 def runnable_after(defs: dg.Definitions, job: dg.JobDefinition, source: dg.ExecuteInProcessResult | None,

@@ -14,15 +14,6 @@ from tests.support.runs import Sync, check_outcomes, failure_messages, materiali
 from tests.support.tenant import SECRET, SECRET_ENV
 
 
-@pytest.fixture
-def first_sync(make_sync, emulator):
-    """A warehouse holding one good sync of integration 'acme'."""
-    sync = make_sync(integration("acme", emulator))
-    result = sync.run("acme")
-    assert result.success, failure_messages(result)
-    return sync
-
-
 def test_429_with_retry_after_is_honoured(make_sync, emulator, directory):
     sync = make_sync(integration("acme", emulator))
     emulator.faults.add(429, path="/v1.0/users", times=1, retry_after=1)

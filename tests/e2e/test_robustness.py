@@ -32,15 +32,6 @@ GROUP_TYPE = "#microsoft.graph.group"
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-@pytest.fixture
-def first_sync(make_sync, emulator):
-    """A warehouse holding one good sync of integration 'acme' (the default test integration)."""
-    sync = make_sync(integration("acme", emulator))
-    result = sync.run("acme")
-    assert result.success, failure_messages(result)
-    return sync
-
-
 def members_by_list(sync) -> dict[str, set[str]]:
     members: dict[str, set[str]] = {}
     for list_id, contact_id in sync.query("SELECT list_id, contact_id FROM distribution_list_members"):
