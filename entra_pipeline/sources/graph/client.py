@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 
 from entra_pipeline.net import OriginSession, SaneRetry, origin_of, show_origin, trust_context
@@ -55,6 +57,22 @@ FRESH_TOKEN_SECONDS = 5.0
 
 # A body cut short after the headers arrived (a connection dropped mid-answer).
 _BODY_ERRORS = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+
+# 19 digits in a row may be an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _parse(response: requests.Response) -> object:
+    """The answer's JSON: orjson for a UTF-8 body it reads exactly, else what requests makes of it
+    (long integers, NaN, lone surrogates, deep nesting, other charsets)."""
+    content = response.content
+    if (response.encoding or "utf-8").lower() in ("utf-8", "utf8") and not _LONG_NUMBER.search(content):
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    return response.json()
+
 
 class _GraphRetry(SaneRetry):
     # Graph may send Retry-After on 503 and 504 as well as on 429.
@@ -249,7 +267,7 @@ class GraphClient(BatchReads):
     @staticmethod
     def _json_object(response: requests.Response, what: str) -> dict:
         try:
-            body = response.json()
+            body = _parse(response)
         except (ValueError, RecursionError):
             # RecursionError: arrays or objects nested deeper than the parser goes.
             raise GraphError(
