@@ -106,7 +106,7 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
             """One of the sync's runs, holding its run lock from before it exists until it has ended."""
             if watches and watches[-1].signalled:
                 raise _Stopped
-            run_id = str(uuid.uuid4())
+            run_id = kwargs.pop("run_id", None) or str(uuid.uuid4())
 
             def stopped(signum: int) -> str:
                 return (f"stopped by {signal.Signals(signum).name} while waiting for the warehouse "

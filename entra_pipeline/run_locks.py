@@ -19,6 +19,7 @@ from typing import IO
 import dagster as dg
 
 from entra_pipeline.process import process_start_ticks
+from entra_pipeline.sync import read_ahead
 
 RUN_HOST_TAG = "entra-pipeline/host"
 RUN_PID_TAG = "entra-pipeline/pid"
@@ -186,7 +187,9 @@ class RunLockedExecutor(dg.Executor):
     def execute(self, plan_context, execution_plan):  # noqa: ANN001, ANN201 - Dagster's own signature
         # False only if another process executes this very run: nothing to add to that.
         hold_run_lock(plan_context.instance, plan_context.run_id)
-        yield from self._inner.execute(plan_context, execution_plan)
+        # The Graph stages know which of them execute here after them, to download them together.
+        with read_ahead.steps_here(plan_context.run_id, execution_plan.step_keys_to_execute):
+            yield from self._inner.execute(plan_context, execution_plan)
 
 
 @dg.executor(name="in_process_run_locked", config_schema=dg.in_process_executor.config_schema)

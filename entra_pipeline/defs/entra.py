@@ -7,12 +7,23 @@ from entra_pipeline.defs.resources import WAREHOUSE_POOL, GraphResource, Integra
 from entra_pipeline.defs.stage import RawReadConfig, execute, stage_run
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names, raw_graph_groups, raw_graph_users
+from entra_pipeline.sync.options import RawReadOptions
+from entra_pipeline.sync.read_ahead import STAGE_OF
 from entra_pipeline.transform.fields import ENTRA
 
 GROUP_NAME = "entra_sync"
 
 USERS_CHECKS = (c.RAW_USERS_COMPLETE, c.DIRECTORY_NOT_EMPTY, c.CERTIFICATE_NOT_EXPIRING, c.DIRECTORY_VALUES_FIT,
                 c.EXTENSION_ATTRIBUTES_DECIDED)
+
+
+def read_options(context: dg.AssetExecutionContext, config: RawReadConfig) -> dict[str, RawReadOptions]:
+    """The read options of users and groups in this run: this step's config, and the other Graph
+    step's from the run config (its read may start ahead, in this step)."""
+    own = context.assets_def.key.path[-1]
+    ops = context.run.run_config.get("ops") or {}
+    return {resource: (config if stage == own else RawReadConfig(**((ops.get(stage) or {}).get("config") or {})))
+            .options() for resource, stage in STAGE_OF.items()}
 
 
 def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | None) -> list[dg.AssetsDefinition]:
@@ -31,7 +42,7 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
                               integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key, ENTRA)
         run = stage_run(context, integration, warehouse)
-        yield from execute(lambda: raw_graph_users.materialize(run, graph.client, config.options()))
+        yield from execute(lambda: raw_graph_users.materialize(run, graph.client, read_options(context, config)))
 
     @dg.asset(
         name=names.RAW_GRAPH_GROUPS, **common,
@@ -46,6 +57,6 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
                                integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key, ENTRA)
         run = stage_run(context, integration, warehouse)
-        yield from execute(lambda: raw_graph_groups.materialize(run, graph.client, config.options()))
+        yield from execute(lambda: raw_graph_groups.materialize(run, graph.client, read_options(context, config)))
 
     return [raw_graph_users_asset, raw_graph_groups_asset]

@@ -10,12 +10,13 @@ in schedules.py launches the contacts job when it succeeds, unless the launcher 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from entra_pipeline.run_locks import run_locked_executor
-from entra_pipeline.sync import names
+from entra_pipeline.sync import names, read_ahead
 
 ENTRA_SOURCES_JOB = "sync_entra_sources"
 WORKDAY_SOURCES_JOB = "sync_workday_sources"
@@ -163,9 +164,12 @@ def run_sync(defs: dg.Definitions, key: str, instance: dg.DagsterInstance, *, pr
     result = SyncResult()
     source_result = None
     if expected:  # an empty asset_selection would mean the whole job to Dagster
-        source_result = execute(source, partition_key=key, instance=instance, raise_on_error=False, tags=tags,
-                                run_config=config_for(source, run_config),
-                                asset_selection=None if only is None else sorted(expected, key=str))
+        run_id = str(uuid.uuid4())
+        # execute_in_process runs the steps here whatever the job's executor: they may read ahead.
+        with read_ahead.steps_here(run_id, [k.path[-1] for k in expected]):
+            source_result = execute(source, partition_key=key, instance=instance, raise_on_error=False, tags=tags,
+                                    run_config=config_for(source, run_config), run_id=run_id,
+                                    asset_selection=None if only is None else sorted(expected, key=str))
         result.results.append(source_result)
     follow = defs.resolve_job_def(PREVIEW_JOB if preview else SYNC_JOB)
     selection = [k for k in runnable_after(defs, follow, source_result, expected) if only is None or k in only]

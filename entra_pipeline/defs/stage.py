@@ -52,7 +52,7 @@ def stage_run(context: dg.AssetExecutionContext, integration: Integration, wareh
     tags = context.run.tags
     run_id = context.run.run_id if "dagster/parent_run_id" in tags else tags.get(SYNC_RUN_TAG, context.run.run_id)
     return StageRun(integration, run_id, context.assets_def.key.path[-1], warehouse.get_connection,
-                    info=context.log.info, warn=context.log.warning)
+                    info=context.log.info, warn=context.log.warning, execution_id=context.run.run_id)
 
 
 def execute(run: Callable[[], StageOutcome]) -> Iterator:

@@ -5,28 +5,51 @@ list read), one read against the integration's tenant with its cost, and progres
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from entra_pipeline.config import ConfigError, Integration
 from entra_pipeline.errors import is_transient
 from entra_pipeline.sources.graph.client import DeltaExpired, DeltaRound, GraphClient
+from entra_pipeline.sync import read_ahead
 from entra_pipeline.sync.options import RawReadOptions
+from entra_pipeline.sync.read_ahead import STAGE_OF
 from entra_pipeline.sync.runner import ReadFailed, StageFailed, StageRun
-from entra_pipeline.warehouse import raw_tables
+from entra_pipeline.transform.fields import GROUP_SELECT, delta_select_for
+from entra_pipeline.warehouse import raw_tables, table_rows
 
 OpenGraph = Callable[[Integration], GraphClient]  # a client for the integration's tenant
 
 
-def progress(run: StageRun) -> Callable[[str, int, int | None], None]:
-    """Reports "users 4,000 / 12,345" about every tenth of the way, not on every page."""
-    last: dict[str, int] = {}
+#: Seconds between progress lines when a read goes on without reaching the next tenth: a line
+#: per page would flood the event log (a delta round has hundreds of pages and no total).
+PROGRESS_SECONDS = 10.0
+
+
+def progress(run: StageRun, expected: int | None = None,
+             clock: Callable[[], float] = time.monotonic) -> Callable[[str, int, int | None], None]:
+    """Reports "users 40,000 / 100,000 (40%)" at each tenth of the way, and otherwise at most every
+    PROGRESS_SECONDS. A delta round has no total: ``expected`` (the rows the last sync stored)
+    stands in for it, said as "about"."""
+    last: dict[str, tuple[int, float]] = {}  # label -> (done, when) at its last line
+    started = clock()
 
     def report(label: str, done: int, total: int | None) -> None:
-        step = max((total or 0) // 10, 1)
-        if total is None or done >= total or done - last.get(label, 0) >= step:
-            last[label] = done
-            run.info(f"{label} {done:,} / {total:,}" if total is not None else f"{label} {done:,}")
+        estimate = total is None and bool(expected)
+        total = total if total is not None else expected or None
+        now = clock()
+        done_before, said_at = last.get(label, (0, started))
+        tenth = max((total or 0) // 10, 1)
+        reached = total is not None and done // tenth > done_before // tenth
+        if not (reached or now - said_at >= PROGRESS_SECONDS):
+            return
+        last[label] = (done, now)
+        if total is None:
+            run.info(f"{label}: {done:,} so far")
+        else:
+            share = min(done / total, 1.0) if total else 1.0
+            run.info(f"{label}: {done:,} of {'about ' if estimate else ''}{total:,} ({share:.0%})")
 
     return report
 
@@ -69,35 +92,79 @@ def read_plan(integration: Integration, state: raw_tables.DeltaState | None, sel
 
 
 def delta_read(run: StageRun, open_graph: OpenGraph, resource: str, select: list[str],
-               state: raw_tables.DeltaState | None, options: RawReadOptions) -> tuple[DeltaRound, str, dict]:
+               state: raw_tables.DeltaState | None, options: RawReadOptions,
+               expected: int | None = None) -> tuple[DeltaRound, str, dict]:
     """One delta round, falling back to a full round when Graph has forgotten the token:
-    (the round, why it was read so, its cost and plan as metadata)."""
+    (the round, why it was read so, its cost and plan as metadata). ``expected``: how many
+    objects a full round should bring (what is stored), for progress."""
     integration = run.integration
     full, reason = read_plan(integration, state, select, options.full_resync)
-    report = progress(run)
+    whole, changes = progress(run, expected), progress(run)
     run.info(f"{resource}: {'full round' if full else 'incremental'}: {reason}")
 
     def fetch(client: GraphClient) -> tuple[DeltaRound, str]:
         if full or state is None:
-            return client.delta_round(resource, select, None, report), reason
+            return client.delta_round(resource, select, None, whole), reason
         if not client.serves(state.delta_link):
             # The token must never go to another host: the Graph endpoint changed, read everything.
             why = ("the stored deltaLink points to another Graph endpoint (the Graph URL changed, or the demo "
                    "tenant restarted); read everything again")
             run.warn(f"integration {integration.key!r}: {resource}: {why}")
-            return client.delta_round(resource, select, None, report), why
+            return client.delta_round(resource, select, None, whole), why
         try:
-            return client.delta_round(resource, select, state.delta_link, report), reason
+            return client.delta_round(resource, select, state.delta_link, changes), reason
         except DeltaExpired as exc:
             why = f"Graph no longer accepts the stored delta token ({exc}); read everything again"
             run.warn(f"integration {integration.key!r}: {resource}: {why}")
-            return client.delta_round(resource, select, None, report), why
+            return client.delta_round(resource, select, None, whole), why
 
     (round_, why), graph_meta = read(integration, open_graph, resource, fetch)
     graph_meta.update({"read_mode": "full" if round_.full else "incremental", "read_reason": why,
                        "delta_token_expired": why != reason, "delta_pages": round_.pages,
                        "delta_items": len(round_.items)})
     return round_, why, graph_meta
+
+
+@dataclass
+class GraphRead:
+    """A Graph stage's delta read: where it started (the stored deltaLink state and row count) and
+    what it brought."""
+
+    state: raw_tables.DeltaState | None
+    previous: int
+    select: list[str]
+    round_: DeltaRound
+    reason: str
+    meta: dict
+
+
+def delta_select(integration: Integration, resource: str) -> list[str]:
+    """What a delta round of ``users`` or ``groups`` selects for the integration."""
+    if resource == "users":
+        return delta_select_for(integration.imported_fields())
+    return [*GROUP_SELECT, "members"]
+
+
+def read_resource(run: StageRun, open_graph: OpenGraph, resource: str,
+                  options: dict[str, RawReadOptions]) -> GraphRead:
+    """The stage's delta read of ``users`` or ``groups`` (``options`` per resource): the one read
+    ahead by the other Graph stage, or read now; the other one's read is started ahead first, if
+    its stage executes after this one in this process (see read_ahead)."""
+
+    def plan(stage: StageRun, what: str) -> tuple[raw_tables.DeltaState | None, int]:
+        with stage.warehouse() as con:
+            return (raw_tables.delta_state(con, stage.key, what),
+                    table_rows.count_rows(con, STAGE_OF[what], stage.key))
+
+    def fetch(stage: StageRun, what: str, planned: tuple[raw_tables.DeltaState | None, int]) -> GraphRead:
+        state, previous = planned
+        select = delta_select(stage.integration, what)
+        round_, reason, meta = delta_read(stage, open_graph, what, select, state, options[what], previous)
+        return GraphRead(state, previous, select, round_, reason, meta)
+
+    other = "groups" if resource == "users" else "users"
+    read_ahead.start(run, other, lambda stage: plan(stage, other), lambda stage, p: fetch(stage, other, p))
+    return read_ahead.take(run, resource, lambda stage: plan(stage, resource), lambda stage, p: fetch(stage, resource, p))
 
 
 def stage_values(round_: DeltaRound | None, reason: str, change: raw_tables.RawChange, graph_meta: dict) -> dict:

@@ -9,29 +9,27 @@ from entra_pipeline.sources.graph import delta
 from entra_pipeline.sources.graph.client import Collection, GraphClient, GraphError, member_type
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names
-from entra_pipeline.sync.graph_reads import OpenGraph, change_metadata, delta_read, progress, read, stage_values
+from entra_pipeline.sync.graph_reads import OpenGraph, change_metadata, progress, read, read_resource, stage_values
 from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.outcome import Json, StageOutcome, counts, preview
 from entra_pipeline.sync.runner import StageFailed, StageRun, checked_write
 from entra_pipeline.transform import lists, values
 from entra_pipeline.transform.errors import ImportIssue
+from entra_pipeline.transform.fields import GROUP_SELECT
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import change_log, connection, import_errors, raw_tables, table_rows
 
 GROUP_VANISHED = "group_vanished"
-GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mailEnabled",
-                "securityEnabled", "groupTypes"]
 SAMPLE_COLUMNS = ["id", "display_name", "mail", "kind"]
 
 
-def materialize(run: StageRun, open_graph: OpenGraph, options: RawReadOptions) -> StageOutcome:
+def materialize(run: StageRun, open_graph: OpenGraph, options: dict[str, RawReadOptions]) -> StageOutcome:
+    """``options``: the run's read options of each Graph resource (the other one may be read ahead)."""
     integration = run.integration
     if integration.source.read == "list":
         return _list_groups(run, open_graph)
-    select = [*GROUP_SELECT, "members"]
-    with run.warehouse() as con:
-        state = raw_tables.delta_state(con, integration.key, "groups")
-    round_, reason, graph_meta = delta_read(run, open_graph, "groups", select, state, options)
+    read = read_resource(run, open_graph, "groups", options)
+    state, select, round_, graph_meta = read.state, read.select, read.round_, read.meta
     checks = [c.delta_complete_result(c.RAW_GROUPS_COMPLETE, "groups", round_)]
     run.block(checks)
     with run.warehouse() as con, connection.transaction(con):
@@ -51,7 +49,7 @@ def materialize(run: StageRun, open_graph: OpenGraph, options: RawReadOptions) -
                                            None if round_.full else checked.assessed)
         raw_tables.write_delta_state(con, integration.key, "groups", run.run_id, round_.delta_link, select,
                                      None if round_.full else state.full_round_at)
-        run.record(con, **stage_values(round_, reason, change, graph_meta))
+        run.record(con, **stage_values(round_, read.reason, change, graph_meta))
         run.describe(con)
         memberships = table_rows.count_rows(con, s.RAW_GRAPH_GROUP_MEMBERS, integration.key)
         sample = table_rows.sample_rows(con, names.RAW_GRAPH_GROUPS, integration.key, SAMPLE_COLUMNS)

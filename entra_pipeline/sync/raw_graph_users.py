@@ -11,13 +11,12 @@ from entra_pipeline.config.credentials import certificate
 from entra_pipeline.sources.graph import delta
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names
-from entra_pipeline.sync.graph_reads import OpenGraph, change_metadata, delta_read, progress, read, stage_values
+from entra_pipeline.sync.graph_reads import OpenGraph, change_metadata, progress, read, read_resource, stage_values
 from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.outcome import StageOutcome, preview
 from entra_pipeline.sync.runner import StageFailed, StageRun, checked_write
 from entra_pipeline.transform import values
-from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, delta_select_for, graph_select_for,
-                                             imported_fields_for, manager_expand_for)
+from entra_pipeline.transform.fields import ENTRA, MANAGER_FIELDS, graph_select_for, imported_fields_for, manager_expand_for
 from entra_pipeline.warehouse import change_log, connection, contact_tables, import_errors, raw_tables, table_rows
 
 SAMPLE_COLUMNS = ["id", "user_principal_name", "display_name", "mail"]
@@ -41,17 +40,15 @@ def extension_attributes_check(con, integration: Integration) -> c.CheckOutcome:
     return c.extension_attributes_result(undecided, counts)
 
 
-def materialize(run: StageRun, open_graph: OpenGraph, options: RawReadOptions) -> StageOutcome:
+def materialize(run: StageRun, open_graph: OpenGraph, options: dict[str, RawReadOptions]) -> StageOutcome:
+    """``options``: the run's read options of each Graph resource (the other one may be read ahead)."""
     integration = run.integration
     fields = integration.imported_fields()
     certificate = certificate_check(integration)
     if integration.source.read == "list":
         return _list_users(run, open_graph, fields, certificate)
-    select = delta_select_for(fields)
-    with run.warehouse() as con:
-        state = raw_tables.delta_state(con, integration.key, "users")
-        previous = table_rows.count_rows(con, names.RAW_GRAPH_USERS, integration.key)
-    round_, reason, graph_meta = delta_read(run, open_graph, "users", select, state, options)
+    read = read_resource(run, open_graph, "users", options)
+    state, previous, select, round_, graph_meta = read.state, read.previous, read.select, read.round_, read.meta
     checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), certificate]
     run.block(checks)
     managers = any(f in MANAGER_FIELDS for f in fields)
@@ -79,7 +76,7 @@ def materialize(run: StageRun, open_graph: OpenGraph, options: RawReadOptions) -
                                      imported_fields_for(fields))
         raw_tables.write_delta_state(con, integration.key, "users", run.run_id, round_.delta_link, select,
                                      None if round_.full else state.full_round_at)
-        run.record(con, **stage_values(round_, reason, change, graph_meta))
+        run.record(con, **stage_values(round_, read.reason, change, graph_meta))
         run.describe(con)
         sample = table_rows.sample_rows(con, names.RAW_GRAPH_USERS, integration.key, SAMPLE_COLUMNS)
     return run.done(checks, {"rows": change.total, **change_metadata(round_, change, "users"),

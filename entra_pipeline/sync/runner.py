@@ -53,6 +53,7 @@ class StageRun:
     warehouse: Callable[[], AbstractContextManager]  # opens a DuckDB connection, closes it after
     info: Callable[[str], None] = _ignore  # progress ("users 4,000 / 12,345")
     warn: Callable[[str], None] = _ignore  # something an operator should notice; the stage goes on
+    execution_id: str | None = None  # the Dagster run executing it (None: none), for read_ahead
     started: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     _table: tuple[str, int, list[Column]] | None = None

@@ -162,6 +162,11 @@ def graph_select_for(fields: Iterable[str]) -> list[str]:
     return sorted(select)
 
 
+#: The group properties every read selects (a delta round adds ``members``).
+GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mailEnabled", "securityEnabled",
+                "groupTypes"]
+
+
 def delta_select_for(fields: Iterable[str]) -> list[str]:
     """The ``$select`` of a users delta round returning ``fields``: delta has no ``$expand``, so
     the manager comes as ``manager@delta`` (an id) and its mail from the users' own ``mail``."""

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import dagster as dg
 import pytest
 
+from entra_pipeline.cli import QUIET
+from entra_pipeline.definitions import build_defs
+from entra_pipeline.defs.jobs import ENTRA_SOURCES_JOB
 from entra_pipeline.sync import checks as c
 
 from tests.support.expected import expected_contacts, expected_mapped, expected_members, offered_group_ids
@@ -204,3 +208,49 @@ def test_smaller_pages_give_the_same_contacts(make_sync, emulator, directory):
     assert step_metadata(result, "raw_graph_users")["pages"] == 12  # 2,800 users at 250 a page
     contacts = dict(sync.query("SELECT source_id, contact_id FROM contacts"))
     assert contacts == expected_contacts(directory)
+
+
+def test_a_delta_round_asks_for_the_page_size_and_graph_caps_it(make_sync, emulator, directory):
+    small = make_sync(integration("small", emulator, source={"page_size": 150}))
+    result = small.run("small")
+    assert result.success, failure_messages(result)
+    # Prefer: odata.maxpagesize=150 is honoured below Graph's cap of 200 a delta page ...
+    assert step_metadata(result, "raw_graph_users")["delta_pages"] == -(-len(directory.users) // 150)
+    assert dict(small.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)
+    # ... and 999 (the default) still gets pages of 200.
+    assert emulator.delta_page_size == 200
+    large = make_sync(integration("large", emulator))
+    result = large.run("large")
+    assert step_metadata(result, "raw_graph_users")["delta_pages"] == -(-len(directory.users) // 200)
+
+
+def test_users_and_groups_download_at_the_same_time_and_a_step_run_alone_reads_by_itself(make_sync, emulator,
+                                                                                           directory):
+    from entra_pipeline.emulator.faults import FaultProfile
+
+    sync = make_sync(integration("acme", emulator))
+    # Every Graph request takes a moment: two reads one after the other could not interleave.
+    emulator.faults.profile = FaultProfile(seed=3, slow=1.0, slow_seconds=0.05)
+    start = len(emulator.request_log)
+    result = sync.run("acme")
+    emulator.faults.clear()
+    assert result.success, failure_messages(result)
+    paths = [target.split("?")[0] for _, target, _ in emulator.request_log[start:]]
+    kinds = ["users" if "/users/delta" in p else "groups" for p in paths if "/delta" in p]
+    first_users, last_users = kinds.index("users"), len(kinds) - 1 - kinds[::-1].index("users")
+    # Group pages came while the users' pages were still coming.
+    assert "groups" in kinds[first_users:last_users]
+    assert kinds.count("users") == -(-len(directory.users) // emulator.delta_page_size)
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)
+    # Each step reports the requests of its own read, wherever it ran.
+    users, groups = step_metadata(result, "raw_graph_users"), step_metadata(result, "raw_graph_groups")
+    assert users["graph_requests"] == kinds.count("users") and groups["graph_requests"] == kinds.count("groups")
+
+    # Only the users step (a re-execution, a one-asset Materialize): it reads by itself, and nothing of groups.
+    start = len(emulator.request_log)
+    defs = build_defs(sync.config, sync.warehouse)
+    job = defs.resolve_job_def(ENTRA_SOURCES_JOB)
+    only = job.get_subset(asset_selection={dg.AssetKey("raw_graph_users")})
+    assert only.execute_in_process(partition_key="acme", instance=sync.instance, run_config=QUIET).success
+    paths = [target.split("?")[0] for _, target, _ in emulator.request_log[start:]]
+    assert any("/users/delta" in p for p in paths) and not any("/groups" in p for p in paths)

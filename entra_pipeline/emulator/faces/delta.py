@@ -22,6 +22,15 @@ from .responses import GraphError, context_url, graph_json
 DELTA_UNSUPPORTED = ("$top", "$orderby", "$expand", "$count", "$search", "$format")
 #: Defaults of the delta attributes of :class:`Emulator`.
 DELTA_PAGE_SIZE = 200
+
+
+def max_page_size(prefer: str | None) -> int | None:
+    """The ``odata.maxpagesize`` of a Prefer header, if it asks for a positive one."""
+    for part in (prefer or "").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "odata.maxpagesize" and value.strip().isdigit() and int(value) > 0:
+            return int(value)
+    return None
 DELTA_MEMBERS_PER_PAGE = 1000
 DELTA_TOKEN_LIFETIME = 7 * 24 * 3600
 DELTA_ROUNDS_KEPT = 16
@@ -79,11 +88,13 @@ class DeltaFace:
                                  "The sync state of this delta round is no longer available (the server "
                                  "keeps only recent rounds): start again without a token.")
             return self._page(request, round_, token.page)
+        # Graph honours Prefer: odata.maxpagesize on delta below its own cap, never above it.
+        wanted = max_page_size(request.headers.get("Prefer"))
         if deltatoken is not None:
             token = self._token(deltatoken, "$deltatoken", DELTA, resource)
-            round_ = self._round(resource, token.select, token.version)
+            round_ = self._round(resource, token.select, token.version, wanted)
         else:
-            round_ = self._round(resource, params.get("$select"), None)
+            round_ = self._round(resource, params.get("$select"), None, wanted)
         return self._page(request, round_, 0)
 
     def _token(self, text: str, option: str, kind: int, resource: str) -> DeltaToken:
@@ -127,8 +138,10 @@ class DeltaFace:
             return Selection(("id",), True)  # "$select=members": id plus the navigation property
         return Selection(resolve_select(schema, ",".join(rest), collection=True), wanted)
 
-    def _round(self, resource: str, select: str | None, since: int | None) -> DeltaRound:
+    def _round(self, resource: str, select: str | None, since: int | None, wanted: int | None = None) -> DeltaRound:
         page_size, per_page = int(self.emulator.delta_page_size), int(self.emulator.delta_members_per_page)
+        if wanted is not None:
+            page_size = min(page_size, wanted)
         if page_size < 1 or per_page < 1:
             raise ValueError("delta_page_size and delta_members_per_page must be at least 1")
         with self.emulator.change_lock:

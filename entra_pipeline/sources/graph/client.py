@@ -393,12 +393,16 @@ class GraphClient(BatchReads):
             url, query = delta_link, None
         label = f"{resource} ({'full round' if delta_link is None else 'changes'})"
         items: list[dict] = []
+        seen: set[str] = set()  # objects, for progress: a group split over pages comes several times
         pages = 0
         guard = PageGuard(f"GET {describe(url)}", requests.Request("GET", url, params=query).prepare().url,
                            self.settings.page_size)
+        # Delta takes no $top; Graph caps its pages (about 200 users) whatever is asked, but a
+        # smaller page_size is honoured.
+        prefer = {"Prefer": f"odata.maxpagesize={self.settings.page_size}"}
         while True:
             try:
-                body = self.get_json(url, query)
+                body = self.get_json(url, query, prefer)
             except GraphError as exc:
                 if exc.code in DELTA_RESYNC_CODES or exc.status == 410:
                     raise DeltaExpired(str(exc), status=exc.status, code=exc.code,
@@ -413,7 +417,8 @@ class GraphClient(BatchReads):
                 check_delta_item(item, what, pages)
             items.extend(value)
             if progress is not None:
-                progress(label, len(items), None)
+                seen.update(item["id"] for item in value)
+                progress(label, len(seen), None)
             next_link, delta = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
             if next_link is not None:
                 self._relative(next_link, what)
