@@ -1,9 +1,10 @@
 """Size and validity limits of what a source sends, applied before anything reaches DuckDB.
 
 One bad value (a 20 MB ``displayName``, a lone surrogate such as the JSON escape ``"\\ud800"``,
-a NUL character) must neither fail a stage nor exhaust DuckDB's memory. It becomes one import
-error naming the record and the field, and the value is not imported (it is treated as empty);
-the rest of that record, and every other record, sync as usual. No Dagster, no DuckDB here.
+a NUL character, NaN or an infinite number) must neither fail a stage nor exhaust DuckDB's memory.
+It becomes one import error naming the record and the field, and the value is not imported (it is
+treated as empty); the rest of that record, and every other record, sync as usual. No Dagster, no
+DuckDB here.
 
 Limits are Microsoft Graph's documented maximum lengths where Graph documents one (user and group
 resources, on-premises extension attributes); any other string gets :data:`TEXT_LIMIT`
@@ -13,6 +14,7 @@ characters (code points).
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -24,7 +26,9 @@ VALUE_TOO_LONG = "value_too_long"
 INVALID_TEXT = "invalid_text"
 #: An object whose id is unusable (invalid text, or longer than :data:`ID_LIMIT`): nothing of it is imported.
 INVALID_ID = "invalid_id"
-CODES = (VALUE_TOO_LONG, INVALID_TEXT, INVALID_ID)
+#: NaN or an infinite number: no JSON number (Python's parser takes NaN, Infinity and 1e400 anyway).
+INVALID_NUMBER = "invalid_number"
+CODES = (VALUE_TOO_LONG, INVALID_TEXT, INVALID_ID, INVALID_NUMBER)
 
 TEXT_LIMIT = 1024            # characters: a string whose limit Graph does not document
 JSON_LIMIT = 64 * 1024       # characters of JSON: a list or object (proxyAddresses, an open extension)
@@ -99,6 +103,8 @@ def json_problem(value: object, limit: int = JSON_LIMIT) -> tuple[str, str] | No
                 stack.append(sub)
         elif isinstance(item, list):
             stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return number_problem(item)
         else:
             size += _SCALAR_SIZE
         if size > limit:
@@ -106,10 +112,16 @@ def json_problem(value: object, limit: int = JSON_LIMIT) -> tuple[str, str] | No
     return None
 
 
+def number_problem(value: float) -> tuple[str, str]:
+    return INVALID_NUMBER, f"is not a JSON number ({value!r})"
+
+
 def value_problem(value: object, limit: int) -> tuple[str, str] | None:
-    """(code, what is wrong) for one property value; numbers, booleans and null are always fine."""
+    """(code, what is wrong) for one property value; booleans, null and finite numbers are always fine."""
     if isinstance(value, str):
         return text_problem(value, limit)
+    if isinstance(value, float) and not math.isfinite(value):
+        return number_problem(value)
     if isinstance(value, (dict, list)):
         return json_problem(value)
     return None
@@ -245,6 +257,8 @@ def _plainly_fine(kind: str, item: dict) -> bool:
                 if len(value) > limits.get(name, TEXT_LIMIT):
                     return False
                 parts.append(value)
+            elif kind_of is float and not math.isfinite(value):
+                return False
             elif kind_of is dict or kind_of is list:
                 if kind == "user" and name == "manager" and kind_of is dict and not usable_id(value.get("id")):
                     return False  # a manager without a usable id is refused the exact way
@@ -274,9 +288,11 @@ def _plainly_fine(kind: str, item: dict) -> bool:
                             if type(sub) is str:
                                 parts.append(sub)
                                 size += len(sub)
+                            elif type(sub) is float and not math.isfinite(sub):
+                                return False
                             else:
                                 size += _SCALAR_SIZE
-                    elif type(part) is list:
+                    elif type(part) is list or (type(part) is float and not math.isfinite(part)):
                         return False
                     else:
                         size += _SCALAR_SIZE

@@ -172,6 +172,47 @@ def test_a_lone_surrogate_and_a_nul_are_import_errors_until_the_values_are_fixed
     assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(tenant.directory)
 
 
+def test_nan_and_infinite_numbers_are_import_errors_and_a_long_integer_keeps_every_digit(tenant, make_sync):
+    """JSON has no NaN or Infinity, yet Python's parser reads them (and 1e400 as infinity): such a
+    value is an import error like any value that cannot be stored. An integer beyond 64 bits is
+    valid JSON and is stored digit for digit."""
+    directory = tenant.directory
+    ann, bob, cid = a_contact(directory, 0), a_contact(directory, 1), a_contact(directory, 2)
+    tenant.faults.rewrite(USERS, plant({ann["id"]: {"jobTitle": float("nan")},
+                                        bob["id"]: {"onPremisesExtensionAttributes": {"extensionAttribute2": float("inf")}},
+                                        cid["id"]: {"jobTitle": 10 ** 25}}), times=None)
+    sync = make_sync(integration(KEY, tenant))
+    result = ok(sync.run(KEY))
+    tenant.faults.clear()
+    errors = {(r, f, code): m for r, f, code, m in sync.query(
+        "SELECT record, field, code, message FROM import_errors WHERE stage = ?", [RAW_STAGE])}
+    assert errors == {
+        (ann["id"], "jobTitle", "invalid_number"):
+            f"user {ann['id']} ({ann['userPrincipalName']}): jobTitle is not a JSON number (nan); not imported",
+        (bob["id"], "extensionAttribute2", "invalid_number"):
+            f"user {bob['id']} ({bob['userPrincipalName']}): extensionAttribute2 is not a JSON number (inf); "
+            "not imported",
+    }
+    assert values_check(result)[0] is False
+    rows = contact_rows(sync)
+    assert (rows[ann["id"]]["job_title"], rows[cid["id"]]["job_title"]) == (None, "1" + "0" * 25)
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(directory)
+
+
+def test_the_quick_check_never_accepts_a_number_the_exact_check_refuses():
+    from entra_pipeline.transform import values
+
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for item in ({"id": "u1", "jobTitle": bad}, {"id": "u1", "businessPhones": ["+1", bad]},
+                     {"id": "u1", "onPremisesExtensionAttributes": {"extensionAttribute3": bad}},
+                     {"id": "u1", "proxyAddresses": [{"nested": bad}]}):
+            checked = values.check_users([item], RAW_STAGE)
+            assert [i.code for i in checked.issues] == ["invalid_number"], item
+    fine = {"id": "u1", "jobTitle": 1.5, "businessPhones": [2.5e300], "employeeId": 10 ** 40}
+    checked = values.check_users([fine], RAW_STAGE)
+    assert (checked.items, checked.issues) == ([fine], [])
+
+
 # -- extension attributes and directory extensions (custom fields) ----------------------------------
 
 def test_an_oversized_extension_attribute_and_directory_extension_leave_the_contact_synced(tenant, make_sync):
