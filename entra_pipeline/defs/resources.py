@@ -103,15 +103,19 @@ class WarehouseResource(DuckDBResource):
 
     ``memory_limit`` bounds DuckDB's memory (a size such as 2GB, or a share such as 25%; settable
     with ``dg.EnvVar``); unset, ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT or 2GB. Work beyond it spills
-    to ``<warehouse>.tmp``. An invalid value fails the step with one line naming the setting."""
+    to ``<warehouse>.tmp``. ``threads`` caps DuckDB's worker threads; unset,
+    ENTRA_PIPELINE_DUCKDB_THREADS or one per core. An invalid value fails the step with one line
+    naming the setting."""
 
     lock_wait_seconds: float = LOCK_WAIT_SECONDS
     memory_limit: str | None = None
+    threads: int | None = None
 
     @contextmanager
     def get_connection(self) -> Iterator:
         try:
-            limits = duckdb_config(self.database, self.memory_limit, "the warehouse resource's memory_limit")
+            limits = duckdb_config(self.database, self.memory_limit, "the warehouse resource's memory_limit",
+                                   self.threads, "the warehouse resource's threads")
         except ConfigError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         con = connect(self.database, wait_seconds=self.lock_wait_seconds,

@@ -34,6 +34,10 @@ LOCK_WAIT_SECONDS = 300.0
 #: fails one query, instead of taking the machine's memory (its own default is 80% of it).
 MEMORY_LIMIT_ENV = "ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT"
 DEFAULT_MEMORY_LIMIT = "2GB"
+#: DuckDB's worker threads for every connection; unset, one per core (DuckDB's default). Fewer
+#: leave cores to the Graph downloads and to other integrations' runs on a shared machine.
+THREADS_ENV = "ENTRA_PIPELINE_DUCKDB_THREADS"
+MAX_THREADS = 1024
 MIN_MEMORY_BYTES = 64 * 1000 ** 2
 _UNITS = {"b": 1, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4,
           "kib": 1024, "mib": 1024 ** 2, "gib": 1024 ** 3, "tib": 1024 ** 4}
@@ -59,10 +63,29 @@ def memory_limit(value: str | None = None, name: str = MEMORY_LIMIT_ENV) -> str:
                       "or 512MB, or a share of memory such as 25%")
 
 
-def duckdb_config(database: str | Path, memory: str | None = None, name: str = MEMORY_LIMIT_ENV) -> dict:
-    """DuckDB settings for a database file: the memory limit (see ``memory_limit``) and a temp
-    directory next to the file (``<file>.tmp``) where work beyond the limit spills."""
-    return {"memory_limit": memory_limit(memory, name), **_spill_directory(database)}
+def thread_count(value: int | str | None = None, name: str = THREADS_ENV) -> int | None:
+    """DuckDB's worker threads: ``value`` (a setting called ``name``), else the environment
+    variable, else None (DuckDB's default: one per core). ConfigError, one line naming the
+    setting, when it is not a whole number from 1 to MAX_THREADS."""
+    if value is None:
+        value, name = os.environ.get(THREADS_ENV) or None, THREADS_ENV
+        if value is None:
+            return None
+    text = str(value).strip()
+    if text.isdigit() and 1 <= int(text) <= MAX_THREADS:
+        return int(text)
+    shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
+    raise ConfigError(f"{name}={shown} is not a number of DuckDB threads: give a whole number from 1 to {MAX_THREADS}")
+
+
+def duckdb_config(database: str | Path, memory: str | None = None, name: str = MEMORY_LIMIT_ENV,
+                  threads: int | str | None = None, threads_name: str = THREADS_ENV) -> dict:
+    """DuckDB settings for a database file: the memory limit (see ``memory_limit``), the threads
+    (see ``thread_count``) and a temp directory next to the file (``<file>.tmp``) where work
+    beyond the limit spills."""
+    config = {"memory_limit": memory_limit(memory, name), **_spill_directory(database)}
+    count = thread_count(threads, threads_name)
+    return config if count is None else {**config, "threads": count}
 
 
 def _spill_directory(database: str | Path) -> dict:
@@ -79,13 +102,17 @@ def _locked(exc: Exception) -> bool:
 
 def connect(database: str | Path, *, read_only: bool = False, wait_seconds: float = LOCK_WAIT_SECONDS,
             config: dict | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the memory bound of ``duckdb_config`` (``config`` may override
-    it), waiting (up to ``wait_seconds``, backing off from 50 ms to 2 s) while another process
+    """A DuckDB connection with the memory bound and threads of ``duckdb_config`` (``config`` may
+    override them), waiting (up to ``wait_seconds``, backing off from 50 ms to 2 s) while another process
     holds the file's lock; after that the lock error is raised, naming the file. ConfigError
-    when the memory limit setting is invalid."""
+    when the memory limit or threads setting is invalid."""
     config = config or {}
-    # An explicit memory limit wins: the environment variable is then not consulted (nor its errors).
-    defaults = _spill_directory(database) if "memory_limit" in config else duckdb_config(database)
+    # An explicit setting wins: its environment variable is then not consulted (nor its errors).
+    defaults = _spill_directory(database)
+    if "memory_limit" not in config:
+        defaults["memory_limit"] = memory_limit()
+    if "threads" not in config and thread_count() is not None:
+        defaults["threads"] = thread_count()
     config = {**defaults, **config}
     deadline = time.monotonic() + wait_seconds
     pause = 0.05

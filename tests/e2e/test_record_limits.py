@@ -18,7 +18,7 @@ from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.emulator.population import generate_directory
 from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.warehouse import raw_workers
-from entra_pipeline.warehouse.connection import MEMORY_LIMIT_ENV, connect
+from entra_pipeline.warehouse.connection import MEMORY_LIMIT_ENV, THREADS_ENV, connect
 
 from tests.support.expected import expected_contacts
 from tests.support.integrations import integration, write_config
@@ -377,6 +377,36 @@ def test_an_invalid_memory_limit_is_one_line_naming_the_variable_and_changes_not
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "10KB")
     with pytest.raises(ConfigError, match=f"^{MEMORY_LIMIT_ENV}='10KB' is not a DuckDB memory limit"):
         connect(sync.warehouse, read_only=True)
+
+
+def test_duckdb_threads_come_from_the_resource_or_the_environment_and_a_bad_value_is_one_line(
+        tenant, make_sync, tmp_path, monkeypatch):
+    database = tmp_path / "threads.duckdb"
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    with WarehouseResource(database=str(database), threads=3).get_connection() as con:
+        assert setting(con, "threads") == 3
+    monkeypatch.setenv(THREADS_ENV, "1")
+    con = connect(database, read_only=False)
+    try:
+        assert setting(con, "threads") == 1
+    finally:
+        con.close()
+    with WarehouseResource(database=str(database), threads=2).get_connection() as con:
+        assert setting(con, "threads") == 2  # the resource's own setting wins
+    # A sync with one DuckDB thread gives the same warehouse.
+    sync = make_sync(integration(KEY, tenant))
+    ok(sync.run(KEY))
+    assert dict(sync.query("SELECT source_id, contact_id FROM contacts")) == expected_contacts(tenant.directory)
+    before = sync.snapshot()
+    monkeypatch.setenv(THREADS_ENV, "many")
+    result = sync.run(KEY)
+    line = f"{THREADS_ENV}='many' is not a number of DuckDB threads: give a whole number from 1 to 1024"
+    messages = [m.strip() for m in failure_messages(result)]
+    assert not result.success and messages and all(m.endswith(line) and "\n" not in m for m in messages)
+    assert sync.snapshot() == before
+    with pytest.raises(ConfigError) as raised:
+        connect(sync.warehouse, read_only=True)
+    assert str(raised.value) == line
 
 
 # -- the limits themselves, on the shapes a sync does not plant above -----------------------------------
