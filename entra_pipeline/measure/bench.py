@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
 import sys
@@ -224,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="the size of the run with 200 ms per request ('none' to skip; default 100k)")
     parser.add_argument("--no-workday", action="store_true", help="skip the Workday report benchmark")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--results", type=Path, help="also keep the raw results here (JSON)")
+    parser.add_argument("--from-results", type=Path, help="write the targets and the doc from kept results")
     args = parser.parse_args(argv)
+    if args.from_results:
+        kept = json.loads(args.from_results.read_text())
+        return _conclude(kept["sizes"], kept["workday"], args.no_doc)
     names = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     unknown = [n for n in names if n not in SIZES]
     if unknown:
@@ -240,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             size_started = time.monotonic()
             results.append(run_size(name, users, groups, runs, Path(tmp), latency=name == args.latency_size))
             results[-1]["seconds"] = round(time.monotonic() - size_started)
+            size = results[-1]
+            mode = bench_doc.comparable_floor(size)
+            print(f"  medians: sync {size['sync']['wall_s']:.1f} s, {size['sync']['cpu_s']:.1f} CPU-s; {mode} floor "
+                  f"{size['floor'][mode]['wall_s']:.1f} s, {size['floor'][mode]['cpu_s']:.1f} CPU-s: "
+                  f"{size['sync']['wall_s'] / size['floor'][mode]['wall_s']:.1f}x wall, "
+                  f"{size['sync']['cpu_s'] / size['floor'][mode]['cpu_s']:.1f}x CPU", flush=True)
         workday = None
         if not args.no_workday:
             from entra_pipeline.measure.bench_workday import WORKDAY_WORKERS, run_workday, workday_lines
@@ -249,12 +261,18 @@ def main(argv: list[str] | None = None) -> int:
             for line in workday_lines(workday):
                 if line.startswith("|") and not line.startswith("|---"):
                     print(f"  {line}", flush=True)
+    print(f"bench took {time.monotonic() - started:,.0f} s")
+    if args.results:
+        args.results.write_text(json.dumps({"sizes": results, "workday": workday}))
+    return _conclude(results, workday, args.no_doc)
+
+
+def _conclude(results: list[dict], workday: dict | None, no_doc: bool) -> int:
     targets = bench_doc.targets(results)
     print("targets (issue 15):")
     for line in bench_doc.target_lines(targets):
         print(f"  {line}")
-    print(f"bench took {time.monotonic() - started:,.0f} s")
-    if not args.no_doc:
+    if not no_doc:
         bench_doc.write(results, targets, workday)
         print(f"wrote {bench_doc.DOC.relative_to(PROJECT_ROOT)}")
     return 0
