@@ -58,8 +58,10 @@ def child(config: str, warehouse: str, demo_dir: str) -> None:
             starts[event.step_key] = entry.timestamp
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
             steps[event.step_key] = round(entry.timestamp - starts.get(event.step_key, entry.timestamp), 2)
+    failures = [event.step_failure_data.error.message.strip() for event in result.get_step_failure_events()
+                if event.step_failure_data and event.step_failure_data.error]
     print(json.dumps({
-        "success": result.success, "wall_s": round(wall, 2), "cpu_s": round(cpu_seconds(), 2),
+        "success": result.success, "failures": failures, "wall_s": round(wall, 2), "cpu_s": round(cpu_seconds(), 2),
         "job_cpu_s": round(job_cpu, 2), "steps_s": steps, "metadata": metadata, "peak_rss_mb": peak_rss_mb(),
     }))
 
@@ -77,7 +79,7 @@ def run_child(module: str, args: list[str], what: str, env: dict | None = None) 
 def sync(config_path: Path, warehouse: Path, demo_dir: Path, what: str) -> dict:
     measured = run_child("entra_pipeline.measure.bench_sync", [str(config_path), str(warehouse), str(demo_dir)], what)
     if not measured["success"]:
-        raise SystemExit(f"benchmark {what} did not succeed")
+        raise SystemExit(f"benchmark {what} did not succeed: {' / '.join(measured['failures'])[:2000]}")
     return measured
 
 
