@@ -157,6 +157,8 @@ def run_size(name: str, users: int, groups: int, runs: int, workdir: Path, laten
     emulator.delta_rounds_kept = ROUNDS_KEPT
     emulator.start()
     result: dict = {"name": name, "users": users, "groups": groups, "runs": runs, "generation": generation}
+    # The machine may be shared: the load says how quiet it was (ratios matter, seconds vary).
+    result["load"] = [round(os.getloadavg()[0], 1)]
     try:
         config = workdir / f"bench-{users}.yaml"
         config.write_text(yaml.safe_dump(_config(users, groups, emulator.base_url, emulator.ca_path)))
@@ -205,6 +207,7 @@ def run_size(name: str, users: int, groups: int, runs: int, workdir: Path, laten
             result["latency"]["latency_s"] = LATENCY_SECONDS
             _say(f"sync, {LATENCY_SECONDS * 1000:.0f} ms per request", result["latency"])
         result["emulator_peak_rss_mb"] = peak_rss_mb()
+        result["load"].append(round(os.getloadavg()[0], 1))
     finally:
         emulator.stop()
         del emulator, directory

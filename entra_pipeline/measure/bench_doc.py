@@ -115,7 +115,9 @@ def _runs_line(size: dict) -> str:
     walls = lambda runs: ", ".join(f"{r['wall_s']:.1f}" for r in runs)  # noqa: E731
     return (f"- {size['users']:,} users: sync {walls(size['syncs'])} s; sequential floor "
             f"{walls(size['floors']['sequential'])} s; concurrent floor {walls(size['floors']['concurrent'])} s "
-            f"(the size took {size.get('seconds', 0):,} s in all).")
+            f"(the size took {size.get('seconds', 0):,} s in all"
+            + (f"; 1-minute load average {size['load'][0]} at its start, {size['load'][-1]} at its end"
+               if size.get("load") else "") + ").")
 
 
 def write(results: list[dict], rows: list[dict], workday: dict | None = None) -> str:
