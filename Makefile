@@ -37,7 +37,7 @@ test-quick: setup
 		tests/e2e/test_sync.py::test_contacts_are_exactly_the_directory_users_that_qualify
 
 # Full and incremental syncs of 10k, 100k and 1M users against their floor, a latency-bound run and
-# the Workday report; writes docs/benchmarks.md (about half an hour; `--sizes`, `--runs` to choose).
+# the Workday report; writes docs/benchmarks.md (about 20 minutes on 2 cores; `--sizes`, `--runs` to choose).
 bench: setup
 	$(BIN)/python -m entra_pipeline.measure.bench
 
