@@ -9,7 +9,7 @@ export ENTRA_DEMO_CLIENT_SECRET ?= demo-client-secret
 # The demo Workday's Integration System User password (the demo tenant's built-in one).
 export ENTRA_DEMO_WORKDAY_PASSWORD ?= demo-isu-password
 
-.PHONY: setup sync test test-quick bench reliability ui emulator clean
+.PHONY: setup sync test test-quick bench bench-quick reliability ui emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,14 @@ test-quick: setup
 	$(BIN)/python -m pytest -q tests/unit tests/e2e/test_sync.py::test_every_asset_materializes_and_checks_report_the_demo_problems \
 		tests/e2e/test_sync.py::test_contacts_are_exactly_the_directory_users_that_qualify
 
+# Full and incremental syncs of 10k, 100k and 1M users against their floor, a latency-bound run and
+# the Workday report; writes docs/benchmarks.md (about 20 minutes on 2 cores; `--sizes`, `--runs` to choose).
 bench: setup
 	$(BIN)/python -m entra_pipeline.measure.bench
+
+# 10k users only, no Workday report, docs/benchmarks.md left as it is: a couple of minutes.
+bench-quick: setup
+	$(BIN)/python -m entra_pipeline.measure.bench --sizes 10k --latency-size none --no-workday --no-doc
 
 # Seeded fault runs and SIGKILL runs compared with a clean run, kill-then-sync on a persistent Dagster instance, and
 # the hostile-network series; writes docs/reliability.md (not part of `make test`).

@@ -34,12 +34,28 @@ def _pick_count(n: int, share: float) -> int:
     return max(1, round(n * share))
 
 
+#: ``employeeId`` numbers are drawn below this. Up to 999,000 users they come from
+#: ``range(1000, 1_000_000)`` exactly as they always did ("E" + 6 digits), so every directory
+#: generated before keeps its values.
+EMPLOYEE_NUMBERS_BELOW = 1_000_000
+#: Larger directories draw from ``range(1000, 9_000_000)``: "E" + 6 or 7 digits, never a 7-digit
+#: number starting with 9, which would be "E9" + 6 digits, the Workday report's ids of new hires.
+LARGE_EMPLOYEE_NUMBERS_BELOW = 9_000_000
+
+
+def employee_numbers(rng: random.Random, n: int) -> list[int]:
+    """``n`` distinct employee numbers (one per user, members and guests alike)."""
+    if n <= EMPLOYEE_NUMBERS_BELOW - 1000:
+        return rng.sample(range(1000, EMPLOYEE_NUMBERS_BELOW), n)
+    return rng.sample(range(1000, LARGE_EMPLOYEE_NUMBERS_BELOW), n)
+
+
 def generate_users(rng: random.Random, n: int, ext_prop: str) -> tuple[list[dict], dict]:
     guests = set(rng.sample(range(n), _pick_count(n, 0.03)))
     members = [i for i in range(n) if i not in guests]
     no_mail = set(rng.sample(members, min(len(members), _pick_count(n, 0.05))))
     disabled = set(rng.sample(range(n), _pick_count(n, 0.05)))
-    employee_numbers = rng.sample(range(1000, 1_000_000), n)
+    numbers = employee_numbers(rng, n)
     mails = MailAllocator()
     country_codes = tuple(COUNTRIES)
     users: list[dict] = []
@@ -143,7 +159,7 @@ def generate_users(rng: random.Random, n: int, ext_prop: str) -> tuple[list[dict
             "usageLocation": country,
             "mobilePhone": random_phone(rng, phone_prefix) if rng.random() < 0.6 else None,
             "businessPhones": phones,
-            "employeeId": f"E{employee_numbers[i]:06d}",
+            "employeeId": f"E{numbers[i]:06d}",
             "employeeType": (
                 "Employee" if type_roll < 0.80 else "Contractor" if type_roll < 0.92
                 else "Intern" if type_roll < 0.95 else None
