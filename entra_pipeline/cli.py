@@ -20,7 +20,7 @@ import uuid
 from entra_pipeline.config import ConfigError, credentials, load_integrations
 
 
-# Progress lines (users 4,000 / 12,345) and failures on the console; the UI keeps the debug events.
+# Progress lines (users: 40,000 of 100,000 (40%)) and failures on the console; the UI keeps the debug events.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 

@@ -1,6 +1,7 @@
 """How the Graph stages read: the read plan (a delta round of changes, a full delta round, or a
 list read), one read against the integration's tenant with its cost, and progress that says
-"users 4,000 / 12,345" about every tenth of the way."""
+"users: 40,000 of 100,000 (40%)" at each tenth of the way. A delta read may also start ahead of
+its stage (see read_ahead)."""
 
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def read_resource(run: StageRun, open_graph: OpenGraph, resource: str,
 
     other = "groups" if resource == "users" else "users"
     read_ahead.start(run, other, lambda stage: plan(stage, other), lambda stage, p: fetch(stage, other, p))
-    return read_ahead.take(run, resource, lambda stage: plan(stage, resource), lambda stage, p: fetch(stage, resource, p))
+    return read_ahead.take(run, resource, lambda stage: plan(stage, resource),
+                           lambda stage, p: fetch(stage, resource, p))
 
 
 def stage_values(round_: DeltaRound | None, reason: str, change: raw_tables.RawChange, graph_meta: dict) -> dict:

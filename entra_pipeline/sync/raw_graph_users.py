@@ -16,7 +16,8 @@ from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.outcome import StageOutcome, preview
 from entra_pipeline.sync.runner import StageFailed, StageRun, checked_write
 from entra_pipeline.transform import values
-from entra_pipeline.transform.fields import ENTRA, MANAGER_FIELDS, graph_select_for, imported_fields_for, manager_expand_for
+from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, graph_select_for, imported_fields_for,
+                                             manager_expand_for)
 from entra_pipeline.warehouse import change_log, connection, contact_tables, import_errors, raw_tables, table_rows
 
 SAMPLE_COLUMNS = ["id", "user_principal_name", "display_name", "mail"]

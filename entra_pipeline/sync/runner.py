@@ -51,7 +51,7 @@ class StageRun:
     run_id: str
     stage: str  # names.*
     warehouse: Callable[[], AbstractContextManager]  # opens a DuckDB connection, closes it after
-    info: Callable[[str], None] = _ignore  # progress ("users 4,000 / 12,345")
+    info: Callable[[str], None] = _ignore  # progress ("users: 40,000 of 100,000 (40%)")
     warn: Callable[[str], None] = _ignore  # something an operator should notice; the stage goes on
     execution_id: str | None = None  # the Dagster run executing it (None: none), for read_ahead
     started: float = field(default_factory=time.monotonic)
