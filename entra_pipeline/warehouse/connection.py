@@ -72,7 +72,7 @@ def thread_count(value: int | str | None = None, name: str = THREADS_ENV) -> int
         if value is None:
             return None
     text = str(value).strip()
-    if text.isdigit() and 1 <= int(text) <= MAX_THREADS:
+    if text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= MAX_THREADS:
         return int(text)
     shown = repr(text[:40]) + ("..." if len(text) > 40 else "")
     raise ConfigError(f"{name}={shown} is not a number of DuckDB threads: give a whole number from 1 to {MAX_THREADS}")

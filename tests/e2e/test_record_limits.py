@@ -407,6 +407,11 @@ def test_duckdb_threads_come_from_the_resource_or_the_environment_and_a_bad_valu
     with pytest.raises(ConfigError) as raised:
         connect(sync.warehouse, read_only=True)
     assert str(raised.value) == line
+    # Digits Python calls digits but int() refuses, and absurd lengths: the same kind of line.
+    for text in ("²", "0", "1025", "9" * 5000):
+        monkeypatch.setenv(THREADS_ENV, text)
+        with pytest.raises(ConfigError, match=f"^{THREADS_ENV}=.* is not a number of DuckDB threads"):
+            connect(sync.warehouse, read_only=True)
 
 
 # -- the limits themselves, on the shapes a sync does not plant above -----------------------------------
