@@ -15,7 +15,7 @@ import pytest
 from entra_pipeline.sources.graph.auth import ClientSecret
 from entra_pipeline.sources.graph.client import BATCH_LIMIT, GraphClient, GraphError, GraphSettings, member_type
 
-from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID, https_session
+from tests.support.tenant import CLIENT_ID, SECRET, TENANT_ID
 
 
 BATCH = "/v1.0/$batch"
@@ -347,12 +347,6 @@ def test_page_without_value_is_refused(client, monkeypatch):
 
 
 # -- the emulator's $batch endpoint ----------------------------------------------------------------
-
-@pytest.fixture
-def session(emulator):
-    with https_session(emulator.ca_path) as s:
-        yield s
-
 
 @pytest.fixture
 def auth(client):

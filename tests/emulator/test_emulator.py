@@ -44,7 +44,7 @@ from entra_pipeline.emulator.model import (
 )
 from entra_pipeline.emulator.people import BAD_DATES, BAD_NUMBERS
 
-from tests.support.tenant import https_session, running_emulator
+from tests.support.tenant import app_token, bearer, https_session, running_emulator, token_response
 
 SECRET = "unit-test-secret-7Qx"
 GRAPH_SCOPE = ["https://graph.microsoft.com/.default"]
@@ -63,16 +63,6 @@ REPO = Path(__file__).resolve().parents[2]
 # fixtures
 
 
-def _token(session: requests.Session, emulator: Emulator, secret: str = SECRET) -> str:
-    response = session.post(
-        f"{emulator.authority}/oauth2/v2.0/token",
-        data={"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
-              "client_secret": secret, "scope": GRAPH_SCOPE[0]},
-    )
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
 @pytest.fixture(scope="module")
 def directory():
     # 2000 users: "All Employees" has ~1,850 direct members, i.e. two pages of 999.
@@ -87,14 +77,8 @@ def emulator(directory, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def session(emulator):
-    with https_session(emulator.ca_path) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def auth(emulator, session):
-    return {"Authorization": f"Bearer {_token(session, emulator)}"}
+    return bearer(session, emulator, SECRET)
 
 
 class Graph:
@@ -495,9 +479,7 @@ def test_msal_wrong_secret(emulator, session):
     assert result["error_codes"] == [7000215]
     assert wrong not in json.dumps(result) and SECRET not in json.dumps(result)
 
-    raw = session.post(f"{emulator.authority}/oauth2/v2.0/token", data={
-        "grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
-        "client_secret": wrong, "scope": GRAPH_SCOPE[0]})
+    raw = token_response(session, emulator, wrong)
     assert raw.status_code == 401
     assert wrong not in raw.text and SECRET not in raw.text
     body = raw.json()
@@ -546,13 +528,13 @@ def test_graph_requires_a_valid_token(emulator, session):
 def test_expired_token(directory, tmp_path):
     with Emulator(directory, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
                   cert_dir=tmp_path, token_ttl=1) as emu, https_session(emu.ca_path) as s:
-        token = _token(s, emu)
+        token = app_token(s, emu, SECRET)
         headers = {"Authorization": f"Bearer {token}"}
         assert s.get(f"{emu.graph_url}/users", headers=headers).status_code == 200
         time.sleep(1.1)
         assert_graph_error(s.get(f"{emu.graph_url}/users", headers=headers), 401,
                            "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
-        fresh = {"Authorization": f"Bearer {_token(s, emu)}"}
+        fresh = bearer(s, emu, SECRET)
         emu.expire_tokens()
         assert s.get(f"{emu.graph_url}/users", headers=fresh).status_code == 401
 
@@ -1207,7 +1189,7 @@ def test_directory_changes_are_served(tmp_path):
     d = generate_directory(users=200, groups=20, seed=5)
     with Emulator(d, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID, client_secret=SECRET,
                   cert_dir=tmp_path) as emu, https_session(emu.ca_path) as s:
-        client = Graph(emu, s, {"Authorization": f"Bearer {_token(s, emu)}"})
+        client = Graph(emu, s, bearer(s, emu, SECRET))
         first_page = client.get("/users", params={"$top": 150, "$select": "id,displayName"}).json()
 
         user = d.users[0]

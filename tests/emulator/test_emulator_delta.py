@@ -19,7 +19,7 @@ import requests
 from entra_pipeline.emulator import DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, generate_directory
 from entra_pipeline.emulator.model import CONTACT_TYPE, GROUP_PROPERTIES, GROUP_TYPE, USER_TYPE
 
-from tests.support.tenant import https_session, running_emulator
+from tests.support.tenant import bearer, https_session, running_emulator
 
 
 SECRET = "delta-test-secret"
@@ -29,14 +29,6 @@ USER_DEFAULTS = {
 }
 REMOVED_CHANGED = {"reason": "changed"}
 REMOVED_DELETED = {"reason": "deleted"}
-
-
-def _auth(session: requests.Session, emulator: Emulator) -> dict:
-    response = session.post(f"{emulator.authority}/oauth2/v2.0/token", data={
-        "grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": SECRET,
-        "scope": "https://graph.microsoft.com/.default"})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +74,7 @@ class Client:
 @pytest.fixture(scope="module")
 def client(emulator):
     with https_session(emulator.ca_path) as session:
-        yield Client(emulator, session, _auth(session, emulator))
+        yield Client(emulator, session, bearer(session, emulator, SECRET))
 
 
 @pytest.fixture
@@ -524,7 +516,7 @@ def test_tampered_foreign_and_misused_tokens(client, d, emulator, tmp_path):
     other = Emulator(generate_directory(users=300, groups=20, seed=3), tenant_id=DEMO_TENANT_ID,
                      client_id=DEMO_CLIENT_ID, client_secret=SECRET, cert_dir=tmp_path)
     with other, https_session(other.ca_path) as session:
-        foreign = Client(other, session, _auth(session, other)).items("/users/delta")[1]
+        foreign = Client(other, session, bearer(session, other, SECRET)).items("/users/delta")[1]
     error_of(client.get("/users/delta", {"$deltatoken": foreign.split("$deltatoken=")[1]}),
              400, "syncStateNotFound")
 

@@ -26,11 +26,10 @@ from entra_pipeline.emulator import (
 )
 from entra_pipeline.emulator.faults import PROFILE_KINDS
 
-from tests.support.tenant import https_session, running_emulator
+from tests.support.tenant import GRAPH_DEFAULT_SCOPE, bearer, https_session, running_emulator, token_response
 
 
 SECRET = "fault-test-secret-4Kp"
-SCOPE = "https://graph.microsoft.com/.default"
 CHEAP = "/users?$top=1&$select=id"
 EXPIRED = "Lifetime validation failed, the token is expired."
 
@@ -38,18 +37,6 @@ EXPIRED = "Lifetime validation failed, the token is expired."
 def _new_emulator(directory, tmp_path, **kwargs):
     return running_emulator(directory, tmp_path, tenant_id=DEMO_TENANT_ID, client_id=DEMO_CLIENT_ID,
                             client_secret=SECRET, **kwargs)
-
-
-def _token_response(session: requests.Session, emulator: Emulator) -> requests.Response:
-    return session.post(f"{emulator.authority}/oauth2/v2.0/token",
-                        data={"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
-                              "client_secret": SECRET, "scope": SCOPE})
-
-
-def _auth(session: requests.Session, emulator: Emulator) -> dict:
-    response = _token_response(session, emulator)
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +52,8 @@ def emulator(directory, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def session(emulator):
-    with https_session(emulator.ca_path) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
 def auth(emulator, session):
-    return _auth(session, emulator)
+    return bearer(session, emulator, SECRET)
 
 
 def observe(session: requests.Session, method: str, url: str, **kwargs) -> tuple:
@@ -119,7 +100,7 @@ def _mixed_requests(emulator: Emulator) -> list[tuple[str, str, dict]]:
 
 def _run(emulator: Emulator, profile: FaultProfile | None) -> tuple[list[tuple], dict]:
     with https_session(emulator.ca_path) as s:
-        auth = _auth(s, emulator)
+        auth = bearer(s, emulator, SECRET)
         emulator.faults.profile = profile
         seen = [observe(s, method, url, headers=auth, **kw) for method, url, kw in _mixed_requests(emulator)]
     return seen, emulator.faults.profile_hits
@@ -295,7 +276,7 @@ def test_identity_endpoints_are_never_faulted(emulator, session):
     emulator.faults.profile = FaultProfile(seed=2, throttle=0.3, unavailable=0.3, gateway_timeout=0.2,
                                            drop=0.1, malformed=0.1, batch_throttle=1.0)
     for _ in range(20):
-        token = _token_response(session, emulator)
+        token = token_response(session, emulator, SECRET)
         assert token.status_code == 200 and token.json()["access_token"]
         oidc = session.get(f"{emulator.authority}/v2.0/.well-known/openid-configuration")
         assert oidc.status_code == 200 and oidc.json()["token_endpoint"]
@@ -303,7 +284,7 @@ def test_identity_endpoints_are_never_faulted(emulator, session):
     app = msal.ConfidentialClientApplication(DEMO_CLIENT_ID, client_credential=SECRET,
                                              authority=emulator.authority, instance_discovery=False,
                                              http_client=session)
-    assert "access_token" in app.acquire_token_for_client(scopes=[SCOPE])
+    assert "access_token" in app.acquire_token_for_client(scopes=[GRAPH_DEFAULT_SCOPE])
     assert sum(emulator.faults.profile_hits.values()) == 0
     # Only paths under /v1.0/ draw: another version is answered normally (400 BadRequest).
     assert session.get(f"{emulator.base_url}/beta/users").status_code == 400
@@ -394,7 +375,7 @@ def test_a_scripted_fault_does_not_shift_the_profile_sequence(directory, tmp_pat
         runs = []
         for emu, scripted in ((a, False), (b, True)):
             with https_session(emu.ca_path) as s:
-                auth = _auth(s, emu)
+                auth = bearer(s, emu, SECRET)
                 emu.faults.profile = profile
                 if scripted:
                     emu.faults.add(500, path="/v1.0/users", times=1)
@@ -427,7 +408,7 @@ def test_profile_none_and_clear(emulator, session, auth):
 
 def test_short_token_ttl_expires(directory, tmp_path):
     with _new_emulator(directory, tmp_path, token_ttl=2) as emu, https_session(emu.ca_path) as s:
-        token = _token_response(s, emu).json()
+        token = token_response(s, emu, SECRET).json()
         assert token["expires_in"] == token["ext_expires_in"] == 2
         headers = {"Authorization": f"Bearer {token['access_token']}"}
         assert s.get(emu.graph_url + CHEAP, headers=headers).status_code == 200
@@ -440,7 +421,7 @@ def test_short_token_ttl_expires(directory, tmp_path):
         app = msal.ConfidentialClientApplication(DEMO_CLIENT_ID, client_credential=SECRET,
                                                  authority=emu.authority, instance_discovery=False,
                                                  http_client=s)
-        one, two = (app.acquire_token_for_client(scopes=[SCOPE]) for _ in range(2))
+        one, two = (app.acquire_token_for_client(scopes=[GRAPH_DEFAULT_SCOPE]) for _ in range(2))
         assert one["token_source"] == two["token_source"] == "identity_provider"
         assert one["access_token"] != two["access_token"]
 
@@ -448,17 +429,17 @@ def test_short_token_ttl_expires(directory, tmp_path):
 def test_token_reported_ttl_lets_a_cached_token_expire_mid_run(directory, tmp_path):
     with _new_emulator(directory, tmp_path, token_ttl=1, token_reported_ttl=3600) as emu, \
             https_session(emu.ca_path) as s:
-        raw = _token_response(s, emu).json()
+        raw = token_response(s, emu, SECRET).json()
         assert raw["expires_in"] == raw["ext_expires_in"] == 3600
         app = msal.ConfidentialClientApplication(DEMO_CLIENT_ID, client_credential=SECRET,
                                                  authority=emu.authority, instance_discovery=False,
                                                  http_client=s)
-        first = app.acquire_token_for_client(scopes=[SCOPE])
+        first = app.acquire_token_for_client(scopes=[GRAPH_DEFAULT_SCOPE])
         assert first["expires_in"] == 3600 and first["token_source"] == "identity_provider"
         headers = {"Authorization": f"Bearer {first['access_token']}"}
         assert s.get(emu.graph_url + CHEAP, headers=headers).status_code == 200
         time.sleep(1.1)
-        cached = app.acquire_token_for_client(scopes=[SCOPE])
+        cached = app.acquire_token_for_client(scopes=[GRAPH_DEFAULT_SCOPE])
         assert cached["token_source"] == "cache" and cached["access_token"] == first["access_token"]
         rejected = s.get(emu.graph_url + CHEAP, headers=headers)
         assert rejected.status_code == 401
@@ -468,7 +449,7 @@ def test_token_reported_ttl_lets_a_cached_token_expire_mid_run(directory, tmp_pa
         assert rejected.headers["WWW-Authenticate"].startswith("Bearer ")
         # The attribute can be changed on a running emulator; None reports token_ttl again.
         emu.token_reported_ttl = None
-        assert _token_response(s, emu).json()["expires_in"] == 1
+        assert token_response(s, emu, SECRET).json()["expires_in"] == 1
 
 
 # ---------------------------------------------------------------------------
@@ -479,13 +460,11 @@ def test_redirect_answers_identity_graph_and_batch_requests(emulator, session, a
     token_path = f"/{DEMO_TENANT_ID}/oauth2/v2.0/token"
     fault = emulator.faults.redirect(token_path, foreign, times=2)
     for _ in range(2):
-        answer = session.post(f"{emulator.authority}/oauth2/v2.0/token", allow_redirects=False,
-                              data={"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID,
-                                    "client_secret": SECRET, "scope": SCOPE})
+        answer = token_response(session, emulator, SECRET, allow_redirects=False)
         assert (answer.status_code, answer.headers["Location"]) == (307, foreign)
         assert answer.json() == {"redirect": foreign}
     assert fault.hits == 2 and emulator.faults.pending == []
-    assert _token_response(session, emulator).status_code == 200  # used up: answered normally again
+    assert token_response(session, emulator, SECRET).status_code == 200  # used up: answered normally again
 
     oidc = f"/{DEMO_TENANT_ID}/v2.0/.well-known/openid-configuration"
     emulator.faults.redirect(oidc, "https://127.0.0.1:9/oidc", status=302, method="GET")
@@ -535,5 +514,5 @@ def test_rewrite_of_identity_answers_only_with_the_flag(emulator, session):
     assert session.get(oidc).json()["token_endpoint"].startswith(emulator.base_url)
     # An identity rewrite never touches Graph.
     emulator.faults.rewrite("/v1.0/users", lambda body: "not json", identity=True)
-    auth = _auth(session, emulator)
+    auth = bearer(session, emulator, SECRET)
     assert session.get(emulator.graph_url + CHEAP, headers=auth).json()["value"]

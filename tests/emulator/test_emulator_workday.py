@@ -34,7 +34,7 @@ from entra_pipeline.emulator.workday import (
 )
 from entra_pipeline.emulator.workday_workers import BAD_DATES, BAD_NUMBERS, WorkerReport, generate_workers
 
-from tests.support.tenant import https_session, running_emulator
+from tests.support.tenant import running_emulator
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,12 +70,6 @@ def _fresh_tenant(emulator, workers):
     emulator.workday_request_log.clear()
     yield
     emulator.faults.clear()
-
-
-@pytest.fixture(scope="module")
-def session(emulator):
-    with https_session(emulator.ca_path) as s:
-        yield s
 
 
 def _report(session, emulator, params=JSON, **kwargs) -> requests.Response:

@@ -25,6 +25,30 @@ WORKDAY_PASSWORD = "isu-PASSWORD-never-shown"
 WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN = "client-SECRET-never-shown", "refresh-TOKEN-never-shown"
 
 
+#: What an app asks Graph's token endpoint for (client credentials): every permission granted to it.
+GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
+
+
+def token_response(session: requests.Session, emulator: Emulator, secret: str, **kwargs) -> requests.Response:
+    """The emulator's answer to a client-credentials token request of its own app (``kwargs`` go to
+    the request, e.g. ``allow_redirects``)."""
+    return session.post(f"{emulator.authority}/oauth2/v2.0/token", data={
+        "grant_type": "client_credentials", "client_id": emulator.client_id, "client_secret": secret,
+        "scope": GRAPH_DEFAULT_SCOPE}, **kwargs)
+
+
+def app_token(session: requests.Session, emulator: Emulator, secret: str) -> str:
+    """An access token of the emulator's app (the request must succeed)."""
+    response = token_response(session, emulator, secret)
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def bearer(session: requests.Session, emulator: Emulator, secret: str) -> dict[str, str]:
+    """The Authorization header of a request with an app token."""
+    return {"Authorization": f"Bearer {app_token(session, emulator, secret)}"}
+
+
 @contextmanager
 def running_emulator(directory: Directory, cert_dir: Path, *, tenant_id: str = TENANT_ID, client_id: str = CLIENT_ID,
                      client_secret: str = SECRET, **options) -> Iterator[Emulator]:
