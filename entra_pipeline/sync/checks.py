@@ -235,11 +235,11 @@ def groups_complete_result(groups: Collection, members: dict[str, Collection], p
 def delta_complete_result(name: str, what: str, round_: DeltaRound) -> CheckOutcome:
     """A delta round is whole only when its last page carried the deltaLink."""
     kind = "full round" if round_.full else "changes"
-    meta = {"pages": round_.pages, "items": len(round_.items), "round": kind}
+    meta = {"pages": round_.pages, "items": round_.count, "round": kind}
     if not round_.complete:
         return _result(name, False, f"paging stopped early: the {what} delta round ({kind}) ended on page "
                                     f"{round_.pages} without a nextLink or deltaLink", meta)
-    return _result(name, True, f"{what} delta round ({kind}) complete: {len(round_.items):,} items on "
+    return _result(name, True, f"{what} delta round ({kind}) complete: {round_.count:,} items on "
                                f"{round_.pages:,} pages, ending with a deltaLink", meta)
 
 

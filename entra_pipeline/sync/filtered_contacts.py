@@ -28,19 +28,19 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions) ->
     made_with = fingerprint(integration.exclusions.model_dump_json(), imported_needed, contact_needed)
     only, seq = incremental_input(con, integration, names.MAPPED_CONTACTS, names.FILTERED_CONTACTS, made_with,
                                   names.MAPPED_CONTACTS)
-    mapped = contact_tables.read_for_rules(con, integration.key, contact_needed, imported_needed, source_ids=only)
-    result = exclusions.apply_exclusions(mapped, rules)
+    result = exclusions.apply_exclusions(contact_tables.stream_for_rules(
+        con, integration.key, contact_needed, imported_needed, source_ids=only), rules)
     guard = integration.deletion_guard
     if only is None:
         current = contact_tables.contact_ids(con, integration.key)
-        total, mapped_total, kept_total = len(current), len(mapped), len(result.kept)
+        total, mapped_total, kept_total = len(current), result.evaluated, len(result.kept)
     else:
         # Only the contacts of changed directory users can change: weigh them against the whole.
         current = contact_tables.contacts_of(con, integration.key, only)
         total = table_rows.count_rows(con, s.CONTACTS, integration.key)
         mapped_total = table_rows.count_rows(con, s.MAPPED_CONTACTS, integration.key)
         kept_total = total - len(current) + len(result.kept)
-    removal = assess(current, (m["contact_id"] for m in result.kept), guard.max_removed, guard.max_removed_percent,
+    removal = assess(current, result.kept, guard.max_removed, guard.max_removed_percent,
                      total)
     checks = [c.contacts_kept_result(mapped_total, kept_total),
               c.removal_result(c.CONTACT_REMOVALS_WITHIN_LIMIT, "contacts", removal, options.allow_removals)]
@@ -58,7 +58,7 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions) ->
         changes.update(contact_tables.change_counts(con, integration.key, run_id))
         excluded = summaries.excluded_by_rule(con, integration.key)
         return {"rows": kept_total, "mode": "full" if only is None else "incremental",
-                "contacts_evaluated": len(mapped), "excluded": sum(excluded.values()),
+                "contacts_evaluated": result.evaluated, "excluded": sum(excluded.values()),
                 "list_members_removed": pruned,
                 "contacts_joined": changes.get("joined", 0), "contacts_updated": changes.get("updated", 0),
                 "contacts_left": changes.get("left", 0), "preview": preview(sample, PREVIEW_COLUMNS),

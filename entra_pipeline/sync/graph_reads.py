@@ -17,8 +17,8 @@ from entra_pipeline.sync import read_ahead
 from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.read_ahead import STAGE_OF
 from entra_pipeline.sync.runner import ReadFailed, StageFailed, StageRun
-from entra_pipeline.transform.fields import GROUP_SELECT, delta_select_for
-from entra_pipeline.warehouse import raw_tables, table_rows
+from entra_pipeline.transform.fields import GROUP_SELECT, MANAGER_FIELDS, delta_select_for
+from entra_pipeline.warehouse import graph_staging, raw_tables, table_rows
 
 OpenGraph = Callable[[Integration], GraphClient]  # a client for the integration's tenant
 
@@ -92,44 +92,11 @@ def read_plan(integration: Integration, state: raw_tables.DeltaState | None, sel
     return False, f"changes since the last sync (last full round {state.full_round_at:%Y-%m-%d %H:%M} UTC)"
 
 
-def delta_read(run: StageRun, open_graph: OpenGraph, resource: str, select: list[str],
-               state: raw_tables.DeltaState | None, options: RawReadOptions,
-               expected: int | None = None) -> tuple[DeltaRound, str, dict]:
-    """One delta round, falling back to a full round when Graph has forgotten the token:
-    (the round, why it was read so, its cost and plan as metadata). ``expected``: how many
-    objects a full round should bring (what is stored), for progress."""
-    integration = run.integration
-    full, reason = read_plan(integration, state, select, options.full_resync)
-    whole, changes = progress(run, expected), progress(run)
-    run.info(f"{resource}: {'full round' if full else 'incremental'}: {reason}")
-
-    def fetch(client: GraphClient) -> tuple[DeltaRound, str]:
-        if full or state is None:
-            return client.delta_round(resource, select, None, whole), reason
-        if not client.serves(state.delta_link):
-            # The token must never go to another host: the Graph endpoint changed, read everything.
-            why = ("the stored deltaLink points to another Graph endpoint (the Graph URL changed, or the demo "
-                   "tenant restarted); read everything again")
-            run.warn(f"integration {integration.key!r}: {resource}: {why}")
-            return client.delta_round(resource, select, None, whole), why
-        try:
-            return client.delta_round(resource, select, state.delta_link, changes), reason
-        except DeltaExpired as exc:
-            why = f"Graph no longer accepts the stored delta token ({exc}); read everything again"
-            run.warn(f"integration {integration.key!r}: {resource}: {why}")
-            return client.delta_round(resource, select, None, whole), why
-
-    (round_, why), graph_meta = read(integration, open_graph, resource, fetch)
-    graph_meta.update({"read_mode": "full" if round_.full else "incremental", "read_reason": why,
-                       "delta_token_expired": why != reason, "delta_pages": round_.pages,
-                       "delta_items": len(round_.items)})
-    return round_, why, graph_meta
-
-
 @dataclass
 class GraphRead:
     """A Graph stage's delta read: where it started (the stored deltaLink state and row count) and
-    what it brought."""
+    what it brought: a round of changes in memory, or a full round staged in a scratch file
+    (``staged``, removed with ``close``)."""
 
     state: raw_tables.DeltaState | None
     previous: int
@@ -137,6 +104,59 @@ class GraphRead:
     round_: DeltaRound
     reason: str
     meta: dict
+    staged: graph_staging.Staged | None = None
+
+    def close(self) -> None:
+        if self.staged is not None:
+            self.staged.close()
+
+
+def delta_read(run: StageRun, open_graph: OpenGraph, resource: str, state: raw_tables.DeltaState | None,
+               previous: int, options: RawReadOptions) -> GraphRead:
+    """One delta round, falling back to a full round when Graph has forgotten the token.
+    ``previous``: how many objects are stored (what a full round should bring, for progress)."""
+    integration = run.integration
+    select = delta_select(integration, resource)
+    full, reason = read_plan(integration, state, select, options.full_resync)
+    whole, changes = progress(run, previous), progress(run)
+    run.info(f"{resource}: {'full round' if full else 'incremental'}: {reason}")
+
+    def full_round(client: GraphClient, why: str) -> tuple[DeltaRound, str, graph_staging.Staged]:
+        # Staged page by page into a scratch file: a full round is the whole directory.
+        if resource == "users":
+            staged = graph_staging.StagedUsers(STAGE_OF[resource], any(f in MANAGER_FIELDS
+                                                                        for f in integration.imported_fields()))
+        else:
+            staged = graph_staging.StagedGroups(STAGE_OF[resource])
+        try:
+            round_ = client.delta_round(resource, select, None, whole, staged.add)
+            staged.finish()
+        except BaseException:
+            staged.close()
+            raise
+        return round_, why, staged
+
+    def fetch(client: GraphClient) -> tuple[DeltaRound, str, graph_staging.Staged | None]:
+        if full or state is None:
+            return full_round(client, reason)
+        if not client.serves(state.delta_link):
+            # The token must never go to another host: the Graph endpoint changed, read everything.
+            why = ("the stored deltaLink points to another Graph endpoint (the Graph URL changed, or the demo "
+                   "tenant restarted); read everything again")
+            run.warn(f"integration {integration.key!r}: {resource}: {why}")
+            return full_round(client, why)
+        try:
+            return client.delta_round(resource, select, state.delta_link, changes), reason, None
+        except DeltaExpired as exc:
+            why = f"Graph no longer accepts the stored delta token ({exc}); read everything again"
+            run.warn(f"integration {integration.key!r}: {resource}: {why}")
+            return full_round(client, why)
+
+    (round_, why, staged), graph_meta = read(integration, open_graph, resource, fetch)
+    graph_meta.update({"read_mode": "full" if round_.full else "incremental", "read_reason": why,
+                       "delta_token_expired": why != reason, "delta_pages": round_.pages,
+                       "delta_items": round_.count})
+    return GraphRead(state, previous, select, round_, why, graph_meta, staged)
 
 
 def delta_select(integration: Integration, resource: str) -> list[str]:
@@ -158,10 +178,7 @@ def read_resource(run: StageRun, open_graph: OpenGraph, resource: str,
                     table_rows.count_rows(con, STAGE_OF[what], stage.key))
 
     def fetch(stage: StageRun, what: str, planned: tuple[raw_tables.DeltaState | None, int]) -> GraphRead:
-        state, previous = planned
-        select = delta_select(stage.integration, what)
-        round_, reason, meta = delta_read(stage, open_graph, what, select, state, options[what], previous)
-        return GraphRead(state, previous, select, round_, reason, meta)
+        return delta_read(stage, open_graph, what, *planned, options[what])
 
     other = "groups" if resource == "users" else "users"
     read_ahead.start(run, other, lambda stage: plan(stage, other), lambda stage, p: fetch(stage, other, p))
@@ -172,7 +189,7 @@ def read_resource(run: StageRun, open_graph: OpenGraph, resource: str,
 def stage_values(round_: DeltaRound | None, reason: str, change: raw_tables.RawChange, graph_meta: dict) -> dict:
     """A delta read's sync_run_stages values."""
     return {"read_mode": "full" if round_ is None or round_.full else "incremental", "read_reason": reason,
-            "changes_read": len(round_.items) if round_ is not None else None, "added": change.added,
+            "changes_read": round_.count if round_ is not None else None, "added": change.added,
             "updated": change.updated, "removed": change.removed,
             "graph_requests": graph_meta.get("graph_requests"), "graph_bytes": graph_meta.get("graph_bytes")}
 

@@ -5,11 +5,15 @@ transaction."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from entra_pipeline.sources.graph import delta
+from entra_pipeline.sources.graph.pages import DeltaRound
 from entra_pipeline.sources.graph.client import Collection, GraphClient, GraphError, member_type
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names
-from entra_pipeline.sync.graph_reads import OpenGraph, change_metadata, progress, read, read_resource, stage_values
+from entra_pipeline.sync.graph_reads import (GraphRead, OpenGraph, change_metadata, progress, read, read_resource,
+                                            stage_values)
 from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.outcome import Json, StageOutcome, counts, preview
 from entra_pipeline.sync.runner import StageFailed, StageRun, checked_write
@@ -17,7 +21,7 @@ from entra_pipeline.transform import lists, values
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.transform.fields import GROUP_SELECT
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse import change_log, connection, import_errors, raw_tables, table_rows
+from entra_pipeline.warehouse import change_log, connection, graph_staging, import_errors, raw_tables, table_rows
 
 GROUP_VANISHED = "group_vanished"
 SAMPLE_COLUMNS = ["id", "display_name", "mail", "kind"]
@@ -29,24 +33,29 @@ def materialize(run: StageRun, open_graph: OpenGraph, options: dict[str, RawRead
     if integration.source.read == "list":
         return _list_groups(run, open_graph)
     read = read_resource(run, open_graph, "groups", options)
-    state, select, round_, graph_meta = read.state, read.select, read.round_, read.meta
+    try:
+        return _write_round(run, read)
+    finally:
+        read.close()
+
+
+def _write_round(run: StageRun, read: GraphRead) -> StageOutcome:
+    integration = run.integration
+    state, select, round_, graph_meta, staged = read.state, read.select, read.round_, read.meta, read.staged
     checks = [c.delta_complete_result(c.RAW_GROUPS_COMPLETE, "groups", round_)]
     run.block(checks)
-    with run.warehouse() as con, connection.transaction(con):
-        ids = list(dict.fromkeys(i["id"] for i in round_.items if values.usable_id(i["id"])))
-        stored = {} if round_.full else raw_tables.stored_groups(con, integration.key, ids)
-        checked = values.check_groups(round_.items, names.RAW_GRAPH_GROUPS, stored, track=not round_.full)
-        try:
-            groups, members = delta.apply_groups(stored, checked.items)
-        except GraphError as exc:
-            raise StageFailed(f"integration {integration.key!r}: reading groups failed: {exc}") from None
-        kinds = {gid: lists.group_kind(g) for gid, g in groups.items() if g is not None}
-        change = raw_tables.apply_raw_groups(con, integration.key, run.run_id, round_.full, groups, members, kinds)
+    with run.warehouse() as con, (graph_staging.attached(con, staged) if staged else nullcontext()), \
+            connection.transaction(con):
+        if staged is not None:
+            # A full round, staged as it streamed (values already checked page by page).
+            change = graph_staging.apply_staged_groups(con, integration.key, run.run_id, staged)
+            issues, assessed = staged.issues, None
+        else:
+            change, issues, assessed = _apply_round(con, run, round_)  # a round of changes
         change_log.log_changes(con, integration.key, names.RAW_GRAPH_GROUPS, run.run_id,
                                None if change.structure_changed is None else
                                [*(f"g:{g}" for g in change.structure_changed), *(f"u:{u}" for u in change.users_moved)])
-        import_errors.replace_value_issues(con, integration.key, names.RAW_GRAPH_GROUPS, run.run_id, checked.issues,
-                                           None if round_.full else checked.assessed)
+        import_errors.replace_value_issues(con, integration.key, names.RAW_GRAPH_GROUPS, run.run_id, issues, assessed)
         raw_tables.write_delta_state(con, integration.key, "groups", run.run_id, round_.delta_link, select,
                                      None if round_.full else state.full_round_at)
         run.record(con, **stage_values(round_, read.reason, change, graph_meta))
@@ -54,11 +63,27 @@ def materialize(run: StageRun, open_graph: OpenGraph, options: dict[str, RawRead
         memberships = table_rows.count_rows(con, s.RAW_GRAPH_GROUP_MEMBERS, integration.key)
         sample = table_rows.sample_rows(con, names.RAW_GRAPH_GROUPS, integration.key, SAMPLE_COLUMNS)
     prefix = "reconciled_" if round_.full else ""
-    return run.done(checks, {"groups": change.total, "memberships": memberships, "import_errors": len(checked.issues),
+    return run.done(checks, {"groups": change.total, "memberships": memberships, "import_errors": len(issues),
                              **change_metadata(round_, change, "groups"),
                              f"{prefix}memberships_added": change.memberships_added,
                              f"{prefix}memberships_removed": change.memberships_removed, **graph_meta,
                              "preview": preview(sample, SAMPLE_COLUMNS)})
+
+
+def _apply_round(con, run: StageRun, round_: DeltaRound) -> tuple:
+    """A round of changes patched onto the stored groups and memberships: (the change, its import
+    errors, what it assessed)."""
+    key = run.integration.key
+    stored = raw_tables.stored_groups(con, key, list(dict.fromkeys(i["id"] for i in round_.items
+                                                                   if values.usable_id(i["id"]))))
+    checked = values.check_groups(round_.items, names.RAW_GRAPH_GROUPS, stored)
+    try:
+        groups, members = delta.apply_groups(stored, checked.items)
+    except GraphError as exc:
+        raise StageFailed(f"integration {key!r}: reading groups failed: {exc}") from None
+    kinds = {gid: lists.group_kind(g) for gid, g in groups.items() if g is not None}
+    change = raw_tables.apply_raw_groups(con, key, run.run_id, groups, members, kinds)
+    return change, checked.issues, checked.assessed
 
 
 def _list_groups(run: StageRun, open_graph: OpenGraph) -> StageOutcome:

@@ -4,21 +4,25 @@ every user through /users. Rows, import errors, deltaLink and history change in 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from entra_pipeline.config import ConfigError, Integration
 from entra_pipeline.config.credentials import certificate
 from entra_pipeline.sources.graph import delta
+from entra_pipeline.sources.graph.pages import DeltaRound
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names
-from entra_pipeline.sync.graph_reads import OpenGraph, change_metadata, progress, read, read_resource, stage_values
+from entra_pipeline.sync.graph_reads import (GraphRead, OpenGraph, change_metadata, progress, read, read_resource,
+                                            stage_values)
 from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.outcome import StageOutcome, preview
 from entra_pipeline.sync.runner import StageFailed, StageRun, checked_write
 from entra_pipeline.transform import values
 from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, graph_select_for, imported_fields_for,
                                              manager_expand_for)
-from entra_pipeline.warehouse import change_log, connection, contact_tables, import_errors, raw_tables, table_rows
+from entra_pipeline.warehouse import (change_log, connection, contact_tables, graph_staging, import_errors, raw_tables,
+                                     table_rows)
 
 SAMPLE_COLUMNS = ["id", "user_principal_name", "display_name", "mail"]
 
@@ -49,26 +53,32 @@ def materialize(run: StageRun, open_graph: OpenGraph, options: dict[str, RawRead
     if integration.source.read == "list":
         return _list_users(run, open_graph, fields, certificate)
     read = read_resource(run, open_graph, "users", options)
+    try:
+        return _write_round(run, read, certificate, any(f in MANAGER_FIELDS for f in fields), fields)
+    finally:
+        read.close()
+
+
+def _write_round(run: StageRun, read: GraphRead, certificate: c.CheckOutcome, managers: bool,
+                 fields: set[str]) -> StageOutcome:
+    integration = run.integration
     state, previous, select, round_, graph_meta = read.state, read.previous, read.select, read.round_, read.meta
     checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), certificate]
     run.block(checks)
-    managers = any(f in MANAGER_FIELDS for f in fields)
-    with run.warehouse() as con, connection.transaction(con):
-        stored = {} if round_.full else raw_tables.stored_users(
-            con, integration.key, list(dict.fromkeys(i["id"] for i in round_.items if values.usable_id(i["id"]))))
-        # Before anything reaches DuckDB: a value beyond its limit is an import error about that
-        # user and field (the stored users name who it is), never a failed stage.
-        checked = values.check_users(round_.items, names.RAW_GRAPH_USERS, stored, track=not round_.full)
-        users = delta.apply_users(stored, checked.items)
-        if managers:
-            users = raw_tables.with_manager_mail(con, integration.key, users, round_.full)
-        change = raw_tables.apply_raw_users(con, integration.key, run.run_id, round_.full, users)
+    staged = read.staged
+    with run.warehouse() as con, (graph_staging.attached(con, staged) if staged else nullcontext()), \
+            connection.transaction(con):
+        if staged is not None:
+            # A full round, staged as it streamed (values already checked page by page).
+            change = graph_staging.apply_staged_users(con, integration.key, run.run_id, staged)
+            issues, assessed = staged.issues, None
+        else:
+            change, issues, assessed = _apply_round(con, run, round_, managers)  # a round of changes
         raw_tables.drop_other_source(con, integration.key, ENTRA)
         checks.append(c.directory_not_empty_result(change.total, previous))
         run.block(checks)  # raising inside the transaction rolls it back
         change_log.log_changes(con, integration.key, names.RAW_GRAPH_USERS, run.run_id, change.changed_ids)
-        import_errors.replace_value_issues(con, integration.key, names.RAW_GRAPH_USERS, run.run_id, checked.issues,
-                                           None if round_.full else checked.assessed)
+        import_errors.replace_value_issues(con, integration.key, names.RAW_GRAPH_USERS, run.run_id, issues, assessed)
         # Errors of earlier rounds stay until their value comes back fixed: the check counts them all.
         checks.append(c.issues_result(c.DIRECTORY_VALUES_FIT, import_errors.stage_issues(
             con, integration.key, names.RAW_GRAPH_USERS, values.CODES)))
@@ -82,7 +92,22 @@ def materialize(run: StageRun, open_graph: OpenGraph, options: dict[str, RawRead
         sample = table_rows.sample_rows(con, names.RAW_GRAPH_USERS, integration.key, SAMPLE_COLUMNS)
     return run.done(checks, {"rows": change.total, **change_metadata(round_, change, "users"),
                              "selected_properties": ", ".join(select), **graph_meta,
-                             "import_errors": len(checked.issues), "preview": preview(sample, SAMPLE_COLUMNS)})
+                             "import_errors": len(issues), "preview": preview(sample, SAMPLE_COLUMNS)})
+
+
+def _apply_round(con, run: StageRun, round_: DeltaRound, managers: bool) -> tuple:
+    """A round of changes patched onto the stored users: (the change, its import errors, what it
+    assessed)."""
+    key = run.integration.key
+    stored = raw_tables.stored_users(
+        con, key, list(dict.fromkeys(i["id"] for i in round_.items if values.usable_id(i["id"]))))
+    # Before anything reaches DuckDB: a value beyond its limit is an import error about that
+    # user and field (the stored users name who it is), never a failed stage.
+    checked = values.check_users(round_.items, names.RAW_GRAPH_USERS, stored)
+    users = delta.apply_users(stored, checked.items)
+    if managers:
+        users = raw_tables.with_manager_mail(con, key, users)
+    return raw_tables.apply_raw_users(con, key, run.run_id, users), checked.issues, checked.assessed
 
 
 def _list_users(run: StageRun, open_graph: OpenGraph, fields: set[str], certificate: c.CheckOutcome) -> StageOutcome:

@@ -47,7 +47,7 @@ def steps_here(run_id: str, step_keys: list[str]) -> Iterator[None]:
             ended = [_reads.pop(key) for key in [k for k in _reads if k[0] == run_id]]
         for ahead in ended:
             if ahead is not None:
-                ahead.relay.close()
+                ahead.drop()
 
 
 @dataclass
@@ -97,6 +97,17 @@ class _Ahead:
     future: Future
     relay: _Relay
 
+    def drop(self) -> None:
+        """Nobody takes this read: no more lines, and what it holds (a staged round) is closed
+        once it ends."""
+        self.relay.close()
+        self.future.add_done_callback(_close_result)
+
+
+def _close_result(future: Future) -> None:
+    if future.exception() is None and hasattr(future.result(), "close"):
+        future.result().close()
+
 
 def start(run: StageRun, resource: str, plan: Callable[[StageRun], P], fetch: Callable[[StageRun, P], R]) -> bool:
     """Start ``resource``'s read for ``run``'s sync, if its stage is still to execute in this
@@ -144,7 +155,7 @@ def take(run: StageRun, resource: str, plan: Callable[[StageRun], P], fetch: Cal
     planned = plan(run)
     if ahead is None or ahead.planned != planned:
         if ahead is not None:
-            ahead.relay.close()
+            ahead.drop()
         return fetch(run, planned)
     ahead.relay.attach(run)
     return ahead.future.result()

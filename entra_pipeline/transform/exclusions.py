@@ -33,9 +33,10 @@ class Rule(Condition, Protocol):
 
 @dataclass
 class ExclusionResult:
-    kept: list[dict] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # contact ids
     # (contact, name of the first rule that matched)
     excluded: list[tuple[dict, str]] = field(default_factory=list)
+    evaluated: int = 0
 
 
 def _same(actual: Any, expected: Any) -> bool:
@@ -87,12 +88,14 @@ def matches(condition: Condition, contact: dict) -> bool:
 
 
 def apply_exclusions(contacts: Iterable[dict], rules: list[Rule]) -> ExclusionResult:
-    """Split contacts into kept and excluded; each excluded contact names the first rule it met."""
+    """Split contacts into kept (their ids: a kept contact is not held) and excluded; each excluded
+    contact names the first rule it met."""
     result = ExclusionResult()
     for contact in contacts:
+        result.evaluated += 1
         matched = next((r.name for r in rules if matches(r, contact)), None)
         if matched is None:
-            result.kept.append(contact)
+            result.kept.append(contact["contact_id"])
         else:
             result.excluded.append((contact, matched))
     return result

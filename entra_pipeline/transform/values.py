@@ -390,6 +390,22 @@ def _check_objects(kind: str, items: Iterable[dict], stage: str, known: dict[str
     return checker.finish()
 
 
+class PageCheck:
+    """The limits applied to one read page by page, as it streams: the items of each page as they
+    may be imported, and at the end the import errors, the same as checking all the pages at once
+    (a later item carrying a field decides its error)."""
+
+    def __init__(self, kind: str, stage: str) -> None:
+        self._checker = _Checker(stage, kind, None, track=False)
+
+    def page(self, items: Iterable[dict]) -> list[dict]:
+        kept = (_check_object(self._checker, item) for item in items)
+        return [item for item in kept if item is not None]
+
+    def issues(self) -> list[ImportIssue]:
+        return list(self._checker._issues.values())
+
+
 def check_users(items: Iterable[dict], stage: str, known: dict[str, dict] | None = None,
                 track: bool = True) -> Checked:
     """Users (a list read) or users delta items, in order. ``known``: stored users by id, which

@@ -217,3 +217,15 @@ def rolled_back(con: duckdb.DuckDBPyConnection) -> Iterator[Transaction]:
     finally:
         if tx.open:
             tx.rollback()
+
+
+@contextmanager
+def attached(con: duckdb.DuckDBPyConnection, path: str, alias: str) -> Iterator[None]:
+    """A scratch DuckDB file attached read-only to the warehouse connection as ``alias`` (a
+    constant of the calling module, never input); outside the transaction that reads it, so a
+    failed one cannot hide its error behind a failed DETACH."""
+    con.execute(f"ATTACH ? AS {alias} (READ_ONLY)", [path])
+    try:
+        yield
+    finally:
+        con.execute(f"DETACH {alias}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.transform.errors import ImportIssue
@@ -124,23 +124,34 @@ def read_for_rules(con, integration: str, contact_fields: list[str], imported_fi
                    table: str = s.MAPPED_CONTACTS, source_ids: set[str] | None = None) -> list[dict]:
     """Contacts with only what rules test: the named contact fields and the named imported fields
     (parsed from the ``imported`` JSON by DuckDB, not in Python); only ``source_ids``, if given."""
+    return list(stream_for_rules(con, integration, contact_fields, imported_fields, table, source_ids))
+
+
+#: Contacts fetched at a time by stream_for_rules: memory holds a batch, not the directory.
+RULE_BATCH = 10_000
+
+
+def stream_for_rules(con, integration: str, contact_fields: list[str], imported_fields: list[str],
+                     table: str = s.MAPPED_CONTACTS, source_ids: set[str] | None = None) -> Iterator[dict]:
+    """read_for_rules, a batch at a time, by contact id: the connection runs nothing else until
+    the last contact is read."""
     paths = [f'$."{name}"' for name in imported_fields]  # names are validated field names
     columns = "".join(f', "{name}"' for name in contact_fields)
     only = ""
     if source_ids is not None:
         id_table(con, "_rule_sources", source_ids)
         only = " AND source_id IN (SELECT id FROM _rule_sources)"
-    rows = con.execute(
+    cursor = con.execute(
         f'SELECT contact_id, source_id{columns}, json_extract(imported, ?::VARCHAR[]) '
         f'FROM "{table}" WHERE integration = ?{only} ORDER BY contact_id',
-        [paths, integration]).fetchall()
-    contacts = []
-    for row in rows:
-        contact = dict(zip(["contact_id", "source_id", *contact_fields], row[:-1]))
-        contact["imported"] = {name: json.loads(v) if v is not None else None
-                               for name, v in zip(imported_fields, row[-1] or [])}
-        contacts.append(contact)
-    return contacts
+        [paths, integration])
+    names = ["contact_id", "source_id", *contact_fields]
+    while rows := cursor.fetchmany(RULE_BATCH):
+        for row in rows:
+            contact = dict(zip(names, row[:-1]))
+            contact["imported"] = {name: json.loads(v) if v is not None else None
+                                   for name, v in zip(imported_fields, row[-1] or [])}
+            yield contact
 
 
 def write_contacts_except(con, integration: str, run_id: str, excluded: Iterable[str],

@@ -33,6 +33,14 @@ def to_json(value: dict) -> str:
         return json.dumps(value, ensure_ascii=False)
 
 
+def from_json(text: str) -> dict:
+    """A raw object as stored, parsed (orjson; an integer beyond 64 bits through the standard library)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _user_frame(integration: str, run_id: str, users: Iterable[dict]) -> pd.DataFrame:
     rows = [
         {"id": u["id"], "user_principal_name": u.get("userPrincipalName"), "display_name": u.get("displayName"),
@@ -111,21 +119,14 @@ def _compare(before: dict[str, dict], after: dict[str, dict | None]) -> RawChang
     return change
 
 
-def apply_raw_users(con, integration: str, run_id: str, full: bool, users: dict[str, dict | None]) -> RawChange:
-    """Write the users a delta round touched (``users``: id -> user now, None if removed; see
-    graph.delta.apply_users). A full round replaces the integration's rows: every stored user
-    it did not return is removed. Counts compare with the rows stored before."""
-    if full:
-        before = stored_json(con, s.RAW_GRAPH_USERS, integration, None)
-        after: dict[str, dict | None] = {uid: None for uid in before}
-        after.update(users)
-        change = _compare(before, after)
-        write_raw_users(con, integration, run_id, [u for u in users.values() if u is not None])
-    else:
-        ids = list(users)
-        change = _compare(stored_json(con, s.RAW_GRAPH_USERS, integration, ids), users)
-        delete_ids(con, s.RAW_GRAPH_USERS, integration, "id", ids)
-        insert_rows(con, s.RAW_GRAPH_USERS, _user_frame(integration, run_id, (u for u in users.values() if u)))
+def apply_raw_users(con, integration: str, run_id: str, users: dict[str, dict | None]) -> RawChange:
+    """Write the users a round of changes touched (``users``: id -> user now, None if removed; see
+    graph.delta.apply_users; a full round is staged instead, see graph_staging). Counts compare
+    with the rows stored before."""
+    ids = list(users)
+    change = _compare(stored_json(con, s.RAW_GRAPH_USERS, integration, ids), users)
+    delete_ids(con, s.RAW_GRAPH_USERS, integration, "id", ids)
+    insert_rows(con, s.RAW_GRAPH_USERS, _user_frame(integration, run_id, (u for u in users.values() if u)))
     change.total = count_rows(con, s.RAW_GRAPH_USERS, integration)
     return change
 
@@ -139,98 +140,76 @@ def drop_other_source(con, integration: str, kind: str) -> None:
         con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
 
 
-def with_manager_mail(con, integration: str, users: dict[str, dict | None], full: bool) -> dict[str, dict | None]:
+def with_manager_mail(con, integration: str, users: dict[str, dict | None]) -> dict[str, dict | None]:
     """Give each user's ``manager`` the manager's mail, as ``$expand=manager`` would: delta names
-    the manager by id only. ``users`` are the users a round touched (all of them in a full
-    round); returned with, in an incremental round, the untouched users whose manager's mail the
-    round changed (or whose manager it removed), so they are rewritten too. A manager who is not
-    a user of the tenant (an orgContact) has no mail here."""
+    the manager by id only. ``users`` are the users a round of changes touched; returned with the
+    untouched users whose manager's mail the round changed (or whose manager it removed), so they
+    are rewritten too. A manager who is not a user of the tenant (an orgContact) has no mail here."""
     mails = {uid: (u or {}).get("mail") for uid, u in users.items()}
-    if not full:
-        wanted = {(u.get("manager") or {}).get("id") for u in users.values() if u} - set(users) - {None}
-        id_table(con, "_managers", wanted)
-        mails.update(con.execute(f'SELECT id, mail FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? '
-                                 "AND id IN (SELECT id FROM _managers)", [integration]).fetchall())
-        # Reports of a touched user whose mail changed or who left keep the manager's mail current.
-        id_table(con, "_touched", users)
-        for uid, data in con.execute(
-                f'SELECT id, data FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? '
-                "AND id NOT IN (SELECT id FROM _touched) "
-                "AND json_extract_string(data, '$.manager.id') IN (SELECT id FROM _touched)",
-                [integration]).fetchall():
-            report = json.loads(data)
-            manager = report["manager"]
-            if "mail" not in manager or manager["mail"] != mails.get(manager["id"]):
-                users[uid] = report
+    wanted = {(u.get("manager") or {}).get("id") for u in users.values() if u} - set(users) - {None}
+    id_table(con, "_managers", wanted)
+    mails.update(con.execute(f'SELECT id, mail FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? '
+                             "AND id IN (SELECT id FROM _managers)", [integration]).fetchall())
+    # Reports of a touched user whose mail changed or who left keep the manager's mail current.
+    id_table(con, "_touched", users)
+    for uid, data in con.execute(
+            f'SELECT id, data FROM "{s.RAW_GRAPH_USERS}" WHERE integration = ? '
+            "AND id NOT IN (SELECT id FROM _touched) "
+            "AND json_extract_string(data, '$.manager.id') IN (SELECT id FROM _touched)",
+            [integration]).fetchall():
+        report = json.loads(data)
+        if report["manager"].get("mail") != mails.get(report["manager"]["id"]):
+            users[uid] = report
     for user in users.values():
         manager = (user or {}).get("manager")
         if manager:
-            user["manager"] = {"id": manager["id"], "mail": mails.get(manager["id"])}
+            mail = mails.get(manager["id"])
+            # No mail, no key: as a full round staged in DuckDB writes it (graph_staging).
+            user["manager"] = {"id": manager["id"]} if mail is None else {"id": manager["id"], "mail": mail}
     return users
 
 
-def apply_raw_groups(con, integration: str, run_id: str, full: bool, groups: dict[str, dict | None],
+def apply_raw_groups(con, integration: str, run_id: str, groups: dict[str, dict | None],
                      members: dict[str, dict[str, str | None]], kinds: dict[str, str]) -> RawChange:
-    """Write the groups a delta round touched and its membership changes (see
-    graph.delta.apply_groups). A full round replaces the integration's groups and memberships; an
-    incremental one deletes and inserts single memberships (replays are harmless)."""
-    ids = None if full else list(groups)
-    before = stored_json(con, s.RAW_GRAPH_GROUPS, integration, ids)
-    after: dict[str, dict | None] = dict.fromkeys(before) if full else {}
-    after.update(groups)
-    change = _compare(before, after)
+    """Write the groups a round of changes touched and its membership changes (see
+    graph.delta.apply_groups; a full round is staged instead, see graph_staging): single
+    memberships are deleted and inserted (replays are harmless)."""
+    change = _compare(stored_json(con, s.RAW_GRAPH_GROUPS, integration, list(groups)), groups)
     kept = {gid: g for gid, g in groups.items() if g is not None}
-    if full:
-        old_edges = _stored_edges(con, integration)
-        edges = {gid: [(t, m) for m, t in members.get(gid, {}).items() if t is not None] for gid in kept}
-        new_pairs = {(gid, m) for gid, links in edges.items() for _, m in links}
-        old_pairs = {(gid, m) for gid, links in old_edges.items() for m in links}
-        change.memberships_added, change.memberships_removed = len(new_pairs - old_pairs), len(old_pairs - new_pairs)
-        write_raw_groups(con, integration, run_id, list(kept.values()), kinds, edges)
-    else:
-        gone = [gid for gid, g in groups.items() if g is None]
-        ops = [(gid, m, t) for gid, links in members.items() if gid in kept for m, t in links.items()]
-        con.execute("CREATE OR REPLACE TEMP TABLE _member_ops AS SELECT unnest(?::VARCHAR[]) AS group_id, "
-                    "unnest(?::VARCHAR[]) AS member_id, unnest(?::VARCHAR[]) AS member_type",
-                    [[o[0] for o in ops], [o[1] for o in ops], [o[2] for o in ops]])
-        id_table(con, "_gone_groups", gone)
-        edges = f'"{s.RAW_GRAPH_GROUP_MEMBERS}"'
-        change.memberships_added, change.memberships_removed = con.execute(f"""
-            SELECT count(*) FILTER (WHERE o.member_type IS NOT NULL AND e.group_id IS NULL),
-                   count(*) FILTER (WHERE o.member_type IS NULL AND e.group_id IS NOT NULL)
-            FROM _member_ops o LEFT JOIN {edges} e
-              ON e.integration = ? AND e.group_id = o.group_id AND e.member_id = o.member_id""",
-                                                                           [integration]).fetchone()
-        moved = con.execute(f"""
-            SELECT o.group_id, o.member_id, coalesce(o.member_type, e.member_type) AS member_type
-            FROM _member_ops o LEFT JOIN {edges} e
-              ON e.integration = ? AND e.group_id = o.group_id AND e.member_id = o.member_id
-            UNION ALL SELECT group_id, member_id, 'group' FROM {edges}
-            WHERE integration = ? AND member_id IN (SELECT id FROM _gone_groups)""",
-                            [integration, integration]).fetchall()
-        change.users_moved = {m for _, m, t in moved if t == "user"}
-        change.structure_changed = set(change.changed_ids) | {g for g, _, t in moved if t != "user"}
-        # A removed group loses its members and is no longer a member of any other group.
-        change.memberships_removed += con.execute(
-            f"DELETE FROM {edges} WHERE integration = ? AND (group_id IN (SELECT id FROM _gone_groups) "
-            "OR member_id IN (SELECT id FROM _gone_groups))", [integration]).fetchone()[0]
-        con.execute(f"DELETE FROM {edges} e WHERE integration = ? AND EXISTS (SELECT 1 FROM _member_ops o "
-                    "WHERE o.group_id = e.group_id AND o.member_id = e.member_id)", [integration])
-        con.execute(f"INSERT INTO {edges} SELECT ?, group_id, member_id, member_type, ?, ? FROM _member_ops "
-                    "WHERE member_type IS NOT NULL", [integration, run_id, utc_now()])
-        delete_ids(con, s.RAW_GRAPH_GROUPS, integration, "id", groups)
-        insert_rows(con, s.RAW_GRAPH_GROUPS, _group_frame(integration, run_id, kept.values(), kinds))
+    gone = [gid for gid, g in groups.items() if g is None]
+    ops = [(gid, m, t) for gid, links in members.items() if gid in kept for m, t in links.items()]
+    con.execute("CREATE OR REPLACE TEMP TABLE _member_ops AS SELECT unnest(?::VARCHAR[]) AS group_id, "
+                "unnest(?::VARCHAR[]) AS member_id, unnest(?::VARCHAR[]) AS member_type",
+                [[o[0] for o in ops], [o[1] for o in ops], [o[2] for o in ops]])
+    id_table(con, "_gone_groups", gone)
+    edges = f'"{s.RAW_GRAPH_GROUP_MEMBERS}"'
+    change.memberships_added, change.memberships_removed = con.execute(f"""
+        SELECT count(*) FILTER (WHERE o.member_type IS NOT NULL AND e.group_id IS NULL),
+               count(*) FILTER (WHERE o.member_type IS NULL AND e.group_id IS NOT NULL)
+        FROM _member_ops o LEFT JOIN {edges} e
+          ON e.integration = ? AND e.group_id = o.group_id AND e.member_id = o.member_id""",
+                                                                       [integration]).fetchone()
+    moved = con.execute(f"""
+        SELECT o.group_id, o.member_id, coalesce(o.member_type, e.member_type) AS member_type
+        FROM _member_ops o LEFT JOIN {edges} e
+          ON e.integration = ? AND e.group_id = o.group_id AND e.member_id = o.member_id
+        UNION ALL SELECT group_id, member_id, 'group' FROM {edges}
+        WHERE integration = ? AND member_id IN (SELECT id FROM _gone_groups)""",
+                        [integration, integration]).fetchall()
+    change.users_moved = {m for _, m, t in moved if t == "user"}
+    change.structure_changed = set(change.changed_ids) | {g for g, _, t in moved if t != "user"}
+    # A removed group loses its members and is no longer a member of any other group.
+    change.memberships_removed += con.execute(
+        f"DELETE FROM {edges} WHERE integration = ? AND (group_id IN (SELECT id FROM _gone_groups) "
+        "OR member_id IN (SELECT id FROM _gone_groups))", [integration]).fetchone()[0]
+    con.execute(f"DELETE FROM {edges} e WHERE integration = ? AND EXISTS (SELECT 1 FROM _member_ops o "
+                "WHERE o.group_id = e.group_id AND o.member_id = e.member_id)", [integration])
+    con.execute(f"INSERT INTO {edges} SELECT ?, group_id, member_id, member_type, ?, ? FROM _member_ops "
+                "WHERE member_type IS NOT NULL", [integration, run_id, utc_now()])
+    delete_ids(con, s.RAW_GRAPH_GROUPS, integration, "id", groups)
+    insert_rows(con, s.RAW_GRAPH_GROUPS, _group_frame(integration, run_id, kept.values(), kinds))
     change.total = count_rows(con, s.RAW_GRAPH_GROUPS, integration)
     return change
-
-
-def _stored_edges(con, integration: str) -> dict[str, dict[str, str]]:
-    edges: dict[str, dict[str, str]] = {}
-    for gid, mid, mtype in con.execute(
-            f'SELECT group_id, member_id, member_type FROM "{s.RAW_GRAPH_GROUP_MEMBERS}" WHERE integration = ?',
-            [integration]).fetchall():
-        edges.setdefault(gid, {})[mid] = mtype
-    return edges
 
 
 def stored_groups(con, integration: str, group_ids: list[str]) -> dict[str, dict]:

@@ -5,15 +5,15 @@ streams (the warehouse stays closed meanwhile), then applied to the warehouse in
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
-from typing import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Iterable
 
 import pandas as pd
 
 from entra_pipeline.transform import values
 from entra_pipeline.transform.errors import DUPLICATE_WORKER_ID, MISSING_WORKER_ID, ImportIssue
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse.connection import connect
+from entra_pipeline.warehouse.connection import attached, connect
 from entra_pipeline.warehouse.raw_tables import RawChange
 from entra_pipeline.warehouse.table_rows import count_rows, insert_rows, utc_now
 
@@ -56,14 +56,9 @@ def stage_workers(path: str, entries: Iterable[dict], id_field: str, keep: set[s
         con.close()
 
 
-@contextmanager
-def staged(con, path: str) -> Iterator[None]:
+def staged(con, path: str) -> AbstractContextManager:
     """The staged report attached read-only to the warehouse connection as ``staged_workday``."""
-    con.execute(f"ATTACH ? AS {STAGED} (READ_ONLY)", [path])
-    try:
-        yield
-    finally:
-        con.execute(f"DETACH {STAGED}")
+    return attached(con, path, STAGED)
 
 
 def apply_raw_workers(con, integration: str, run_id: str, id_field: str) -> tuple[RawChange, list[ImportIssue]]:

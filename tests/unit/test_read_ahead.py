@@ -1,5 +1,5 @@
 """The read one Graph stage starts for the other: taken once, only while what it planned from
-still holds, never started by a failing plan, and silent once its run is over."""
+still holds, never started by a failing plan, and silent and closed once nobody can take it."""
 
 import threading
 from types import SimpleNamespace
@@ -42,14 +42,29 @@ def test_a_read_started_ahead_is_taken_once_and_a_retry_reads_again():
         assert len(fetched) == 2
 
 
-def test_a_read_planned_from_what_another_run_has_since_replaced_is_not_used():
+class Staged:
+    """What a read holds until it is closed (a full round's scratch file)."""
+
+    def __init__(self, planned: str) -> None:
+        self.planned, self.closed = planned, threading.Event()
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_a_read_planned_from_what_another_run_has_since_replaced_is_not_used_and_is_closed():
+    reads = []
+
     def fetch(run, planned):
-        return f"round from {planned}"
+        reads.append(Staged(planned))
+        return reads[-1]
 
     with read_ahead.steps_here(RUN, ["raw_graph_users", "raw_graph_groups"]):
         assert read_ahead.start(stage("raw_graph_users"), "groups", lambda run: "token A", fetch)
         # Another run of the integration committed groups meanwhile: the stored state is now B.
-        assert read_ahead.take(stage("raw_graph_groups"), "groups", lambda run: "token B", fetch) == "round from token B"
+        taken = read_ahead.take(stage("raw_graph_groups"), "groups", lambda run: "token B", fetch)
+        assert taken.planned == "token B" and not taken.closed.is_set()
+        assert [r.planned for r in reads] == ["token A", "token B"] and reads[0].closed.wait(5)
 
 
 def test_a_plan_that_fails_starts_nothing_and_a_stop_request_is_not_swallowed():
@@ -87,10 +102,13 @@ def test_a_read_nobody_took_is_dropped_with_its_run_and_logs_nothing_after():
         release.wait(5)
         run.info("late line")
         done.set()
-        return "round"
+        return staged
 
+    staged = Staged("s")
     with read_ahead.steps_here(RUN, ["raw_graph_users", "raw_graph_groups"]):
         assert read_ahead.start(stage("raw_graph_users", lines), "groups", lambda run: "s", fetch)
     release.set()
     assert done.wait(5)
+    # What it read is let go of as soon as it ends: its scratch file does not wait for the process.
+    assert staged.closed.wait(5)
     assert lines == [] and read_ahead._reads == {} and read_ahead._steps == {}

@@ -381,9 +381,12 @@ class GraphClient(BatchReads):
         raise GraphError(f"{what}: nextLink points outside {self.base}")
 
     def delta_round(self, resource: str, select: Iterable[str], delta_link: str | None = None,
-                    progress: Progress | None = None) -> DeltaRound:
+                    progress: Progress | None = None,
+                    on_page: Callable[[list[dict]], None] | None = None) -> DeltaRound:
         """Read one delta round of ``users`` or ``groups``: from scratch (``delta_link`` None: every
-        object, Graph's full round) or the changes since ``delta_link``.
+        object, Graph's full round) or the changes since ``delta_link``. Each page's items go to
+        ``on_page`` as they arrive, if given (the round then keeps none: a full round of a large
+        directory is not held in memory), else into the round's ``items``.
 
         ``$select`` is sent on the first request of a full round only: Graph carries it in the
         tokens. Raises DeltaExpired when Graph no longer accepts the token."""
@@ -394,7 +397,8 @@ class GraphClient(BatchReads):
             url, query = delta_link, None
         label = f"{resource} ({'full round' if delta_link is None else 'changes'})"
         items: list[dict] = []
-        seen: set[str] = set()  # objects, for progress: a group split over pages comes several times
+        count = objects = 0
+        last_id = None  # a group split over pages comes again first on the next page
         pages = 0
         guard = PageGuard(f"GET {describe(url)}", requests.Request("GET", url, params=query).prepare().url,
                            self.settings.page_size)
@@ -416,10 +420,15 @@ class GraphClient(BatchReads):
                 raise GraphError(f"{what}: response has no 'value' list (delta page {pages})")
             for item in value:
                 check_delta_item(item, what, pages)
-            items.extend(value)
-            if progress is not None:
-                seen.update(item["id"] for item in value)
-                progress(label, len(seen), None)
+            if on_page is None:
+                items.extend(value)
+            else:
+                on_page(value)
+            count += len(value)
+            if progress is not None and value:
+                objects += len({item["id"] for item in value} - {last_id})
+                last_id = value[-1]["id"]
+                progress(label, objects, None)
             next_link, delta = body.get("@odata.nextLink"), body.get("@odata.deltaLink")
             if next_link is not None:
                 self._relative(next_link, what)
@@ -430,7 +439,7 @@ class GraphClient(BatchReads):
                 self._relative(delta, what)
             with self._stats_lock:
                 self.stats.pages += pages
-            return DeltaRound(items, delta, pages, delta_link is None, delta is not None)
+            return DeltaRound(items, delta, pages, delta_link is None, delta is not None, count)
 
 
 __all__ = ["AuthError", "BATCH_LIMIT", "Collection", "DeltaExpired", "DeltaRound", "GraphClient", "GraphError", "GraphSettings",

@@ -18,10 +18,13 @@ MANAGER_DELTA = "manager@delta"
 REMOVED = "@removed"
 
 
+def properties(item: dict) -> dict:
+    """A delta item's properties: without annotations (``@removed``, ``members@delta``, ...)."""
+    return {key: value for key, value in item.items() if "@" not in key}
+
+
 def _patch(target: dict, item: dict) -> None:
-    for key, value in item.items():
-        if not key.startswith("@") and "@" not in key:
-            target[key] = value
+    target.update(properties(item))
 
 
 def apply_users(stored: dict[str, dict], items: Iterable[dict]) -> dict[str, dict | None]:

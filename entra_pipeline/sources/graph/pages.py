@@ -72,15 +72,17 @@ class DeltaRound:
     page carrying the next ``@odata.deltaLink``.
 
     ``items`` are Graph's objects in page order (changed properties only, ``@removed`` entries,
-    ``members@delta`` / ``manager@delta``); an object may appear more than once. ``complete`` is
-    False when a page carried neither nextLink nor deltaLink: the round was cut short and must not
-    be applied as if it were whole."""
+    ``members@delta`` / ``manager@delta``); an object may appear more than once. They are empty
+    when the pages went elsewhere as they came (``count`` says how many there were). ``complete``
+    is False when a page carried neither nextLink nor deltaLink: the round was cut short and must
+    not be applied as if it were whole."""
 
     items: list[dict]
     delta_link: str | None
     pages: int
     full: bool
     complete: bool
+    count: int = 0
 
 
 def check_delta_item(item: object, what: str, page: int) -> None:
