@@ -5,11 +5,9 @@ transaction."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 from entra_pipeline.sources.graph import delta
-from entra_pipeline.sources.graph.pages import DeltaRound
 from entra_pipeline.sources.graph.client import Collection, GraphClient, GraphError, member_type
+from entra_pipeline.sources.graph.pages import DeltaRound
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names
 from entra_pipeline.sync.graph_reads import (GraphRead, OpenGraph, change_metadata, progress, read, read_resource,
@@ -44,8 +42,7 @@ def _write_round(run: StageRun, read: GraphRead) -> StageOutcome:
     state, select, round_, graph_meta, staged = read.state, read.select, read.round_, read.meta, read.staged
     checks = [c.delta_complete_result(c.RAW_GROUPS_COMPLETE, "groups", round_)]
     run.block(checks)
-    with run.warehouse() as con, (graph_staging.attached(con, staged) if staged else nullcontext()), \
-            connection.transaction(con):
+    with run.warehouse() as con, graph_staging.attached(con, staged), connection.transaction(con):
         if staged is not None:
             # A full round, staged as it streamed (values already checked page by page).
             change = graph_staging.apply_staged_groups(con, integration.key, run.run_id, staged)

@@ -4,7 +4,6 @@ every user through /users. Rows, import errors, deltaLink and history change in 
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from entra_pipeline.config import ConfigError, Integration
@@ -66,8 +65,7 @@ def _write_round(run: StageRun, read: GraphRead, certificate: c.CheckOutcome, ma
     checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), certificate]
     run.block(checks)
     staged = read.staged
-    with run.warehouse() as con, (graph_staging.attached(con, staged) if staged else nullcontext()), \
-            connection.transaction(con):
+    with run.warehouse() as con, graph_staging.attached(con, staged), connection.transaction(con):
         if staged is not None:
             # A full round, staged as it streamed (values already checked page by page).
             change = graph_staging.apply_staged_users(con, integration.key, run.run_id, staged)

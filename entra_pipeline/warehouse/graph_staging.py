@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -197,9 +197,10 @@ def _group_row(seq: int, gid: str, group: dict | None) -> tuple:
             to_json(group))
 
 
-def attached(con, staged: Staged) -> AbstractContextManager:
-    """A staged round attached read-only to the warehouse connection (what apply_staged_* read)."""
-    return connection.attached(con, staged.path, staged.alias)
+def attached(con, staged: Staged | None) -> AbstractContextManager:
+    """A staged round attached read-only to the warehouse connection (what apply_staged_* read);
+    with None (a round of changes, in memory) nothing."""
+    return nullcontext() if staged is None else connection.attached(con, staged.path, staged.alias)
 
 
 def _replace(con, table: str, integration: str, run_id: str, source: str, columns: list[str]) -> RawChange:
