@@ -35,7 +35,7 @@ BATCH = 5000
 #: attached databases belong to the DuckDB instance, which connections to one file share).
 STAGED = "staged_graph"
 #: DuckDB's memory for a scratch file: it only appends and groups, and spills next to itself
-#: beyond this; with the warehouse's bound (2GB) it would keep a large round in memory.
+#: beyond this; with the warehouse's bound (1GB) it would keep a large round in memory.
 SCRATCH_MEMORY_LIMIT = "128MB"
 _USER_COLUMNS = {"seq": "BIGINT", "id": "VARCHAR", "removed": "BOOLEAN", "user_principal_name": "VARCHAR",
                  "display_name": "VARCHAR", "mail": "VARCHAR", "manager_id": "VARCHAR", "data": "VARCHAR",
@@ -104,16 +104,25 @@ class StagedUsers(Staged):
         """One delta page: its items within the limits of transform.values, as rows."""
         for item in self._check.page(page):
             self.items += 1
-            # The item itself is kept for a user that comes again: its items are then applied in order.
-            self._append("items", _user_row(self.items, item["id"], delta.apply_users({}, [item])[item["id"]],
-                                            to_json(item)))
+            # A user that comes again is its rows applied in order: a row says all its item did,
+            # unless the item removed a manager link (that depends on the manager before): then
+            # the item itself is kept.
+            links = item.get(delta.MANAGER_DELTA) or ()
+            kept = to_json(item) if any(delta.REMOVED in link for link in links) else None
+            self._append("items", _user_row(self.items, item["id"], delta.apply_users({}, [item])[item["id"]], kept))
 
     def finish(self) -> None:
         """The round is whole: one row per user in table ``users``."""
         con = self._con
         if self._repeated():
-            merged = delta.apply_users({}, (from_json(i) for (i,) in con.execute(
-                "SELECT item FROM items WHERE id IN (SELECT id FROM repeated) ORDER BY seq").fetchall()))
+            merged: dict[str, dict | None] = {}
+            for uid, removed, data, item in con.execute("SELECT id, removed, data, item FROM items WHERE id IN "
+                                                        "(SELECT id FROM repeated) ORDER BY seq").fetchall():
+                before = merged.get(uid)
+                if item is not None:
+                    merged[uid] = delta.apply_users({uid: before} if before else {}, [from_json(item)])[uid]
+                else:
+                    merged[uid] = None if removed else {**(before or {}), **from_json(data)}
             con.execute("DELETE FROM items WHERE id IN (SELECT id FROM repeated)")
             for uid, user in merged.items():
                 self._append("items", _user_row(0, uid, user, None))
