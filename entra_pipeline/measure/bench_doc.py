@@ -14,12 +14,19 @@ DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 #: How much more peak RSS a million users may take than 100k for memory to count as flat.
 FLAT_MARGIN = 1.5
 # Earlier figures for 100k users / 5k groups on this kind of machine, for comparison.
+STEP_ORDER = ["raw_graph_groups", "raw_graph_users", "mapped_contacts", "filtered_contacts", "distribution_lists"]
 HISTORY = [
     ("2026-11-26", "core sync, plain default mapping, one request per member page (issue 2)", 17.4, 1000),
     ("2026-11-26", "typed mapping in DuckDB, one request per member page (issue 3)", 16.3, 1050),
     ("2026-11-26", "list reads: /users and /groups with $count, members through $batch (issue 4)", 15.5, 1111),
     ("2026-12-07", "delta reads after the restructure, before issue 15 (no floor yet)", 21.2, 1215),
+    ("2026-12-07", "read-ahead, orjson, throttled progress (issue 15, first part; 3.6x the floor)", 28.4, 1352),
 ]
+
+
+def _step_rss(measured: dict, step: str) -> str:
+    value = (measured.get("metadata") or {}).get(step, {}).get("process_peak_rss_mb")
+    return f"{value:,.0f}" if value else "–"
 
 
 def comparable_floor(size: dict) -> str:
@@ -123,7 +130,9 @@ def _runs_line(size: dict) -> str:
 def write(results: list[dict], rows: list[dict], workday: dict | None = None) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    steps = sorted({k for size in results for k in size["syncs"][-1]["steps_s"]})
+    # In the data's order, source to lists (a step this list does not know goes last).
+    steps = sorted({k for size in results for k in size["syncs"][-1]["steps_s"]},
+                   key=lambda k: (STEP_ORDER.index(k) if k in STEP_ORDER else len(STEP_ORDER), k))
     latency = [size for size in results if "latency" in size]
     by_name = {size["name"]: size for size in results}
     lines = [
@@ -229,6 +238,16 @@ def write(results: list[dict], rows: list[dict], workday: dict | None = None) ->
         "| users | sync | " + " | ".join(steps) + " |",
         "|---:|---|" + "---:|" * len(steps),
         *(f"| {s['users']:,} | {kind} | " + " | ".join(f"{m['steps_s'].get(k, 0):.2f}" for k in steps) + " |"
+          for s in results for m, kind in ((s["syncs"][-1], "full"), (s["incremental"], "incremental"))),
+        "",
+        "## Peak RSS after each step (MB, last full and the incremental sync)",
+        "",
+        "The process's peak so far when each step ended (steps run one after another; the read started ahead "
+        "overlaps the first Graph step): a rise shows which step needed it.",
+        "",
+        "| users | sync | " + " | ".join(steps) + " |",
+        "|---:|---|" + "---:|" * len(steps),
+        *(f"| {s['users']:,} | {kind} | " + " | ".join(_step_rss(m, k) for k in steps) + " |"
           for s in results for m, kind in ((s["syncs"][-1], "full"), (s["incremental"], "incremental"))),
         "",
         "## History",

@@ -149,9 +149,8 @@ def workday_lines(result: dict) -> list[str]:
         f"{hold['parsed_mb']:,.0f} MB of it the parsed entries as Python objects. In the sync, the read stages "
         "the entries into a scratch DuckDB file in batches of 5,000 and applies them to the warehouse in one "
         "transaction. The process's peak after reading is Dagster's own footprint plus the staging; the "
-        "whole sync's peak comes from DuckDB applying the report and mapping 100k contacts (DuckDB keeps up "
-        "to 80% of RAM by default; an experiment with memory_limit 256 MB brought the first sync's peak from "
-        "about 735 MB to 550 MB at the same speed, not yet applied).",
+        "whole sync's peak comes from DuckDB applying the report and mapping 100k contacts (DuckDB's memory "
+        "is capped at 1GB by default, `ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT`; blocks it has cached count too).",
         "",
     ]
 
