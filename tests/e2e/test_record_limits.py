@@ -318,12 +318,12 @@ def test_the_warehouse_memory_limit_comes_from_the_resource_or_the_environment(t
     database = tmp_path / "warehouse.duckdb"
     monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
     with WarehouseResource(database=str(database)).get_connection() as con:
-        assert (setting(con, "memory_limit"), setting(con, "temp_directory")) == ("1.8 GiB", f"{database}.tmp")
+        assert (setting(con, "memory_limit"), setting(con, "temp_directory")) == ("953.6 MiB", f"{database}.tmp")
     with WarehouseResource(database=str(database), memory_limit="512MB").get_connection() as con:
         assert setting(con, "memory_limit") == "488.2 MiB"
-    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1GB")
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "2GB")
     with WarehouseResource(database=str(database)).get_connection() as con:
-        assert setting(con, "memory_limit") == "953.6 MiB"
+        assert setting(con, "memory_limit") == "1.8 GiB"
     # Settable through dg.EnvVar like any resource field.
     monkeypatch.setenv("MY_DUCKDB_MEMORY", "256MB")
     resource = WarehouseResource(database=str(database), memory_limit=dg.EnvVar("MY_DUCKDB_MEMORY"))
@@ -333,7 +333,7 @@ def test_the_warehouse_memory_limit_comes_from_the_resource_or_the_environment(t
     # The CLI's connections (warehouse.connect) have it too, read-only ones included.
     con = connect(database, read_only=True)
     try:
-        assert setting(con, "memory_limit") == "953.6 MiB"
+        assert setting(con, "memory_limit") == "1.8 GiB"
     finally:
         con.close()
 
