@@ -14,7 +14,7 @@ from entra_pipeline.sync.outcome import Json, counts, preview
 from entra_pipeline.sync.runner import Prepared, require_fields
 from entra_pipeline.transform import lists
 from entra_pipeline.transform.fields import WORKDAY
-from entra_pipeline.transform.guard import assess
+from entra_pipeline.transform.guard import judge
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import change_log, import_errors, list_tables, raw_tables, summaries, table_rows
 
@@ -48,11 +48,11 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions) ->
                                                          plan.selection_issues)
     available = lists.available_groups(groups, raw_tables.direct_member_counts(con, integration.key), plan.selected)
     guard = integration.deletion_guard
-    removal = assess(plan.current, plan.members, guard.max_removed, guard.max_removed_percent, plan.total)
+    removal = judge(plan.size, plan.removed, plan.sample, guard.max_removed, guard.max_removed_percent)
     checks = [c.issues_result(c.SELECTED_LISTS_RESOLVED, issues), c.issues_result(c.NO_LIST_REMOVED, issues),
               c.removal_result(c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT, "list memberships", removal,
                                options.allow_removals)]
-    added, removed = len(plan.members - plan.current), len(plan.current - plan.members)
+    added, removed = plan.added, plan.removed
 
     def write(con) -> dict:
         plan.write(con)

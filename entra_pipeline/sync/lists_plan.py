@@ -7,24 +7,25 @@ from dataclasses import dataclass
 from typing import Callable
 
 from entra_pipeline.config import Integration
-from entra_pipeline.transform import lists
+from entra_pipeline.transform import guard, lists
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse import contact_tables, list_tables, raw_tables, table_rows
+from entra_pipeline.warehouse import contact_tables, list_resolution, list_tables, raw_tables, table_rows
 
 
 @dataclass
 class ListPlan:
-    """What distribution_lists will write: the memberships before (``current``, of the part that
-    changes) and after (``members``), the whole's size before, and the write itself."""
+    """What distribution_lists will write: the memberships stored before (``size``, the whole),
+    how many it adds and removes (``sample``: the first removed), and the write itself."""
 
     mode: str
     selected: set[str]
     list_ids: set[str]
     selection_issues: list[ImportIssue]
-    current: set[tuple[str, str]]
-    members: set[tuple[str, str]]
-    total: int
+    size: int
+    added: int
+    removed: int
+    sample: list
     write: Callable
     rebuilt: int
     users: int
@@ -33,25 +34,24 @@ class ListPlan:
 def all_lists(con, integration: Integration, run_id: str, groups: list[dict], custom_contact: list[str],
               custom_imported: list[str]) -> ListPlan:
     """Every list resolved from every group and contact (first run, changed configuration, a
-    full read, or too many changes)."""
+    full read, or too many changes): the groups' lists inside DuckDB (list_resolution)."""
     selection = integration.distribution_lists
-    edges = {g["id"]: [] for g in groups}
-    edges.update(raw_tables.read_edges(con, integration.key))
-    people = contact_tables.people(con, integration.key)
-    current = list_tables.memberships(con, integration.key)
+    selected, issues = lists.select_groups(groups, selection.select, selection.ids, selection.names)
+    rows = list_resolution.resolve(con, integration.key, selected)
     contacts = (contact_tables.read_for_rules(con, integration.key, custom_contact, custom_imported, s.CONTACTS)
                 if selection.custom or selection.generated else [])
-    result = lists.resolve_lists(groups, edges, people, selection.select, selection.ids, selection.names)
     custom = lists.custom_lists(contacts, selection.custom)
     generated = lists.generated_lists(contacts, selection.generated)
-    all_lists = result.lists + custom.lists + generated.lists
-    members = result.members + custom.members + generated.members
+    rows += custom.lists + generated.lists
+    list_resolution.add_members(con, custom.members + generated.members)
+    size, added, removed, sample = list_resolution.compare(con, integration.key, guard.SAMPLE)
+    users = table_rows.count_rows(con, s.RAW_PEOPLE[integration.kind], integration.key)
 
     def write(con) -> None:
-        list_tables.write_lists(con, integration.key, run_id, all_lists, members, result.non_members)
+        list_resolution.write(con, integration.key, run_id, rows, custom.non_members + generated.non_members)
 
-    return ListPlan("full", {l["source_group_id"] for l in result.lists}, {l["list_id"] for l in all_lists},
-                     result.issues, current, set(members), len(current), write, len(all_lists), len(people.read))
+    return ListPlan("full", {g["id"] for g in selected}, {l["list_id"] for l in rows}, issues, size, added, removed,
+                    sample, write, len(rows), users)
 
 
 def changed_lists(con, integration: Integration, run_id: str, groups: list[dict], previous: dict[str, str],
@@ -115,5 +115,6 @@ def changed_lists(con, integration: Integration, run_id: str, groups: list[dict]
                                        non_members)
 
     stored = table_rows.count_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration.key)
-    return ListPlan("incremental", selected, selected | custom_ids, selection_issues, current, members, stored, write,
-                    len(rebuilt.lists), len(users))
+    gone = sorted(current - members, key=str)
+    return ListPlan("incremental", selected, selected | custom_ids, selection_issues, stored, len(members - current),
+                    len(gone), gone[:guard.SAMPLE], write, len(rebuilt.lists), len(users))

@@ -27,11 +27,18 @@ def assess(current: Iterable[Hashable], new: Iterable[Hashable], max_removed: in
     An incremental stage passes only the part that changes as ``current`` / ``new`` and the size
     of the whole as ``total``, which the percentage is taken of."""
     current_set, new_set = set(current), set(new)
-    size = len(current_set) if total is None else total
     gone = sorted(current_set - new_set, key=str)
+    return judge(len(current_set) if total is None else total, len(gone), gone[:SAMPLE], max_removed,
+                 max_removed_percent)
+
+
+def judge(size: int, removed: int, sample: list, max_removed: int | None,
+          max_removed_percent: float | None) -> Removal:
+    """The verdict on removing ``removed`` of ``size`` (counted elsewhere, e.g. in DuckDB;
+    ``sample``: the first SAMPLE of them in order)."""
     over = []
-    if max_removed is not None and len(gone) > max_removed:
+    if max_removed is not None and removed > max_removed:
         over.append(f"more than {max_removed:,}")
-    if max_removed_percent is not None and size and len(gone) * 100 > max_removed_percent * size:
+    if max_removed_percent is not None and size and removed * 100 > max_removed_percent * size:
         over.append(f"more than {max_removed_percent:g} % of {size:,}")
-    return Removal(size, len(gone), gone[:SAMPLE], bool(over), " and ".join(over))
+    return Removal(size, removed, sample, bool(over), " and ".join(over))

@@ -111,15 +111,30 @@ class People:
     read: frozenset[str]  # every user the last directory read returned
 
 
+#: Why a directory user in a group is not on its list (distribution_list_non_members.reason).
+EXCLUDED = "excluded: "  # followed by the rule's name
+DUPLICATE_ID = "duplicate Unique Contact ID"
+NOT_READ = "not among the users read (added to the group since?)"
+NO_CONTACT_ID = "no usable Unique Contact ID"
+
+
 def why_not_member(user_id: str, people: People) -> str:
     """Why a directory user in a group is not a member of its list."""
     if user_id in people.excluded:
-        return f"excluded: {people.excluded[user_id]}"
+        return f"{EXCLUDED}{people.excluded[user_id]}"
     if user_id in people.duplicates:
-        return "duplicate Unique Contact ID"
+        return DUPLICATE_ID
     if user_id not in people.read:
-        return "not among the users read (added to the group since?)"
-    return "no usable Unique Contact ID"
+        return NOT_READ
+    return NO_CONTACT_ID
+
+
+NOT_A_USER = "not a user ({})"  # {}: the member's Graph type (device, orgContact, ...)
+
+
+def not_a_user(kind: str) -> str:
+    """Why a member that is not a user is not on a list."""
+    return NOT_A_USER.format(kind)
 
 
 def resolve_lists(
@@ -160,8 +175,8 @@ def resolve_groups(selected: list[dict], edges: dict[str, list[tuple[str, str]]]
                 "kind": group_kind(group),
                 "member_count": len(contacts),
                 "users_not_contacts": len(reasons),
-                "users_excluded": sum(1 for r in reasons.values() if r.startswith("excluded")),
-                "users_without_contact_id": sum(1 for r in reasons.values() if not r.startswith("excluded")),
+                "users_excluded": sum(1 for r in reasons.values() if r.startswith(EXCLUDED)),
+                "users_without_contact_id": sum(1 for r in reasons.values() if not r.startswith(EXCLUDED)),
                 "non_user_members": sum(non_users.values()),
                 "non_user_member_types": dict(sorted(non_users.items())),
                 "nested_groups": nested,
@@ -169,7 +184,7 @@ def resolve_groups(selected: list[dict], edges: dict[str, list[tuple[str, str]]]
         )
         result.members.extend((group["id"], contact_id) for contact_id in contacts)
         result.non_members.extend((group["id"], u, USER, reason) for u, reason in sorted(reasons.items()))
-        result.non_members.extend((group["id"], oid, kind, f"not a user ({kind})") for oid, kind in sorted(others.items()))
+        result.non_members.extend((group["id"], oid, kind, not_a_user(kind)) for oid, kind in sorted(others.items()))
     return result
 
 

@@ -16,21 +16,6 @@ LIST_COLUMNS = ["list_id", "source_group_id", "display_name", "mail", "kind", "m
                 "non_user_member_types", "nested_groups"]
 
 
-def write_lists(con, integration: str, run_id: str, lists: list[dict], members: list[tuple[str, str]],
-                non_members: list[tuple[str, str, str, str]]) -> tuple[int, int]:
-    """Replace an integration's lists, members and non-members (a full distribution_lists write);
-    (lists, memberships) written."""
-    rows = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in lists]
-    n_lists = replace_rows(con, s.DISTRIBUTION_LISTS, integration, run_frame(rows, LIST_COLUMNS, integration, run_id))
-    columns = {"list_id": [m[0] for m in members], "contact_id": [m[1] for m in members]}
-    n_members = replace_rows(con, s.DISTRIBUTION_LIST_MEMBERS, integration,
-                         run_frame(columns, ["list_id", "contact_id"], integration, run_id))
-    names = ["list_id", "object_id", "object_type", "reason"]
-    columns = {name: [row[i] for row in non_members] for i, name in enumerate(names)}
-    replace_rows(con, s.DISTRIBUTION_LIST_NON_MEMBERS, integration, run_frame(columns, names, integration, run_id))
-    return n_lists, n_members
-
-
 def write_list_changes(con, integration: str, run_id: str, rebuilt: list[dict], drop: set[str],
                        contacts: set[str], users: set[str], members: set[tuple[str, str]],
                        non_members: set[tuple[str, str, str, str]]) -> None:
