@@ -24,6 +24,13 @@ HISTORY = [
 ]
 
 
+def _step_table(results: list[dict], steps: list[str], cell) -> list[str]:
+    """A row per size and sync (the last full one, the incremental one), a column per step."""
+    return ["| users | sync | " + " | ".join(steps) + " |", "|---:|---|" + "---:|" * len(steps),
+            *(f"| {s['users']:,} | {kind} | " + " | ".join(cell(m, k) for k in steps) + " |"
+              for s in results for m, kind in ((s["syncs"][-1], "full"), (s["incremental"], "incremental")))]
+
+
 def _step_rss(measured: dict, step: str) -> str:
     value = (measured.get("metadata") or {}).get(step, {}).get("process_peak_rss_mb")
     return f"{value:,.0f}" if value else "–"
@@ -235,20 +242,14 @@ def write(results: list[dict], rows: list[dict], workday: dict | None = None) ->
         "",
         "## Seconds per step (last full and the incremental sync)",
         "",
-        "| users | sync | " + " | ".join(steps) + " |",
-        "|---:|---|" + "---:|" * len(steps),
-        *(f"| {s['users']:,} | {kind} | " + " | ".join(f"{m['steps_s'].get(k, 0):.2f}" for k in steps) + " |"
-          for s in results for m, kind in ((s["syncs"][-1], "full"), (s["incremental"], "incremental"))),
+        *_step_table(results, steps, lambda m, k: f"{m['steps_s'].get(k, 0):.2f}"),
         "",
         "## Peak RSS after each step (MB, last full and the incremental sync)",
         "",
         "The process's peak so far when each step ended (steps run one after another; the read started ahead "
         "overlaps the first Graph step): a rise shows which step needed it.",
         "",
-        "| users | sync | " + " | ".join(steps) + " |",
-        "|---:|---|" + "---:|" * len(steps),
-        *(f"| {s['users']:,} | {kind} | " + " | ".join(_step_rss(m, k) for k in steps) + " |"
-          for s in results for m, kind in ((s["syncs"][-1], "full"), (s["incremental"], "incremental"))),
+        *_step_table(results, steps, _step_rss),
         "",
         "## History",
         "",

@@ -48,17 +48,21 @@ def warehouse(tmp_path):
     con.close()
 
 
-def staged_round(pages: list[list[dict]], managers: bool = True) -> graph_staging.StagedUsers:
-    staged = graph_staging.StagedUsers(STAGE, managers)
+def staged_round(pages: list[list[dict]], staged: graph_staging.Staged | None = None) -> graph_staging.Staged:
+    """``pages`` staged as a read stages them (users with managers, unless ``staged`` says otherwise)."""
+    staged = staged or graph_staging.StagedUsers(STAGE, True)
     for page in pages:
         staged.add(page)
     staged.finish()
     return staged
 
 
-def apply(con, staged: graph_staging.StagedUsers) -> raw_tables.RawChange:
+def apply(con, staged: graph_staging.Staged) -> raw_tables.RawChange:
+    """The staged round applied to the warehouse, as its stage applies it."""
+    groups = isinstance(staged, graph_staging.StagedGroups)
     with graph_staging.attached(con, staged), transaction(con):
-        return graph_staging.apply_staged_users(con, "t", "run", staged)
+        return (graph_staging.apply_staged_groups if groups else graph_staging.apply_staged_users)(
+            con, "t", "run", staged)
 
 
 def stored(con) -> dict[str, dict]:
@@ -155,17 +159,8 @@ GROUP_PAGES = [
 ]
 
 
-def staged_groups(pages: list[list[dict]]) -> graph_staging.StagedGroups:
-    staged = graph_staging.StagedGroups(s.RAW_GRAPH_GROUPS)
-    for page in pages:
-        staged.add(page)
-    staged.finish()
-    return staged
-
-
-def apply_groups(con, staged: graph_staging.StagedGroups) -> raw_tables.RawChange:
-    with graph_staging.attached(con, staged), transaction(con):
-        return graph_staging.apply_staged_groups(con, "t", "run", staged)
+def staged_groups(pages: list[list[dict]]) -> graph_staging.Staged:
+    return staged_round(pages, graph_staging.StagedGroups(s.RAW_GRAPH_GROUPS))
 
 
 def stored_groups(con) -> tuple[dict, set]:
@@ -179,7 +174,7 @@ def stored_groups(con) -> tuple[dict, set]:
 def test_a_staged_group_round_stores_groups_and_members_as_applied_in_order(warehouse):
     staged = staged_groups(GROUP_PAGES)
     try:
-        change = apply_groups(warehouse, staged)
+        change = apply(warehouse, staged)
     finally:
         staged.close()
     groups, members = stored_groups(warehouse)
@@ -209,7 +204,7 @@ def test_a_staged_group_round_and_the_same_round_in_memory_store_the_same(tmp_pa
     con.close()
     staged_con = connect(tmp_path / "staged.duckdb")
     staged = staged_groups(GROUP_PAGES)
-    apply_groups(staged_con, staged)
+    apply(staged_con, staged)
     staged.close()
     assert stored_groups(staged_con) == in_memory
     staged_con.close()
@@ -217,7 +212,7 @@ def test_a_staged_group_round_and_the_same_round_in_memory_store_the_same(tmp_pa
 
 def test_a_second_staged_group_round_counts_what_it_changed(warehouse):
     first = staged_groups(GROUP_PAGES)
-    apply_groups(warehouse, first)
+    apply(warehouse, first)
     first.close()
     second = staged_groups([[group("g1", [member("u1"), member("u5")], displayName="Sales", mailEnabled=True,
                                    securityEnabled=False, groupTypes=[], mail="sales@contoso.test",
@@ -225,7 +220,7 @@ def test_a_second_staged_group_round_counts_what_it_changed(warehouse):
                              group("g2", [member("u1")], displayName="Everyone", mailEnabled=False,
                                    securityEnabled=True)]])
     try:
-        change = apply_groups(warehouse, second)
+        change = apply(warehouse, second)
     finally:
         second.close()
     assert (change.added, change.updated, change.removed, change.total) == (0, 1, 2, 2)
