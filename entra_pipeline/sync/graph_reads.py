@@ -17,7 +17,7 @@ from entra_pipeline.sync import read_ahead
 from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.read_ahead import STAGE_OF
 from entra_pipeline.sync.runner import ReadFailed, StageFailed, StageRun
-from entra_pipeline.transform.fields import GROUP_SELECT, MANAGER_FIELDS, delta_select_for
+from entra_pipeline.transform.fields import GROUP_SELECT, delta_select_for, reads_manager
 from entra_pipeline.warehouse import graph_staging, raw_tables, table_rows
 
 OpenGraph = Callable[[Integration], GraphClient]  # a client for the integration's tenant
@@ -124,8 +124,7 @@ def delta_read(run: StageRun, open_graph: OpenGraph, resource: str, state: raw_t
     def full_round(client: GraphClient, why: str) -> tuple[DeltaRound, str, graph_staging.Staged]:
         # Staged page by page into a scratch file: a full round is the whole directory.
         if resource == "users":
-            staged = graph_staging.StagedUsers(STAGE_OF[resource], any(f in MANAGER_FIELDS
-                                                                        for f in integration.imported_fields()))
+            staged = graph_staging.StagedUsers(STAGE_OF[resource], reads_manager(integration.imported_fields()))
         else:
             staged = graph_staging.StagedGroups(STAGE_OF[resource])
         try:

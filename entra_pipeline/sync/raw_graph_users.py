@@ -18,8 +18,8 @@ from entra_pipeline.sync.options import RawReadOptions
 from entra_pipeline.sync.outcome import StageOutcome, preview
 from entra_pipeline.sync.runner import StageFailed, StageRun, checked_write
 from entra_pipeline.transform import values
-from entra_pipeline.transform.fields import (ENTRA, MANAGER_FIELDS, graph_select_for, imported_fields_for,
-                                             manager_expand_for)
+from entra_pipeline.transform.fields import (ENTRA, graph_select_for, imported_fields_for, manager_expand_for,
+                                             reads_manager)
 from entra_pipeline.warehouse import (change_log, connection, contact_tables, graph_staging, import_errors, raw_tables,
                                      table_rows)
 
@@ -53,13 +53,12 @@ def materialize(run: StageRun, open_graph: OpenGraph, options: dict[str, RawRead
         return _list_users(run, open_graph, fields, certificate)
     read = read_resource(run, open_graph, "users", options)
     try:
-        return _write_round(run, read, certificate, any(f in MANAGER_FIELDS for f in fields), fields)
+        return _write_round(run, read, certificate, fields)
     finally:
         read.close()
 
 
-def _write_round(run: StageRun, read: GraphRead, certificate: c.CheckOutcome, managers: bool,
-                 fields: set[str]) -> StageOutcome:
+def _write_round(run: StageRun, read: GraphRead, certificate: c.CheckOutcome, fields: set[str]) -> StageOutcome:
     integration = run.integration
     state, previous, select, round_, graph_meta = read.state, read.previous, read.select, read.round_, read.meta
     checks = [c.delta_complete_result(c.RAW_USERS_COMPLETE, "users", round_), certificate]
@@ -71,7 +70,7 @@ def _write_round(run: StageRun, read: GraphRead, certificate: c.CheckOutcome, ma
             change = graph_staging.apply_staged_users(con, integration.key, run.run_id, staged)
             issues, assessed = staged.issues, None
         else:
-            change, issues, assessed = _apply_round(con, run, round_, managers)  # a round of changes
+            change, issues, assessed = _apply_round(con, run, round_, reads_manager(fields))  # a round of changes
         raw_tables.drop_other_source(con, integration.key, ENTRA)
         checks.append(c.directory_not_empty_result(change.total, previous))
         run.block(checks)  # raising inside the transaction rolls it back

@@ -167,11 +167,16 @@ GROUP_SELECT = ["id", "displayName", "description", "mail", "mailNickname", "mai
                 "groupTypes"]
 
 
+def reads_manager(fields: Iterable[str]) -> bool:
+    """Whether ``fields`` name the manager: a delta read then gives each manager its mail."""
+    return any(name in MANAGER_FIELDS for name in fields)
+
+
 def delta_select_for(fields: Iterable[str]) -> list[str]:
     """The ``$select`` of a users delta round returning ``fields``: delta has no ``$expand``, so
     the manager comes as ``manager@delta`` (an id) and its mail from the users' own ``mail``."""
     select = set(graph_select_for(fields))
-    if any(name in MANAGER_FIELDS for name in fields):
+    if reads_manager(fields):
         select |= {"manager", "mail"}
     return sorted(select)
 

@@ -26,8 +26,8 @@ from entra_pipeline.transform import lists, values
 from entra_pipeline.transform.errors import ImportIssue
 from entra_pipeline.warehouse import connection
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse.raw_tables import RawChange, from_json, to_json
-from entra_pipeline.warehouse.table_rows import count_rows, insert_rows, utc_now
+from entra_pipeline.warehouse.raw_tables import RawChange, from_json, replace_compared, to_json
+from entra_pipeline.warehouse.table_rows import insert_rows, utc_now
 
 #: Rows per insert into the scratch file: memory holds this many, not the round.
 BATCH = 5000
@@ -212,40 +212,16 @@ def attached(con, staged: Staged | None) -> AbstractContextManager:
     return nullcontext() if staged is None else connection.attached(con, staged.path, staged.alias)
 
 
-def _replace(con, table: str, integration: str, run_id: str, source: str, columns: list[str]) -> RawChange:
-    """Replace an integration's rows of a raw table with ``source``, compared with the stored rows
-    by id and ``data`` for the change counts and the change log."""
-    change = RawChange()
-    added = [r[0] for r in con.execute(
-        f'SELECT id FROM {source} WHERE id NOT IN (SELECT id FROM "{table}" WHERE integration = ?)',
-        [integration]).fetchall()]
-    removed = [r[0] for r in con.execute(
-        f'SELECT id FROM "{table}" WHERE integration = ? AND id NOT IN (SELECT id FROM {source})',
-        [integration]).fetchall()]
-    # Equal text is an equal object; unequal text may still be one (keys in another order): parsed to be sure.
-    updated = [oid for oid, old, new in con.execute(
-        f'SELECT n.id, r.data, n.data FROM {source} n JOIN "{table}" r ON r.integration = ? AND r.id = n.id '
-        "WHERE CAST(r.data AS VARCHAR) <> n.data", [integration]).fetchall() if from_json(old) != from_json(new)]
-    change.added, change.removed, change.updated = len(added), len(removed), len(updated)
-    change.changed_ids.update(added, removed, updated)
-    listed = ", ".join(columns)
-    con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
-    con.execute(f'INSERT INTO "{table}" (integration, {listed}, run_id, synced_at) SELECT ?, {listed}, ?, ? '
-                f"FROM {source}", [integration, run_id, utc_now()])
-    change.total = count_rows(con, table, integration)
-    return change
-
-
 def apply_staged_users(con, integration: str, run_id: str, staged: StagedUsers) -> RawChange:
     """Replace an integration's raw users with a staged full round (see ``attached``)."""
-    return _replace(con, s.RAW_GRAPH_USERS, integration, run_id, f"{staged.alias}.users",
+    return replace_compared(con, s.RAW_GRAPH_USERS, integration, run_id, f"{staged.alias}.users",
                     ["id", "user_principal_name", "display_name", "mail", "data"])
 
 
 def apply_staged_groups(con, integration: str, run_id: str, staged: StagedGroups) -> RawChange:
     """Replace an integration's raw groups and direct memberships with a staged full round (see
     ``attached``); the memberships it added and removed are counted too."""
-    change = _replace(con, s.RAW_GRAPH_GROUPS, integration, run_id, f"{staged.alias}.groups",
+    change = replace_compared(con, s.RAW_GRAPH_GROUPS, integration, run_id, f"{staged.alias}.groups",
                       ["id", "display_name", "mail", "kind", "mail_enabled", "security_enabled", "group_types", "data"])
     edges, source = f'"{s.RAW_GRAPH_GROUP_MEMBERS}"', f"{staged.alias}.members"
     change.memberships_added, change.memberships_removed = con.execute(f"""

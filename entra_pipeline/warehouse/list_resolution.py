@@ -8,12 +8,10 @@ single lists on an incremental run; the tests compare the two table by table.
 
 from __future__ import annotations
 
-import json
-
 from entra_pipeline.transform import lists, mapping
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse.list_tables import LIST_COLUMNS
-from entra_pipeline.warehouse.table_rows import insert_rows, run_frame, utc_now
+from entra_pipeline.warehouse.list_tables import insert_lists
+from entra_pipeline.warehouse.table_rows import utc_now
 
 MEMBERS = "_list_members_new"  # list_id, contact_id
 NON_MEMBERS = "_list_non_members_new"  # list_id, object_id, object_type, reason
@@ -117,8 +115,7 @@ def write(con, integration: str, run_id: str, rows: list[dict], non_members: lis
     non-members with NON_MEMBERS plus ``non_members`` (of lists resolved elsewhere)."""
     for table in (s.DISTRIBUTION_LISTS, s.DISTRIBUTION_LIST_MEMBERS, s.DISTRIBUTION_LIST_NON_MEMBERS):
         con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
-    frame = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in rows]
-    insert_rows(con, s.DISTRIBUTION_LISTS, run_frame(frame, LIST_COLUMNS, integration, run_id))
+    insert_lists(con, integration, run_id, rows)
     now = utc_now()
     con.execute(f'INSERT INTO "{s.DISTRIBUTION_LIST_MEMBERS}" (integration, list_id, contact_id, run_id, synced_at) '
                 f"SELECT ?, list_id, contact_id, ?, ? FROM {MEMBERS}", [integration, run_id, now])

@@ -16,6 +16,12 @@ LIST_COLUMNS = ["list_id", "source_group_id", "display_name", "mail", "kind", "m
                 "non_user_member_types", "nested_groups"]
 
 
+def insert_lists(con, integration: str, run_id: str, lists_: list[dict]) -> None:
+    """Append distribution_lists rows (resolved lists, see transform.lists)."""
+    rows = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in lists_]
+    insert_rows(con, s.DISTRIBUTION_LISTS, run_frame(rows, LIST_COLUMNS, integration, run_id))
+
+
 def write_list_changes(con, integration: str, run_id: str, rebuilt: list[dict], drop: set[str],
                        contacts: set[str], users: set[str], members: set[tuple[str, str]],
                        non_members: set[tuple[str, str, str, str]]) -> None:
@@ -34,8 +40,7 @@ def write_list_changes(con, integration: str, run_id: str, rebuilt: list[dict], 
                 "AND contact_id IN (SELECT id FROM _changed_contacts)", [integration])
     con.execute(f'DELETE FROM "{s.DISTRIBUTION_LIST_NON_MEMBERS}" WHERE integration = ? AND object_type = ? '
                 "AND object_id IN (SELECT id FROM _changed_users)", [integration, lists.USER])
-    rows = [{**l, "non_user_member_types": json.dumps(l["non_user_member_types"])} for l in rebuilt]
-    insert_rows(con, s.DISTRIBUTION_LISTS, run_frame(rows, LIST_COLUMNS, integration, run_id))
+    insert_lists(con, integration, run_id, rebuilt)
     pairs = sorted(members)
     insert_rows(con, s.DISTRIBUTION_LIST_MEMBERS, run_frame({"list_id": [p[0] for p in pairs], "contact_id": [p[1] for p in pairs]},
                                                      ["list_id", "contact_id"], integration, run_id))

@@ -119,6 +119,31 @@ def _compare(before: dict[str, dict], after: dict[str, dict | None]) -> RawChang
     return change
 
 
+def replace_compared(con, table: str, integration: str, run_id: str, source: str, columns: list[str]) -> RawChange:
+    """Replace an integration's rows of a raw table with ``source`` (a staged table or a temp
+    table: an id, ``data`` and the other ``columns``), compared with the stored rows by id and
+    ``data`` for the change counts and the change log."""
+    change = RawChange()
+    added = [r[0] for r in con.execute(
+        f'SELECT id FROM {source} WHERE id NOT IN (SELECT id FROM "{table}" WHERE integration = ?)',
+        [integration]).fetchall()]
+    removed = [r[0] for r in con.execute(
+        f'SELECT id FROM "{table}" WHERE integration = ? AND id NOT IN (SELECT id FROM {source})',
+        [integration]).fetchall()]
+    # Equal text is an equal object; unequal text may still be one (keys in another order): parsed to be sure.
+    updated = [oid for oid, old, new in con.execute(
+        f'SELECT n.id, r.data, n.data FROM {source} n JOIN "{table}" r ON r.integration = ? AND r.id = n.id '
+        "WHERE CAST(r.data AS VARCHAR) <> n.data", [integration]).fetchall() if from_json(old) != from_json(new)]
+    change.added, change.removed, change.updated = len(added), len(removed), len(updated)
+    change.changed_ids.update(added, removed, updated)
+    listed = ", ".join(columns)
+    con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
+    con.execute(f'INSERT INTO "{table}" (integration, {listed}, run_id, synced_at) SELECT ?, {listed}, ?, ? '
+                f"FROM {source}", [integration, run_id, utc_now()])
+    change.total = count_rows(con, table, integration)
+    return change
+
+
 def apply_raw_users(con, integration: str, run_id: str, users: dict[str, dict | None]) -> RawChange:
     """Write the users a round of changes touched (``users``: id -> user now, None if removed; see
     graph.delta.apply_users; a full round is staged instead, see graph_staging). Counts compare

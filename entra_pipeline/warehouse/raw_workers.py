@@ -14,8 +14,8 @@ from entra_pipeline.transform import values
 from entra_pipeline.transform.errors import DUPLICATE_WORKER_ID, MISSING_WORKER_ID, ImportIssue
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse.connection import attached, connect
-from entra_pipeline.warehouse.raw_tables import RawChange
-from entra_pipeline.warehouse.table_rows import count_rows, insert_rows, utc_now
+from entra_pipeline.warehouse.raw_tables import RawChange, replace_compared
+from entra_pipeline.warehouse.table_rows import insert_rows
 
 WORKER_BATCH = 5000  # report entries per insert: memory holds a batch, not the report
 STAGED = "staged_workday"  # the schema name the staged report is attached under (see ``staged``)
@@ -80,18 +80,5 @@ def apply_raw_workers(con, integration: str, run_id: str, id_field: str) -> tupl
     con.execute("CREATE OR REPLACE TEMP TABLE _workers_new AS SELECT id, data FROM ("
                 f"SELECT id, data, row_number() OVER (PARTITION BY id ORDER BY pos) AS n FROM {source} "
                 "WHERE id IS NOT NULL) WHERE n = 1")
-    change = RawChange()
-    for kind, sql in (
-        ("added", f'SELECT id FROM _workers_new WHERE id NOT IN (SELECT id FROM "{table}" WHERE integration = ?)'),
-        ("removed", f'SELECT id FROM "{table}" WHERE integration = ? AND id NOT IN (SELECT id FROM _workers_new)'),
-        ("updated", f'SELECT n.id FROM _workers_new n JOIN "{table}" r ON r.integration = ? AND r.id = n.id '
-                    "WHERE CAST(r.data AS VARCHAR) <> n.data"),
-    ):
-        ids = [r[0] for r in con.execute(sql, [integration]).fetchall()]
-        setattr(change, kind, len(ids))
-        change.changed_ids.update(ids)
-    con.execute(f'DELETE FROM "{table}" WHERE integration = ?', [integration])
-    con.execute(f'INSERT INTO "{table}" (integration, id, data, run_id, synced_at) '
-                "SELECT ?, id, data, ?, ? FROM _workers_new", [integration, run_id, utc_now()])
-    change.total = count_rows(con, table, integration)
+    change = replace_compared(con, table, integration, run_id, "_workers_new", ["id", "data"])
     return change, issues

@@ -94,22 +94,32 @@ def test_a_staged_round_stores_each_user_as_its_items_applied_in_order(warehouse
                              "WHERE id = 'u5'").fetchone() == ("u5@contoso.test", "Five")
 
 
+def stored_both_ways(tmp_path, in_memory, staged: graph_staging.Staged, read):
+    """What ``read`` finds after a round is applied in memory onto an empty warehouse, as a round
+    of changes is (``in_memory(con)``), and after the same round ``staged`` is applied."""
+    def in_transaction(con):
+        with transaction(con):
+            in_memory(con)
+
+    found = []
+    for name, write in (("memory", in_transaction), ("staged", lambda con: apply(con, staged))):
+        con = connect(tmp_path / f"{name}.duckdb")
+        write(con)
+        found.append(read(con))
+        con.close()
+    staged.close()
+    return found
+
+
 def test_a_staged_round_and_the_same_round_in_memory_store_the_same_users(tmp_path):
-    """The round applied in memory onto an empty warehouse, as a round of changes is, gives equal users."""
-    items = [item for page in PAGES for item in page]
-    checked = values.check_users(items, STAGE, track=False)
-    con = connect(tmp_path / "memory.duckdb")
-    with transaction(con):
+    checked = values.check_users([item for page in PAGES for item in page], STAGE, track=False)
+
+    def in_memory(con):
         users = raw_tables.with_manager_mail(con, "t", delta.apply_users({}, checked.items))
         raw_tables.apply_raw_users(con, "t", "run", users)
-    in_memory = stored(con)
-    con.close()
-    staged_con = connect(tmp_path / "staged.duckdb")
-    staged = staged_round(PAGES)
-    apply(staged_con, staged)
-    staged.close()
-    assert stored(staged_con) == in_memory
-    staged_con.close()
+
+    memory, staged = stored_both_ways(tmp_path, in_memory, staged_round(PAGES), stored)
+    assert staged == memory and len(memory) == 5
 
 
 def test_counts_compare_users_not_their_text_and_a_user_gone_is_removed(warehouse):
@@ -193,21 +203,15 @@ def test_a_staged_group_round_stores_groups_and_members_as_applied_in_order(ware
 
 
 def test_a_staged_group_round_and_the_same_round_in_memory_store_the_same(tmp_path):
-    items = [item for page in GROUP_PAGES for item in page]
-    checked = values.check_groups(items, s.RAW_GRAPH_GROUPS, track=False)
+    checked = values.check_groups([item for page in GROUP_PAGES for item in page], s.RAW_GRAPH_GROUPS, track=False)
     groups, members = delta.apply_groups({}, checked.items)
     kinds = {gid: lists.group_kind(g) for gid, g in groups.items() if g is not None}
-    con = connect(tmp_path / "memory.duckdb")
-    with transaction(con):
+
+    def in_memory(con):
         raw_tables.apply_raw_groups(con, "t", "run", groups, members, kinds)
-    in_memory = stored_groups(con)
-    con.close()
-    staged_con = connect(tmp_path / "staged.duckdb")
-    staged = staged_groups(GROUP_PAGES)
-    apply(staged_con, staged)
-    staged.close()
-    assert stored_groups(staged_con) == in_memory
-    staged_con.close()
+
+    memory, staged = stored_both_ways(tmp_path, in_memory, staged_groups(GROUP_PAGES), stored_groups)
+    assert staged == memory and (len(memory[0]), len(memory[1])) == (4, 8)
 
 
 def test_a_second_staged_group_round_counts_what_it_changed(warehouse):
