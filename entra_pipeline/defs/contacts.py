@@ -31,7 +31,7 @@ def build_assets(partitions: dg.PartitionsDefinition, raw: list[dg.AssetDep]) ->
                               warehouse: WarehouseResource):
         configured = integrations.load()
         run = stage_run(context, integrations.get(context.partition_key, loaded=configured), warehouse)
-        yield from execute(lambda: run_stage(run, mapped_contacts.compute, SyncOptions(),
+        yield from execute(run, lambda: run_stage(run, mapped_contacts.compute, SyncOptions(),
                                              configured.named_keys, configured.unreadable))
 
     @dg.asset(
@@ -46,6 +46,6 @@ def build_assets(partitions: dg.PartitionsDefinition, raw: list[dg.AssetDep]) ->
     def filtered_contacts_asset(context: dg.AssetExecutionContext, config: SyncRunConfig,
                                 integrations: IntegrationsResource, warehouse: WarehouseResource):
         run = stage_run(context, integrations.get(context.partition_key), warehouse)
-        yield from execute(lambda: run_stage(run, filtered_contacts.compute, config.options()))
+        yield from execute(run, lambda: run_stage(run, filtered_contacts.compute, config.options()))
 
     return [mapped_contacts_asset, filtered_contacts_asset]

@@ -42,7 +42,7 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
                               integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key, ENTRA)
         run = stage_run(context, integration, warehouse)
-        yield from execute(lambda: raw_graph_users.materialize(run, graph.client, read_options(context, config)))
+        yield from execute(run, lambda: raw_graph_users.materialize(run, graph.client, read_options(context, config)))
 
     @dg.asset(
         name=names.RAW_GRAPH_GROUPS, **common,
@@ -57,6 +57,6 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
                                integrations: IntegrationsResource, graph: GraphResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key, ENTRA)
         run = stage_run(context, integration, warehouse)
-        yield from execute(lambda: raw_graph_groups.materialize(run, graph.client, read_options(context, config)))
+        yield from execute(run, lambda: raw_graph_groups.materialize(run, graph.client, read_options(context, config)))
 
     return [raw_graph_users_asset, raw_graph_groups_asset]

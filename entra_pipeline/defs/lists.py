@@ -28,6 +28,6 @@ def build_assets(partitions: dg.PartitionsDefinition, deps: list[dg.AssetDep]) -
     def distribution_lists_asset(context: dg.AssetExecutionContext, config: SyncRunConfig,
                                  integrations: IntegrationsResource, warehouse: WarehouseResource):
         run = stage_run(context, integrations.get(context.partition_key), warehouse)
-        yield from execute(lambda: run_stage(run, distribution_lists.compute, config.options()))
+        yield from execute(run, lambda: run_stage(run, distribution_lists.compute, config.options()))
 
     return [distribution_lists_asset]

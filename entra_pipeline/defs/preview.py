@@ -22,6 +22,6 @@ def build_assets(partitions: dg.PartitionsDefinition, raw: list[dg.AssetDep]) ->
     def sync_preview_asset(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                            warehouse: WarehouseResource):
         run = stage_run(context, integrations.get(context.partition_key), warehouse)
-        yield from execute(lambda: sync_preview.materialize(run))
+        yield from execute(run, lambda: sync_preview.materialize(run))
 
     return [sync_preview_asset]

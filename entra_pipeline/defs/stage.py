@@ -13,7 +13,7 @@ from entra_pipeline.defs.jobs import SYNC_RUN_TAG
 from entra_pipeline.defs.resources import WarehouseResource
 from entra_pipeline.sync.options import RawReadOptions, SyncOptions
 from entra_pipeline.sync.outcome import StageOutcome
-from entra_pipeline.sync.runner import StageBlocked, StageFailed, StageRun
+from entra_pipeline.sync.runner import StageBlocked, StageFailed, StageRun, memory_failures
 
 
 class SyncRunConfig(dg.Config):
@@ -55,10 +55,11 @@ def stage_run(context: dg.AssetExecutionContext, integration: Integration, wareh
                     info=context.log.info, warn=context.log.warning, execution_id=context.run.run_id)
 
 
-def execute(run: Callable[[], StageOutcome]) -> Iterator:
+def execute(stage: StageRun, run: Callable[[], StageOutcome]) -> Iterator:
     """Run a stage: its materialization and check results, or its check results and a Failure."""
     try:
-        outcome = run()
+        with memory_failures(stage):
+            outcome = run()
     except StageBlocked as exc:
         yield from (check_result(r) for r in exc.checks)
         raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -28,6 +28,6 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
                                   workday: WorkdayResource, warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key, WORKDAY)
         run = stage_run(context, integration, warehouse)
-        yield from execute(lambda: raw_workday_workers.materialize(run, workday.client))
+        yield from execute(run, lambda: raw_workday_workers.materialize(run, workday.client))
 
     return [raw_workday_workers_asset]

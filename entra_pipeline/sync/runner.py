@@ -6,10 +6,12 @@ they were. And the three ways a stage does not commit: ``StageBlocked``, ``ReadF
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
+
+import duckdb
 
 from entra_pipeline.config import Integration
 from entra_pipeline.errors import PipelineError
@@ -36,6 +38,19 @@ class StageBlocked(StageFailed):
         reasons = "; ".join(r.description or r.check_name for r in failed_blocking(checks))
         super().__init__(f"integration {integration.key!r}: {reasons}; nothing was written")
         self.checks = checks
+
+
+@contextmanager
+def memory_failures(run: "StageRun") -> Iterator[None]:
+    """A stage that DuckDB's memory_limit stopped fails with one line saying which setting to
+    raise (its transaction rolled back: nothing was written)."""
+    try:
+        yield
+    except duckdb.OutOfMemoryException as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise StageFailed(f"integration {run.key!r}: {run.stage} needed more memory than DuckDB may use ({reason}); "
+                          f"raise the warehouse resource's memory_limit or {connection.MEMORY_LIMIT_ENV}; "
+                          "nothing was written") from None
 
 
 def _ignore(message: str) -> None:

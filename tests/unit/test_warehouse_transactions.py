@@ -1,12 +1,19 @@
 """Warehouse transactions on a real DuckDB file: a block handed the open Transaction joins it,
-an exception anywhere rolls back everything, and only a commit is seen by other connections."""
+an exception anywhere rolls back everything, and only a commit is seen by other connections; a
+stage stopped by DuckDB's memory limit is one line and writes nothing."""
 
 from __future__ import annotations
 
+from contextlib import closing
+from types import SimpleNamespace
+
 import pytest
 
+from entra_pipeline.sync import names
+from entra_pipeline.sync.runner import StageFailed, StageRun, memory_failures, run_stage
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse.connection import Transaction, TransactionError, connect, rolled_back, transaction
+from entra_pipeline.warehouse.connection import (MEMORY_LIMIT_ENV, Transaction, TransactionError, connect,
+                                                 rolled_back, transaction)
 from entra_pipeline.warehouse.table_rows import count_rows
 
 INSERT = f'INSERT INTO "{s.CONTACT_CHANGES}" VALUES (?, ?, \'joined\', NULL, \'run\', now())'
@@ -132,3 +139,26 @@ def test_a_failure_while_beginning_leaves_no_open_transaction(database, monkeypa
     finally:
         con.close()
     assert rows(database) == 1
+
+
+def test_a_stage_beyond_duckdbs_memory_limit_fails_with_one_line_and_writes_nothing(database, monkeypatch):
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "64MB")
+
+    def warehouse():
+        return closing(connect(database))
+
+    def compute(con, integration, run_id):
+        con.execute(INSERT, ["t", "a"])
+        con.execute("SELECT list(range) FROM range(50000000)").fetchall()  # 400 MB that cannot spill
+
+    run = StageRun(SimpleNamespace(key="t"), "run", names.FILTERED_CONTACTS, warehouse)
+    with pytest.raises(StageFailed) as raised:
+        with memory_failures(run):
+            run_stage(run, compute)
+    message = str(raised.value)
+    assert message.startswith("integration 't': filtered_contacts needed more memory than DuckDB may use "
+                              "(Out of Memory Error: failed to allocate ")
+    assert message.endswith(f"); raise the warehouse resource's memory_limit or {MEMORY_LIMIT_ENV}; "
+                            "nothing was written")
+    assert "\n" not in message
+    assert rows(database) == 0
