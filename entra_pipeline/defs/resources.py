@@ -102,7 +102,7 @@ class WarehouseResource(DuckDBResource):
     file lock until the traceback is collected.
 
     ``memory_limit`` bounds DuckDB's memory (a size such as 2GB, or a share such as 25%; settable
-    with ``dg.EnvVar``); unset, ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT or 1GB. Work beyond it spills
+    with ``dg.EnvVar``); unset, ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT or 512MB. Work beyond it spills
     to ``<warehouse>.tmp``. ``threads`` caps DuckDB's worker threads; unset,
     ENTRA_PIPELINE_DUCKDB_THREADS or one per core. An invalid value fails the step with one line
     naming the setting."""

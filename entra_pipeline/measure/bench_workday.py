@@ -150,7 +150,7 @@ def workday_lines(result: dict) -> list[str]:
         "the entries into a scratch DuckDB file in batches of 5,000 and applies them to the warehouse in one "
         "transaction. The process's peak after reading is Dagster's own footprint plus the staging; the "
         "whole sync's peak comes from DuckDB applying the report and mapping 100k contacts (DuckDB's memory "
-        "is capped at 1GB by default, `ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT`; blocks it has cached count too).",
+        "is capped at 512MB by default, `ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT`; blocks it has cached count too).",
         "",
     ]
 

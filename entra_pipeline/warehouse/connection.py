@@ -33,9 +33,10 @@ LOCK_WAIT_SECONDS = 300.0
 #: 512MB, or a share of the machine's memory such as 25%. Beyond it DuckDB spills to disk or
 #: fails one query, instead of taking the machine's memory (its own default is 80% of it).
 MEMORY_LIMIT_ENV = "ENTRA_PIPELINE_DUCKDB_MEMORY_LIMIT"
-#: 1GB: a million users sync within it (spilling a little), and a larger cap mostly holds
-#: cached blocks (make bench: peak RSS of the 1M sync 1,455 MB after its users stage, 1,810 MB at 2GB).
-DEFAULT_MEMORY_LIMIT = "1GB"
+#: 512MB: a million users sync within it (spilling a little); a larger cap mostly holds cached
+#: blocks (make bench, whole 1M sync: peak RSS 1,198 MB at 512MB, 1,647 MB at 1GB; at 256MB its
+#: mapping runs out). A stage it stops fails with one line naming this setting.
+DEFAULT_MEMORY_LIMIT = "512MB"
 #: DuckDB's worker threads for every connection; unset, one per core (DuckDB's default). Fewer
 #: leave cores to the Graph downloads and to other integrations' runs on a shared machine.
 THREADS_ENV = "ENTRA_PIPELINE_DUCKDB_THREADS"
@@ -49,7 +50,7 @@ _SHARE = re.compile(r"(\d{1,3}(?:\.\d{1,3})?)\s*%")
 
 def memory_limit(value: str | None = None, name: str = MEMORY_LIMIT_ENV) -> str:
     """The memory_limit to give DuckDB: ``value`` (a setting called ``name``), else the
-    environment variable, else 1GB. ConfigError, one line naming the setting, when it is not a
+    environment variable, else 512MB. ConfigError, one line naming the setting, when it is not a
     size of at least 64MB or a share of memory between 1% and 100%."""
     if value is None:
         value = os.environ.get(MEMORY_LIMIT_ENV) or DEFAULT_MEMORY_LIMIT

@@ -13,8 +13,10 @@ inside the warehouse transaction.
 
 from __future__ import annotations
 
+import queue
 import secrets
 import tempfile
+import threading
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -35,8 +37,13 @@ BATCH = 5000
 #: attached databases belong to the DuckDB instance, which connections to one file share).
 STAGED = "staged_graph"
 #: DuckDB's memory for a scratch file: it only appends and groups, and spills next to itself
-#: beyond this; with the warehouse's bound (1GB) it would keep a large round in memory.
+#: beyond this; with the warehouse's bound (512MB) it would keep a large round in memory.
 SCRATCH_MEMORY_LIMIT = "128MB"
+#: Pages waiting for the staging thread. Staging a page costs about as long as downloading one:
+#: on its own thread it runs while the reader waits for the next page (with 200 ms per request,
+#: the round takes its page chain, not the chain plus the staging). The bound keeps memory to a
+#: few pages when staging falls behind.
+QUEUE_PAGES = 4
 _USER_COLUMNS = {"seq": "BIGINT", "id": "VARCHAR", "removed": "BOOLEAN", "user_principal_name": "VARCHAR",
                  "display_name": "VARCHAR", "mail": "VARCHAR", "manager_id": "VARCHAR", "data": "VARCHAR",
                  "item": "VARCHAR"}
@@ -48,8 +55,8 @@ _LINK_COLUMNS = {"seq": "BIGINT", "link": "BIGINT", "group_id": "VARCHAR", "memb
 
 
 class Staged:
-    """A scratch DuckDB file in its own temporary directory, written in batches; ``close``
-    removes it (so does dropping the object)."""
+    """A scratch DuckDB file in its own temporary directory, written in batches by a staging
+    thread that takes the pages ``add`` queues; ``close`` removes it (so does dropping the object)."""
 
     def __init__(self, kind: str, stage: str, tables: dict[str, dict[str, str]]) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix=f"graph-{kind}s-")
@@ -63,6 +70,39 @@ class Staged:
         self._con = connection.connect(self.path, wait_seconds=0, config={"memory_limit": SCRATCH_MEMORY_LIMIT})
         for name, columns in tables.items():
             self._con.execute(f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in columns.items())})")
+        self._pages: queue.Queue[list[dict] | None] = queue.Queue(QUEUE_PAGES)
+        self._failure: BaseException | None = None
+        self._stopping = False
+        self._worker = threading.Thread(target=self._stage_pages, name=f"stage-{kind}s", daemon=True)
+        self._worker.start()
+
+    def add(self, page: list[dict]) -> None:
+        """Queue one delta page (Graph's items, unchecked) for staging; raises what staging an
+        earlier page raised."""
+        self._raise_failure()
+        self._pages.put(page)
+
+    def _stage(self, page: list[dict]) -> None:
+        raise NotImplementedError
+
+    def _stage_pages(self) -> None:
+        while (page := self._pages.get()) is not None:
+            if self._failure is None and not self._stopping:
+                try:
+                    self._stage(page)
+                except BaseException as exc:  # noqa: BLE001 - raised in the reader's thread
+                    self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _drain(self) -> None:
+        """Wait until every queued page is staged (the staging thread then ends)."""
+        if self._worker.is_alive():
+            self._pages.put(None)
+            self._worker.join()
+        self._raise_failure()
 
     def _append(self, table: str, row: tuple) -> None:
         batch = self._batches[table]
@@ -76,7 +116,9 @@ class Staged:
         self._batches[table].clear()
 
     def _repeated(self) -> list[str]:
-        """Flush everything; the ids the round carried more than once (kept in temp table ``repeated``)."""
+        """Stage what is queued and flush everything; the ids the round carried more than once
+        (kept in temp table ``repeated``)."""
+        self._drain()
         for table in self._batches:
             self._flush(table)
         self.issues = self._check.issues()
@@ -85,8 +127,12 @@ class Staged:
         return ids
 
     def close(self) -> None:
-        """Remove the scratch file (also after a failed read)."""
+        """Remove the scratch file (also after a failed read: pages still queued are dropped)."""
+        self._stopping = True
         try:
+            if self._worker.is_alive():
+                self._pages.put(None)
+                self._worker.join()
             self._con.close()
         finally:
             self._dir.cleanup()
@@ -100,7 +146,7 @@ class StagedUsers(Staged):
         super().__init__("user", stage, {"items": _USER_COLUMNS})
         self.managers = managers
 
-    def add(self, page: list[dict]) -> None:
+    def _stage(self, page: list[dict]) -> None:
         """One delta page: its items within the limits of transform.values, as rows."""
         for item in self._check.page(page):
             self.items += 1
@@ -153,7 +199,7 @@ class StagedGroups(Staged):
         super().__init__("group", stage, {"items": _GROUP_COLUMNS, "links": _LINK_COLUMNS})
         self._links = 0
 
-    def add(self, page: list[dict]) -> None:
+    def _stage(self, page: list[dict]) -> None:
         """One delta page (GraphError for a member without a Graph type)."""
         for item in self._check.page(page):
             self.items += 1

@@ -318,9 +318,9 @@ def test_the_warehouse_memory_limit_comes_from_the_resource_or_the_environment(t
     database = tmp_path / "warehouse.duckdb"
     monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
     with WarehouseResource(database=str(database)).get_connection() as con:
-        assert (setting(con, "memory_limit"), setting(con, "temp_directory")) == ("953.6 MiB", f"{database}.tmp")
-    with WarehouseResource(database=str(database), memory_limit="512MB").get_connection() as con:
-        assert setting(con, "memory_limit") == "488.2 MiB"
+        assert (setting(con, "memory_limit"), setting(con, "temp_directory")) == ("488.2 MiB", f"{database}.tmp")
+    with WarehouseResource(database=str(database), memory_limit="1GB").get_connection() as con:
+        assert setting(con, "memory_limit") == "953.6 MiB"
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "2GB")
     with WarehouseResource(database=str(database)).get_connection() as con:
         assert setting(con, "memory_limit") == "1.8 GiB"

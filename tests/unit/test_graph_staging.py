@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -234,10 +235,26 @@ def test_a_second_staged_group_round_counts_what_it_changed(warehouse):
     assert stored_groups(warehouse)[1] == {("g1", "u1", "user"), ("g1", "u5", "user"), ("g2", "u1", "user")}
 
 
-def test_a_member_without_a_graph_type_fails_the_page_with_one_line():
+def test_a_member_without_a_graph_type_fails_the_round_with_one_line():
+    # Pages are staged on their own thread: the failure reaches the reader at its next page, or
+    # when the round ends.
     staged = graph_staging.StagedGroups(s.RAW_GRAPH_GROUPS)
     try:
+        staged.add([group("g1", [{"@odata.type": "user", "id": "u1"}], displayName="G")])
         with pytest.raises(GraphError, match="member 'u1' has no usable @odata.type: 'user'"):
-            staged.add([group("g1", [{"@odata.type": "user", "id": "u1"}], displayName="G")])
+            staged.finish()
+        staged._worker.join()
+        with pytest.raises(GraphError, match="member 'u1' has no usable @odata.type: 'user'"):
+            staged.add([group("g2", [], displayName="G2")])
     finally:
         staged.close()
+    assert not Path(staged.path).parent.exists()
+
+
+def test_closing_a_round_midway_drops_the_queued_pages_and_removes_the_file():
+    staged = graph_staging.StagedUsers(s.RAW_GRAPH_USERS, managers=False)
+    for n in range(graph_staging.QUEUE_PAGES * 3):
+        staged.add([user(f"u{n}")])
+    staged.close()
+    assert not staged._worker.is_alive()
+    assert not Path(staged.path).parent.exists()
