@@ -21,6 +21,9 @@ HISTORY = [
     ("2026-11-26", "list reads: /users and /groups with $count, members through $batch (issue 4)", 15.5, 1111),
     ("2026-12-07", "delta reads after the restructure, before issue 15 (no floor yet)", 21.2, 1215),
     ("2026-12-07", "read-ahead, orjson, throttled progress (issue 15, first part; 3.6x the floor)", 28.4, 1352),
+    ("2026-12-07", "full rounds staged in DuckDB, lists resolved in SQL, 1GB DuckDB cap (issue 15, second part)",
+     21.6, 945),
+    ("2026-12-08", "pages staged on their own thread, 512MB DuckDB cap (issue 15, third part)", 21.0, 836),
 ]
 
 

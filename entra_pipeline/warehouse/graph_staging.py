@@ -39,8 +39,8 @@ STAGED = "staged_graph"
 #: DuckDB's memory for a scratch file: it only appends and groups, and spills next to itself
 #: beyond this; with the warehouse's bound (512MB) it would keep a large round in memory.
 SCRATCH_MEMORY_LIMIT = "128MB"
-#: Pages waiting for the staging thread. Staging a page costs about as long as downloading one:
-#: on its own thread it runs while the reader waits for the next page (with 200 ms per request,
+#: Pages waiting for the staging thread. Staging a page costs more than downloading it: on its
+#: own thread it runs while the reader waits for the next page (with 200 ms per request,
 #: the round takes its page chain, not the chain plus the staging). The bound keeps memory to a
 #: few pages when staging falls behind.
 QUEUE_PAGES = 4
@@ -56,7 +56,8 @@ _LINK_COLUMNS = {"seq": "BIGINT", "link": "BIGINT", "group_id": "VARCHAR", "memb
 
 class Staged:
     """A scratch DuckDB file in its own temporary directory, written in batches by a staging
-    thread that takes the pages ``add`` queues; ``close`` removes it (so does dropping the object)."""
+    thread that takes the pages ``add`` queues; ``close`` ends the thread and removes the file
+    (every reader closes it, failed or not)."""
 
     def __init__(self, kind: str, stage: str, tables: dict[str, dict[str, str]]) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix=f"graph-{kind}s-")
