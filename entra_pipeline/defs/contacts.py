@@ -36,7 +36,8 @@ def build_assets(partitions: dg.PartitionsDefinition, raw: list[dg.AssetDep]) ->
 
     @dg.asset(
         name=names.FILTERED_CONTACTS, **common, deps=[dg.AssetDep(mapped_contacts_asset)],
-        check_specs=checks.specs(c.EXCLUSIONS_KEEP_CONTACTS, c.CONTACT_REMOVALS_WITHIN_LIMIT, partitions_def=partitions),
+        check_specs=checks.specs(c.EXCLUSIONS_KEEP_CONTACTS, c.CONTACT_REMOVALS_WITHIN_LIMIT,
+                                 c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT, partitions_def=partitions),
         description="The synced contacts: mapped contacts that no exclusion rule removed (table contacts), and "
                     "who was excluded by which rule (table excluded_contacts). Applies the exclusions to the "
                     "contacts that changed (all of them after a rule change) and updates both tables in one "

@@ -14,7 +14,7 @@ from entra_pipeline.sync.options import SyncOptions
 from entra_pipeline.sync.outcome import Json, preview
 from entra_pipeline.sync.runner import Prepared, require_fields
 from entra_pipeline.transform import exclusions
-from entra_pipeline.transform.guard import assess
+from entra_pipeline.transform.guard import SAMPLE, assess, judge
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse import change_log, contact_tables, list_tables, summaries, table_rows
 
@@ -42,8 +42,14 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions) ->
         kept_total = total - len(current) + len(result.kept)
     removal = assess(current, result.kept, guard.max_removed, guard.max_removed_percent,
                      total)
+    # The contacts that leave take their list memberships with them (prune_list_members, below):
+    # those removals answer to the same guard as the list stage's own.
+    leaving = judge(*list_tables.memberships_leaving(con, integration.key, result.kept, only, SAMPLE),
+                    guard.max_removed, guard.max_removed_percent)
     checks = [c.contacts_kept_result(mapped_total, kept_total),
-              c.removal_result(c.CONTACT_REMOVALS_WITHIN_LIMIT, "contacts", removal, options.allow_removals)]
+              c.removal_result(c.CONTACT_REMOVALS_WITHIN_LIMIT, "contacts", removal, options.allow_removals),
+              c.removal_result(c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT, "list memberships", leaving,
+                               options.allow_removals)]
     changes: dict[str, int] = {}
 
     def write(con) -> dict:
@@ -51,7 +57,7 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions) ->
                                              (c["contact_id"] for c, _ in result.excluded), only)
         contact_tables.write_exclusions(con, integration.key, run_id, result.excluded, only)
         change_log.log_changes(con, integration.key, names.FILTERED_CONTACTS, run_id, only)
-        pruned = list_tables.prune_list_members(con, integration.key)
+        pruned = changes["list_members_removed"] = list_tables.prune_list_members(con, integration.key)
         change_log.consumed(con, integration.key, names.FILTERED_CONTACTS, names.MAPPED_CONTACTS, run_id, seq,
                             made_with)
         sample = table_rows.sample_rows(con, s.CONTACTS, integration.key, PREVIEW_COLUMNS)
@@ -65,4 +71,5 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions) ->
                 "excluded_by_rule": Json(excluded), "rules": Json([r.name for r in rules])}
 
     return Prepared(checks, write, lambda: {"added": changes.get("joined", 0), "updated": changes.get("updated", 0),
-                                            "removed": changes.get("left", 0)})
+                                            "removed": changes.get("left", 0),
+                                            "list_members_removed": changes.get("list_members_removed", 0)})

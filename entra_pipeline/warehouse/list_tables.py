@@ -5,6 +5,7 @@ the group but not on the list, and why), and available_groups (what can be selec
 from __future__ import annotations
 
 import json
+from typing import Iterable
 
 from entra_pipeline.transform import lists
 from entra_pipeline.warehouse import schema as s
@@ -90,6 +91,29 @@ def memberships(con, integration: str) -> set[tuple[str, str]]:
     """Every (list, contact) membership of an integration: the deletion guard's "before"."""
     return set(con.execute(f'SELECT list_id, contact_id FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ?',
                            [integration]).fetchall())
+
+
+def memberships_leaving(con, integration: str, kept: Iterable[str], source_ids: set[str] | None,
+                        sample: int) -> tuple[int, int, list[tuple[str, str]]]:
+    """What prune_list_members will take away once a contacts write keeps ``kept`` (contact ids)
+    of the contacts of ``source_ids`` (None: of every contact): (memberships stored, how many go,
+    the first ``sample`` by list and contact). The deletion guard weighs it before the write."""
+    id_table(con, "_kept_contacts", kept)
+    others = ""  # contacts the write leaves alone keep their memberships
+    if source_ids is not None:
+        id_table(con, "_leaving_sources", source_ids)
+        others = (f'OR contact_id IN (SELECT contact_id FROM "{s.CONTACTS}" WHERE integration = ? '
+                  "AND source_id NOT IN (SELECT id FROM _leaving_sources))")
+    con.execute(f'CREATE OR REPLACE TEMP TABLE _leaving AS SELECT list_id, contact_id FROM '
+                f'"{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ? AND NOT (contact_id IN '
+                f"(SELECT id FROM _kept_contacts) {others})", [integration] * (2 if others else 1))
+    size = con.execute(f'SELECT count(*) FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ?',
+                       [integration]).fetchone()[0]
+    removed = con.execute("SELECT count(*) FROM _leaving").fetchone()[0]
+    first = con.execute("SELECT list_id, contact_id FROM _leaving ORDER BY list_id, contact_id LIMIT ?",
+                        [sample]).fetchall()
+    con.execute("DROP TABLE _leaving")
+    return size, removed, [tuple(row) for row in first]
 
 
 def prune_list_members(con, integration: str) -> int:

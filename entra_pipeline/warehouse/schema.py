@@ -117,10 +117,12 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "started_at TIMESTAMPTZ NOT NULL", "finished_at TIMESTAMPTZ NOT NULL",
         "read_mode VARCHAR", "read_reason VARCHAR", "changes_read INTEGER", "added INTEGER",
         "updated INTEGER", "removed INTEGER", "graph_requests INTEGER", "graph_bytes BIGINT",
+        "list_members_removed INTEGER",
     ), "One row per committed stage of every sync run, written in the stage's own transaction (a failed or "
        "blocked stage writes nothing, here included: see the Dagster run for why); read_mode full or incremental with its reason for the raw stages; added/updated/removed "
        "are users or groups for the raw stages, contacts for filtered_contacts, list memberships for "
-       "distribution_lists."),
+       "distribution_lists; list_members_removed: the list memberships filtered_contacts took away with the "
+       "contacts it removed."),
     (SYNC_PREVIEW, (
         "integration VARCHAR NOT NULL", "run_id VARCHAR NOT NULL", "change VARCHAR NOT NULL",
         "contact_id VARCHAR", "list_id VARCHAR", "details JSON", "created_at TIMESTAMPTZ NOT NULL",
@@ -163,7 +165,11 @@ SELECT integration, run_id,
        any_value(updated) FILTER (WHERE stage = 'filtered_contacts') AS contacts_updated,
        any_value(removed) FILTER (WHERE stage = 'filtered_contacts') AS contacts_removed,
        any_value(added) FILTER (WHERE stage = 'distribution_lists') AS list_members_added,
-       any_value(removed) FILTER (WHERE stage = 'distribution_lists') AS list_members_removed,
+       -- Memberships leave with the contacts that leave (filtered_contacts) and with list changes.
+       CASE WHEN count(*) FILTER (WHERE stage IN ('filtered_contacts', 'distribution_lists')) > 0
+            THEN coalesce(sum(list_members_removed) FILTER (WHERE stage = 'filtered_contacts'), 0)
+                 + coalesce(any_value(removed) FILTER (WHERE stage = 'distribution_lists'), 0)
+       END AS list_members_removed,
        sum(graph_requests) AS graph_requests, sum(graph_bytes) AS graph_bytes
 FROM "{SYNC_RUN_STAGES}" GROUP BY integration, run_id
 """

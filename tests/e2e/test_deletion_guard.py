@@ -1,5 +1,6 @@
 """The deletion guard: a sync that would remove many contacts or list memberships writes nothing
-until an operator approves that run; a directory that suddenly returns no users is always blocked."""
+until an operator approves that run, whatever removes the memberships (a list change or contacts
+leaving); a directory that suddenly returns no users is always blocked."""
 
 from __future__ import annotations
 
@@ -126,3 +127,69 @@ def test_limits_can_be_switched_off(make_sync, emulator, directory_copy):
     assert not result.success
     assert check_evaluations(result)[c.CONTACT_REMOVALS_WITHIN_LIMIT].passed
     assert not check_evaluations(result)[c.EXCLUSIONS_KEEP_CONTACTS].passed
+
+
+def test_contacts_leaving_count_their_list_memberships_against_the_guard(make_sync, emulator):
+    # A count limit only, as an operator might set it: the 8 contacts leave within it, their
+    # memberships must not.
+    guard = {"max_removed": 10, "max_removed_percent": None}
+    sync = make_sync(integration(KEY, emulator, deletion_guard=guard))
+    assert sync.run(KEY).success
+    before = sync.snapshot()
+    total = len(before["distribution_list_members"])
+    # The 8 contacts on the most lists (ties by contact id).
+    top = sync.query("SELECT contact_id, count(*) AS n FROM distribution_list_members "
+                     "GROUP BY contact_id ORDER BY n DESC, contact_id LIMIT 8")
+    leavers, memberships = [r[0] for r in top], sum(r[1] for r in top)
+    assert memberships > 10
+    rules = [{"name": "On leave", "field": "extensionAttribute1", "equals": "Inactive"},
+             {"name": "Leavers", "contact_field": "email", "in": leavers}]
+    write_config(sync.config, integration(KEY, emulator, deletion_guard=guard, exclusions={"rules": rules}))
+
+    # The preview names the check; the sync is blocked by it alone, and changes nothing.
+    assert sync.run(KEY, preview=True).success
+    assert sync.query("SELECT json_extract_string(details, '$.check') FROM sync_preview "
+                      "WHERE change = 'check_would_block'") == [(c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT,)]
+    result = sync.run(KEY)
+    assert not result.success
+    evaluations = check_evaluations(result)
+    assert evaluations[c.CONTACT_REMOVALS_WITHIN_LIMIT].passed
+    evaluation = evaluations[c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT]
+    assert (evaluation.passed, evaluation.severity.value) == (False, "ERROR")
+    assert evaluation.description == (f"this sync would remove {memberships:,} of {total:,} list memberships "
+                                      "(more than 10); re-run with allow_removals: true to approve")
+    assert evaluation.metadata["removed"].value == memberships
+    assert not {"filtered_contacts", "distribution_lists"} & materialized(result)
+    after = sync.snapshot()
+    for table in CONTACT_TABLES:
+        assert after[table] == before[table], table
+
+    approved = sync.run(KEY, ALLOW_REMOVALS)
+    assert approved.success, failure_messages(approved)
+    assert check_evaluations(approved)[c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT].description == (
+        f"{memberships:,} of {total:,} list memberships removed (more than 10), approved by allow_removals")
+    assert not {r[0] for r in sync.query("SELECT contact_id FROM distribution_list_members")} & set(leavers)
+    assert len(sync.query("SELECT * FROM distribution_list_members")) == total - memberships
+    # The run's summary counts the memberships that left with their contacts.
+    run_id = sync.query("SELECT run_id FROM sync_runs ORDER BY started_at DESC LIMIT 1")[0][0]
+    assert sync.query("SELECT contacts_removed, list_members_removed FROM sync_runs WHERE run_id = ?",
+                      [run_id]) == [(8, memberships)]
+
+
+def test_every_sync_run_counts_the_memberships_it_removed(make_sync, emulator, directory_copy):
+    sync = make_sync(integration(KEY, emulator))
+    assert sync.run(KEY).success
+    first = sync.query("SELECT list_members_added, list_members_removed FROM sync_runs")
+    assert first == [(len(sync.snapshot()["distribution_list_members"]), 0)]
+    # One contact disabled: it leaves its lists with it.
+    member = sync.query("SELECT m.contact_id, c.source_id, count(*) FROM distribution_list_members m "
+                        "JOIN contacts c USING (integration, contact_id) GROUP BY ALL "
+                        "ORDER BY 3 DESC, 1 LIMIT 1")[0]
+    for user in directory_copy.users:
+        if user["id"] == member[1]:
+            user["accountEnabled"] = False
+    emulator.reindex()
+    assert sync.run(KEY).success
+    last = sync.query("SELECT contacts_removed, list_members_removed FROM sync_runs "
+                      "ORDER BY started_at DESC LIMIT 1")
+    assert last == [(1, member[2])]

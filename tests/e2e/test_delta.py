@@ -490,9 +490,8 @@ def test_preview_names_the_guard_that_would_block(sync, tenant):
     assert sync.snapshot()["contacts"] == before["contacts"]
     blocks = sync.query("SELECT json_extract_string(details, '$.check') FROM sync_preview "
                         "WHERE change = 'check_would_block' ORDER BY 1")
-    # Contacts that leave also leave their lists: that is the contact guard's removal, so the
-    # membership guard (removals of people who stay contacts) does not fire as well.
-    assert blocks == [(c.CONTACT_REMOVALS_WITHIN_LIMIT,)]
+    # Contacts that leave also leave their lists: their memberships answer to the guard too.
+    assert blocks == [(c.CONTACT_REMOVALS_WITHIN_LIMIT,), (c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT,)]
     assert sync.query("SELECT count(*) FROM sync_preview WHERE change = 'contact_left'") == [(len(kept) // 2,)]
 
 
