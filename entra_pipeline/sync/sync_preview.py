@@ -32,6 +32,7 @@ def materialize(run: StageRun) -> StageOutcome:
                  for r in would_block]
         with connection.transaction(con):
             preview_report.write_preview(con, key, run.run_id, rows)
+            run.record(con)  # the run shows in sync_runs as a preview, not as a sync
             run.describe(con)
     by_kind = counts(kind for kind, *_ in rows)
     run.info(f"preview of {key!r}: " + (", ".join(f"{n:,} {k}" for k, n in by_kind.items()) or "no changes"))

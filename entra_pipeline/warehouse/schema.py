@@ -158,6 +158,8 @@ SELECT integration, run_id,
        min(started_at) AS started_at, max(finished_at) AS finished_at,
        round(epoch(max(finished_at) - min(started_at)), 3) AS seconds,
        string_agg(stage, ', ' ORDER BY started_at) AS stages_committed,
+       -- A preview reads the directory (its raw stages commit) but writes no contact or list.
+       CASE WHEN bool_or(stage = '{SYNC_PREVIEW}') THEN 'preview' ELSE 'sync' END AS run_kind,
        any_value(read_mode) FILTER (WHERE stage IN ('raw_graph_users', 'raw_workday_workers')) AS read_mode,
        any_value(read_reason) FILTER (WHERE stage IN ('raw_graph_users', 'raw_workday_workers')) AS read_reason,
        sum(changes_read) FILTER (WHERE stage LIKE 'raw_%') AS directory_changes_read,
@@ -173,8 +175,9 @@ SELECT integration, run_id,
        sum(graph_requests) AS graph_requests, sum(graph_bytes) AS graph_bytes
 FROM "{SYNC_RUN_STAGES}" GROUP BY integration, run_id
 """
-SYNC_RUNS_COMMENT = ("One row per sync run and integration (a view over sync_run_stages): full or incremental, "
-                     "contacts and list memberships added/updated/removed, Graph requests and duration.")
+SYNC_RUNS_COMMENT = ("One row per sync run and integration (a view over sync_run_stages): a sync or a preview "
+                     "(run_kind), full or incremental, contacts and list memberships added/updated/removed, Graph "
+                     "requests and duration.")
 
 
 def _schema_current(con) -> bool:
@@ -185,7 +188,7 @@ def _schema_current(con) -> bool:
                                 "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
     return (all(comments.get(name) == comment and all((name, c.split()[0]) in columns for c in cols)
                 for name, cols, comment in TABLES)
-            and (SYNC_RUNS, "read_mode") in columns)
+            and (SYNC_RUNS, "run_kind") in columns)
 
 
 def ensure_schema(con) -> None:

@@ -472,11 +472,19 @@ def test_preview_shows_exact_changes_and_touches_no_contact_table(sync, tenant):
     assert "Chief Previewer" in details and "job_title" in details
     meta = metadata(result, "sync_preview")
     assert meta["changes"] == len(rows) and meta["would_block"] == "nothing"
+    # The run summary shows a preview, not a sync that changed nothing.
+    [(kind, stages, added, removed)] = sync.query(
+        "SELECT run_kind, stages_committed, contacts_added, list_members_removed FROM sync_runs WHERE run_id = ?",
+        [result.run_id])
+    assert (kind, sorted(stages.split(", ")), added, removed) == (
+        "preview", ["raw_graph_groups", "raw_graph_users", "sync_preview"], None, None)
 
     # The preview's picture is what the sync then does.
     applied = synced(sync)
     assert changes_of(sync, applied.run_id) == {"pre.view@contoso.com": "joined", kept[leaving]: "left",
                                                 kept[moved["id"]]: "updated"}
+    assert sync.query("SELECT run_kind, contacts_added, contacts_removed FROM sync_runs WHERE run_id = ?",
+                      [applied.run_id]) == [("sync", 1, 1)]
 
 
 def test_preview_names_the_guard_that_would_block(sync, tenant):
