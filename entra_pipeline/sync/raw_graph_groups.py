@@ -50,7 +50,7 @@ def _write_round(run: StageRun, read: GraphRead) -> StageOutcome:
         else:
             change, issues, assessed = _apply_round(con, run, round_)  # a round of changes
         change_log.log_changes(con, integration.key, names.RAW_GRAPH_GROUPS, run.run_id,
-                               None if change.structure_changed is None else
+                               None if round_.full or change.structure_changed is None else
                                [*(f"g:{g}" for g in change.structure_changed), *(f"u:{u}" for u in change.users_moved)])
         import_errors.replace_value_issues(con, integration.key, names.RAW_GRAPH_GROUPS, run.run_id, issues, assessed)
         raw_tables.write_delta_state(con, integration.key, "groups", run.run_id, round_.delta_link, select,

@@ -74,7 +74,10 @@ def _write_round(run: StageRun, read: GraphRead, certificate: c.CheckOutcome, fi
         raw_tables.drop_other_source(con, integration.key, ENTRA)
         checks.append(c.directory_not_empty_result(change.total, previous))
         run.block(checks)  # raising inside the transaction rolls it back
-        change_log.log_changes(con, integration.key, names.RAW_GRAPH_USERS, run.run_id, change.changed_ids)
+        # After a full round every stage after this one recomputes everything: the contacts and lists
+        # come out exactly as the directory makes them, hand edits in the warehouse included.
+        change_log.log_changes(con, integration.key, names.RAW_GRAPH_USERS, run.run_id,
+                               None if round_.full else change.changed_ids)
         import_errors.replace_value_issues(con, integration.key, names.RAW_GRAPH_USERS, run.run_id, issues, assessed)
         # Errors of earlier rounds stay until their value comes back fixed: the check counts them all.
         checks.append(c.issues_result(c.DIRECTORY_VALUES_FIT, import_errors.stage_issues(

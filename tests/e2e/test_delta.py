@@ -327,6 +327,34 @@ def test_full_resync_corrects_drift_and_reports_it(sync, tenant):
     assert last_run(sync)["read_mode"] == "full"
 
 
+def test_a_full_round_undoes_hand_edits_and_an_incremental_sync_leaves_them(sync, tenant):
+    synced(sync)
+    kept = expected_contacts(tenant.directory)
+    victim, lister = sorted(kept.values())[:2]
+    [(list_id,)] = sync.query("SELECT list_id FROM distribution_lists ORDER BY list_id LIMIT 1")
+    assert not sync.query("SELECT 1 FROM distribution_list_members WHERE list_id = ? AND contact_id = ?",
+                          [list_id, lister])
+    before = sync.snapshot(content_only=True)
+    con = duckdb.connect(str(sync.warehouse))
+    con.execute("UPDATE contacts SET job_title = 'Hand Edited' WHERE contact_id = ?", [victim])
+    con.execute("INSERT INTO distribution_list_members SELECT integration, ?, ?, run_id, synced_at "
+                "FROM distribution_list_members LIMIT 1", [list_id, lister])
+    con.close()
+
+    # Incremental, nothing changed in the directory: the edits stay (as the README says).
+    synced(sync)
+    assert sync.query("SELECT job_title FROM contacts WHERE contact_id = ?", [victim]) == [("Hand Edited",)]
+    assert len(sync.query("SELECT 1 FROM distribution_list_members WHERE list_id = ? AND contact_id = ?",
+                          [list_id, lister])) == 1
+    # A full round rebuilds both from the directory.
+    synced(sync, FULL_RESYNC)
+    after = sync.snapshot(content_only=True)
+    for table in ("mapped_contacts", "contacts", "excluded_contacts", "distribution_lists",
+                  "distribution_list_members", "distribution_list_non_members"):
+        assert after[table] == before[table], table
+    assert_matches_directory(sync, tenant.directory)
+
+
 def test_periodic_full_reconciliation(sync, tenant, monkeypatch):
     synced(sync)
     con = duckdb.connect(str(sync.warehouse))
