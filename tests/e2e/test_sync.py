@@ -56,7 +56,7 @@ def test_every_asset_materializes_and_checks_report_the_demo_problems(synced):
         c.SELECTED_LISTS_RESOLVED: True,
         c.NO_LIST_REMOVED: True,
         c.DIRECTORY_NOT_EMPTY: True,
-        c.CONTACT_REMOVALS_WITHIN_LIMIT: True,
+        c.CONTACT_REMOVALS_WITHIN_LIMIT: True, c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT: True,
         c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True, c.NO_ORPHANED_DATA: True, c.CERTIFICATE_NOT_EXPIRING: True,
         c.DIRECTORY_VALUES_FIT: True,
     }
