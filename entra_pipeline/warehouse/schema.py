@@ -169,7 +169,7 @@ SELECT integration, run_id,
        any_value(added) FILTER (WHERE stage = 'distribution_lists') AS list_members_added,
        -- Memberships leave with the contacts that leave (filtered_contacts) and with list changes.
        CASE WHEN count(*) FILTER (WHERE stage IN ('filtered_contacts', 'distribution_lists')) > 0
-            THEN coalesce(sum(list_members_removed) FILTER (WHERE stage = 'filtered_contacts'), 0)
+            THEN coalesce(any_value(list_members_removed) FILTER (WHERE stage = 'filtered_contacts'), 0)
                  + coalesce(any_value(removed) FILTER (WHERE stage = 'distribution_lists'), 0)
        END AS list_members_removed,
        sum(graph_requests) AS graph_requests, sum(graph_bytes) AS graph_bytes
