@@ -92,7 +92,8 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
             run_config["ops"].update({step: {"config": {"allow_removals": True}}
                                       for step in (names.FILTERED_CONTACTS, names.DISTRIBUTION_LISTS)})
         if full_resync:
-            run_config["ops"].update({step: {"config": {"full_resync": True}} for step in names.GRAPH_STAGES})
+            run_config["ops"].update({step: {"config": {"full_resync": True}}
+                                      for step in names.GRAPH_STAGES + names.WORKDAY_STAGES})
         tags = {"integration": key, "started_by": f"entra-pipeline {verb}"}
         tags.update({name: "true" for name, on in (("allow_removals", allow_removals), ("full_resync", full_resync))
                      if on})

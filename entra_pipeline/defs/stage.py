@@ -27,8 +27,10 @@ class SyncRunConfig(dg.Config):
 
 
 class RawReadConfig(dg.Config):
-    """Run config of the Graph readers. ``full_resync`` reads everything this run (a full delta
-    round) instead of the changes since the last sync, and reports what the full read corrected."""
+    """Run config of the source readers. ``full_resync`` reads everything this run (a full delta
+    round) instead of the changes since the last sync, and reports what the full read corrected;
+    a Workday report is always read whole, and with it every later stage recomputes everything
+    (as after a full delta round: hand edits in the warehouse are undone)."""
 
     full_resync: bool = False
 

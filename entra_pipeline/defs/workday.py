@@ -5,7 +5,7 @@ import dagster as dg
 from entra_pipeline.defs import checks
 from entra_pipeline.defs.entra import GROUP_NAME
 from entra_pipeline.defs.resources import WAREHOUSE_POOL, IntegrationsResource, WarehouseResource, WorkdayResource
-from entra_pipeline.defs.stage import execute, stage_run
+from entra_pipeline.defs.stage import RawReadConfig, execute, stage_run
 from entra_pipeline.sync import checks as c
 from entra_pipeline.sync import names, raw_workday_workers
 from entra_pipeline.transform.fields import WORKDAY
@@ -24,10 +24,11 @@ def build_assets(partitions: dg.PartitionsDefinition, retry: dg.RetryPolicy | No
                     "download), then compared with the stored workers and replaced, with the change log and the "
                     "run log, in one transaction.",
     )
-    def raw_workday_workers_asset(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
-                                  workday: WorkdayResource, warehouse: WarehouseResource):
+    def raw_workday_workers_asset(context: dg.AssetExecutionContext, config: RawReadConfig,
+                                  integrations: IntegrationsResource, workday: WorkdayResource,
+                                  warehouse: WarehouseResource):
         integration = integrations.get(context.partition_key, WORKDAY)
         run = stage_run(context, integration, warehouse)
-        yield from execute(run, lambda: raw_workday_workers.materialize(run, workday.client))
+        yield from execute(run, lambda: raw_workday_workers.materialize(run, workday.client, config.full_resync))
 
     return [raw_workday_workers_asset]

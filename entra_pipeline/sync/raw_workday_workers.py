@@ -33,7 +33,9 @@ def counted(run: StageRun, items: Iterator, what: str, every: int = 20_000) -> I
     run.info(f"{what} {count:,} (all)")
 
 
-def materialize(run: StageRun, open_workday: OpenWorkday) -> StageOutcome:
+def materialize(run: StageRun, open_workday: OpenWorkday, full_resync: bool = False) -> StageOutcome:
+    """Read the integration's report whole and replace its stored workers; the change log names the
+    workers that changed, or everyone with ``full_resync`` (every later stage then recomputes all)."""
     integration, source, key = run.integration, run.integration.source, run.key
     with run.warehouse() as con:
         previous = table_rows.count_rows(con, names.RAW_WORKDAY_WORKERS, key)
@@ -68,10 +70,12 @@ def materialize(run: StageRun, open_workday: OpenWorkday) -> StageOutcome:
             run.block(checks)  # raising inside the transaction rolls it back
             raw_tables.drop_other_source(con, key, WORKDAY)
             import_errors.replace_issues(con, key, names.RAW_WORKDAY_WORKERS, run.run_id, issues)
-            change_log.log_changes(con, key, names.RAW_WORKDAY_WORKERS, run.run_id, change.changed_ids)
+            change_log.log_changes(con, key, names.RAW_WORKDAY_WORKERS, run.run_id,
+                                   None if full_resync else change.changed_ids)
             # Every configured column counts as read: a report without it has it empty for everyone.
             change_log.write_fields_read(con, key, names.RAW_WORKDAY_WORKERS, run.run_id, named)
-            run.record(con, read_mode="full", read_reason="a Workday report is read whole",
+            run.record(con, read_mode="full", read_reason="a Workday report is read whole" + (
+                           "; full resync asked for in the run config (full_resync: true)" if full_resync else ""),
                        changes_read=stats.entries, added=change.added, updated=change.updated,
                        removed=change.removed, graph_requests=stats.requests, graph_bytes=stats.bytes)
             run.describe(con)

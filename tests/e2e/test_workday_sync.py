@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import duckdb
 import pytest
 
 from entra_pipeline.sync import checks as c
@@ -335,3 +336,31 @@ def test_missing_columns_are_reported_only_when_the_configuration_names_them(hr_
     assert columns.description.split("columns the configuration names that no worker in the report carries: ")[1] \
         == "Cost_Center"
     assert sync.query("SELECT count(*) FROM contacts WHERE company IS NOT NULL OR cost_center IS NOT NULL") == [(0,)]
+
+
+def test_full_resync_undoes_hand_edits_and_an_ordinary_sync_leaves_them(hr_sync, workday):
+    lists = {"custom": [{"name": "Contractors", "when": {"field": "Worker_Type", "equals": "Contingent Worker"}}]}
+    sync = hr_sync(hr_integration(workday, distribution_lists=lists))
+    assert sync.run("hr").success
+    before = sync.snapshot(content_only=True)
+    [(list_id,)] = sync.query("SELECT list_id FROM distribution_lists")
+    members = {r[0] for r in sync.query("SELECT contact_id FROM distribution_list_members")}
+    victim, outsider = sorted(members)[0], sorted(set(expected(workday.workday.entries).values()) - members)[0]
+    con = duckdb.connect(str(sync.warehouse))
+    con.execute("UPDATE contacts SET cost_center = 'Hand Edited' WHERE contact_id = ?", [victim])
+    con.execute("INSERT INTO distribution_list_members SELECT integration, list_id, ?, run_id, synced_at "
+                "FROM distribution_list_members LIMIT 1", [outsider])
+    con.close()
+
+    # The report did not change: an ordinary sync rewrites nobody, the edits stay.
+    assert sync.run("hr").success
+    assert sync.query("SELECT cost_center FROM contacts WHERE contact_id = ?", [victim]) == [("Hand Edited",)]
+    assert sync.query("SELECT count(*) FROM distribution_list_members WHERE contact_id = ?", [outsider]) == [(1,)]
+    result = sync.run("hr", {"ops": {"raw_workday_workers": {"config": {"full_resync": True}}}})
+    assert result.success, failure_messages(result)
+    after = sync.snapshot(content_only=True)
+    for table in ("mapped_contacts", "contacts", "excluded_contacts", "distribution_lists",
+                  "distribution_list_members", "distribution_list_non_members"):
+        assert after[table] == before[table], table
+    assert sync.query("SELECT read_reason FROM sync_runs ORDER BY started_at DESC LIMIT 1") == [
+        ("a Workday report is read whole; full resync asked for in the run config (full_resync: true)",)]
