@@ -54,7 +54,6 @@ class ResolvedLists:
     members: list[tuple[str, str]] = field(default_factory=list)
     # (list_id, object id, object type, reason)
     non_members: list[tuple[str, str, str, str]] = field(default_factory=list)
-    issues: list[ImportIssue] = field(default_factory=list)
 
 
 def select_groups(groups: list[dict], select: str, ids: Iterable[str], names: Iterable[str]) -> tuple[list[dict], list[ImportIssue]]:
@@ -137,29 +136,14 @@ def not_a_user(kind: str) -> str:
     return NOT_A_USER.format(kind)
 
 
-def resolve_lists(
-    groups: list[dict],
-    edges: dict[str, list[tuple[str, str]]],
-    people: People,
-    select: str,
-    ids: Iterable[str] = (),
-    names: Iterable[str] = (),
-) -> ResolvedLists:
-    """Resolve the selected groups to lists, members and non-members.
+def resolve_groups(selected: list[dict], edges: dict[str, list[tuple[str, str]]], people: People) -> ResolvedLists:
+    """The selected groups resolved to lists, members and non-members (the rule an incremental run
+    applies; a full run resolves the same inside DuckDB, see warehouse.list_resolution).
 
     ``edges`` maps a group id to its direct members as (member type, object id), member type being
-    ``user``, ``group`` or another Graph type name. Users who are not synced contacts, and members
-    that are not users, are counted per list and listed in ``non_members`` with the reason.
-    """
-    selected, issues = select_groups(groups, select, ids, names)
-    result = resolve_groups(selected, edges, people)
-    result.issues = issues
-    return result
-
-
-def resolve_groups(selected: list[dict], edges: dict[str, list[tuple[str, str]]], people: People) -> ResolvedLists:
-    """The lists of these groups (see ``resolve_lists``); ``edges`` must hold every group reachable
-    from them."""
+    ``user``, ``group`` or another Graph type name, and must hold every group reachable from
+    ``selected``. Users who are not synced contacts, and members that are not users, are counted
+    per list and listed in ``non_members`` with the reason."""
     result = ResolvedLists()
     for group in selected:
         users, others, nested = _flatten(group["id"], edges)

@@ -34,3 +34,10 @@ EDGES = {
 CONTACTS = lists.People(contacts={"u1": "a@x", "u2": "b@x", "u3": "c@x", "u4": "d@x", "u5": "e@x"},
                         excluded={"u8": "On leave"}, duplicates=frozenset({"u7"}),
                         read=frozenset({"u1", "u2", "u3", "u4", "u5", "u7", "u8", "u9"}))
+
+
+def resolve(select: str, ids=(), names=()) -> tuple[lists.ResolvedLists, list]:
+    """The fixture's groups chosen by a list selection and resolved by the rule: (the lists, the
+    selection's issues)."""
+    selected, issues = lists.select_groups(GROUPS, select, ids, names)
+    return lists.resolve_groups(selected, EDGES, CONTACTS), issues

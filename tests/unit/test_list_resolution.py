@@ -15,7 +15,7 @@ from entra_pipeline.transform.guard import assess
 from entra_pipeline.warehouse import import_errors, list_resolution, raw_tables
 from entra_pipeline.warehouse import schema as s
 from entra_pipeline.warehouse.connection import connect, transaction
-from tests.support.groups import CONTACTS, EDGES, GROUPS
+from tests.support.groups import CONTACTS, EDGES, GROUPS, resolve
 
 KEY = "t"
 
@@ -51,7 +51,7 @@ def resolved(con) -> tuple[list[dict], set, set]:
 
 
 def test_lists_resolved_in_duckdb_are_the_rule_s_lists(con):
-    expected = lists.resolve_lists(GROUPS, EDGES, CONTACTS, "all")
+    expected, _ = resolve("all")
     rows, members, non_members = resolved(con)
     assert rows == expected.lists
     assert members == set(expected.members)

@@ -13,7 +13,7 @@ from entra_pipeline.transform.exclusions import apply_exclusions
 from entra_pipeline.transform.fields import graph_select_for, imported_fields_for, manager_expand_for
 from entra_pipeline.warehouse import contact_tables, raw_tables
 from entra_pipeline.warehouse.connection import transaction
-from tests.support.groups import CONTACTS, EDGES, GROUPS
+from tests.support.groups import GROUPS, resolve
 
 
 def user(uid: str, mail: str | None, **extra) -> dict:
@@ -245,7 +245,7 @@ def test_kinds():
 
 
 def test_all_offered_groups_flattened_through_a_cycle():
-    result = lists.resolve_lists(GROUPS, EDGES, CONTACTS, "all")
+    result, issues = resolve("all")
     members: dict[str, set] = {}
     for list_id, contact in result.members:
         members.setdefault(list_id, set()).add(contact)
@@ -261,25 +261,25 @@ def test_all_offered_groups_flattened_through_a_cycle():
         ("g2", "u7", "user", "duplicate Unique Contact ID"),
         ("g2", "u8", "user", "excluded: On leave"), ("g2", "u9", "user", "no usable Unique Contact ID"),
         ("g2", "d1", "device", "not a user (device)"), ("g2", "oc1", "orgContact", "not a user (orgContact)")]
-    assert result.issues == []
+    assert issues == []
 
 
 def test_selection_by_name_reports_missing_and_ambiguous():
-    result = lists.resolve_lists(GROUPS, EDGES, CONTACTS, "names", names=["Sales", " Ops ", "Nope", "Inner"])
+    result, issues = resolve("names", names=["Sales", " Ops ", "Nope", "Inner"])
     assert [l["list_id"] for l in result.lists] == ["g2"]
-    assert [(i.record, i.code) for i in result.issues] == [
+    assert [(i.record, i.code) for i in issues] == [
         ("Sales", lists.LIST_NAME_AMBIGUOUS), ("Nope", lists.LIST_NOT_FOUND), ("Inner", lists.LIST_NOT_FOUND)]
 
 
 def test_selection_by_id():
-    result = lists.resolve_lists(GROUPS, EDGES, CONTACTS, "ids", ids=["g5", "g3", "zz", "g1"])
+    result, issues = resolve("ids", ids=["g5", "g3", "zz", "g1"])
     assert [l["list_id"] for l in result.lists] == ["g1", "g5"]
-    assert [(i.record, i.code) for i in result.issues] == [
+    assert [(i.record, i.code) for i in issues] == [
         ("g3", lists.LIST_NOT_MAIL_ENABLED), ("zz", lists.LIST_NOT_FOUND)]
 
 
 def test_selection_none():
-    assert lists.resolve_lists(GROUPS, EDGES, CONTACTS, "none").lists == []
+    assert resolve("none")[0].lists == []
 
 
 def test_custom_lists_use_the_rule_language():
