@@ -20,7 +20,6 @@ import dagster as dg
 import pytest
 
 from entra_pipeline.defs.resources import WAREHOUSE_POOL
-from entra_pipeline.emulator.faults import FaultProfile
 from entra_pipeline.measure.reliability import snapshot
 
 from tests.support.integrations import integration, write_config
@@ -61,6 +60,34 @@ def wait_until(condition, seconds: float, what: str):
             return value
         time.sleep(0.2)
     raise AssertionError(f"not within {seconds} s: {what}")
+
+
+class HeldUsers:
+    """The emulator holds the first users page a sync asks for until ``release``: a run that asked
+    is then inside a step, whatever the machine's speed (a slow machine once let a merely slow run
+    finish before the test's signal came)."""
+
+    def __init__(self, emulator) -> None:
+        self.emulator, self.arrived, self._release = emulator, threading.Event(), threading.Event()
+
+    def __enter__(self) -> "HeldUsers":
+        self.emulator.faults.rewrite("/v1.0/users/delta", self._hold)
+        return self
+
+    def _hold(self, body):
+        self.arrived.set()
+        self._release.wait(120)
+        return body
+
+    def asked(self) -> None:
+        wait_until(self.arrived.is_set, 120, "the sync asked for its users")
+
+    def release(self) -> None:
+        self._release.set()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self.emulator.faults.clear()
 
 
 def pool_holders(instance: dg.DagsterInstance) -> set[str]:
@@ -123,17 +150,17 @@ def waiting(holder: str, integration: str = "elsewhere") -> str:
 
 
 def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home, secret_env):
-    # Every Graph request takes 3 s: the sync is still in its first step, holding the pool, when killed.
-    emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
-    killed = subprocess.Popen(sync_command("alpha"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        instance = instance_when_ready(home)
-        run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the sync claimed the pool")
-    finally:
-        killed.send_signal(signal.SIGKILL)
-        killed.communicate()
-    emulator.faults.clear()
+    # The sync is in its first step, holding the pool, when killed.
+    with HeldUsers(emulator) as held:
+        killed = subprocess.Popen(sync_command("alpha"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            instance = instance_when_ready(home)
+            held.asked()
+            run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the sync claimed the pool")
+        finally:
+            killed.send_signal(signal.SIGKILL)
+            killed.communicate()
     run = instance.get_run_by_id(run_id)
     assert run.status == dg.DagsterRunStatus.STARTED and pool_holders(instance) == {run_id}
 
@@ -161,20 +188,21 @@ def test_a_killed_sync_does_not_block_the_next(tmp_path, emulator, env, home, se
 
 
 def test_sigterm_during_a_step_stops_the_sync_and_starts_no_other_integration(emulator, env, home, secret_env):
-    # Every Graph request takes 3 s: alpha is in its first step when the signal comes.
-    emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
-    proc = subprocess.Popen(sync_command("alpha", "beta"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        instance = instance_when_ready(home)
-        run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the sync claimed the pool")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        emulator.faults.clear()
+    # Alpha is in its first step when the signal comes.
+    with HeldUsers(emulator) as held:
+        proc = subprocess.Popen(sync_command("alpha", "beta"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            instance = instance_when_ready(home)
+            held.asked()
+            run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the sync claimed the pool")
+            proc.send_signal(signal.SIGTERM)
+            held.release()
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, out + err
     assert "sync alpha: running" in out.splitlines() and "sync beta: running" not in out
     assert err.splitlines()[-1] == "sync: stopped by SIGTERM; the other integrations were not started"
@@ -395,21 +423,21 @@ def test_a_ui_run_worker_holds_its_runs_lock_and_when_killed_its_run_is_reclaime
     from entra_pipeline.run_locks import run_lock_path
     from entra_pipeline.pool import reclaim_dead_runs
 
-    emulator.faults.profile = FaultProfile(seed=1, slow=1.0, slow_seconds=3)
     command = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "entra_pipeline.definitions",
                "-a", "defs", "-j", "sync_entra_sources", "--tags", '{"dagster/partition": "alpha", "integration": "alpha"}']
-    worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        instance = dg.DagsterInstance.get()
-        run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the run claimed the pool")
-        # Alive, with no tags of ours: its lock keeps it.
-        assert not any(tag.startswith("entra-pipeline/") for tag in instance.get_run_by_id(run_id).tags)
-        assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
-        assert run_lock_path(instance, run_id).read_text().split()[0] == str(worker.pid)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-    emulator.faults.clear()
+    with HeldUsers(emulator) as held:
+        worker = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            held.asked()
+            instance = dg.DagsterInstance.get()
+            run_id = wait_until(lambda: next(iter(pool_holders(instance)), None), 120, "the run claimed the pool")
+            # Alive, with no tags of ours: its lock keeps it.
+            assert not any(tag.startswith("entra-pipeline/") for tag in instance.get_run_by_id(run_id).tags)
+            assert reclaim_dead_runs(instance, WAREHOUSE_POOL) == []
+            assert run_lock_path(instance, run_id).read_text().split()[0] == str(worker.pid)
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
     result = build_reclaim_sensor()(dg.build_sensor_context(instance=instance))
     assert result.skip_message == (f"recovered run {run_id} of alpha (its process {worker.pid} is gone); "
