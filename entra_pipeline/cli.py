@@ -90,7 +90,7 @@ def sync(keys: list[str], allow_removals: bool = False, full_resync: bool = Fals
         if allow_removals and not preview:
             # The operator's approval of this run's removals (the deletion guard), for these steps only.
             run_config["ops"].update({step: {"config": {"allow_removals": True}}
-                                      for step in (names.FILTERED_CONTACTS, names.DISTRIBUTION_LISTS)})
+                                      for step in names.GUARDED_STAGES})
         if full_resync:
             run_config["ops"].update({step: {"config": {"full_resync": True}}
                                       for step in names.GRAPH_STAGES + names.WORKDAY_STAGES})

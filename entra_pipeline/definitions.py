@@ -13,7 +13,7 @@ import dagster as dg
 
 from entra_pipeline.config import Integration, RunSettings, config_path
 from entra_pipeline.config.isolation import load_for_dagster
-from entra_pipeline.defs import contacts, entra, integrations_file, lists, preview, workday
+from entra_pipeline.defs import contacts, directory, entra, integrations_file, lists, preview, workday
 from entra_pipeline.defs.jobs import (ENTRA_SOURCES_JOB, PREVIEW_JOB, SYNC_JOB, WORKDAY_SOURCES_JOB, build_jobs,
                                       run_sync, stage_inputs)
 from entra_pipeline.defs.resources import GraphResource, IntegrationsResource, WarehouseResource, WorkdayResource
@@ -50,8 +50,9 @@ def build_assets(integrations: list[Integration], runs: RunSettings) -> tuple[di
     everyone = _partitions(integrations)
     mapped, filtered = contacts.build_assets(everyone, [_identity(a) for a in people])
     distribution_lists = lists.build_assets(everyone, [dg.AssetDep(filtered)] + [_identity(a) for a in groups])
+    merged = directory.build_assets(everyone, [dg.AssetDep(filtered)])
     previews = preview.build_assets(everyone, [_identity(a) for a in people + groups])
-    return sources, [mapped, filtered, *distribution_lists], previews
+    return sources, [mapped, filtered, *distribution_lists, *merged], previews
 
 
 def build_defs(config_file: str | Path | None = None, warehouse_file: str | Path | None = None,

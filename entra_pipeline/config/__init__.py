@@ -16,6 +16,7 @@ problem is one line naming the file, the integration and the field, and nothing 
 
 from entra_pipeline.config.common import (CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, PROJECT_ROOT, ConfigError,
                                           DemoTenant)
+from entra_pipeline.config.directory import ContactsDirectory, Precedence
 from entra_pipeline.config.entra import CLOUDS, EntraSource
 from entra_pipeline.config.isolation import BrokenIntegration, LoadedIntegrations, load_for_dagster, parse_for_dagster
 from entra_pipeline.config.lists import CustomList, GeneratedLists, ListSelection, read_bulk_selector
@@ -27,9 +28,9 @@ from entra_pipeline.config.workday import WorkdaySource
 
 __all__ = [
     "CLOUDS", "CONFIG_PATH_ENV", "DEFAULT_CONFIG_PATH", "PROJECT_ROOT", "RESERVED_COLUMNS", "SKIP",
-    "BrokenIntegration", "Condition", "ConfigError", "CustomField", "CustomList", "DeletionGuard", "DemoTenant",
+    "BrokenIntegration", "Condition", "ConfigError", "ContactsDirectory", "CustomField", "CustomList", "DeletionGuard", "DemoTenant",
     "EntraIntegration", "EntraSource", "ExclusionRule", "Exclusions", "GeneratedLists", "Integration",
-    "IntegrationsFile", "ListSelection", "LoadedIntegrations", "Mapping", "RunSettings", "Schedule",
+    "IntegrationsFile", "ListSelection", "LoadedIntegrations", "Mapping", "Precedence", "RunSettings", "Schedule",
     "WorkdayIntegration", "WorkdaySource",
     "config_path", "load_for_dagster", "load_integrations", "parse_for_dagster", "parse_integrations",
     "read_bulk_selector",

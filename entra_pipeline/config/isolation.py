@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from entra_pipeline.config.common import ConfigError, shown
 from entra_pipeline.config.loader import (config_path, date_format_lines, error_line, error_lines,
                                           read_integrations_text, read_yaml)
+from entra_pipeline.config.directory import ContactsDirectory
 from entra_pipeline.config.models import EntraIntegration, IntegrationsFile, RunSettings, WorkdayIntegration
 
 #: The key of the one broken entry for a file whose integrations cannot be told apart at all.
@@ -41,6 +42,7 @@ class LoadedIntegrations:
     integrations: list[EntraIntegration | WorkdayIntegration]
     broken: list[BrokenIntegration]
     runs: RunSettings = field(default_factory=RunSettings)
+    directory: ContactsDirectory = field(default_factory=ContactsDirectory)
 
     @property
     def keys(self) -> list[str]:
@@ -56,6 +58,12 @@ class LoadedIntegrations:
         """Every key the file names, its broken integrations' included: their warehouse rows are not orphans."""
         return frozenset(self.keys) | {b.key for b in self.broken if b.key != WHOLE_FILE
                                        and not b.key.startswith("integrations[")}
+
+    @property
+    def merged_keys(self) -> list[str]:
+        """The integrations the merged directory takes in: those that can run, in the file's order,
+        then the broken ones it names (their people stay until they are fixed or deleted)."""
+        return self.keys + sorted(self.named_keys - set(self.keys))
 
     def get(self, key: str) -> EntraIntegration | WorkdayIntegration:
         """The integration ``key``; ConfigError with its lines when it is broken."""
@@ -136,7 +144,9 @@ def parse_for_dagster(text: str, path: Path | str) -> LoadedIntegrations:
         return LoadedIntegrations(source, [], [_broken(items, i, "\n".join(by_index[i])) for i in sorted(by_index)])
     if whole is None:
         try:  # the checks across integrations (token caches, custom field types), among those that validate
-            whole = IntegrationsFile.model_validate({**raw, "integrations": [items[i] for i in good]}, context=context)
+            named = [item.get("key") for item in items if isinstance(item, dict) and isinstance(item.get("key"), str)]
+            whole = IntegrationsFile.model_validate({**raw, "integrations": [items[i] for i in good]},
+                                                    context={**context, "named_keys": named})
         except ValidationError as exc:
             return _all_broken(source, items, "\n".join(line for _, line in error_lines(exc, raw, source)), by_index)
     loaded: list[EntraIntegration | WorkdayIntegration] = []
@@ -147,7 +157,7 @@ def parse_for_dagster(text: str, path: Path | str) -> LoadedIntegrations:
         else:
             loaded.append(integration)
     broken = [_broken(items, index, "\n".join(by_index[index])) for index in sorted(by_index)]
-    return LoadedIntegrations(source, loaded, broken, whole.runs)
+    return LoadedIntegrations(source, loaded, broken, whole.runs, whole.contacts_directory)
 
 
 def load_for_dagster(path: Path | str | None = None) -> LoadedIntegrations:

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 from croniter import croniter
-from pydantic import BeforeValidator, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticKnownError
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from entra_pipeline.config import lists, rules, workday
 from entra_pipeline.config.common import ConfigError, StrictModel, shown, shown_path
+from entra_pipeline.config.directory import ContactsDirectory
 from entra_pipeline.config.entra import EntraSource
 from entra_pipeline.config.workday import WorkdaySource
 from entra_pipeline.transform.fields import ENTRA, EXTENSION_ATTRIBUTES, SOURCE_KINDS, WORKDAY
@@ -188,6 +189,7 @@ class IntegrationsFile(StrictModel):
 
     integrations: list[Integration] = Field(min_length=1, max_length=1000)
     runs: RunSettings = Field(default_factory=RunSettings)
+    contacts_directory: ContactsDirectory = Field(default_factory=ContactsDirectory)
 
     @field_validator("integrations")
     @classmethod
@@ -213,6 +215,17 @@ class IntegrationsFile(StrictModel):
                     raise ValueError(f"custom field {shown(name)} is {custom.type} in integration {shown(integration.key)} "
                                      f"but {other[0]} in integration {shown(other[1])}; one name, one type")
         return value
+
+    @model_validator(mode="after")
+    def _directory_names_known(self, info: ValidationInfo) -> "IntegrationsFile":
+        # Validated with its broken integrations left out (isolation), the file still names them.
+        named = set((info.context or {}).get("named_keys") or self.keys)
+        fields = {name for i in self.integrations for name in i.mapping.field_types()}
+        # A custom field of a broken integration is not known here: its fields are not judged then.
+        problems = self.contacts_directory.problems(self.keys, named, fields if named == set(self.keys) else None)
+        if problems:
+            raise ValueError(problems[0])
+        return self
 
     def get(self, key: str) -> EntraIntegration | WorkdayIntegration:
         for integration in self.integrations:

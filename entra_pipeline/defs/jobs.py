@@ -184,7 +184,7 @@ def run_sync(defs: dg.Definitions, key: str, instance: dg.DagsterInstance, *, pr
 def contacts_run_config(allow_removals: bool, selection: list[dg.AssetKey] | None = None) -> dict:
     """The contacts job's run config approving this run's removals (the deletion guard), or none;
     for the stages of ``selection`` only, when given."""
-    writers = [stage for stage in (names.FILTERED_CONTACTS, names.DISTRIBUTION_LISTS)
+    writers = [stage for stage in names.GUARDED_STAGES
                if selection is None or dg.AssetKey(stage) in selection]
     if not allow_removals or not writers:
         return {}

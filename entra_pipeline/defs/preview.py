@@ -15,13 +15,16 @@ def build_assets(partitions: dg.PartitionsDefinition, raw: list[dg.AssetDep]) ->
         kinds={"duckdb"}, deps=raw,
         description="Preview (dry run) of a sync from the raw tables as they are: which contacts would join, "
                     "change (which fields) or leave, who would be excluded or no longer excluded, which lists "
-                    "and list memberships would come or go, and which blocking check would stop the sync. "
+                    "and list memberships would come or go, who would join, change or leave the merged directory "
+                    "(all_contacts, with each field's old and new value and source), and which blocking check "
+                    "would stop the sync. "
                     "Computed inside a transaction that is rolled back, so the contact and list tables stay "
                     "byte-identical; the report replaces this integration's rows of sync_preview.",
     )
     def sync_preview_asset(context: dg.AssetExecutionContext, integrations: IntegrationsResource,
                            warehouse: WarehouseResource):
-        run = stage_run(context, integrations.get(context.partition_key), warehouse)
-        yield from execute(run, lambda: sync_preview.materialize(run))
+        configured = integrations.load()
+        run = stage_run(context, integrations.get(context.partition_key, loaded=configured), warehouse)
+        yield from execute(run, lambda: sync_preview.materialize(run, configured.directory, configured.merged_keys))
 
     return [sync_preview_asset]

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 
+from entra_pipeline.config import ContactsDirectory
+from entra_pipeline.sync import all_contacts, distribution_lists, filtered_contacts, mapped_contacts
 from entra_pipeline.sync import checks as c
-from entra_pipeline.sync import distribution_lists, filtered_contacts, mapped_contacts
 from entra_pipeline.sync.options import SyncOptions
 from entra_pipeline.sync.outcome import Json, StageOutcome, counts, preview
 from entra_pipeline.sync.runner import StageRun
@@ -17,14 +18,18 @@ from entra_pipeline.warehouse import connection, preview_report
 SAMPLE = 25
 
 
-def materialize(run: StageRun) -> StageOutcome:
+def materialize(run: StageRun, directory: ContactsDirectory, merged_keys: list[str]) -> StageOutcome:
+    """``directory`` and ``merged_keys``: how the merged directory is merged (the preview shows what
+    a sync would change there too)."""
     key = run.key
     with run.warehouse() as con:
         with connection.rolled_back(con):  # the preview never changes the synced tables
             before = preview_report.preview_state(con, key)
             would_block: list[c.CheckOutcome] = []
-            for stage in (mapped_contacts, filtered_contacts, distribution_lists):
-                prepared = stage.compute(con, run.integration, run.run_id, SyncOptions())
+            merge = lambda con, integration, run_id, options: all_contacts.compute(  # noqa: E731
+                con, integration, run_id, options, directory, merged_keys)
+            for compute in (mapped_contacts.compute, filtered_contacts.compute, distribution_lists.compute, merge):
+                prepared = compute(con, run.integration, run.run_id, SyncOptions())
                 would_block += c.failed_blocking(prepared.checks)
                 prepared.write(con)
             rows = preview_report.preview_rows(con, key, run.run_id, before)

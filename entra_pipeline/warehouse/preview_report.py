@@ -37,6 +37,10 @@ def preview_rows(con, integration: str, run_id: str, before: PreviewState) -> li
             "ORDER BY contact_id", [integration, run_id]).fetchall():
         rows.append((f"contact_{change}", contact_id, None,
                      {"fields": json.loads(details)} if details else None))
+    for change, contact_id, details in con.execute(
+            f'SELECT change, contact_id, changes FROM "{s.ALL_CONTACT_CHANGES}" WHERE run_id = ? ORDER BY contact_id',
+            [run_id]).fetchall():
+        rows.append((f"directory_{change}", contact_id, None, {"fields": json.loads(details)} if details else None))
     after = preview_state(con, integration)
     for contact_id in sorted(after.excluded.keys() - before.excluded.keys()):
         rows.append(("contact_excluded", contact_id, None, {"rule": after.excluded[contact_id]}))

@@ -1,5 +1,7 @@
 """The contact warehouse's tables. Every table has an ``integration`` column: one integration's
-rows are replaced as a whole by the stage that owns them, never another integration's.
+rows are replaced as a whole by the stage that owns them, never another integration's. The merged
+directory's tables (all_contacts and its history) are the exception: a row is a person, whichever
+integrations describe them.
 
 The warehouse is a read-only mirror of the directory: lists and contacts change in Entra ID and
 arrive here with the next sync. Rows written by hand are overwritten.
@@ -30,6 +32,11 @@ SYNC_PREVIEW = "sync_preview"
 MAPPED_USER_IDS = "mapped_user_ids"
 STAGE_STATE = "stage_state"
 STAGE_CHANGES = "stage_changes"
+ALL_CONTACTS = "all_contacts"
+ALL_CONTACTS_EXCLUDED = "all_contacts_excluded"
+ALL_CONTACT_CHANGES = "all_contact_changes"
+ALL_CONTACT_SOURCES = "all_contact_sources"  # a view over all_contacts
+ALL_CONTACT_LIST_MEMBERS = "all_contact_list_members"  # a view
 
 # The raw people table of each source type: what the mapping reads.
 RAW_PEOPLE = {ENTRA: RAW_GRAPH_USERS, WORKDAY: RAW_WORKDAY_WORKERS}
@@ -128,8 +135,9 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "contact_id VARCHAR", "list_id VARCHAR", "details JSON", "created_at TIMESTAMPTZ NOT NULL",
     ), "The latest preview (dry run) of each integration: what a sync would change, without changing it. "
        "change is contact_joined, contact_updated (details: each field's old and new value), contact_left, "
-       "contact_excluded, contact_no_longer_excluded, list_added, list_removed, list_member_added or "
-       "list_member_removed; plus one row per blocking check the sync would fail (check_would_block)."),
+       "contact_excluded, contact_no_longer_excluded, list_added, list_removed, list_member_added, "
+       "list_member_removed, or directory_joined, directory_updated (details: each field's old and new value and "
+       "source) or directory_left for the merged directory (all_contacts); plus one row per blocking check the sync would fail (check_would_block)."),
     (MAPPED_USER_IDS, (
         "integration VARCHAR NOT NULL", "source_id VARCHAR NOT NULL", "contact_id VARCHAR NOT NULL",
     ), "Every directory user's Unique Contact ID as the mapping made it, duplicates included: an incremental "
@@ -144,12 +152,34 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
         "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "seq BIGINT NOT NULL", "object_id VARCHAR",
     ), "Change log between stages: the directory object ids whose rows a stage changed, per write (seq); "
        "object_id NULL means every row may have changed. Pruned once the next stage has consumed it."),
+    (ALL_CONTACTS, (
+        "contact_id VARCHAR NOT NULL", *(f"{c} {t}" for c, t in CONTACT_COLUMNS[2:-1]),
+        "sources JSON NOT NULL", "integrations VARCHAR[] NOT NULL", *_RUN,
+    ), "The merged contact directory: one row per Unique Contact ID across every integration. Each field's "
+       "value comes from the first integration in its precedence (contacts_directory.precedence) that has one; "
+       "sources says which integration gave each field, integrations those the person is a contact in. A person "
+       "any integration excludes is left out (see all_contacts_excluded) unless contacts_directory."
+       "excluded_anywhere is false."),
+    (ALL_CONTACTS_EXCLUDED, (
+        "contact_id VARCHAR NOT NULL", "excluded_by VARCHAR NOT NULL", "rule VARCHAR NOT NULL",
+        "kept_by VARCHAR[] NOT NULL", *_RUN,
+    ), "People whom some integrations keep (kept_by) and another excludes (excluded_by, with its rule): with "
+       "contacts_directory.excluded_anywhere (the default) they are not in all_contacts."),
+    (ALL_CONTACT_CHANGES, (
+        "contact_id VARCHAR NOT NULL", "change VARCHAR NOT NULL", "changes JSON", "merged_by VARCHAR NOT NULL",
+        "run_id VARCHAR NOT NULL", "changed_at TIMESTAMPTZ NOT NULL",
+    ), "History of the merged directory: change is joined, updated or left; for updates, changes lists each "
+       "changed field with its old and new value and source (field integrations: the integrations the person "
+       "is in). merged_by is the integration whose sync merged the change."),
     (DIRECTORY_FIELDS_READ, (
         "integration VARCHAR NOT NULL", "stage VARCHAR NOT NULL", "fields VARCHAR[] NOT NULL", *_RUN,
     ), "Which directory fields each stage's current rows carry, so a stage never applies a mapping or "
        "exclusion to fields that were not read."),
 )
 
+
+#: The tables whose rows belong to one integration each (the merged directory's do not).
+INTEGRATION_TABLES = tuple(t for t in TABLES if "integration VARCHAR NOT NULL" in t[1])
 
 # One row per sync run and integration, from its stages' rows.
 SYNC_RUNS_VIEW = f"""
@@ -180,6 +210,33 @@ SYNC_RUNS_COMMENT = ("One row per sync run and integration (a view over sync_run
                      "requests and duration.")
 
 
+# The merged directory as rows an analyst filters: one row per person and field, with its source.
+ALL_CONTACT_SOURCES_VIEW = f"""
+CREATE OR REPLACE VIEW "{ALL_CONTACT_SOURCES}" AS
+SELECT contact_id, unnest(json_keys(sources)) AS field,
+       json_extract_string(sources, '$."' || unnest(json_keys(sources)) || '"') AS integration
+FROM "{ALL_CONTACTS}"
+"""
+ALL_CONTACT_SOURCES_COMMENT = "Which integration gave each field of each merged contact (a view over all_contacts.sources)."
+
+# The lists' members as merged contacts: a person left out of all_contacts is on no list here.
+ALL_CONTACT_LIST_MEMBERS_VIEW = f"""
+CREATE OR REPLACE VIEW "{ALL_CONTACT_LIST_MEMBERS}" AS
+SELECT m.integration, m.list_id, l.display_name AS list_name, l.kind AS list_kind, a.contact_id, a.email,
+       a.display_name
+FROM "{DISTRIBUTION_LIST_MEMBERS}" m
+JOIN "{DISTRIBUTION_LISTS}" l ON l.integration = m.integration AND l.list_id = m.list_id
+JOIN "{ALL_CONTACTS}" a ON a.contact_id = m.contact_id
+"""
+ALL_CONTACT_LIST_MEMBERS_COMMENT = ("Every list's members as merged contacts (all_contacts): lists keep their "
+                                    "integration; a person the merged directory leaves out is on none.")
+
+#: Each view: its name, a column that only its current definition has, its SQL and its comment.
+VIEWS = ((SYNC_RUNS, "run_kind", SYNC_RUNS_VIEW, SYNC_RUNS_COMMENT),
+         (ALL_CONTACT_SOURCES, "field", ALL_CONTACT_SOURCES_VIEW, ALL_CONTACT_SOURCES_COMMENT),
+         (ALL_CONTACT_LIST_MEMBERS, "list_name", ALL_CONTACT_LIST_MEMBERS_VIEW, ALL_CONTACT_LIST_MEMBERS_COMMENT))
+
+
 def _schema_current(con) -> bool:
     """Every table with its comment and built-in columns, and the view, already exist."""
     columns = set(con.execute("SELECT table_name, column_name FROM duckdb_columns() "
@@ -188,7 +245,7 @@ def _schema_current(con) -> bool:
                                 "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
     return (all(comments.get(name) == comment and all((name, c.split()[0]) in columns for c in cols)
                 for name, cols, comment in TABLES)
-            and (SYNC_RUNS, "run_kind") in columns)
+            and all((view, column) in columns for view, column, _, _ in VIEWS))
 
 
 def ensure_schema(con) -> None:
@@ -205,15 +262,16 @@ def ensure_schema(con) -> None:
         for column in columns:
             if "NOT NULL" not in column:
                 con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS {column}')
-    con.execute(SYNC_RUNS_VIEW)
-    con.execute(f"COMMENT ON VIEW \"{SYNC_RUNS}\" IS '{SYNC_RUNS_COMMENT}'")
+    for view, _, sql, comment in VIEWS:
+        con.execute(sql)
+        con.execute(f"COMMENT ON VIEW \"{view}\" IS '{comment.replace(chr(39), chr(39) * 2)}'")
 
 
 def custom_column_conflicts(con, fields: dict[str, str]) -> list[str]:
     """Custom fields (name -> Text/Number/Date) whose warehouse column already has another type."""
     ensure_schema(con)
     problems = []
-    for table in (MAPPED_CONTACTS, CONTACTS):
+    for table in (MAPPED_CONTACTS, CONTACTS, ALL_CONTACTS):
         existing = dict(con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table]
         ).fetchall())
@@ -234,6 +292,6 @@ def ensure_custom_columns(con, fields: dict[str, str]) -> None:
     problems = custom_column_conflicts(con, fields)
     if problems:
         raise ValueError(problems[0])
-    for table in (MAPPED_CONTACTS, CONTACTS):
+    for table in (MAPPED_CONTACTS, CONTACTS, ALL_CONTACTS):
         for name, kind in fields.items():
             con.execute(f'ALTER TABLE "{table}" ADD COLUMN IF NOT EXISTS "{name}" {SQL_TYPES[kind]}')

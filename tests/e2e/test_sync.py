@@ -18,7 +18,8 @@ from tests.support.runs import Sync, check_outcomes, failure_messages, materiali
 from tests.support.tenant import SECRET, SECRET_ENV
 
 
-ASSETS = ["raw_graph_users", "raw_graph_groups", "mapped_contacts", "filtered_contacts", "distribution_lists"]
+ASSETS = ["raw_graph_users", "raw_graph_groups", "mapped_contacts", "filtered_contacts", "distribution_lists",
+          "all_contacts"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def test_every_asset_materializes_and_checks_report_the_demo_problems(synced):
         c.DIRECTORY_NOT_EMPTY: True,
         c.CONTACT_REMOVALS_WITHIN_LIMIT: True, c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT: True,
         c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True, c.NO_ORPHANED_DATA: True, c.CERTIFICATE_NOT_EXPIRING: True,
-        c.DIRECTORY_VALUES_FIT: True,
+        c.DIRECTORY_VALUES_FIT: True, c.DIRECTORY_REMOVALS_WITHIN_LIMIT: True,
     }
 
 

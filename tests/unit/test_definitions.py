@@ -26,6 +26,7 @@ def config_with(tmp_path, keys: list[str]):
     if "demo2" in keys:
         by_key["demo2"] = {**by_key["demo"], "key": "demo2", "title": "Demo 2"}
     document["integrations"] = [by_key[k] for k in keys]
+    document.pop("contacts_directory")  # it names both demo integrations
     path = tmp_path / "integrations.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return path
@@ -82,7 +83,7 @@ def test_every_integration_depends_on_its_own_source_partitions_only(defs):
 def test_every_check_is_partitioned_like_its_asset(defs):
     graph = defs.resolve_asset_graph()
     specs = [spec for asset in defs.assets if isinstance(asset, dg.AssetsDefinition) for spec in asset.check_specs]
-    assert len(specs) == 21
+    assert len(specs) == 22
     # The one check not about an integration: the integrations file's own.
     assert set(graph.asset_check_keys) - {spec.key for spec in specs} == {
         dg.AssetCheckKey(dg.AssetKey(INTEGRATIONS_FILE), CHECK)}
@@ -136,17 +137,18 @@ def test_what_follows_a_source_run(defs):
         return request if isinstance(request, dg.SkipReason) else (
             [k.path[-1] for k in request.asset_selection], request)
 
-    everything = ["mapped_contacts", "filtered_contacts", "distribution_lists"]
+    everything = ["mapped_contacts", "filtered_contacts", "distribution_lists", "all_contacts"]
     stages, request = follow(WORKDAY_SOURCES_JOB, {workers})
     assert stages == everything
     assert (request.partition_key, request.run_key, request.tags[SYNC_RUN_TAG], request.run_config) == (
         "demo_workday", "source-run", "source-run", {})
     # The groups' read failed: the contacts still sync, the lists wait. The users' read failed: nothing.
-    assert follow(ENTRA_SOURCES_JOB, {users})[0] == ["mapped_contacts", "filtered_contacts"]
+    assert follow(ENTRA_SOURCES_JOB, {users})[0] == ["mapped_contacts", "filtered_contacts", "all_contacts"]
     assert "wrote nothing" in follow(ENTRA_SOURCES_JOB, {groups}).skip_message
     # An operator's approval of removals goes with it, to the writers that run.
     stages, approved = follow(ENTRA_SOURCES_JOB, {users}, {"allow_removals": "true"})
-    assert approved.run_config == {"ops": {"filtered_contacts": {"config": {"allow_removals": True}}}}
+    assert approved.run_config == {"ops": {"filtered_contacts": {"config": {"allow_removals": True}},
+                                           "all_contacts": {"config": {"allow_removals": True}}}}
     # Materialize of source assets from the asset graph is followed; a backfill's runs and runs with
     # contact assets in them are not (they run what was selected).
     assert follow("__ASSET_JOB", {users}, selection={users})[0] == everything

@@ -1,0 +1,148 @@
+"""The merged contact directory's tables: all_contacts (one row per person across integrations),
+all_contacts_excluded (people one integration keeps and another excludes) and all_contact_changes
+(its history). Unlike the per-integration tables they have no ``integration`` column of their own:
+each row is one person, whichever integrations describe them.
+
+The merge is one SQL statement over every integration's synced contacts into a scratch table; the
+write compares it with the stored directory and touches only the people who joined, changed or left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from entra_pipeline.warehouse import schema as s
+from entra_pipeline.warehouse.table_rows import utc_now
+
+MERGED = "_merged_directory"
+#: Contact columns that are not merged fields: the key, the per-integration record and bookkeeping.
+NOT_FIELDS = ("integration", "contact_id", "source_id", "imported", "run_id", "synced_at")
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """What the merge needs from the configuration: the integrations merged (in the file's order),
+    each field's precedence over them, and whether an exclusion anywhere keeps a person out."""
+
+    keys: list[str]
+    orders: dict[str, list[str]]  # field -> integration keys, first wins
+    excluded_anywhere: bool
+
+
+def contact_fields(con) -> list[str]:
+    """The merged fields: the contacts table's columns, built-in and custom, in column order."""
+    return [r[0] for r in con.execute(
+        "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ? ORDER BY column_index", [s.CONTACTS]).fetchall()
+        if r[0] not in NOT_FIELDS]
+
+
+def _present(field: str, kind: str) -> str:
+    # An empty text in a preferred integration does not hide another integration's value.
+    return f'"{field}" IS NOT NULL' + (f""" AND "{field}" <> ''""" if kind == "VARCHAR" else "")
+
+
+def merge(con, settings: MergeSettings) -> None:
+    """Scratch table MERGED: each person's merged row (every field's value and source), from the
+    synced contacts of ``settings.keys``."""
+    types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
+                             "current_database() AND schema_name = 'main' AND table_name = ?",
+                             [s.CONTACTS]).fetchall())
+    fields = contact_fields(con)
+    have = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = "
+                                      "current_database() AND schema_name = 'main' AND table_name = ?",
+                                      [s.ALL_CONTACTS]).fetchall()}
+    for field in fields:  # a custom field added to contacts before all_contacts existed
+        if field not in have:
+            con.execute(f'ALTER TABLE "{s.ALL_CONTACTS}" ADD COLUMN "{field}" {types[field]}')
+    picks, params = [], []
+    for field in fields:
+        present = _present(field, types[field])
+        picks.append(f'arg_min("{field}", list_position(?::VARCHAR[], integration)) FILTER (WHERE {present}) '
+                     f'AS "{field}", arg_min(integration, list_position(?::VARCHAR[], integration)) '
+                     f'FILTER (WHERE {present}) AS "{field}__from"')
+        params += [settings.orders[field]] * 2
+    sources = ", ".join(f"""{{'k': ?, 'v': "{field}__from"}}""" for field in fields)
+    excluded = (f'AND contact_id NOT IN (SELECT contact_id FROM "{s.EXCLUDED_CONTACTS}" '
+                "WHERE list_contains(?::VARCHAR[], integration))") if settings.excluded_anywhere else ""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE {MERGED} AS
+        SELECT contact_id, {", ".join(f'"{f}"' for f in fields)},
+               to_json(map_from_entries(list_filter([{sources}], lambda x: x.v IS NOT NULL))) AS sources,
+               integrations
+        FROM (SELECT contact_id, {", ".join(picks)}, list(DISTINCT integration ORDER BY integration) AS integrations
+              FROM "{s.CONTACTS}"
+              WHERE list_contains(?::VARCHAR[], integration) {excluded}
+              GROUP BY contact_id)""",
+                fields + params + [settings.keys] + ([settings.keys] if excluded else []))
+
+
+def excluded_elsewhere(con, settings: MergeSettings) -> list[tuple]:
+    """(contact_id, excluding integration, rule, integrations keeping them) for people whom one
+    integration keeps and another excludes."""
+    return con.execute(f"""
+        SELECT e.contact_id, e.integration, any_value(e.rule),
+               (SELECT list(DISTINCT c.integration ORDER BY c.integration) FROM "{s.CONTACTS}" c
+                WHERE c.contact_id = e.contact_id AND list_contains(?::VARCHAR[], c.integration))
+        FROM "{s.EXCLUDED_CONTACTS}" e
+        WHERE list_contains(?::VARCHAR[], e.integration) AND e.contact_id IN (
+            SELECT contact_id FROM "{s.CONTACTS}" WHERE list_contains(?::VARCHAR[], integration))
+        GROUP BY e.contact_id, e.integration ORDER BY e.contact_id, e.integration""",
+                       [settings.keys] * 3).fetchall()
+
+
+def leaving(con, sample: int) -> tuple[int, int, list[str]]:
+    """(people in all_contacts now, how many the merge removes, the first ``sample`` of them)."""
+    size = con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACTS}"').fetchone()[0]
+    gone = [r[0] for r in con.execute(f'SELECT contact_id FROM "{s.ALL_CONTACTS}" WHERE contact_id NOT IN '
+                                      f"(SELECT contact_id FROM {MERGED}) ORDER BY contact_id").fetchall()]
+    return size, len(gone), gone[:sample]
+
+
+def write(con, run_id: str, integration: str, settings: MergeSettings) -> dict[str, int]:
+    """Apply MERGED to all_contacts (the people who joined, changed or left), append their history,
+    and replace all_contacts_excluded. joined / updated / left -> how many."""
+    fields = contact_fields(con)
+    now = utc_now()
+    pairs = ", ".join(
+        f"""{{'field': ?, 'old': CAST(o."{f}" AS VARCHAR), 'new': CAST(n."{f}" AS VARCHAR), """
+        f"""'old_source': json_extract_string(o.sources, ?), 'new_source': json_extract_string(n.sources, ?)}}"""
+        for f in fields)
+    pair_params = [p for f in fields for p in (f, f'$."{f}"', f'$."{f}"')]
+    differs = "lambda x: x.old IS DISTINCT FROM x.new OR x.old_source IS DISTINCT FROM x.new_source"
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _directory_changes AS
+        SELECT coalesce(n.contact_id, o.contact_id) AS contact_id,
+               CASE WHEN o.contact_id IS NULL THEN 'joined' WHEN n.contact_id IS NULL THEN 'left'
+                    ELSE 'updated' END AS change,
+               CASE WHEN o.contact_id IS NOT NULL AND n.contact_id IS NOT NULL THEN to_json(list_concat(
+                   list_filter([{pairs}], {differs}),
+                   CASE WHEN o.integrations IS DISTINCT FROM n.integrations
+                        THEN [{{'field': 'integrations', 'old': CAST(o.integrations AS VARCHAR),
+                               'new': CAST(n.integrations AS VARCHAR), 'old_source': NULL::VARCHAR,
+                               'new_source': NULL::VARCHAR}}] ELSE [] END)) END AS changes
+        FROM {MERGED} n FULL OUTER JOIN "{s.ALL_CONTACTS}" o ON o.contact_id = n.contact_id
+        WHERE o.contact_id IS NULL OR n.contact_id IS NULL OR o.integrations IS DISTINCT FROM n.integrations
+           OR len(list_filter([{pairs}], {differs})) > 0""", pair_params + pair_params)
+    con.execute(f'DELETE FROM "{s.ALL_CONTACTS}" WHERE contact_id IN '
+                "(SELECT contact_id FROM _directory_changes WHERE change <> 'joined')")
+    columns = ", ".join(f'"{c}"' for c in ["contact_id", *fields, "sources", "integrations"])
+    con.execute(f'INSERT INTO "{s.ALL_CONTACTS}" ({columns}, run_id, synced_at) SELECT {columns}, ?, ? '
+                f"FROM {MERGED} WHERE contact_id IN (SELECT contact_id FROM _directory_changes "
+                "WHERE change <> 'left')", [run_id, now])
+    con.execute(f'INSERT INTO "{s.ALL_CONTACT_CHANGES}" (contact_id, change, changes, merged_by, run_id, '
+                "changed_at) SELECT contact_id, change, changes, ?, ?, ? FROM _directory_changes "
+                "ORDER BY contact_id", [integration, run_id, now])
+    con.execute(f'DELETE FROM "{s.ALL_CONTACTS_EXCLUDED}"')
+    if settings.excluded_anywhere:
+        rows = excluded_elsewhere(con, settings)
+        if rows:
+            con.executemany(f'INSERT INTO "{s.ALL_CONTACTS_EXCLUDED}" VALUES (?, ?, ?, ?, ?, ?)',
+                            [(*row, run_id, now) for row in rows])
+    counts = dict(con.execute("SELECT change, count(*) FROM _directory_changes GROUP BY change").fetchall())
+    con.execute("DROP TABLE _directory_changes")
+    return {change: counts.get(change, 0) for change in ("joined", "updated", "left")}
+
+
+def count(con) -> int:
+    return con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACTS}"').fetchone()[0]
