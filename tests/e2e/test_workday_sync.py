@@ -14,12 +14,13 @@ from entra_pipeline.sync import checks as c
 from entra_pipeline.emulator.workday_workers import generate_workers
 from entra_pipeline.transform.lists import generated_list_id
 
-from tests.support.integrations import ALLOW_REMOVALS, integration, write_config
+from tests.support.integrations import (ALLOW_REMOVALS, WORKDAY_PASSWORD_ENV, integration, workday_integration,
+                                       write_config)
 from tests.support.runs import Sync, failure_messages, recorded_text
 from tests.support.tenant import WORKDAY_CLIENT_SECRET, WORKDAY_PASSWORD, WORKDAY_REFRESH_TOKEN, WORKDAY_SEED
 
 
-PASSWORD_ENV, PASSWORD, SEED = "WD_TEST_PASSWORD", WORKDAY_PASSWORD, WORKDAY_SEED
+PASSWORD_ENV, PASSWORD, SEED = WORKDAY_PASSWORD_ENV, WORKDAY_PASSWORD, WORKDAY_SEED
 REPORT = "/ccx/service/customreport2/"
 
 
@@ -31,19 +32,7 @@ def _clean(workday):
     workday.workday.entries = entries
 
 
-def hr_integration(workday, **overrides) -> dict:
-    entry = {
-        "key": "hr", "title": "Workday",
-        "source": {"type": "workday", "host": workday.base_url, "tenant": "contoso_demo", "report_owner": "lmcneil",
-                   "report_name": "Contacts_Sync", "username": "ISU_Contacts", "password_env": PASSWORD_ENV,
-                   "ca_bundle": str(workday.ca_path), "max_retries": 1},
-        "mapping": {"fields": {"Standard_Hours": "weekly_hours", "Cost_Center": "cost_center"},
-                    "custom_fields": {"weekly_hours": "Number", "cost_center": "Text"}},
-        "exclusions": {"rules": [{"name": "Left or on leave", "field": "Worker_Status",
-                                  "in": ["Terminated", "On Leave"]}]},
-    }
-    entry.update(overrides)
-    return entry
+hr_integration = workday_integration
 
 
 @pytest.fixture
