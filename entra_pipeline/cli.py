@@ -1,4 +1,4 @@
-"""Command line: ``python -m entra_pipeline sync | preview | query | login | delete-integration |
+"""Command line: ``python -m entra_pipeline sync | preview | query | explain | login | delete-integration |
 check-config | reclaim | demo-tenant stop``.
 
 ``sync`` runs, per integration, the same two Dagster jobs as a schedule and its sensor (the source
@@ -197,6 +197,31 @@ def query(sql: str, wait_seconds: float) -> int:
     return 0
 
 
+def explain(person: str, wanted: str | None, wait_seconds: float) -> int:
+    """Why a person is or is not a contact (and on or off a list), from the warehouse, read-only."""
+    import duckdb
+
+    from entra_pipeline import explain as answers
+    from entra_pipeline.config import load_for_dagster
+    from entra_pipeline.warehouse import schema
+    from entra_pipeline.warehouse.connection import connect, warehouse_path
+
+    try:
+        con = connect(warehouse_path(), read_only=True, wait_seconds=wait_seconds)
+    except duckdb.IOException as exc:
+        print(f"{warehouse_path()}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        if not schema.schema_current(con):
+            print(f"{warehouse_path()}: no warehouse of this version yet; run a sync first", file=sys.stderr)
+            return 2
+        status, lines = answers.explain(con, load_for_dagster(), person, wanted)
+    finally:
+        con.close()
+    print("\n".join(lines))
+    return status
+
+
 def delete_integration(key: str, confirm: str | None) -> int:
     """Remove one integration's rows from every warehouse table, in one transaction; the other
     integrations' rows are not touched. Refused without ``--confirm KEY`` repeating the key."""
@@ -331,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     query_parser.add_argument("sql")
     query_parser.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
                               help="how long to wait while a sync holds the warehouse (default 300)")
+    explain_parser = commands.add_parser(
+        "explain", help="why a person is or is not a contact, and on or off a list (by e-mail, object id or "
+                        "employee id; a list by id or display name)")
+    explain_parser.add_argument("person", metavar="PERSON")
+    explain_parser.add_argument("list", nargs="?", metavar="LIST")
+    explain_parser.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                                help="how long to wait while a sync holds the warehouse (default 300)")
     delete_parser = commands.add_parser(
         "delete-integration", help="remove one integration's rows from the warehouse (asks for --confirm KEY)")
     delete_parser.add_argument("integration", metavar="KEY")
@@ -357,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_config()
         if args.command == "query":
             return query(args.sql, args.wait)
+        if args.command == "explain":
+            return explain(args.person, args.list, args.wait)
         if args.command == "login":
             return login(args.integration)
         if args.command == "reclaim":

@@ -99,3 +99,34 @@ def apply_exclusions(contacts: Iterable[dict], rules: list[Rule]) -> ExclusionRe
         else:
             result.excluded.append((contact, matched))
     return result
+
+
+_OPERATORS = ("is_empty", "is_not_empty", "equals", "not_equals", "one_of", "not_in", "contains", "starts_with")
+
+
+def _value_of(condition: Condition, contact: dict) -> Any:
+    if condition.field is not None:
+        return contact["imported"].get(condition.field)
+    return contact.get(condition.contact_field)
+
+
+def deciding(condition: Condition, contact: dict) -> list[str]:
+    """Why ``condition`` holds or fails for ``contact``, as the tests that decide it, each with the
+    value it saw: every test of an ``all`` that holds, the first failing one when it fails (and the
+    reverse for ``any``)."""
+    if condition.all is not None or condition.any is not None:
+        parts, want = (condition.all, True) if condition.all is not None else (condition.any, False)
+        outcome = matches(condition, contact)
+        # all: held -> every part; failed -> the first part that failed. any: the reverse.
+        if outcome == want:
+            chosen = parts if want else [next(p for p in parts if matches(p, contact))]
+        else:
+            chosen = [next(p for p in parts if not matches(p, contact))] if want else parts
+        return [line for part in chosen for line in deciding(part, contact)]
+    subject = condition.field if condition.field is not None else condition.contact_field
+    operator = next(op for op in _OPERATORS if getattr(condition, op) is not None)
+    value = _value_of(condition, contact)
+    shown = value.isoformat() if hasattr(value, "isoformat") else value
+    if operator in ("is_empty", "is_not_empty"):
+        return [f"{subject} {operator.replace('_', ' ')} (its value: {shown!r})"]
+    return [f"{subject} {operator.replace('_', ' ')} {getattr(condition, operator)!r} (its value: {shown!r})"]

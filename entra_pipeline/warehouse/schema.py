@@ -37,6 +37,7 @@ ALL_CONTACTS_EXCLUDED = "all_contacts_excluded"
 ALL_CONTACT_CHANGES = "all_contact_changes"
 ALL_CONTACT_SOURCES = "all_contact_sources"  # a view over all_contacts
 ALL_CONTACT_LIST_MEMBERS = "all_contact_list_members"  # a view
+PEOPLE_STATUS = "people_status"  # a view
 
 # The raw people table of each source type: what the mapping reads.
 RAW_PEOPLE = {ENTRA: RAW_GRAPH_USERS, WORKDAY: RAW_WORKDAY_WORKERS}
@@ -231,13 +232,47 @@ JOIN "{ALL_CONTACTS}" a ON a.contact_id = m.contact_id
 ALL_CONTACT_LIST_MEMBERS_COMMENT = ("Every list's members as merged contacts (all_contacts): lists keep their "
                                     "integration; a person the merged directory leaves out is on none.")
 
+# Everyone each integration read, and what became of them: behind `explain`.
+PEOPLE_STATUS_VIEW = f"""
+CREATE OR REPLACE VIEW "{PEOPLE_STATUS}" AS
+WITH people AS (
+    SELECT integration, id AS source_id, coalesce(display_name, user_principal_name) AS name,
+           lower(trim(mail)) AS mail, data->>'employeeId' AS employee_id
+    FROM "{RAW_GRAPH_USERS}"
+    UNION ALL
+    SELECT integration, id, nullif(trim(concat_ws(' ', data->>'First_Name', data->>'Last_Name')), ''),
+           lower(trim(data->>'Email_Address')), id
+    FROM "{RAW_WORKDAY_WORKERS}"
+), problems AS (
+    SELECT integration, record, min(code) AS code, min(message) AS message FROM "{IMPORT_ERRORS}"
+    WHERE stage = '{MAPPED_CONTACTS}' AND code IN ('missing_unique_id', 'duplicate_unique_id')
+    GROUP BY integration, record
+)
+SELECT p.integration, p.source_id,
+       coalesce(m.display_name, nullif(trim(concat_ws(' ', m.first_name, m.last_name)), ''), p.name) AS name,
+       coalesce(m.contact_id, p.mail) AS contact_id, coalesce(m.employee_id, p.employee_id) AS employee_id,
+       CASE WHEN c.source_id IS NOT NULL THEN 'contact' WHEN e.source_id IS NOT NULL THEN 'excluded'
+            WHEN x.code IS NOT NULL THEN x.code WHEN m.source_id IS NOT NULL THEN 'mapped'
+            ELSE 'not_mapped' END AS status,
+       e.rule, x.message AS problem
+FROM people p
+LEFT JOIN "{MAPPED_CONTACTS}" m ON m.integration = p.integration AND m.source_id = p.source_id
+LEFT JOIN "{CONTACTS}" c ON c.integration = p.integration AND c.source_id = p.source_id
+LEFT JOIN "{EXCLUDED_CONTACTS}" e ON e.integration = p.integration AND e.source_id = p.source_id
+LEFT JOIN problems x ON x.integration = p.integration AND x.record = p.source_id
+"""
+PEOPLE_STATUS_COMMENT = ("Everyone each integration read (directory users, Workday workers) and what became of them: "
+                         "status contact, excluded (by rule), missing_unique_id or duplicate_unique_id (problem says "
+                         "why), mapped (not filtered yet) or not_mapped (not mapped yet).")
+
 #: Each view: its name, a column that only its current definition has, its SQL and its comment.
 VIEWS = ((SYNC_RUNS, "run_kind", SYNC_RUNS_VIEW, SYNC_RUNS_COMMENT),
          (ALL_CONTACT_SOURCES, "field", ALL_CONTACT_SOURCES_VIEW, ALL_CONTACT_SOURCES_COMMENT),
-         (ALL_CONTACT_LIST_MEMBERS, "list_name", ALL_CONTACT_LIST_MEMBERS_VIEW, ALL_CONTACT_LIST_MEMBERS_COMMENT))
+         (ALL_CONTACT_LIST_MEMBERS, "list_name", ALL_CONTACT_LIST_MEMBERS_VIEW, ALL_CONTACT_LIST_MEMBERS_COMMENT),
+         (PEOPLE_STATUS, "problem", PEOPLE_STATUS_VIEW, PEOPLE_STATUS_COMMENT))
 
 
-def _schema_current(con) -> bool:
+def schema_current(con) -> bool:
     """Every table with its comment and built-in columns, and the view, already exist."""
     columns = set(con.execute("SELECT table_name, column_name FROM duckdb_columns() "
                               "WHERE database_name = current_database() AND schema_name = 'main'").fetchall())
@@ -251,7 +286,7 @@ def _schema_current(con) -> bool:
 def ensure_schema(con) -> None:
     """Create missing tables and built-in columns (idempotent; safe at the start of every write;
     two catalog queries when nothing is missing)."""
-    if _schema_current(con):
+    if schema_current(con):
         return
     for name, columns, comment in TABLES:
         con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({", ".join(columns)})')
