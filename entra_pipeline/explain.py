@@ -44,6 +44,11 @@ def find(con, person: str) -> list[Record]:
            OR (integration, source_id) IN (SELECT (integration, id) FROM "{s.RAW_GRAPH_USERS}"
                                            WHERE lower(user_principal_name) = lower(?) OR lower(mail) = lower(?))
         ORDER BY integration, source_id""", [text, text, text, text, text]).fetchall()
+    ids = sorted({row[3] for row in rows if row[3]})
+    if ids:  # the same person in the other integrations: by the Unique Contact ID
+        rows = sorted(set(rows) | set(con.execute(
+            f'SELECT integration, source_id, name, contact_id, status, rule, problem FROM "{s.PEOPLE_STATUS}" '
+            "WHERE list_contains(?, contact_id)", [ids]).fetchall()), key=lambda r: (r[0], r[1]))
     return [Record(*row) for row in rows]
 
 
@@ -65,7 +70,7 @@ def why_not_a_contact(con, record: Record, integration: Integration | None) -> s
             if contact is not None and matches(rule, contact):
                 reason += ": " + " and ".join(deciding(rule, contact))
         return reason
-    if record.status in ("missing_unique_id", "duplicate_unique_id"):
+    if record.status in ("missing_unique_id", "invalid_unique_id", "duplicate_unique_id"):
         return record.problem or record.status
     if record.status == "mapped":
         return "mapped, but filtered_contacts has not run since"
@@ -145,11 +150,12 @@ def list_lines(con, loaded: LoadedIntegrations, records: list[Record], wanted: s
     if not found:
         return NOT_FOUND, not_a_list(con, keys, wanted)
     lines = []
-    for integration, list_id, name, kind, group_id in found:
-        record = next(r for r in records if r.integration == integration)
+    for (integration, list_id, name, kind, group_id), record in [
+            (found_list, r) for found_list in found for r in records if r.integration == found_list[0]]:
         member = con.execute(f'SELECT count(*) FROM "{s.DISTRIBUTION_LIST_MEMBERS}" WHERE integration = ? '
                              "AND list_id = ? AND contact_id = ?", [integration, list_id, record.contact_id]).fetchone()[0]
-        head = f"list {name!r} ({integration}, {kind}): "
+        several = sum(1 for r in records if r.integration == integration) > 1
+        head = f"list {name!r} ({integration}, {kind}): " + (f"{record.name} ({record.source_id}): " if several else "")
         if kind in (lists.KIND_CUSTOM, lists.KIND_GENERATED):
             lines.append(head + _by_condition(con, loaded, record, list_id, name, kind, bool(member)))
             continue
@@ -203,10 +209,10 @@ def not_a_list(con, keys: list[str], wanted: str) -> list[str]:
     """Why no list of ``keys`` is called ``wanted``: an offered group not selected, a name the bulk
     selector file matches more than once, or no such group."""
     lines = []
-    for integration, name, selected, same in con.execute(
-            f'SELECT integration, display_name, selected, same_name_groups FROM "{s.AVAILABLE_GROUPS}" '
+    for integration, name, selected in con.execute(
+            f'SELECT integration, any_value(display_name), bool_or(selected) FROM "{s.AVAILABLE_GROUPS}" '
             "WHERE (group_id = ? OR lower(display_name) = lower(?)) AND list_contains(?, integration) "
-            "ORDER BY 1, 2", [wanted, wanted, keys]).fetchall():
+            "GROUP BY integration ORDER BY integration", [wanted, wanted, keys]).fetchall():
         ambiguous = con.execute(f'SELECT message FROM "{s.IMPORT_ERRORS}" WHERE integration = ? AND code = ? '
                                 "AND lower(trim(record)) = lower(trim(?))",
                                 [integration, lists.LIST_NAME_AMBIGUOUS, wanted]).fetchall()

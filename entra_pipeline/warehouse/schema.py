@@ -245,7 +245,7 @@ WITH people AS (
     FROM "{RAW_WORKDAY_WORKERS}"
 ), problems AS (
     SELECT integration, record, min(code) AS code, min(message) AS message FROM "{IMPORT_ERRORS}"
-    WHERE stage = '{MAPPED_CONTACTS}' AND code IN ('missing_unique_id', 'duplicate_unique_id')
+    WHERE stage = '{MAPPED_CONTACTS}' AND code IN ('missing_unique_id', 'invalid_unique_id', 'duplicate_unique_id')
     GROUP BY integration, record
 )
 SELECT p.integration, p.source_id,
@@ -262,7 +262,7 @@ LEFT JOIN "{EXCLUDED_CONTACTS}" e ON e.integration = p.integration AND e.source_
 LEFT JOIN problems x ON x.integration = p.integration AND x.record = p.source_id
 """
 PEOPLE_STATUS_COMMENT = ("Everyone each integration read (directory users, Workday workers) and what became of them: "
-                         "status contact, excluded (by rule), missing_unique_id or duplicate_unique_id (problem says "
+                         "status contact, excluded (by rule), missing_unique_id, invalid_unique_id or duplicate_unique_id (problem says "
                          "why), mapped (not filtered yet) or not_mapped (not mapped yet).")
 
 #: Each view: its name, a column that only its current definition has, its SQL and its comment.
