@@ -53,10 +53,15 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions) ->
     changes: dict[str, int] = {}
 
     def write(con) -> dict:
+        was_excluded = contact_tables.excluded_ids(con, integration.key, only) if only is not None else set()
         contact_tables.write_contacts_except(con, integration.key, run_id,
                                              (c["contact_id"] for c, _ in result.excluded), only)
         contact_tables.write_exclusions(con, integration.key, run_id, result.excluded, only)
         change_log.log_changes(con, integration.key, names.FILTERED_CONTACTS, run_id, only)
+        # The merged directory's input: people whose contact changed, or who were or are now excluded.
+        change_log.log_changes(con, integration.key, names.FILTERED_PEOPLE, run_id, None if only is None else (
+            contact_tables.changed_people(con, integration.key, run_id)
+            | (was_excluded ^ {c["contact_id"] for c, _ in result.excluded})))
         pruned = changes["list_members_removed"] = list_tables.prune_list_members(con, integration.key)
         change_log.consumed(con, integration.key, names.FILTERED_CONTACTS, names.MAPPED_CONTACTS, run_id, seq,
                             made_with)

@@ -31,3 +31,6 @@ GUARDED_STAGES = (FILTERED_CONTACTS, DISTRIBUTION_LISTS, ALL_CONTACTS)
 LISTS_FROM_GROUPS = "distribution_lists:groups"
 LISTS_FROM_CONTACTS = "distribution_lists:contacts"
 MAPPED_CONTACT_FIELDS = "mapped_contacts.contact_fields"
+# filtered_contacts' second change log, of the people (contact ids) whose contact or exclusion
+# changed: all_contacts consumes it (a log has one consumer; distribution_lists has the first).
+FILTERED_PEOPLE = "filtered_contacts:people"

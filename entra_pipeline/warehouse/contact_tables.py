@@ -215,6 +215,22 @@ def write_exclusions(con, integration: str, run_id: str, excluded: list[tuple[di
     return insert_rows(con, s.EXCLUDED_CONTACTS, frame)
 
 
+def excluded_ids(con, integration: str, source_ids: set[str] | None) -> set[str]:
+    """Contact ids of the integration's excluded contacts (of ``source_ids``, if given)."""
+    only = ""
+    if source_ids is not None:
+        id_table(con, "_excluded_of", source_ids)
+        only = " AND source_id IN (SELECT id FROM _excluded_of)"
+    return {r[0] for r in con.execute(f'SELECT contact_id FROM "{s.EXCLUDED_CONTACTS}" WHERE integration = ?{only}',
+                                      [integration]).fetchall()}
+
+
+def changed_people(con, integration: str, run_id: str) -> set[str]:
+    """Contact ids whose contact row ``run_id`` added, changed or removed (its contact_changes)."""
+    return {r[0] for r in con.execute(f'SELECT contact_id FROM "{s.CONTACT_CHANGES}" WHERE integration = ? '
+                                      "AND run_id = ?", [integration, run_id]).fetchall()}
+
+
 def contacts_of(con, integration: str, source_ids: set[str]) -> set[str]:
     """Contact ids of the current contacts that come from ``source_ids``."""
     id_table(con, "_of_sources", source_ids)

@@ -3,8 +3,9 @@ all_contacts_excluded (people one integration keeps and another excludes) and al
 (its history). Unlike the per-integration tables they have no ``integration`` column of their own:
 each row is one person, whichever integrations describe them.
 
-The merge is one SQL statement over every integration's synced contacts into a scratch table; the
-write compares it with the stored directory and touches only the people who joined, changed or left.
+The merge is one SQL statement over the synced contacts of every integration into a scratch table
+(of everyone, or of the people an integration's sync changed); the write compares it with the
+stored directory and touches only the people who joined, changed or left.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from entra_pipeline.warehouse import schema as s
-from entra_pipeline.warehouse.table_rows import utc_now
+from entra_pipeline.warehouse.table_rows import id_table, utc_now
 
 MERGED = "_merged_directory"
+#: The people a merge is restricted to (a temporary table of contact ids), when it is.
+PEOPLE = "_directory_people"
 #: Contact columns that are not merged fields: the key, the per-integration record and bookkeeping.
 NOT_FIELDS = ("integration", "contact_id", "source_id", "imported", "run_id", "synced_at")
 
@@ -42,9 +45,15 @@ def _present(field: str, kind: str) -> str:
     return f'"{field}" IS NOT NULL' + (f""" AND "{field}" <> ''""" if kind == "VARCHAR" else "")
 
 
-def merge(con, settings: MergeSettings) -> None:
+def _only(column: str, only: set[str] | None) -> str:
+    return "" if only is None else f" AND {column} IN (SELECT id FROM {PEOPLE})"
+
+
+def merge(con, settings: MergeSettings, only: set[str] | None = None) -> None:
     """Scratch table MERGED: each person's merged row (every field's value and source), from the
-    synced contacts of ``settings.keys``."""
+    synced contacts of ``settings.keys``; only the people of ``only`` (contact ids), if given."""
+    if only is not None:
+        id_table(con, PEOPLE, only)
     types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
                              "current_database() AND schema_name = 'main' AND table_name = ?",
                              [s.CONTACTS]).fetchall())
@@ -72,36 +81,39 @@ def merge(con, settings: MergeSettings) -> None:
                integrations
         FROM (SELECT contact_id, {", ".join(picks)}, list(DISTINCT integration ORDER BY integration) AS integrations
               FROM "{s.CONTACTS}"
-              WHERE list_contains(?::VARCHAR[], integration) {excluded}
+              WHERE list_contains(?::VARCHAR[], integration) {excluded}{_only("contact_id", only)}
               GROUP BY contact_id)""",
                 fields + params + [settings.keys] + ([settings.keys] if excluded else []))
 
 
-def excluded_elsewhere(con, settings: MergeSettings) -> list[tuple]:
+def excluded_elsewhere(con, settings: MergeSettings, only: set[str] | None) -> list[tuple]:
     """(contact_id, excluding integration, rule, integrations keeping them) for people whom one
-    integration keeps and another excludes."""
+    integration keeps and another excludes (of ``only``, if given: call after ``merge``)."""
     return con.execute(f"""
         SELECT e.contact_id, e.integration, any_value(e.rule),
                (SELECT list(DISTINCT c.integration ORDER BY c.integration) FROM "{s.CONTACTS}" c
                 WHERE c.contact_id = e.contact_id AND list_contains(?::VARCHAR[], c.integration))
         FROM "{s.EXCLUDED_CONTACTS}" e
-        WHERE list_contains(?::VARCHAR[], e.integration) AND e.contact_id IN (
+        WHERE list_contains(?::VARCHAR[], e.integration){_only("e.contact_id", only)} AND e.contact_id IN (
             SELECT contact_id FROM "{s.CONTACTS}" WHERE list_contains(?::VARCHAR[], integration))
         GROUP BY e.contact_id, e.integration ORDER BY e.contact_id, e.integration""",
                        [settings.keys] * 3).fetchall()
 
 
-def leaving(con, sample: int) -> tuple[int, int, list[str]]:
-    """(people in all_contacts now, how many the merge removes, the first ``sample`` of them)."""
+def leaving(con, sample: int, only: set[str] | None) -> tuple[int, int, list[str]]:
+    """(people in all_contacts now, how many the merge removes, the first ``sample`` of them;
+    call after ``merge`` with the same ``only``)."""
     size = con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACTS}"').fetchone()[0]
     gone = [r[0] for r in con.execute(f'SELECT contact_id FROM "{s.ALL_CONTACTS}" WHERE contact_id NOT IN '
-                                      f"(SELECT contact_id FROM {MERGED}) ORDER BY contact_id").fetchall()]
+                                      f"(SELECT contact_id FROM {MERGED}){_only('contact_id', only)} "
+                                      "ORDER BY contact_id").fetchall()]
     return size, len(gone), gone[:sample]
 
 
-def write(con, run_id: str, integration: str, settings: MergeSettings) -> dict[str, int]:
+def write(con, run_id: str, integration: str, settings: MergeSettings, only: set[str] | None = None) -> dict[str, int]:
     """Apply MERGED to all_contacts (the people who joined, changed or left), append their history,
-    and replace all_contacts_excluded. joined / updated / left -> how many."""
+    and replace all_contacts_excluded (their rows, with ``only``: call after ``merge`` with the same
+    ``only``). joined / updated / left -> how many."""
     fields = contact_fields(con)
     now = utc_now()
     pairs = ", ".join(
@@ -121,7 +133,9 @@ def write(con, run_id: str, integration: str, settings: MergeSettings) -> dict[s
                         THEN [{{'field': 'integrations', 'old': CAST(o.integrations AS VARCHAR),
                                'new': CAST(n.integrations AS VARCHAR), 'old_source': NULL::VARCHAR,
                                'new_source': NULL::VARCHAR}}] ELSE [] END)) END AS changes
-        FROM {MERGED} n FULL OUTER JOIN "{s.ALL_CONTACTS}" o ON o.contact_id = n.contact_id
+        FROM {MERGED} n
+        FULL OUTER JOIN (SELECT * FROM "{s.ALL_CONTACTS}" WHERE TRUE{_only("contact_id", only)}) o
+            ON o.contact_id = n.contact_id
         WHERE o.contact_id IS NULL OR n.contact_id IS NULL OR o.integrations IS DISTINCT FROM n.integrations
            OR len(list_filter([{pairs}], {differs})) > 0""", pair_params + pair_params)
     con.execute(f'DELETE FROM "{s.ALL_CONTACTS}" WHERE contact_id IN '
@@ -133,15 +147,20 @@ def write(con, run_id: str, integration: str, settings: MergeSettings) -> dict[s
     con.execute(f'INSERT INTO "{s.ALL_CONTACT_CHANGES}" (contact_id, change, changes, merged_by, run_id, '
                 "changed_at) SELECT contact_id, change, changes, ?, ?, ? FROM _directory_changes "
                 "ORDER BY contact_id", [integration, run_id, now])
-    con.execute(f'DELETE FROM "{s.ALL_CONTACTS_EXCLUDED}"')
+    con.execute(f'DELETE FROM "{s.ALL_CONTACTS_EXCLUDED}" WHERE TRUE{_only("contact_id", only)}')
     if settings.excluded_anywhere:
-        rows = excluded_elsewhere(con, settings)
+        rows = excluded_elsewhere(con, settings, only)
         if rows:
             con.executemany(f'INSERT INTO "{s.ALL_CONTACTS_EXCLUDED}" VALUES (?, ?, ?, ?, ?, ?)',
                             [(*row, run_id, now) for row in rows])
     counts = dict(con.execute("SELECT change, count(*) FROM _directory_changes GROUP BY change").fetchall())
     con.execute("DROP TABLE _directory_changes")
     return {change: counts.get(change, 0) for change in ("joined", "updated", "left")}
+
+
+def merged_count(con) -> int:
+    """How many people the last ``merge`` merged."""
+    return con.execute(f"SELECT count(*) FROM {MERGED}").fetchone()[0]
 
 
 def count(con) -> int:

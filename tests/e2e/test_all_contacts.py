@@ -202,3 +202,78 @@ def test_an_integration_removed_from_the_file_takes_only_its_own_people_out(merg
     assert result.success, failure_messages(result)
     assert {r[0] for r in sync.query("SELECT contact_id FROM all_contacts")} == people["entra_kept"]
     assert sync.query("SELECT DISTINCT integrations FROM all_contacts") == [([ENTRA],)]
+
+
+@pytest.fixture
+def changing(tmp_path, monkeypatch, secret_env):
+    """A directory and Workday tenant of its own (the test changes them), both integrations on it."""
+    from entra_pipeline.emulator.population import generate_directory
+    from entra_pipeline.emulator.workday import WorkdayTenant
+
+    from tests.support.tenant import WORKDAY_CLIENT_SECRET, WORKDAY_REFRESH_TOKEN, running_emulator
+
+    directory = generate_directory(users=400, groups=20, seed=WORKDAY_SEED)
+    hr = WorkdayTenant(password=WORKDAY_PASSWORD, client_secret=WORKDAY_CLIENT_SECRET,
+                       refresh_token=WORKDAY_REFRESH_TOKEN, entries=generate_workers(directory, WORKDAY_SEED))
+    monkeypatch.setenv(WORKDAY_PASSWORD_ENV, WORKDAY_PASSWORD)
+    with running_emulator(directory, tmp_path / "certs", workday=hr) as server:
+        config = write_config(tmp_path / "integrations.yaml", integration(ENTRA, server), workday_integration(server))
+        yield server, Sync(config, tmp_path / "warehouse.duckdb")
+
+
+def step_metadata(result, step: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == step]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def merged_rows(sync: Sync) -> list[tuple]:
+    return sync.query("SELECT COLUMNS(lambda c: c NOT IN ('run_id', 'synced_at')) FROM all_contacts ORDER BY contact_id")
+
+
+def test_an_incremental_sync_merges_only_the_people_it_changed_and_equals_a_fresh_merge(changing, tmp_path, people):
+    server, sync = changing
+    sync_both(sync)
+    # Workday's first sync added its custom fields to the contact tables: a new field merges everyone once.
+    assert step_metadata(sync.run(ENTRA), "all_contacts")["mode"] == "full"
+    p = people
+    both = sorted(kept_by_both(p))
+    moved, on_leave, terminated = both[0], both[1], both[2]
+    only_hr = sorted(p["hr_kept"] - p["entra_kept"] - p["entra_excluded"])[0]
+    server.update_user(p["users"][moved]["id"], {"jobTitle": "Chief Merger"})
+    server.update_user(p["users"][on_leave]["id"],
+                       {"onPremisesExtensionAttributes": {"extensionAttribute1": "Inactive"}})
+    # A new directory account for someone only Workday had, excluded from the start: never a contact here.
+    server.add_user({"id": "00000000-0000-4000-8000-00000000a11c", "userPrincipalName": "new.account@contoso.com",
+                     "mail": only_hr, "displayName": "New Account",
+                     "onPremisesExtensionAttributes": {"extensionAttribute1": "Inactive"}})
+
+    result = sync.run(ENTRA)
+    assert result.success, failure_messages(result)
+    merged = step_metadata(result, "all_contacts")
+    assert (merged["mode"], merged["people_recomputed"], merged["people_updated"], merged["people_left"]) == (
+        "incremental", 3, 1, 2)
+    assert row(sync, moved, "job_title")["job_title"] == ("Chief Merger", ENTRA)
+    assert sync.query("SELECT contact_id, excluded_by, rule, kept_by FROM all_contacts_excluded "
+                      "WHERE contact_id IN (?, ?) ORDER BY 1", [on_leave, only_hr]) == sorted(
+        [(on_leave, ENTRA, "On leave", [HR]), (only_hr, ENTRA, "On leave", [HR])])
+
+    # Workday terminates someone both keep: out of the merged directory at Workday's next sync.
+    worker = next(w for w in server.workday.entries if w.get("Email_Address", "").strip().lower() == terminated)
+    worker["Worker_Status"] = "Terminated"
+    result = sync.run(HR)
+    assert result.success, failure_messages(result)
+    assert step_metadata(result, "all_contacts")["mode"] == "incremental"
+    assert sync.query("SELECT count(*) FROM all_contacts WHERE contact_id = ?", [terminated]) == [(0,)]
+
+    # The same directory and report synced from nothing merge to exactly the same rows.
+    fresh = Sync(sync.config, tmp_path / "fresh.duckdb")
+    sync_both(fresh)
+    assert merged_rows(sync) == merged_rows(fresh)
+    assert sorted(sync.query("SELECT contact_id, excluded_by, rule, kept_by FROM all_contacts_excluded")) == sorted(
+        fresh.query("SELECT contact_id, excluded_by, rule, kept_by FROM all_contacts_excluded"))
+
+    # Back from leave: back in the merged directory, again incrementally.
+    server.update_user(p["users"][on_leave]["id"], {"onPremisesExtensionAttributes": {"extensionAttribute1": "Active"}})
+    result = sync.run(ENTRA)
+    assert step_metadata(result, "all_contacts")["mode"] == "incremental"
+    assert row(sync, on_leave, "email")["integrations"] == [ENTRA, HR]
