@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def rows_of(warehouse: Path, key: str) -> dict[str, list[str]]:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")
-                  .fetchall()]
+        # The tables whose rows belong to an integration (the merged directory's rows are people).
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_columns() WHERE schema_name = 'main' "
+                                            "AND column_name = 'integration' AND NOT internal "
+                                            "AND table_name IN (SELECT table_name FROM duckdb_tables())").fetchall()]
         return {t: sorted(map(repr, con.execute(f'SELECT * FROM "{t}" WHERE integration = ?', [key]).fetchall()))
                 for t in sorted(tables)}
     finally:

@@ -4,6 +4,7 @@ own small tenant, so changes never leak into other tests."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -464,6 +465,7 @@ def test_preview_shows_exact_changes_and_touches_no_contact_table(sync, tenant):
     group = offered_group(directory)
     moved = member_user(directory, group["id"])
     leaving = next(uid for uid in kept if uid != moved["id"])
+    old_title = moved["jobTitle"]
     tenant.update_user(moved["id"], {"jobTitle": "Chief Previewer"})
     tenant.hard_delete_user(leaving)
     tenant.add_user({"id": "0a0a0a0a-0000-4000-8000-000000000002", "userPrincipalName": "pre.view@contoso.com",
@@ -473,7 +475,7 @@ def test_preview_shows_exact_changes_and_touches_no_contact_table(sync, tenant):
 
     protected = ("contacts", "excluded_contacts", "distribution_lists", "distribution_list_members",
                  "distribution_list_non_members", "contact_changes", "mapped_contacts", "import_errors",
-                 "available_groups")
+                 "available_groups", "all_contacts", "all_contact_changes", "all_contacts_excluded")
     before, lists_before = sync.snapshot(), group_lists(sync)
     assert any(kept[leaving] in members for members in lists_before.values())
     result = sync.run("acme", preview=True)
@@ -489,6 +491,10 @@ def test_preview_shows_exact_changes_and_touches_no_contact_table(sync, tenant):
     assert by_kind.pop("contact_joined") == {("pre.view@contoso.com", None)}
     assert by_kind.pop("contact_left") == {(kept[leaving], None)}
     assert by_kind.pop("contact_updated") == {(kept[moved["id"]], None)}
+    # The merged directory (one integration here): the same people join, change and leave.
+    assert by_kind.pop("directory_joined") == {("pre.view@contoso.com", None)}
+    assert by_kind.pop("directory_left") == {(kept[leaving], None)}
+    assert by_kind.pop("directory_updated") == {(kept[moved["id"]], None)}
     new_id = "0a0a0a0a-0000-4000-8000-000000000002"
     assert by_kind.pop("list_member_added") == {
         ("pre.view@contoso.com", gid) for gid in offered_group_ids(tenant.directory)
@@ -498,6 +504,9 @@ def test_preview_shows_exact_changes_and_touches_no_contact_table(sync, tenant):
     assert by_kind == {}
     [details] = [d for change, cid, _, d in rows if change == "contact_updated"]
     assert "Chief Previewer" in details and "job_title" in details
+    [merged] = [json.loads(d) for change, cid, _, d in rows if change == "directory_updated"]
+    assert merged == {"fields": [{"field": "job_title", "old": old_title, "new": "Chief Previewer",
+                                  "old_source": "acme", "new_source": "acme"}]}
     meta = metadata(result, "sync_preview")
     assert meta["changes"] == len(rows) and meta["would_block"] == "nothing"
     # The run summary shows a preview, not a sync that changed nothing.
@@ -527,7 +536,8 @@ def test_preview_names_the_guard_that_would_block(sync, tenant):
     blocks = sync.query("SELECT json_extract_string(details, '$.check') FROM sync_preview "
                         "WHERE change = 'check_would_block' ORDER BY 1")
     # Contacts that leave also leave their lists: their memberships answer to the guard too.
-    assert blocks == [(c.CONTACT_REMOVALS_WITHIN_LIMIT,), (c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT,)]
+    assert blocks == [(c.CONTACT_REMOVALS_WITHIN_LIMIT,), (c.DIRECTORY_REMOVALS_WITHIN_LIMIT,),
+                      (c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT,)]
     assert sync.query("SELECT count(*) FROM sync_preview WHERE change = 'contact_left'") == [(len(kept) // 2,)]
 
 

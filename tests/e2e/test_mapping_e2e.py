@@ -289,7 +289,7 @@ def test_extension_attributes_as_typed_custom_fields(make_sync, emulator, direct
 
     types = set(sync.query("SELECT table_name, column_name, data_type FROM information_schema.columns "
                            "WHERE column_name IN ('building', 'seniority', 'start')"))
-    assert types == {(t, col, kind) for t in ("mapped_contacts", "contacts")
+    assert types == {(t, col, kind) for t in ("mapped_contacts", "contacts", "all_contacts")
                      for col, kind in (("building", "VARCHAR"), ("seniority", "DOUBLE"), ("start", "DATE"))}
 
 
@@ -573,7 +573,7 @@ def test_changing_a_custom_fields_type_is_refused_and_writes_nothing(number_sync
                                           "directory_fields_read"})
     types = set(sync.query("SELECT table_name, data_type FROM information_schema.columns "
                            "WHERE column_name = 'seniority'"))
-    assert types == {("mapped_contacts", "DOUBLE"), ("contacts", "DOUBLE")}
+    assert types == {("mapped_contacts", "DOUBLE"), ("contacts", "DOUBLE"), ("all_contacts", "DOUBLE")}
 
     # Going back to the type the column has works again.
     write_config(sync.config, integration(KEY, emulator, mapping=_seniority("Number")))

@@ -166,7 +166,7 @@ def test_member_list_cut_short_blocks_the_groups(make_sync, emulator, directory)
     assert (f"integration 'acme': paging stopped early: group {group_id}: read 999 members but Graph counted "
             f"{direct:,}; nothing was written") in message
     # The users' side of the sync is independent of groups and completes; lists do not run.
-    assert materialized(result) == {"raw_graph_users", "mapped_contacts", "filtered_contacts"}
+    assert materialized(result) == {"raw_graph_users", "mapped_contacts", "filtered_contacts", "all_contacts"}
     after = first_sync.snapshot()
     for table in ("raw_graph_groups", "raw_graph_group_members", "distribution_lists", "distribution_list_members"):
         assert after[table] == before[table], table
@@ -277,7 +277,7 @@ def test_duplicate_unique_contact_ids_prefer_enabled_members_then_the_smallest_i
         c.EXCLUSIONS_KEEP_CONTACTS: True, c.SELECTED_LISTS_RESOLVED: True, c.EXTENSION_ATTRIBUTES_DECIDED: False,
         c.NO_LIST_REMOVED: True, c.DIRECTORY_NOT_EMPTY: True, c.CONTACT_REMOVALS_WITHIN_LIMIT: True,
         c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT: True, c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True, c.NO_ORPHANED_DATA: True,
-        c.CERTIFICATE_NOT_EXPIRING: True,
+        c.CERTIFICATE_NOT_EXPIRING: True, c.DIRECTORY_REMOVALS_WITHIN_LIMIT: True,
         c.DIRECTORY_VALUES_FIT: True}
 
     assert dict(sync.query("SELECT source_id, contact_id FROM mapped_contacts")) == kept

@@ -78,7 +78,7 @@ def test_workday_workers_become_contacts(hr_sync, workday, hr_directory):
     # The Entra assets have no partition for a Workday integration: they neither ran nor checked anything.
     assert sync.query("SELECT count(*) FROM raw_graph_users") == [(0,)]
     assert {m.asset_key.path[-1] for m in result.get_asset_materialization_events()} == {
-        "raw_workday_workers", "mapped_contacts", "filtered_contacts", "distribution_lists"}
+        "raw_workday_workers", "mapped_contacts", "filtered_contacts", "distribution_lists", "all_contacts"}
     assert not {c.RAW_USERS_COMPLETE, c.RAW_GROUPS_COMPLETE, c.DIRECTORY_NOT_EMPTY} & {
         e.check_name for e in result.get_asset_check_evaluations()}
     assert sync.query("SELECT count(*) FROM raw_workday_workers") == [(len(workers),)]
@@ -219,7 +219,8 @@ def test_deletion_guard_and_preview_compare_with_the_last_committed_sync(hr_sync
     assert {r[0] for r in sync.query("SELECT contact_id FROM sync_preview WHERE change = 'contact_left'")} == {
         kept[wid] for wid in gone}
     assert sync.query("SELECT json_extract_string(details, '$.check') FROM sync_preview "
-                      "WHERE change = 'check_would_block'") == [(c.CONTACT_REMOVALS_WITHIN_LIMIT,)]
+                      "WHERE change = 'check_would_block'") == [(c.CONTACT_REMOVALS_WITHIN_LIMIT,),
+                                                                 (c.DIRECTORY_REMOVALS_WITHIN_LIMIT,)]
     blocked = sync.run("hr")
     assert not blocked.success
     assert f"this sync would remove {len(gone):,} of {len(kept):,} contacts" in failure_messages(blocked)[0]
