@@ -18,6 +18,8 @@ from entra_pipeline.warehouse.table_rows import id_table, utc_now
 MERGED = "_merged_directory"
 #: The people a merge is restricted to (a temporary table of contact ids), when it is.
 PEOPLE = "_directory_people"
+#: People several integrations describe, merged at a time.
+MERGE_BATCH = 100_000
 #: Contact columns that are not merged fields: the key, the per-integration record and bookkeeping.
 NOT_FIELDS = ("integration", "contact_id", "source_id", "imported", "run_id", "synced_at")
 
@@ -64,26 +66,45 @@ def merge(con, settings: MergeSettings, only: set[str] | None = None) -> None:
     for field in fields:  # a custom field added to contacts before all_contacts existed
         if field not in have:
             con.execute(f'ALTER TABLE "{s.ALL_CONTACTS}" ADD COLUMN "{field}" {types[field]}')
-    picks, params = [], []
-    for field in fields:
-        present = _present(field, types[field])
-        picks.append(f'arg_min("{field}", list_position(?::VARCHAR[], integration)) FILTER (WHERE {present}) '
-                     f'AS "{field}", arg_min(integration, list_position(?::VARCHAR[], integration)) '
-                     f'FILTER (WHERE {present}) AS "{field}__from"')
-        params += [settings.orders[field]] * 2
+    # One rank column per distinct order (most fields share the default one).
+    orders = sorted({tuple(order) for order in settings.orders.values()})
+    rank = {order: f"__rank{i}" for i, order in enumerate(orders)}
+    ranks = ", ".join(f"list_position(?::VARCHAR[], integration) AS {rank[order]}" for order in orders)
+    picks = ", ".join(
+        f'arg_min("{f}", {rank[tuple(settings.orders[f])]}) FILTER (WHERE {_present(f, types[f])}) AS "{f}", '
+        f'arg_min(integration, {rank[tuple(settings.orders[f])]}) FILTER (WHERE {_present(f, types[f])}) '
+        f'AS "{f}__from"' for f in fields)
     sources = ", ".join(f"""{{'k': ?, 'v': "{field}__from"}}""" for field in fields)
     excluded = (f'AND contact_id NOT IN (SELECT contact_id FROM "{s.EXCLUDED_CONTACTS}" '
                 "WHERE list_contains(?::VARCHAR[], integration))") if settings.excluded_anywhere else ""
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {MERGED} AS
+    kept = f"""SELECT * FROM "{s.CONTACTS}" WHERE list_contains(?::VARCHAR[], integration) {excluded}{_only("contact_id", only)}"""
+    kept_params = [settings.keys] + ([settings.keys] if excluded else [])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _directory_shared AS SELECT contact_id FROM ({kept}) "
+                "GROUP BY contact_id HAVING count(*) > 1", kept_params)
+    # Someone one integration alone describes is that integration's row: no aggregate needed.
+    alone = ", ".join(f'CASE WHEN {_present(f, types[f])} THEN "{f}" END AS "{f}", '
+                      f'CASE WHEN {_present(f, types[f])} THEN integration END AS "{f}__from"' for f in fields)
+    shared = f"""
+        SELECT contact_id, {picks}, list_sort(list_distinct(list(integration))) AS integrations
+        FROM (SELECT *, {ranks} FROM ({kept}) WHERE contact_id IN (SELECT contact_id FROM _directory_shared)
+              AND hash(contact_id) % ? = ?)
+        GROUP BY contact_id"""
+    finish = f"""
         SELECT contact_id, {", ".join(f'"{f}"' for f in fields)},
                to_json(map_from_entries(list_filter([{sources}], lambda x: x.v IS NOT NULL))) AS sources,
                integrations
-        FROM (SELECT contact_id, {", ".join(picks)}, list(DISTINCT integration ORDER BY integration) AS integrations
-              FROM "{s.CONTACTS}"
-              WHERE list_contains(?::VARCHAR[], integration) {excluded}{_only("contact_id", only)}
-              GROUP BY contact_id)""",
-                fields + params + [settings.keys] + ([settings.keys] if excluded else []))
+        FROM (__ROWS__)"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {MERGED} AS " + finish.replace("__ROWS__", f"""
+        SELECT contact_id, {alone}, [integration] AS integrations FROM ({kept})
+        WHERE contact_id NOT IN (SELECT contact_id FROM _directory_shared)"""), fields + kept_params)
+    # Each shared person's aggregate states hold every field twice: a batch at a time keeps them
+    # within DuckDB's memory cap (a million people at once needs several GB).
+    people = con.execute("SELECT count(*) FROM _directory_shared").fetchone()[0]
+    batches = max(1, -(-people // MERGE_BATCH))
+    for batch in range(batches):
+        con.execute(f"INSERT INTO {MERGED} " + finish.replace("__ROWS__", shared),
+                    fields + [list(order) for order in orders] + kept_params + [batches, batch])
+    con.execute("DROP TABLE _directory_shared")
 
 
 def excluded_elsewhere(con, settings: MergeSettings, only: set[str] | None) -> list[tuple]:
@@ -122,6 +143,17 @@ def write(con, run_id: str, integration: str, settings: MergeSettings, only: set
         for f in fields)
     pair_params = [p for f in fields for p in (f, f'$."{f}"', f'$."{f}"')]
     differs = "lambda x: x.old IS DISTINCT FROM x.new OR x.old_source IS DISTINCT FROM x.new_source"
+    columns = ", ".join(f'"{c}"' for c in ["contact_id", *fields, "sources", "integrations"])
+    stored = f'(SELECT {columns} FROM "{s.ALL_CONTACTS}" WHERE TRUE{_only("contact_id", only)})'
+    # Whole rows compared by a 64-bit hash first (a second of work for a million people, where the
+    # field by field comparison below takes several): only the people whose row differs get a field
+    # list. A changed row keeping its hash is a 1 in 2^64 chance.
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _directory_touched AS
+        SELECT contact_id FROM (SELECT contact_id, hash({columns}) AS h FROM {MERGED}) n
+        FULL OUTER JOIN (SELECT contact_id, hash({columns}) AS h FROM {stored}) o USING (contact_id)
+        WHERE n.h IS DISTINCT FROM o.h""")
+    touched = "contact_id IN (SELECT contact_id FROM _directory_touched)"
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _directory_changes AS
         SELECT coalesce(n.contact_id, o.contact_id) AS contact_id,
@@ -133,14 +165,12 @@ def write(con, run_id: str, integration: str, settings: MergeSettings, only: set
                         THEN [{{'field': 'integrations', 'old': CAST(o.integrations AS VARCHAR),
                                'new': CAST(n.integrations AS VARCHAR), 'old_source': NULL::VARCHAR,
                                'new_source': NULL::VARCHAR}}] ELSE [] END)) END AS changes
-        FROM {MERGED} n
-        FULL OUTER JOIN (SELECT * FROM "{s.ALL_CONTACTS}" WHERE TRUE{_only("contact_id", only)}) o
-            ON o.contact_id = n.contact_id
-        WHERE o.contact_id IS NULL OR n.contact_id IS NULL OR o.integrations IS DISTINCT FROM n.integrations
-           OR len(list_filter([{pairs}], {differs})) > 0""", pair_params + pair_params)
+        FROM (SELECT * FROM {MERGED} WHERE {touched}) n
+        FULL OUTER JOIN (SELECT * FROM "{s.ALL_CONTACTS}" WHERE {touched}) o ON o.contact_id = n.contact_id""",
+                pair_params)
+    con.execute("DROP TABLE _directory_touched")
     con.execute(f'DELETE FROM "{s.ALL_CONTACTS}" WHERE contact_id IN '
                 "(SELECT contact_id FROM _directory_changes WHERE change <> 'joined')")
-    columns = ", ".join(f'"{c}"' for c in ["contact_id", *fields, "sources", "integrations"])
     con.execute(f'INSERT INTO "{s.ALL_CONTACTS}" ({columns}, run_id, synced_at) SELECT {columns}, ?, ? '
                 f"FROM {MERGED} WHERE contact_id IN (SELECT contact_id FROM _directory_changes "
                 "WHERE change <> 'left')", [run_id, now])

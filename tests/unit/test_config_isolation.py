@@ -166,3 +166,35 @@ def test_orphans_are_not_called_orphans_while_some_key_cannot_be_read():
     assert unsure.description == ("the warehouse holds integrations the file does not name: 'old' (12 contacts); "
                                   "1 integrations of the file have no readable key and may be these: fix the file first")
     assert orphans_result({}, unreadable=1).passed
+
+
+DIRECTORY = """\
+contacts_directory:
+  precedence:
+    default: [main, sales, hr]
+    fields: {job_title: [hr]}
+"""
+
+
+def test_the_merged_directory_may_name_a_broken_integration_and_keeps_its_people():
+    loaded = parse_for_dagster(TEXT + DIRECTORY, "cfg.yaml")
+    assert loaded.keys == ["main", "hr"] and [b.key for b in loaded.broken] == ["sales"]
+    assert loaded.merged_keys == ["main", "hr", "sales"]
+    assert loaded.directory.order("job_title", loaded.merged_keys) == ["hr", "main", "sales"]
+    assert loaded.directory.order("email", loaded.merged_keys) == ["main", "sales", "hr"]
+
+
+def test_a_merged_directory_naming_an_unknown_integration_or_field_is_one_line():
+    unknown = TEXT.replace(BROKEN, "") + DIRECTORY.replace("[main, sales, hr]", "[main, nobody]")
+    line = "cfg.yaml: top level: contacts_directory.precedence.default: no integration 'nobody' in the integrations file"
+    assert strict_error(unknown) == line
+    # A problem of the file stops every integration, as a duplicate key does.
+    loaded = parse_for_dagster(unknown, "cfg.yaml")
+    assert loaded.integrations == [] and {b.line for b in loaded.broken} == {line}
+    field = TEXT.replace(BROKEN, "") + DIRECTORY.replace("sales, ", "").replace("job_title", "shoe_size")
+    assert strict_error(field) == ("cfg.yaml: top level: contacts_directory.precedence.fields: 'shoe_size' is no "
+                                   "contact field (built-in or custom)")
+    twice = TEXT.replace(BROKEN, "") + DIRECTORY.replace("[main, sales, hr]", "[main, hr, main]")
+    assert "integration 'main' is listed twice" in strict_error(twice)
+    assert strict_error(TEXT.replace(BROKEN, "") + "contacts_directory:\n  excluded_anywhere: sometimes\n").startswith(
+        "cfg.yaml: ")
