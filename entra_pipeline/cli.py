@@ -57,9 +57,12 @@ def _summary(database: str, key: str) -> str:
                   f"directory users {count(s.RAW_GRAPH_USERS):,}, groups {count(s.RAW_GRAPH_GROUPS):,}")
         last = (f"  last committed run: {run[0] or '?'} read, contacts +{run[1] or 0:,} ~{run[2] or 0:,} "
                 f"-{run[3] or 0:,}, {run[4] or 0:,} {'Workday' if workers else 'Graph'} requests\n") if run else ""
+        people, shared = con.execute(f'SELECT count(*), count(*) FILTER (WHERE len(integrations) > 1) '
+                                     f'FROM "{s.ALL_CONTACTS}"').fetchone()
         return (f"{last}  contacts {count(s.CONTACTS):,} (excluded {count(s.EXCLUDED_CONTACTS):,}), "
                 f"lists {count(s.DISTRIBUTION_LISTS):,} with {count(s.DISTRIBUTION_LIST_MEMBERS):,} memberships, "
-                f"{source}\n  import errors: {error_text}")
+                f"{source}\n  import errors: {error_text}\n"
+                f"  merged directory (all_contacts): {people:,} people, {shared:,} of them in several integrations")
     finally:
         con.close()
 

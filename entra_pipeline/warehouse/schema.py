@@ -129,7 +129,7 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ), "One row per committed stage of every sync run, written in the stage's own transaction (a failed or "
        "blocked stage writes nothing, here included: see the Dagster run for why); read_mode full or incremental with its reason for the raw stages; added/updated/removed "
        "are users or groups for the raw stages, contacts for filtered_contacts, list memberships for "
-       "distribution_lists; list_members_removed: the list memberships filtered_contacts took away with the "
+       "distribution_lists, people of the merged directory for all_contacts; list_members_removed: the list memberships filtered_contacts took away with the "
        "contacts it removed."),
     (SYNC_PREVIEW, (
         "integration VARCHAR NOT NULL", "run_id VARCHAR NOT NULL", "change VARCHAR NOT NULL",
@@ -203,11 +203,15 @@ SELECT integration, run_id,
             THEN coalesce(any_value(list_members_removed) FILTER (WHERE stage = 'filtered_contacts'), 0)
                  + coalesce(any_value(removed) FILTER (WHERE stage = 'distribution_lists'), 0)
        END AS list_members_removed,
+       any_value(added) FILTER (WHERE stage = 'all_contacts') AS directory_joined,
+       any_value(updated) FILTER (WHERE stage = 'all_contacts') AS directory_updated,
+       any_value(removed) FILTER (WHERE stage = 'all_contacts') AS directory_left,
        sum(graph_requests) AS graph_requests, sum(graph_bytes) AS graph_bytes
 FROM "{SYNC_RUN_STAGES}" GROUP BY integration, run_id
 """
 SYNC_RUNS_COMMENT = ("One row per sync run and integration (a view over sync_run_stages): a sync or a preview "
-                     "(run_kind), full or incremental, contacts and list memberships added/updated/removed, Graph "
+                     "(run_kind), full or incremental, contacts and list memberships added/updated/removed, people who "
+                     "joined, changed or left the merged directory, Graph "
                      "requests and duration.")
 
 
@@ -266,7 +270,7 @@ PEOPLE_STATUS_COMMENT = ("Everyone each integration read (directory users, Workd
                          "why), mapped (not filtered yet) or not_mapped (not mapped yet).")
 
 #: Each view: its name, a column that only its current definition has, its SQL and its comment.
-VIEWS = ((SYNC_RUNS, "run_kind", SYNC_RUNS_VIEW, SYNC_RUNS_COMMENT),
+VIEWS = ((SYNC_RUNS, "directory_left", SYNC_RUNS_VIEW, SYNC_RUNS_COMMENT),
          (ALL_CONTACT_SOURCES, "field", ALL_CONTACT_SOURCES_VIEW, ALL_CONTACT_SOURCES_COMMENT),
          (ALL_CONTACT_LIST_MEMBERS, "list_name", ALL_CONTACT_LIST_MEMBERS_VIEW, ALL_CONTACT_LIST_MEMBERS_COMMENT),
          (PEOPLE_STATUS, "problem", PEOPLE_STATUS_VIEW, PEOPLE_STATUS_COMMENT))
