@@ -54,9 +54,14 @@ def find(con, person: str) -> list[Record]:
 
 def _contact(con, integration: Integration, source_id: str, conditions: list) -> dict | None:
     """The stored mapped contact with what ``conditions`` test."""
-    imported = sorted(set().union(*(c.imported_fields() for c in conditions)))
-    fields = sorted(set().union(*(c.contact_fields() for c in conditions)))
-    found = contact_tables.read_for_rules(con, integration.key, fields, imported, source_ids={source_id})
+    return _stored(con, integration, source_id, set().union(*(c.imported_fields() for c in conditions)),
+                   set().union(*(c.contact_fields() for c in conditions)))
+
+
+def _stored(con, integration: Integration, source_id: str, imported: set[str], fields: set[str]) -> dict | None:
+    """The stored mapped contact with these imported and contact fields."""
+    found = contact_tables.read_for_rules(con, integration.key, sorted(fields), sorted(imported),
+                                          source_ids={source_id})
     return found[0] if found else None
 
 
@@ -188,19 +193,9 @@ def _by_condition(con, loaded, record: Record, list_id: str, name: str, kind: st
     definition = next((d for d in selection.generated if list_id.startswith(f"generated:{d.source}:")), None)
     if definition is None:
         return "on the list" if member else "not on the list"
-
-    class _Field:  # the generated list's field as a condition reads it
-        field, contact_field = definition.field, definition.contact_field
-
-        def imported_fields(self):
-            return {self.field} if self.field else set()
-
-        def contact_fields(self):
-            return {self.contact_field} if self.contact_field else set()
-
-    contact = _contact(con, integration, record.source_id, [_Field()])
-    value = (contact["imported"].get(definition.field) if definition.field else contact.get(definition.contact_field)) \
-        if contact else None
+    contact = _stored(con, integration, record.source_id, {definition.field} - {None},
+                      {definition.contact_field} - {None}) or {"imported": {}}
+    value = contact["imported"].get(definition.field) if definition.field else contact.get(definition.contact_field)
     return (f"on the list: its {definition.source} is {_shown(value)}" if member else
             f"not on the list: its {definition.source} is {_shown(value)}; the list {name!r} is for another value")
 
