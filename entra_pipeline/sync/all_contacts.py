@@ -45,7 +45,7 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions, di
             keys: list[str]) -> Prepared:
     s.ensure_schema(con)
     merge = settings(con, directory, keys)
-    made_with = fingerprint(directory.model_dump_json(), keys, sorted(merge.orders))
+    made_with = fingerprint(directory.model_dump_json(), keys, sorted(merge.orders), d.integrations_present(con))
     only, seq = people_to_merge(con, integration, made_with)
     d.merge(con, merge, only)
     guard = integration.deletion_guard

@@ -188,6 +188,11 @@ def write(con, run_id: str, integration: str, settings: MergeSettings, only: set
     return {change: counts.get(change, 0) for change in ("joined", "updated", "left")}
 
 
+def integrations_present(con) -> list[str]:
+    """The integrations with synced contacts: one deleted (delete-integration) means a full merge."""
+    return [r[0] for r in con.execute(f'SELECT DISTINCT integration FROM "{s.CONTACTS}" ORDER BY 1').fetchall()]
+
+
 def merged_count(con) -> int:
     """How many people the last ``merge`` merged."""
     return con.execute(f"SELECT count(*) FROM {MERGED}").fetchone()[0]

@@ -79,3 +79,5 @@ def test_dropping_an_integration_from_the_file_warns_and_deleting_it_removes_exa
     result = Sync(only_other, warehouse).run("other")
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "no_orphaned_integrations"]
     assert check.passed
+    # The merged directory is everyone's: the next merge holds only the integrations left.
+    assert Sync(only_other, warehouse).query("SELECT DISTINCT integrations FROM all_contacts") == [(["other"],)]
