@@ -14,7 +14,8 @@ DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
 #: How much more peak RSS a million users may take than 100k for memory to count as flat.
 FLAT_MARGIN = 1.5
 # Earlier figures for 100k users / 5k groups on this kind of machine, for comparison.
-STEP_ORDER = ["raw_graph_groups", "raw_graph_users", "mapped_contacts", "filtered_contacts", "distribution_lists"]
+STEP_ORDER = ["raw_graph_groups", "raw_graph_users", "mapped_contacts", "filtered_contacts", "all_contacts",
+              "distribution_lists"]
 HISTORY = [
     ("2026-11-26", "core sync, plain default mapping, one request per member page (issue 2)", 17.4, 1000),
     ("2026-11-26", "typed mapping in DuckDB, one request per member page (issue 3)", 16.3, 1050),

@@ -75,8 +75,9 @@ def _config(base_url: str, ca_path: str) -> dict:
 
 
 # The order a sync of an Entra ID integration runs its steps in: the source run's two, then the
-# contacts run's three (the harness checks it).
-STEP_ORDER = ["raw_graph_groups", "raw_graph_users", "mapped_contacts", "filtered_contacts", "distribution_lists"]
+# contacts run's four (the harness checks it).
+STEP_ORDER = ["raw_graph_groups", "raw_graph_users", "mapped_contacts", "filtered_contacts", "all_contacts",
+              "distribution_lists"]
 
 
 def _child(config: str, warehouse: str, steps: str = "") -> None:
