@@ -178,17 +178,26 @@ def _preview_summary(database: str, key: str) -> str:
     return f"  would change: {counts}\n  details: SELECT * FROM {s.SYNC_PREVIEW} WHERE integration = '{key}'"
 
 
-def query(sql: str, wait_seconds: float) -> int:
-    """Run one SQL statement on the warehouse read-only and print the result: waits while a sync
-    writes, and holds the file only as long as the query runs."""
+def _read_only(wait_seconds: float):
+    """The warehouse opened read-only, waiting while a sync writes; None (said on stderr) if it cannot be."""
     import duckdb
 
     from entra_pipeline.warehouse.connection import connect, warehouse_path
 
     try:
-        con = connect(warehouse_path(), read_only=True, wait_seconds=wait_seconds)
+        return connect(warehouse_path(), read_only=True, wait_seconds=wait_seconds)
     except duckdb.IOException as exc:
         print(f"{warehouse_path()}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return None
+
+
+def query(sql: str, wait_seconds: float) -> int:
+    """Run one SQL statement on the warehouse read-only and print the result: waits while a sync
+    writes, and holds the file only as long as the query runs."""
+    import duckdb
+
+    con = _read_only(wait_seconds)
+    if con is None:
         return 2
     try:
         print(con.sql(sql))
@@ -202,17 +211,13 @@ def query(sql: str, wait_seconds: float) -> int:
 
 def explain(person: str, wanted: str | None, wait_seconds: float) -> int:
     """Why a person is or is not a contact (and on or off a list), from the warehouse, read-only."""
-    import duckdb
-
     from entra_pipeline import explain as answers
     from entra_pipeline.config import load_for_dagster
     from entra_pipeline.warehouse import schema
-    from entra_pipeline.warehouse.connection import connect, warehouse_path
+    from entra_pipeline.warehouse.connection import warehouse_path
 
-    try:
-        con = connect(warehouse_path(), read_only=True, wait_seconds=wait_seconds)
-    except duckdb.IOException as exc:
-        print(f"{warehouse_path()}: {str(exc).splitlines()[0]}", file=sys.stderr)
+    con = _read_only(wait_seconds)
+    if con is None:
         return 2
     try:
         if not schema.schema_current(con):
