@@ -3,9 +3,9 @@ all_contacts_excluded (people one integration keeps and another excludes) and al
 (its history). Unlike the per-integration tables they have no ``integration`` column of their own:
 each row is one person, whichever integrations describe them.
 
-The merge is one SQL statement over the synced contacts of every integration into a scratch table
-(of everyone, or of the people an integration's sync changed); the write compares it with the
-stored directory and touches only the people who joined, changed or left.
+The merge runs inside DuckDB over the synced contacts of every integration, into a scratch table (of
+everyone, or of the people an integration's sync changed); the write compares it with the stored
+directory and touches only the people who joined, changed or left.
 """
 
 from __future__ import annotations
@@ -107,18 +107,22 @@ def merge(con, settings: MergeSettings, only: set[str] | None = None) -> None:
     con.execute("DROP TABLE _directory_shared")
 
 
-def excluded_elsewhere(con, settings: MergeSettings, only: set[str] | None) -> list[tuple]:
-    """(contact_id, excluding integration, rule, integrations keeping them) for people whom one
-    integration keeps and another excludes (of ``only``, if given: call after ``merge``)."""
-    return con.execute(f"""
-        SELECT e.contact_id, e.integration, any_value(e.rule),
-               (SELECT list(DISTINCT c.integration ORDER BY c.integration) FROM "{s.CONTACTS}" c
-                WHERE c.contact_id = e.contact_id AND list_contains(?::VARCHAR[], c.integration))
-        FROM "{s.EXCLUDED_CONTACTS}" e
-        WHERE list_contains(?::VARCHAR[], e.integration){_only("e.contact_id", only)} AND e.contact_id IN (
-            SELECT contact_id FROM "{s.CONTACTS}" WHERE list_contains(?::VARCHAR[], integration))
-        GROUP BY e.contact_id, e.integration ORDER BY e.contact_id, e.integration""",
-                       [settings.keys] * 3).fetchall()
+def write_excluded_elsewhere(con, settings: MergeSettings, only: set[str] | None, run_id: str, now) -> None:
+    """all_contacts_excluded: people whom one integration keeps and another excludes, with the
+    excluding integration, its rule and who keeps them (their rows only, with ``only``)."""
+    con.execute(f'DELETE FROM "{s.ALL_CONTACTS_EXCLUDED}" WHERE TRUE{_only("contact_id", only)}')
+    if not settings.excluded_anywhere:
+        return
+    excluded = (f'SELECT * FROM "{s.EXCLUDED_CONTACTS}" WHERE list_contains(?::VARCHAR[], integration)'
+                f'{_only("contact_id", only)}')
+    con.execute(f"""
+        INSERT INTO "{s.ALL_CONTACTS_EXCLUDED}"
+        SELECT e.contact_id, e.integration, min(e.rule), any_value(k.kept_by), ?, ?
+        FROM ({excluded}) e
+        JOIN (SELECT contact_id, list_sort(list_distinct(list(integration))) AS kept_by FROM "{s.CONTACTS}"
+              WHERE list_contains(?::VARCHAR[], integration) AND contact_id IN (SELECT contact_id FROM ({excluded}))
+              GROUP BY contact_id) k USING (contact_id)
+        GROUP BY e.contact_id, e.integration""", [run_id, now, settings.keys, settings.keys, settings.keys])
 
 
 def leaving(con, sample: int, only: set[str] | None) -> tuple[int, int, list[str]]:
@@ -177,12 +181,7 @@ def write(con, run_id: str, integration: str, settings: MergeSettings, only: set
     con.execute(f'INSERT INTO "{s.ALL_CONTACT_CHANGES}" (contact_id, change, changes, merged_by, run_id, '
                 "changed_at) SELECT contact_id, change, changes, ?, ?, ? FROM _directory_changes "
                 "ORDER BY contact_id", [integration, run_id, now])
-    con.execute(f'DELETE FROM "{s.ALL_CONTACTS_EXCLUDED}" WHERE TRUE{_only("contact_id", only)}')
-    if settings.excluded_anywhere:
-        rows = excluded_elsewhere(con, settings, only)
-        if rows:
-            con.executemany(f'INSERT INTO "{s.ALL_CONTACTS_EXCLUDED}" VALUES (?, ?, ?, ?, ?, ?)',
-                            [(*row, run_id, now) for row in rows])
+    write_excluded_elsewhere(con, settings, only, run_id, now)
     counts = dict(con.execute("SELECT change, count(*) FROM _directory_changes GROUP BY change").fetchall())
     con.execute("DROP TABLE _directory_changes")
     return {change: counts.get(change, 0) for change in ("joined", "updated", "left")}
