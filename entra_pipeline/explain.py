@@ -83,6 +83,8 @@ def why_not_a_contact(con, record: Record, integration: Integration | None) -> s
 
 
 def person_lines(con, loaded: LoadedIntegrations, records: list[Record]) -> list[str]:
+    """The person in the merged directory (each field with its source, or who keeps them out),
+    then in each integration that read them."""
     ids = sorted({r.contact_id for r in records if r.contact_id})
     lines = []
     for contact_id in ids:
