@@ -100,6 +100,40 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     assert workday_lists["Contractors"] == sum(1 for w in kept.values() if w.get("Worker_Type") == "Contingent Worker")
     assert f"Workday workers {len(workers):,}" in proc.stdout
 
+    # The merged directory: one row per person, job titles and departments from Workday (the shipped
+    # precedence), the rest from Entra ID; whoever either system excludes is left out.
+    entra_excluded = {u["mail"].lower() for u in directory.users if u["mail"]} - set(expected.values())
+    workday_excluded = {w["Email_Address"].lower() for w in workers
+                        if w.get("Email_Address") and w["Worker_Status"] == "Terminated"}
+    entra_kept, workday_kept = set(expected.values()), {w["Email_Address"].lower() for w in kept.values()}
+    everyone = (entra_kept | workday_kept) - entra_excluded - workday_excluded
+    both = entra_kept & workday_kept - entra_excluded - workday_excluded
+    con = duckdb.connect(demo_env["ENTRA_PIPELINE_WAREHOUSE"], read_only=True)
+    try:
+        merged = {r[0]: r[1:] for r in con.execute(
+            "SELECT contact_id, integrations, job_title, sources->>'job_title', department, display_name, "
+            "sources->>'display_name' FROM all_contacts").fetchall()}
+    finally:
+        con.close()
+    assert set(merged) == everyone
+    assert {cid for cid, row in merged.items() if row[0] == ["demo", "demo_workday"]} == both
+    assert len(both) > 1000
+    user_by_mail = {u["mail"].lower(): u for u in directory.users if u["mail"]}
+    worker_by_mail = {w["Email_Address"].lower(): w for w in kept.values()}
+    person = next(m for m in sorted(both) if user_by_mail[m]["jobTitle"] != worker_by_mail[m]["Business_Title"])
+    assert merged[person][1:] == (worker_by_mail[person]["Business_Title"], "demo_workday",
+                                  worker_by_mail[person]["Supervisory_Organization"],
+                                  user_by_mail[person]["displayName"], "demo")
+    assert (f"merged directory (all_contacts): {len(everyone):,} people, {len(both):,} of them in several "
+            "integrations") in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "explain", person], env=demo_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == [
+        f"{person}: in the merged directory (all_contacts), from demo, demo_workday",
+        f"  email: {person!r} (from demo)"]
+    assert f"  job_title: {worker_by_mail[person]['Business_Title']!r} (from demo_workday)" in proc.stdout
+
     # The run is in the instance `make ui` shows.
     monkeypatch.setenv("DAGSTER_HOME", demo_env["DAGSTER_HOME"])
     with dg.DagsterInstance.get() as instance:
