@@ -18,7 +18,8 @@ def build_assets(partitions: dg.PartitionsDefinition, deps: list[dg.AssetDep]) -
     @dg.asset(
         name=names.ALL_CONTACTS, partitions_def=partitions, group_name=GROUP_NAME, pool=WAREHOUSE_POOL,
         kinds={"duckdb"}, deps=deps,
-        check_specs=checks.specs(c.DIRECTORY_REMOVALS_WITHIN_LIMIT, partitions_def=partitions),
+        check_specs=checks.specs(c.DIRECTORY_REMOVALS_WITHIN_LIMIT, c.DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT,
+                                 partitions_def=partitions),
         description="The merged contact directory: one row per person (Unique Contact ID) across every "
                     "integration, each field from the first integration of its precedence "
                     "(contacts_directory.precedence) that has a value, with the integration it came from. A "

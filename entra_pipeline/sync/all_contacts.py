@@ -50,8 +50,12 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions, di
     d.merge(con, merge, only)
     guard = integration.deletion_guard
     removal = judge(*d.leaving(con, SAMPLE, only), guard.max_removed, guard.max_removed_percent)
+    # The merged lists (all_contact_list_members) lose the memberships of the people who leave.
+    memberships = judge(*d.memberships_leaving(con, SAMPLE, only), guard.max_removed, guard.max_removed_percent)
     checks = [c.removal_result(c.DIRECTORY_REMOVALS_WITHIN_LIMIT, "people of the merged directory", removal,
-                               options.allow_removals)]
+                               options.allow_removals),
+              c.removal_result(c.DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT, "list memberships of the merged directory",
+                               memberships, options.allow_removals)]
     changes: dict[str, int] = {}
 
     def write(con) -> dict:
@@ -62,9 +66,11 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions, di
         excluded = con.execute(f'SELECT count(DISTINCT contact_id) FROM "{s.ALL_CONTACTS_EXCLUDED}"').fetchone()[0]
         return {"rows": d.count(con), "mode": "full" if only is None else "incremental",
                 "people_recomputed": d.merged_count(con) if only is None else len(only), "people_joined": changes["joined"], "people_updated": changes["updated"],
-                "people_left": changes["left"], "excluded_elsewhere": excluded,
+                "people_left": changes["left"], "list_memberships_removed": memberships.removed,
+                "excluded_elsewhere": excluded,
                 "integrations_merged": Json(keys),
                 "preview": preview([dict(zip(PREVIEW_COLUMNS, row)) for row in sample], PREVIEW_COLUMNS)}
 
     return Prepared(checks, write, lambda: {"added": changes.get("joined", 0), "updated": changes.get("updated", 0),
-                                            "removed": changes.get("left", 0)})
+                                            "removed": changes.get("left", 0),
+                                            "list_members_removed": memberships.removed})

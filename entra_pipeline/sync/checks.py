@@ -65,6 +65,7 @@ CONTACT_REMOVALS_WITHIN_LIMIT = "contact_removals_within_limit"
 MEMBERSHIP_REMOVALS_WITHIN_LIMIT = "membership_removals_within_limit"
 LEAVERS_MEMBERSHIPS_WITHIN_LIMIT = "leavers_memberships_within_limit"
 DIRECTORY_REMOVALS_WITHIN_LIMIT = "directory_removals_within_limit"
+DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT = "directory_memberships_within_limit"
 CONTACTS_HAVE_UNIQUE_ID = "contacts_have_unique_id"
 UNIQUE_CONTACT_IDS_DISTINCT = "unique_contact_ids_distinct"
 CONTACT_VALUES_VALID = "contact_values_valid"
@@ -113,6 +114,10 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         "The merge removes no more people from the merged directory (all_contacts) than the deletion_guard of "
         "the integration whose sync merges allows: a person leaves when no integration keeps them any more, or "
         "when one excludes them. Above it nothing is written until an operator re-runs with allow_removals: true."),
+    DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT: (names.ALL_CONTACTS, True,
+        "The people the merge removes from the merged directory leave every list of all_contact_list_members with "
+        "them; those memberships count against the same deletion_guard. Above it nothing is written until an "
+        "operator re-runs with allow_removals: true."),
     CONTACTS_HAVE_UNIQUE_ID: (s.MAPPED_CONTACTS, False,
         "Directory users without a usable Unique Contact ID (empty, or not an email address when the ID "
         "is the email). They are not imported; fix them in the directory."),

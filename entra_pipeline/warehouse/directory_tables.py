@@ -135,6 +135,20 @@ def leaving(con, sample: int, only: set[str] | None) -> tuple[int, int, list[str
     return size, len(gone), gone[:sample]
 
 
+def memberships_leaving(con, sample: int, only: set[str] | None) -> tuple[int, int, list[str]]:
+    """(list memberships of the merged directory now, how many leave with the people the merge
+    removes, the first ``sample`` as "list: person"; call after ``merge`` with the same ``only``)."""
+    size = con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACT_LIST_MEMBERS}"').fetchone()[0]
+    gone = f"""SELECT contact_id FROM "{s.ALL_CONTACTS}" WHERE contact_id NOT IN (SELECT contact_id FROM {MERGED})
+               {_only('contact_id', only)}"""
+    removed = con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACT_LIST_MEMBERS}" WHERE contact_id IN ({gone})'
+                          ).fetchone()[0]
+    first = [f"{name}: {person}" for name, person in con.execute(
+        f'SELECT list_name, contact_id FROM "{s.ALL_CONTACT_LIST_MEMBERS}" WHERE contact_id IN ({gone}) '
+        "ORDER BY list_name, contact_id LIMIT ?", [sample]).fetchall()]
+    return size, removed, first
+
+
 def write(con, run_id: str, integration: str, settings: MergeSettings, only: set[str] | None = None) -> dict[str, int]:
     """Apply MERGED to all_contacts (the people who joined, changed or left), append their history,
     and replace all_contacts_excluded (their rows, with ``only``: call after ``merge`` with the same

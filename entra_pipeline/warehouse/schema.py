@@ -129,8 +129,9 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ), "One row per committed stage of every sync run, written in the stage's own transaction (a failed or "
        "blocked stage writes nothing, here included: see the Dagster run for why); read_mode full or incremental with its reason for the raw stages; added/updated/removed "
        "are users or groups for the raw stages, contacts for filtered_contacts, list memberships for "
-       "distribution_lists, people of the merged directory for all_contacts; list_members_removed: the list memberships filtered_contacts took away with the "
-       "contacts it removed."),
+       "distribution_lists, people of the merged directory for all_contacts; list_members_removed: the list "
+       "memberships filtered_contacts took away with the contacts it removed (for all_contacts: the memberships of "
+       "all_contact_list_members that left with the people it removed)."),
     (SYNC_PREVIEW, (
         "integration VARCHAR NOT NULL", "run_id VARCHAR NOT NULL", "change VARCHAR NOT NULL",
         "contact_id VARCHAR", "list_id VARCHAR", "details JSON", "created_at TIMESTAMPTZ NOT NULL",
@@ -206,6 +207,7 @@ SELECT integration, run_id,
        any_value(added) FILTER (WHERE stage = 'all_contacts') AS directory_joined,
        any_value(updated) FILTER (WHERE stage = 'all_contacts') AS directory_updated,
        any_value(removed) FILTER (WHERE stage = 'all_contacts') AS directory_left,
+       any_value(list_members_removed) FILTER (WHERE stage = 'all_contacts') AS directory_list_members_removed,
        sum(graph_requests) AS graph_requests, sum(graph_bytes) AS graph_bytes
 FROM "{SYNC_RUN_STAGES}" GROUP BY integration, run_id
 """
@@ -270,7 +272,7 @@ PEOPLE_STATUS_COMMENT = ("Everyone each integration read (directory users, Workd
                          "why), mapped (not filtered yet) or not_mapped (not mapped yet).")
 
 #: Each view: its name, a column that only its current definition has, its SQL and its comment.
-VIEWS = ((SYNC_RUNS, "directory_left", SYNC_RUNS_VIEW, SYNC_RUNS_COMMENT),
+VIEWS = ((SYNC_RUNS, "directory_list_members_removed", SYNC_RUNS_VIEW, SYNC_RUNS_COMMENT),
          (ALL_CONTACT_SOURCES, "field", ALL_CONTACT_SOURCES_VIEW, ALL_CONTACT_SOURCES_COMMENT),
          (ALL_CONTACT_LIST_MEMBERS, "list_name", ALL_CONTACT_LIST_MEMBERS_VIEW, ALL_CONTACT_LIST_MEMBERS_COMMENT),
          (PEOPLE_STATUS, "problem", PEOPLE_STATUS_VIEW, PEOPLE_STATUS_COMMENT))

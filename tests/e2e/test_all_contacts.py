@@ -178,19 +178,30 @@ def test_the_deletion_guard_stops_a_merge_that_removes_too_many_people(merged, p
     sync = merged({"excluded_anywhere": True}, hr=guard)
     blocked = sync.run(HR)
     assert not blocked.success
-    removed = len((people["entra_kept"] & people["hr_excluded"]) | (people["hr_kept"] & people["entra_excluded"]))
+    leaving = (people["entra_kept"] & people["hr_excluded"]) | (people["hr_kept"] & people["entra_excluded"])
+    removed = len(leaving)
     assert removed > 5
+    # Their memberships of the merged lists go with them, weighed by the same guard.
+    memberships = sum(n for cid, n in sync.query(
+        "SELECT contact_id, count(*) FROM distribution_list_members GROUP BY contact_id") if cid in leaving)
+    total = sync.query("SELECT count(*) FROM distribution_list_members")[0][0]
     assert [e.description for e in blocked.get_asset_check_evaluations()
             if e.check_name == c.DIRECTORY_REMOVALS_WITHIN_LIMIT] == [
         f"this sync would remove {removed:,} of {len(before):,} people of the merged directory (more than 5); "
         "re-run with allow_removals: true to approve"]
+    assert [e.description for e in blocked.get_asset_check_evaluations()
+            if e.check_name == c.DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT] == [
+        f"this sync would remove {memberships:,} of {total:,} list memberships of the merged directory (more than "
+        "5); re-run with allow_removals: true to approve"]
     assert sync.query("SELECT * FROM all_contacts ORDER BY contact_id") == before
 
     approved = sync.run(HR, {"ops": {"all_contacts": {"config": {"allow_removals": True}}}})
     assert approved.success, failure_messages(approved)
     assert sync.query("SELECT count(*) FROM all_contacts") == [(len(before) - removed,)]
-    assert sync.query("SELECT removed FROM sync_run_stages WHERE stage = 'all_contacts' AND run_id = ?",
-                      [approved.run_id]) == [(removed,)]
+    assert sync.query("SELECT removed, list_members_removed FROM sync_run_stages WHERE stage = 'all_contacts' "
+                      "AND run_id = ?", [approved.run_id]) == [(removed, memberships)]
+    assert sync.query("SELECT directory_left, directory_list_members_removed FROM sync_runs WHERE run_id = ?",
+                      [approved.run_id]) == [(removed, memberships)]
 
 
 def test_an_integration_removed_from_the_file_takes_only_its_own_people_out(merged, people, workday):

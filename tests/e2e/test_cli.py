@@ -186,6 +186,7 @@ def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
                       "exclusions_keep_contacts", "selected_lists_resolved", "no_list_removed",
                       "directory_not_emptied", "contact_removals_within_limit", "membership_removals_within_limit",
                       "leavers_memberships_within_limit", "directory_removals_within_limit",
+                      "directory_memberships_within_limit",
                       "no_orphaned_integrations", "certificate_not_expiring", "directory_values_fit",
                       "workers_identified", "workday_report_not_emptied", "report_columns_decided",
                       "rule_columns_in_report", "integrations_valid"}

@@ -278,6 +278,7 @@ def test_duplicate_unique_contact_ids_prefer_enabled_members_then_the_smallest_i
         c.NO_LIST_REMOVED: True, c.DIRECTORY_NOT_EMPTY: True, c.CONTACT_REMOVALS_WITHIN_LIMIT: True,
         c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT: True, c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True, c.NO_ORPHANED_DATA: True,
         c.CERTIFICATE_NOT_EXPIRING: True, c.DIRECTORY_REMOVALS_WITHIN_LIMIT: True,
+        c.DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT: True,
         c.DIRECTORY_VALUES_FIT: True}
 
     assert dict(sync.query("SELECT source_id, contact_id FROM mapped_contacts")) == kept

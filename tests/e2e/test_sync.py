@@ -60,6 +60,7 @@ def test_every_asset_materializes_and_checks_report_the_demo_problems(synced):
         c.CONTACT_REMOVALS_WITHIN_LIMIT: True, c.LEAVERS_MEMBERSHIPS_WITHIN_LIMIT: True,
         c.MEMBERSHIP_REMOVALS_WITHIN_LIMIT: True, c.NO_ORPHANED_DATA: True, c.CERTIFICATE_NOT_EXPIRING: True,
         c.DIRECTORY_VALUES_FIT: True, c.DIRECTORY_REMOVALS_WITHIN_LIMIT: True,
+        c.DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT: True,
     }
 
 
