@@ -155,6 +155,19 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     assert "full" in proc.stdout and f"{len(expected)}" in proc.stdout
 
+    # Every example query the README gives analysts runs on this warehouse, with the DuckDB installed.
+    block = (ROOT / "README.md").read_text(encoding="utf-8").split("Example queries:", 1)[1]
+    block = block.split("```sql", 1)[1].split("```", 1)[0]
+    code = "\n".join(line for line in block.splitlines() if not line.strip().startswith("--"))
+    statements = [part.strip() for part in code.split(";") if part.strip()]
+    assert len(statements) >= 15
+    con = duckdb.connect(demo_env["ENTRA_PIPELINE_WAREHOUSE"], read_only=True)
+    try:
+        for statement in statements:
+            con.execute(statement).fetchall()
+    finally:
+        con.close()
+
 
 def test_workspace_loads_with_partitions_schedules_and_checks(demo_env):
     proc = subprocess.run([str(Path(sys.executable).with_name("dagster")), "definitions", "validate",
