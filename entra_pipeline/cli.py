@@ -12,12 +12,14 @@ its tokens silently.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 
-from entra_pipeline.config import ConfigError, credentials, load_integrations
+from entra_pipeline.config import CONFIG_PATH_ENV, ConfigError, credentials, load_integrations
 
 
 # Progress lines (users: 40,000 of 100,000 (40%)) and failures on the console; the UI keeps the debug events.
@@ -32,7 +34,10 @@ def _failure_lines(result) -> list[str]:
         while error is not None and error.cause is not None and "Failure" not in error.cls_name:
             error = error.cause
         message = (error.message if error else "unknown error").strip().splitlines()[0]
-        lines.append(f"{event.step_key}: {message.removeprefix('dagster._core.definitions.events.Failure: ')}")
+        message = message.removeprefix('dagster._core.definitions.events.Failure: ')
+        # The launchpad's spelling of an approval, as this command spells it.
+        message = message.replace("re-run with allow_removals: true", "re-run with sync --allow-removals")
+        lines.append(f"{event.step_key}: {message}")
     return lines
 
 
@@ -178,6 +183,20 @@ def _preview_summary(database: str, key: str) -> str:
     return f"  would change: {counts}\n  details: SELECT * FROM {s.SYNC_PREVIEW} WHERE integration = '{key}'"
 
 
+def _print_rows(columns: list[str], rows: list[tuple], output: str) -> None:
+    """Rows as CSV (a header line, then one line per row) or JSON (a list of objects); dates,
+    decimals and other values a JSON document has no type for are written as text."""
+    import csv
+    import json
+
+    if output == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        print(json.dumps([dict(zip(columns, row)) for row in rows], ensure_ascii=False, default=str, indent=1))
+
+
 def _read_only(wait_seconds: float):
     """The warehouse opened read-only, waiting while a sync writes; None (said on stderr) if it cannot be."""
     import duckdb
@@ -191,16 +210,21 @@ def _read_only(wait_seconds: float):
         return None
 
 
-def query(sql: str, wait_seconds: float) -> int:
-    """Run one SQL statement on the warehouse read-only and print the result: waits while a sync
-    writes, and holds the file only as long as the query runs."""
+def query(sql: str, wait_seconds: float, output: str = "table") -> int:
+    """Run one SQL statement on the warehouse read-only and print the result (``output``: table,
+    csv or json): waits while a sync writes, and holds the file only as long as the query runs."""
     import duckdb
 
     con = _read_only(wait_seconds)
     if con is None:
         return 2
     try:
-        print(con.sql(sql))
+        if output == "table":
+            print(con.sql(sql))
+        else:
+            cursor = con.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            _print_rows(columns, cursor.fetchall(), output)
     except duckdb.Error as exc:
         print(f"query failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -347,47 +371,77 @@ def check_config() -> int:
     return 1 if problems else 0
 
 
+DESCRIPTION = """Keeps an organisation's people, from Microsoft Entra ID and Workday, as contacts and
+distribution lists in a DuckDB warehouse. Each command reads the integrations file (--config, or
+$ENTRA_PIPELINE_CONFIG, or data/integrations.yaml) and the warehouse ($ENTRA_PIPELINE_WAREHOUSE, or
+data/warehouse.duckdb)."""
+KEYS_HELP = "integration keys from the integrations file (default: every integration)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="entra_pipeline", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    sync_parser = commands.add_parser("sync", help="sync integrations now (all by default)")
-    sync_parser.add_argument("integrations", nargs="*", metavar="KEY")
+    parser = argparse.ArgumentParser(prog="python -m entra_pipeline", description=DESCRIPTION)
+    parser.add_argument("--config", metavar="FILE", help="the integrations file (default: $ENTRA_PIPELINE_CONFIG, "
+                                                         "or data/integrations.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description or summary)
+
+    sync_parser = command("sync", "sync integrations now (every one by default)",
+                          "Sync integrations now, one after another, as their schedules would: the source run "
+                          "(Entra ID or Workday), then the contacts run; prints a summary per integration. "
+                          "Exit status 1 if one failed or was blocked.")
+    sync_parser.add_argument("integrations", nargs="*", metavar="KEY", help=KEYS_HELP)
     sync_parser.add_argument("--allow-removals", action="store_true",
                              help="approve removing more contacts or list memberships than the deletion guard allows")
     sync_parser.add_argument("--full-resync", action="store_true",
                              help="read the whole directory (a full delta round) and report what it corrected")
-    preview_parser = commands.add_parser(
-        "preview", help="show what a sync would change (table sync_preview), changing no contact or list")
-    preview_parser.add_argument("integrations", nargs="*", metavar="KEY")
+    preview_parser = command(
+        "preview", "show what a sync would change (table sync_preview), changing no contact or list",
+        "Read the directory's changes, then compute what a sync would change in contacts, lists and the merged "
+        "directory without changing them; the report goes to the table sync_preview.")
+    preview_parser.add_argument("integrations", nargs="*", metavar="KEY", help=KEYS_HELP)
     preview_parser.add_argument("--full-resync", action="store_true", help="read the whole directory first")
-    query_parser = commands.add_parser("query", help="run one SQL query on the warehouse, read-only")
-    query_parser.add_argument("sql")
+    query_parser = command("query", "run one SQL query on the warehouse, read-only",
+                           "Run one SQL statement on the warehouse, read-only, waiting while a sync writes.")
+    query_parser.add_argument("sql", metavar="SQL")
+    query_parser.add_argument("--format", choices=["table", "csv", "json"], default="table", dest="output",
+                              help="how to print the rows (default: table)")
     query_parser.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
                               help="how long to wait while a sync holds the warehouse (default 300)")
-    explain_parser = commands.add_parser(
-        "explain", help="why a person is or is not a contact, and on or off a list (by e-mail, object id or "
-                        "employee id; a list by id or display name)")
-    explain_parser.add_argument("person", metavar="PERSON")
-    explain_parser.add_argument("list", nargs="?", metavar="LIST")
+    explain_parser = command(
+        "explain", "why a person is or is not a contact, and on or off a list",
+        "Why a person is or is not a contact, in each integration and in the merged directory, and on or off a "
+        "list: the rule and value that excluded them, the nesting path of groups, the condition that failed. "
+        "Exit status 1 if no integration read the person, or there is no such list.")
+    explain_parser.add_argument("person", metavar="PERSON", help="an e-mail address, a directory object id or an "
+                                                                 "employee id")
+    explain_parser.add_argument("list", nargs="?", metavar="LIST", help="a list id or display name")
     explain_parser.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
                                 help="how long to wait while a sync holds the warehouse (default 300)")
-    delete_parser = commands.add_parser(
-        "delete-integration", help="remove one integration's rows from the warehouse (asks for --confirm KEY)")
-    delete_parser.add_argument("integration", metavar="KEY")
+    delete_parser = command(
+        "delete-integration", "remove one integration's rows from the warehouse (asks for --confirm KEY)",
+        "Remove every row of one integration from the warehouse, in one transaction; the other integrations' "
+        "rows stay as they are. Without --confirm it only says what it would remove.")
+    delete_parser.add_argument("integration", metavar="KEY", help="the integration whose rows go")
     delete_parser.add_argument("--confirm", metavar="KEY", help="the same key again: the deletion is for good")
-    login_parser = commands.add_parser(
-        "login", help="sign a delegated integration's service account in (device code), once")
-    login_parser.add_argument("integration", metavar="KEY")
-    commands.add_parser("check-config", help="validate the integrations file and each integration's credential")
-    reclaim_parser = commands.add_parser(
-        "reclaim", help="mark failed a run whose process is gone for good and free its warehouse slot "
-                        "(refused while the run is alive)")
+    login_parser = command("login", "sign a delegated integration's service account in (device code), once")
+    login_parser.add_argument("integration", metavar="KEY", help="an integration with auth: delegated")
+    command("check-config", "validate the integrations file and each integration's credential",
+            "Validate the integrations file (one line per problem) and say, per integration, whether its "
+            "credential is in place. Exit status 1 if one is not.")
+    reclaim_parser = command(
+        "reclaim", "mark failed a run whose process is gone for good and free its warehouse slot "
+                   "(refused while the run is alive)")
     reclaim_parser.add_argument("run_id", metavar="RUN_ID")
     reclaim_parser.add_argument("--force", action="store_true",
                                 help="also a run with neither a run lock nor a recorded process (you know it is gone)")
-    demo = commands.add_parser("demo-tenant", help="manage the built-in demo tenant")
-    demo.add_argument("action", choices=["stop"])
+    demo = command("demo-tenant", "manage the built-in demo tenant")
+    demo.add_argument("action", choices=["stop"], help="stop the demo tenant processes this checkout started")
     args = parser.parse_args(argv)
+    if args.config:
+        # Every reader of the file (the strict loader, the Dagster definitions) takes it from here.
+        os.environ[CONFIG_PATH_ENV] = str(Path(args.config).resolve())
     try:
         if args.command == "sync":
             return sync(args.integrations, args.allow_removals, args.full_resync)
@@ -396,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             return check_config()
         if args.command == "query":
-            return query(args.sql, args.wait)
+            return query(args.sql, args.wait, args.output)
         if args.command == "explain":
             return explain(args.person, args.list, args.wait)
         if args.command == "login":

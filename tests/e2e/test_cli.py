@@ -3,6 +3,7 @@ configuration, with the demo tenant started automatically, and the workspace `ma
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -155,6 +156,17 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     assert "full" in proc.stdout and f"{len(expected)}" in proc.stdout
 
+    # The same query as CSV and as JSON, for scripts.
+    sql = "SELECT integration, count(*) AS contacts FROM contacts GROUP BY ALL ORDER BY 1"
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "query", "--format", "csv", sql], env=demo_env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines() == ["integration,contacts", f"demo,{len(expected)}",
+                                        f"demo_workday,{len(workday_contacts)}"]
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "query", "--format", "json", sql], env=demo_env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert json.loads(proc.stdout) == [{"integration": "demo", "contacts": len(expected)},
+                                       {"integration": "demo_workday", "contacts": len(workday_contacts)}]
+
     # Every example query the README gives analysts runs on this warehouse, with the DuckDB installed.
     block = (ROOT / "README.md").read_text(encoding="utf-8").split("Example queries:", 1)[1]
     block = block.split("```sql", 1)[1].split("```", 1)[0]
@@ -215,3 +227,9 @@ def test_invalid_config_fails_with_one_line(tmp_path, demo_env):
     assert proc.stderr.strip() == (f"{bad}: integration 'demo', field 'schedule.cron': invalid cron expression "
                                    "'soon' (expected five fields, e.g. '0 6 * * *')")
     assert not Path(demo_env["ENTRA_PIPELINE_WAREHOUSE"]).exists()
+    # The same file named by --config, before the command.
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "--config", str(bad), "sync"], env=demo_env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stderr.strip()) == (2, f"{bad}: integration 'demo', field 'schedule.cron': "
+                                                         "invalid cron expression 'soon' (expected five fields, "
+                                                         "e.g. '0 6 * * *')")

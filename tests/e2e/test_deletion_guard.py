@@ -193,3 +193,35 @@ def test_every_sync_run_counts_the_memberships_it_removed(make_sync, emulator, d
     last = sync.query("SELECT contacts_removed, list_members_removed FROM sync_runs "
                       "ORDER BY started_at DESC LIMIT 1")
     assert last == [(1, member[2])]
+
+
+def test_a_blocked_cli_sync_names_the_cli_flag_and_the_flag_approves(tmp_path, emulator, directory_copy, secret_env):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    config = write_config(tmp_path / "integrations.yaml", integration(
+        KEY, emulator, deletion_guard={"max_removed": 5, "max_removed_percent": None}))
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "ENTRA_PIPELINE_WAREHOUSE": str(tmp_path / "w.duckdb")}
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "dagster.yaml").write_text((root / "dagster-instance.yaml").read_text())
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "entra_pipeline", "--config", str(config), *args], env=env,
+                              cwd=root, capture_output=True, text=True, timeout=600)
+
+    assert cli("sync").returncode == 0
+    targets = sorted(expected_contacts(directory_copy))[:8]
+    for user in directory_copy.users:
+        if user["id"] in targets:
+            user["accountEnabled"] = False
+    emulator.reindex()
+    blocked = cli("sync")
+    assert blocked.returncode == 1
+    [line] = [line for line in blocked.stdout.splitlines() if line.startswith("  filtered_contacts: ")]
+    assert line.startswith(f"  filtered_contacts: integration {KEY!r}: this sync would remove 8 of ")
+    assert line.endswith("(more than 5); re-run with sync --allow-removals to approve; nothing was written")
+    approved = cli("sync", "--allow-removals")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
