@@ -208,7 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
             )
         print(
             "Demo tenant (Microsoft Graph + identity platform emulator) is running.\n"
-            f"  Graph base URL  {emulator.graph_url}\n"
+            f"  Graph v1.0 API  {emulator.graph_url}\n"
             f"  Authority       {emulator.authority}\n"
             f"  CA certificate  {emulator.ca_path}\n"
             f"  Tenant id       {emulator.tenant_id}\n"
@@ -219,6 +219,13 @@ def _serve(args: argparse.Namespace) -> int:
             f"  Directory       {args.users} users, {args.groups} groups, seed {args.seed}\n"
             f"{workday_lines}"
             f"  State file      {state_path}\n"
+            "An integration's source for it (integrations file; the client secret in that variable):\n"
+            f"    tenant_id: {emulator.tenant_id}\n"
+            f"    client_id: {emulator.client_id}\n"
+            f"    client_secret_env: {CLIENT_SECRET_ENV}\n"
+            f"    graph_base_url: {emulator.base_url}\n"
+            f"    authority_host: {emulator.base_url}\n"
+            f"    ca_bundle: {emulator.ca_path}\n"
             f"Stop with Ctrl+C or: python -m entra_pipeline.emulator stop --state-dir {state_dir}{idle}",
             flush=True,
         )

@@ -153,3 +153,37 @@ def test_the_emulator_stop_command_stops_the_emulator_it_recorded(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_standalone_emulator_prints_a_source_that_syncs_as_pasted(tmp_path, monkeypatch):
+    """`make emulator` prints an integration's source; pasted into an integrations file, it syncs."""
+    import yaml
+
+    from entra_pipeline.emulator.population import generate_directory
+
+    from tests.support.integrations import write_config
+    from tests.support.runs import Sync, failure_messages
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "entra_pipeline.emulator", "serve", "--users", "40", "--groups",
+                             "18", "--seed", "3", "--state-dir", str(tmp_path / "state"), "--idle-timeout", "120"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # ends at the process's end, should it fail
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Stop with"):
+                break
+        start = next(i for i, line in enumerate(lines) if line.startswith("An integration's source"))
+        source = yaml.safe_load("\n".join(line[4:] for line in lines[start + 1:-1]))
+        assert source["graph_base_url"] == source["authority_host"] and not source["graph_base_url"].endswith("/v1.0")
+        monkeypatch.setenv(source["client_secret_env"], "demo-client-secret")
+        config = write_config(tmp_path / "integrations.yaml", {"key": "pasted", "title": "Pasted", "source": source})
+        result = Sync(config, tmp_path / "warehouse.duckdb").run("pasted")
+        assert result.success, failure_messages(result)
+        directory = generate_directory(users=40, groups=18, seed=3)
+        assert {r[0] for r in Sync(config, tmp_path / "warehouse.duckdb").query("SELECT source_id FROM contacts")} == {
+            u["id"] for u in directory.users if u["mail"] and u["accountEnabled"] and u["userType"] != "Guest"}
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
