@@ -167,6 +167,17 @@ def test_sync_command_syncs_the_demo_tenant_exactly(demo_env, monkeypatch):
     assert json.loads(proc.stdout) == [{"integration": "demo", "contacts": len(expected)},
                                        {"integration": "demo_workday", "contacts": len(workday_contacts)}]
 
+    # A restarted demo tenant knows none of its old delta tokens: the next sync reads everything
+    # again and says so, without a warning (it is the expected path of every `make sync`).
+    subprocess.run([sys.executable, "-m", "entra_pipeline", "demo-tenant", "stop"], env=demo_env, cwd=ROOT,
+                   capture_output=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "entra_pipeline", "sync", "demo"], env=demo_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "users: the demo tenant restarted since the last sync (it keeps no delta tokens)" in output
+    assert " - WARNING - " not in output
+
     # Every example query the README gives analysts runs on this warehouse, with the DuckDB installed.
     block = (ROOT / "README.md").read_text(encoding="utf-8").split("Example queries:", 1)[1]
     block = block.split("```sql", 1)[1].split("```", 1)[0]
