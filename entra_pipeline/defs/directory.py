@@ -24,9 +24,10 @@ def build_assets(partitions: dg.PartitionsDefinition, deps: list[dg.AssetDep]) -
                     "integration, each field from the first integration of its precedence "
                     "(contacts_directory.precedence) that has a value, with the integration it came from. A "
                     "person any integration excludes is left out unless contacts_directory.excluded_anywhere "
-                    "is false. Merged again after each integration's contacts change: one SQL merge of every "
-                    "integration's contacts, and only the people who joined, changed or left are written and "
-                    "appended to all_contact_changes, in one transaction.",
+                    "is false. Merged again at the end of each integration's sync, for the people that sync "
+                    "changed (everyone after a full round or a new configuration), in DuckDB; only the people "
+                    "who joined, changed or left are written and appended to all_contact_changes, in one "
+                    "transaction.",
     )
     def all_contacts_asset(context: dg.AssetExecutionContext, config: SyncRunConfig,
                            integrations: IntegrationsResource, warehouse: WarehouseResource):
