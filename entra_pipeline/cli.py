@@ -27,6 +27,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _failure_lines(result) -> list[str]:
+    from entra_pipeline.sync.checks import APPROVE_HINT
+
     lines = []
     for event in result.get_step_failure_events():
         error = event.step_failure_data.error
@@ -36,7 +38,7 @@ def _failure_lines(result) -> list[str]:
         message = (error.message if error else "unknown error").strip().splitlines()[0]
         message = message.removeprefix('dagster._core.definitions.events.Failure: ')
         # The launchpad's spelling of an approval, as this command spells it.
-        message = message.replace("re-run with allow_removals: true", "re-run with sync --allow-removals")
+        message = message.replace(APPROVE_HINT, "re-run with sync --allow-removals to approve")
         lines.append(f"{event.step_key}: {message}")
     return lines
 

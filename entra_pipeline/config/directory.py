@@ -52,7 +52,7 @@ class ContactsDirectory(StrictModel):
     precedence: Precedence = Field(default_factory=Precedence)
     excluded_anywhere: bool = True
 
-    def problems(self, keys: list[str], named: set[str], fields: set[str] | None) -> list[str]:
+    def problems(self, named: set[str], fields: set[str] | None) -> list[str]:
         """Lines for integration keys the file does not name (``named``: its keys, broken
         integrations' included) and fields no integration has (``fields``; None: not judged)."""
         lines = []

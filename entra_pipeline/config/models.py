@@ -222,7 +222,7 @@ class IntegrationsFile(StrictModel):
         named = set((info.context or {}).get("named_keys") or self.keys)
         fields = {name for i in self.integrations for name in i.mapping.field_types()}
         # A custom field of a broken integration is not known here: its fields are not judged then.
-        problems = self.contacts_directory.problems(self.keys, named, fields if named == set(self.keys) else None)
+        problems = self.contacts_directory.problems(named, fields if named == set(self.keys) else None)
         if problems:
             raise ValueError(problems[0])
         return self

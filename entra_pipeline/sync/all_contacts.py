@@ -16,7 +16,7 @@ from entra_pipeline.sync.options import SyncOptions
 from entra_pipeline.sync.outcome import Json, preview
 from entra_pipeline.sync.runner import Prepared
 from entra_pipeline.transform.guard import SAMPLE, judge
-from entra_pipeline.warehouse import change_log
+from entra_pipeline.warehouse import change_log, table_rows
 from entra_pipeline.warehouse import directory_tables as d
 from entra_pipeline.warehouse import schema as s
 
@@ -61,15 +61,15 @@ def compute(con, integration: Integration, run_id: str, options: SyncOptions, di
     def write(con) -> dict:
         changes.update(d.write(con, run_id, integration.key, merge, only))
         change_log.consumed(con, integration.key, names.ALL_CONTACTS, names.FILTERED_PEOPLE, run_id, seq, made_with)
-        sample = con.execute(f'SELECT contact_id, display_name, job_title, integrations FROM "{s.ALL_CONTACTS}" '
-                             "ORDER BY contact_id LIMIT 10").fetchall()
+        sample = table_rows.sample_rows(con, s.ALL_CONTACTS, integration.key, PREVIEW_COLUMNS)
         excluded = con.execute(f'SELECT count(DISTINCT contact_id) FROM "{s.ALL_CONTACTS_EXCLUDED}"').fetchone()[0]
         return {"rows": d.count(con), "mode": "full" if only is None else "incremental",
-                "people_recomputed": d.merged_count(con) if only is None else len(only), "people_joined": changes["joined"], "people_updated": changes["updated"],
+                "people_recomputed": d.merged_count(con) if only is None else len(only),
+                "people_joined": changes["joined"], "people_updated": changes["updated"],
                 "people_left": changes["left"], "list_memberships_removed": memberships.removed,
                 "excluded_elsewhere": excluded,
                 "integrations_merged": Json(keys),
-                "preview": preview([dict(zip(PREVIEW_COLUMNS, row)) for row in sample], PREVIEW_COLUMNS)}
+                "preview": preview(sample, PREVIEW_COLUMNS)}
 
     return Prepared(checks, write, lambda: {"added": changes.get("joined", 0), "updated": changes.get("updated", 0),
                                             "removed": changes.get("left", 0),

@@ -82,6 +82,9 @@ REPORT_COLUMNS_DECIDED = "report_columns_decided"
 RULE_COLUMNS_IN_REPORT = "rule_columns_in_report"
 
 SAMPLE = 20  # error rows shown in a check's metadata; the import_errors table has all of them
+#: How a blocked guard says to approve its removals (the command line names its flag instead).
+APPROVE_HINT = "re-run with allow_removals: true to approve"
+_APPROVAL = " Above it nothing is written until an operator re-runs with allow_removals: true."
 
 _COMPLETE = ("The read of {what} is whole: a delta round reached Graph's deltaLink, a list read reached every "
              "object Graph counted ($count). A read that stopped early writes nothing and blocks the rest of "
@@ -101,23 +104,20 @@ CHECKS: dict[str, tuple[str, bool, str]] = {
         "The directory did not suddenly return zero users where the last sync read some: always blocking "
         "(a permission or scope problem, never a reason to drop everyone)."),
     CONTACT_REMOVALS_WITHIN_LIMIT: (names.FILTERED_CONTACTS, True,
-        "This sync removes no more contacts than the integration's deletion_guard allows; above it nothing is "
-        "written until an operator re-runs with allow_removals: true in the run config."),
+        "This sync removes no more contacts than the integration's deletion_guard allows." + _APPROVAL),
     MEMBERSHIP_REMOVALS_WITHIN_LIMIT: (s.DISTRIBUTION_LISTS, True,
-        "This sync removes no more list memberships than the deletion_guard allows; above it nothing is "
-        "written until an operator re-runs with allow_removals: true in the run config."),
+        "This sync removes no more list memberships than the deletion_guard allows." + _APPROVAL),
     LEAVERS_MEMBERSHIPS_WITHIN_LIMIT: (names.FILTERED_CONTACTS, True,
         "The contacts this sync removes (excluded, disabled, gone from the directory) leave every list at once, "
         "in the same transaction; their list memberships count against the deletion_guard like any other "
-        "membership removal. Above it nothing is written until an operator re-runs with allow_removals: true."),
+        "membership removal." + _APPROVAL),
     DIRECTORY_REMOVALS_WITHIN_LIMIT: (names.ALL_CONTACTS, True,
         "The merge removes no more people from the merged directory (all_contacts) than the deletion_guard of "
         "the integration whose sync merges allows: a person leaves when no integration keeps them any more, or "
-        "when one excludes them. Above it nothing is written until an operator re-runs with allow_removals: true."),
+        "when one excludes them." + _APPROVAL),
     DIRECTORY_MEMBERSHIPS_WITHIN_LIMIT: (names.ALL_CONTACTS, True,
         "The people the merge removes from the merged directory leave every list of all_contact_list_members with "
-        "them; those memberships count against the same deletion_guard. Above it nothing is written until an "
-        "operator re-runs with allow_removals: true."),
+        "them; those memberships count against the same deletion_guard." + _APPROVAL),
     CONTACTS_HAVE_UNIQUE_ID: (s.MAPPED_CONTACTS, False,
         "Directory users without a usable Unique Contact ID (empty, or not an email address when the ID "
         "is the email). They are not imported; fix them in the directory."),
@@ -374,7 +374,7 @@ def removal_result(name: str, what: str, removal: Removal, allowed: bool) -> Che
         return _result(name, True, f"{removal.removed:,} of {removal.current:,} {what} removed "
                                    f"({removal.limit_text}), approved by allow_removals", metadata)
     return _result(name, False, f"this sync would remove {removal.removed:,} of {removal.current:,} {what} "
-                                f"({removal.limit_text}); re-run with allow_removals: true to approve", metadata)
+                                f"({removal.limit_text}); {APPROVE_HINT}", metadata)
 
 
 def issues_result(name: str, issues: list[ImportIssue]) -> CheckOutcome:

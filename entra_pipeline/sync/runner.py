@@ -86,10 +86,7 @@ class StageRun:
         rows and the table's columns."""
         table = names.TABLES[self.stage]
         columns = [Column(name, kind) for name, kind in summaries.table_columns(con, table)]
-        # The merged directory is everyone's: its rows are not the integration's.
-        rows = (con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] if table == names.ALL_CONTACTS
-                else table_rows.count_rows(con, table, self.key))
-        self._table = (table, rows, columns)
+        self._table = (table, table_rows.count_rows(con, table, self.key), columns)
 
     def block(self, checks: list[CheckOutcome]) -> None:
         """Raise StageBlocked when a blocking check failed."""

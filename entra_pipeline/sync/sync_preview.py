@@ -6,6 +6,7 @@ stay byte-identical. The report replaces this integration's rows of sync_preview
 from __future__ import annotations
 
 import json
+from functools import partial
 
 from entra_pipeline.config import ContactsDirectory
 from entra_pipeline.sync import all_contacts, distribution_lists, filtered_contacts, mapped_contacts
@@ -26,8 +27,7 @@ def materialize(run: StageRun, directory: ContactsDirectory, merged_keys: list[s
         with connection.rolled_back(con):  # the preview never changes the synced tables
             before = preview_report.preview_state(con, key)
             would_block: list[c.CheckOutcome] = []
-            merge = lambda con, integration, run_id, options: all_contacts.compute(  # noqa: E731
-                con, integration, run_id, options, directory, merged_keys)
+            merge = partial(all_contacts.compute, directory=directory, keys=merged_keys)
             for compute in (mapped_contacts.compute, filtered_contacts.compute, distribution_lists.compute, merge):
                 prepared = compute(con, run.integration, run.run_id, SyncOptions())
                 would_block += c.failed_blocking(prepared.checks)

@@ -30,7 +30,7 @@ class MergeSettings:
     each field's precedence over them, and whether an exclusion anywhere keeps a person out."""
 
     keys: list[str]
-    orders: dict[str, list[str]]  # field -> integration keys, first wins
+    orders: dict[str, list[str]]  # every merged field, in column order -> integration keys, first wins
     excluded_anywhere: bool
 
 
@@ -59,7 +59,7 @@ def merge(con, settings: MergeSettings, only: set[str] | None = None) -> None:
     types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = "
                              "current_database() AND schema_name = 'main' AND table_name = ?",
                              [s.CONTACTS]).fetchall())
-    fields = contact_fields(con)
+    fields = list(settings.orders)
     have = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = "
                                       "current_database() AND schema_name = 'main' AND table_name = ?",
                                       [s.ALL_CONTACTS]).fetchall()}
@@ -125,27 +125,28 @@ def write_excluded_elsewhere(con, settings: MergeSettings, only: set[str] | None
         GROUP BY e.contact_id, e.integration""", [run_id, now, settings.keys, settings.keys, settings.keys])
 
 
+def _gone(only: set[str] | None) -> str:
+    """The people in all_contacts the merge in MERGED removes (call after ``merge``)."""
+    return (f'SELECT contact_id FROM "{s.ALL_CONTACTS}" WHERE contact_id NOT IN (SELECT contact_id FROM {MERGED})'
+            f'{_only("contact_id", only)}')
+
+
 def leaving(con, sample: int, only: set[str] | None) -> tuple[int, int, list[str]]:
     """(people in all_contacts now, how many the merge removes, the first ``sample`` of them;
     call after ``merge`` with the same ``only``)."""
-    size = con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACTS}"').fetchone()[0]
-    gone = [r[0] for r in con.execute(f'SELECT contact_id FROM "{s.ALL_CONTACTS}" WHERE contact_id NOT IN '
-                                      f"(SELECT contact_id FROM {MERGED}){_only('contact_id', only)} "
-                                      "ORDER BY contact_id").fetchall()]
-    return size, len(gone), gone[:sample]
+    removed = con.execute(f"SELECT count(*) FROM ({_gone(only)})").fetchone()[0]
+    first = [r[0] for r in con.execute(f"{_gone(only)} ORDER BY contact_id LIMIT ?", [sample]).fetchall()]
+    return count(con), removed, first
 
 
 def memberships_leaving(con, sample: int, only: set[str] | None) -> tuple[int, int, list[str]]:
     """(list memberships of the merged directory now, how many leave with the people the merge
     removes, the first ``sample`` as "list: person"; call after ``merge`` with the same ``only``)."""
     size = con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACT_LIST_MEMBERS}"').fetchone()[0]
-    gone = f"""SELECT contact_id FROM "{s.ALL_CONTACTS}" WHERE contact_id NOT IN (SELECT contact_id FROM {MERGED})
-               {_only('contact_id', only)}"""
-    removed = con.execute(f'SELECT count(*) FROM "{s.ALL_CONTACT_LIST_MEMBERS}" WHERE contact_id IN ({gone})'
-                          ).fetchone()[0]
+    leaving_rows = f'FROM "{s.ALL_CONTACT_LIST_MEMBERS}" WHERE contact_id IN ({_gone(only)})'
+    removed = con.execute(f"SELECT count(*) {leaving_rows}").fetchone()[0]
     first = [f"{name}: {person}" for name, person in con.execute(
-        f'SELECT list_name, contact_id FROM "{s.ALL_CONTACT_LIST_MEMBERS}" WHERE contact_id IN ({gone}) '
-        "ORDER BY list_name, contact_id LIMIT ?", [sample]).fetchall()]
+        f"SELECT list_name, contact_id {leaving_rows} ORDER BY list_name, contact_id LIMIT ?", [sample]).fetchall()]
     return size, removed, first
 
 
@@ -153,7 +154,7 @@ def write(con, run_id: str, integration: str, settings: MergeSettings, only: set
     """Apply MERGED to all_contacts (the people who joined, changed or left), append their history,
     and replace all_contacts_excluded (their rows, with ``only``: call after ``merge`` with the same
     ``only``). joined / updated / left -> how many."""
-    fields = contact_fields(con)
+    fields = list(settings.orders)
     now = utc_now()
     pairs = ", ".join(
         f"""{{'field': ?, 'old': CAST(o."{f}" AS VARCHAR), 'new': CAST(n."{f}" AS VARCHAR), """

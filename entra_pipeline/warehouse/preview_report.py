@@ -32,15 +32,13 @@ def preview_rows(con, integration: str, run_id: str, before: PreviewState) -> li
     """(change, contact_id, list_id, details) for everything the stages written on ``con`` under
     ``run_id`` changed compared with ``before`` (call inside the transaction, before rolling back)."""
     rows: list[tuple] = []
-    for change, contact_id, details in con.execute(
-            f'SELECT change, contact_id, changes FROM "{s.CONTACT_CHANGES}" WHERE integration = ? AND run_id = ? '
-            "ORDER BY contact_id", [integration, run_id]).fetchall():
-        rows.append((f"contact_{change}", contact_id, None,
-                     {"fields": json.loads(details)} if details else None))
-    for change, contact_id, details in con.execute(
-            f'SELECT change, contact_id, changes FROM "{s.ALL_CONTACT_CHANGES}" WHERE run_id = ? ORDER BY contact_id',
-            [run_id]).fetchall():
-        rows.append((f"directory_{change}", contact_id, None, {"fields": json.loads(details)} if details else None))
+    # The run's history rows: the integration's contacts, then the merged directory (everyone's).
+    for table, kind, where, params in ((s.CONTACT_CHANGES, "contact", "integration = ? AND ", [integration]),
+                                       (s.ALL_CONTACT_CHANGES, "directory", "", [])):
+        for change, contact_id, details in con.execute(
+                f'SELECT change, contact_id, changes FROM "{table}" WHERE {where}run_id = ? ORDER BY contact_id',
+                [*params, run_id]).fetchall():
+            rows.append((f"{kind}_{change}", contact_id, None, {"fields": json.loads(details)} if details else None))
     after = preview_state(con, integration)
     for contact_id in sorted(after.excluded.keys() - before.excluded.keys()):
         rows.append(("contact_excluded", contact_id, None, {"rule": after.excluded[contact_id]}))

@@ -182,6 +182,7 @@ TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 
 #: The tables whose rows belong to one integration each (the merged directory's do not).
 INTEGRATION_TABLES = tuple(t for t in TABLES if "integration VARCHAR NOT NULL" in t[1])
+INTEGRATION_TABLE_NAMES = frozenset(name for name, _, _ in INTEGRATION_TABLES)
 
 # One row per sync run and integration, from its stages' rows.
 SYNC_RUNS_VIEW = f"""

@@ -75,14 +75,21 @@ def stored_json(con, table: str, integration: str, ids: list[str] | None) -> dic
 
 
 def count_rows(con, table: str, integration: str) -> int:
-    """How many rows an integration has in ``table``."""
+    """How many rows an integration has in ``table`` (all of them in a table of the merged
+    directory, whose rows are everyone's)."""
     s.ensure_schema(con)
+    if table not in s.INTEGRATION_TABLE_NAMES:
+        return con.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
     return con.execute(f'SELECT count(*) FROM "{table}" WHERE integration = ?', [integration]).fetchone()[0]
 
 
 def sample_rows(con, table: str, integration: str, columns: list[str], limit: int = 10) -> list[dict]:
-    """The first rows of an integration, by its first column (an id), as dicts (for previews)."""
+    """The first rows of an integration (of everyone in a table of the merged directory), by its
+    first column (an id), as dicts (for previews)."""
     quoted = ", ".join(f'"{c}"' for c in columns)
-    cursor = con.execute(f'SELECT {quoted} FROM "{table}" WHERE integration = ? ORDER BY 1 LIMIT ?',
-                         [integration, limit])
+    if table not in s.INTEGRATION_TABLE_NAMES:
+        cursor = con.execute(f'SELECT {quoted} FROM "{table}" ORDER BY 1 LIMIT ?', [limit])
+    else:
+        cursor = con.execute(f'SELECT {quoted} FROM "{table}" WHERE integration = ? ORDER BY 1 LIMIT ?',
+                             [integration, limit])
     return [dict(zip(columns, row)) for row in cursor.fetchall()]

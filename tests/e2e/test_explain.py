@@ -255,4 +255,6 @@ def test_a_group_not_selected_and_a_name_the_bulk_file_finds_twice(tenant, expla
     status, lines = explain(user["id"], twice)
     message = tenant["sync"].query("SELECT message FROM import_errors WHERE code = 'list_name_ambiguous'")[0][0]
     assert (status, lines[-1]) == (1, f"{ENTRA}: no list {twice!r}: {message}")
-    assert "2" in message
+    # The mapping's own words: both groups named, by id.
+    assert message.startswith(f"2 groups are named {twice!r} (")
+    assert all(gid in message for gid in directory.special["duplicate_name"])
